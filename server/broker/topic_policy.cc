@@ -1,0 +1,56 @@
+#include "server/broker/topic_policy.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/match.h"
+
+namespace switchboard::broker {
+namespace {
+
+bool IsPrefixPattern(absl::string_view pattern) { return absl::EndsWith(pattern, "*"); }
+
+}  // namespace
+
+absl::string_view TopicKindName(TopicKind kind) {
+  return kind == TopicKind::kEphemeral ? "ephemeral" : "durable";
+}
+
+absl::string_view OverflowPolicyName(OverflowPolicy policy) {
+  switch (policy) {
+    case OverflowPolicy::kDropOldest:
+      return "drop_oldest";
+    case OverflowPolicy::kDropNewest:
+      return "drop_newest";
+    case OverflowPolicy::kDisconnect:
+      return "disconnect";
+  }
+  return "unknown";
+}
+
+TopicPolicies::TopicPolicies(std::vector<TopicDeclaration> declarations)
+    : declarations_(std::move(declarations)) {
+  // Exact names first, then prefixes from longest to shortest.
+  std::stable_sort(declarations_.begin(), declarations_.end(),
+                   [](const TopicDeclaration& a, const TopicDeclaration& b) {
+                     const bool a_prefix = IsPrefixPattern(a.pattern);
+                     const bool b_prefix = IsPrefixPattern(b.pattern);
+                     if (a_prefix != b_prefix) return !a_prefix;
+                     return a.pattern.size() > b.pattern.size();
+                   });
+}
+
+const TopicPolicy& TopicPolicies::Resolve(absl::string_view topic) const {
+  for (const TopicDeclaration& declaration : declarations_) {
+    absl::string_view pattern = declaration.pattern;
+    if (IsPrefixPattern(pattern)) {
+      pattern.remove_suffix(1);
+      if (absl::StartsWith(topic, pattern)) return declaration.policy;
+    } else if (topic == pattern) {
+      return declaration.policy;
+    }
+  }
+  return default_policy_;
+}
+
+}  // namespace switchboard::broker

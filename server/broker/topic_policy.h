@@ -1,0 +1,66 @@
+// Per-topic behaviour: which kind a topic is and the knobs of that kind.
+//
+// Declarations come from configuration (`topics:`), by exact name or by a
+// prefix ending in '*'. Exact names win over prefixes, and longer prefixes
+// over shorter ones. A topic that matches no declaration is durable with the
+// defaults below. Immutable after construction, so any thread may read it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace switchboard::broker {
+
+enum class TopicKind { kDurable, kEphemeral };
+
+// What an ephemeral subscriber's full buffer does with the next message.
+enum class OverflowPolicy {
+  kDropOldest,  // Evict the oldest buffered message to make room.
+  kDropNewest,  // Discard the incoming message.
+  kDisconnect,  // End the subscriber's stream with RESOURCE_EXHAUSTED.
+};
+
+absl::string_view TopicKindName(TopicKind kind);  // "durable" / "ephemeral"
+absl::string_view OverflowPolicyName(OverflowPolicy policy);
+
+struct TopicPolicy {
+  TopicKind kind = TopicKind::kDurable;
+
+  // Ephemeral topics.
+  uint32_t subscriber_buffer = 1000;  // Messages buffered per subscriber stream.
+  OverflowPolicy overflow = OverflowPolicy::kDropOldest;
+
+  // Durable topics.
+  uint64_t max_len = 1000000;  // Retention: entries kept in the stream.
+  absl::Duration ack_deadline = absl::Seconds(30);
+  uint32_t max_delivery_attempts = 5;
+  std::string dead_letter_suffix = ":dlq";  // Dead letters go to topic + suffix.
+  bool exclusive = false;  // Give this topic its own backend connection.
+};
+
+struct TopicDeclaration {
+  std::string pattern;  // Exact name, or a prefix ending in '*'.
+  TopicPolicy policy;
+};
+
+class TopicPolicies {
+ public:
+  TopicPolicies() = default;
+  explicit TopicPolicies(std::vector<TopicDeclaration> declarations);
+
+  // The policy for a concrete topic name.
+  const TopicPolicy& Resolve(absl::string_view topic) const;
+
+  const std::vector<TopicDeclaration>& declarations() const { return declarations_; }
+
+ private:
+  // Sorted so that the first match is the most specific.
+  std::vector<TopicDeclaration> declarations_;
+  TopicPolicy default_policy_;
+};
+
+}  // namespace switchboard::broker

@@ -4,13 +4,9 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "server/common/names.h"
 
 namespace switchboard::broker {
-namespace {
-
-bool IsPrefixPattern(absl::string_view pattern) { return absl::EndsWith(pattern, "*"); }
-
-}  // namespace
 
 absl::string_view TopicKindName(TopicKind kind) {
   return kind == TopicKind::kEphemeral ? "ephemeral" : "durable";
@@ -33,8 +29,8 @@ TopicPolicies::TopicPolicies(std::vector<TopicDeclaration> declarations)
   // Exact names first, then prefixes from longest to shortest.
   std::stable_sort(declarations_.begin(), declarations_.end(),
                    [](const TopicDeclaration& a, const TopicDeclaration& b) {
-                     const bool a_prefix = IsPrefixPattern(a.pattern);
-                     const bool b_prefix = IsPrefixPattern(b.pattern);
+                     const bool a_prefix = common::IsTopicPrefixPattern(a.pattern);
+                     const bool b_prefix = common::IsTopicPrefixPattern(b.pattern);
                      if (a_prefix != b_prefix) return !a_prefix;
                      return a.pattern.size() > b.pattern.size();
                    });
@@ -43,7 +39,7 @@ TopicPolicies::TopicPolicies(std::vector<TopicDeclaration> declarations)
 const TopicPolicy& TopicPolicies::Resolve(absl::string_view topic) const {
   for (const TopicDeclaration& declaration : declarations_) {
     absl::string_view pattern = declaration.pattern;
-    if (IsPrefixPattern(pattern)) {
+    if (common::IsTopicPrefixPattern(pattern)) {
       pattern.remove_suffix(1);
       if (absl::StartsWith(topic, pattern)) return declaration.policy;
     } else if (topic == pattern) {

@@ -1,0 +1,154 @@
+#include "server/app/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+
+#include <algorithm>
+#include <exception>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "prometheus/exposer.h"
+#include "server/auth/client_registry.h"
+#include "server/broker/memory/memory_broker.h"
+#include "server/common/clock.h"
+#include "server/common/log.h"
+#include "server/common/status_macros.h"
+#include "server/config/broker_url.h"
+#include "server/event/dispatcher_impl.h"
+#include "server/metrics/metrics.h"
+#include "server/service/broker_service.h"
+
+namespace switchboard::app {
+namespace {
+
+constexpr char kBrokerServiceName[] = "switchboard.v1.Broker";
+constexpr size_t kMinReceiveMessageBytes = 16 << 20;
+
+class ServerImpl final : public Server {
+ public:
+  explicit ServerImpl(const config::Config& config)
+      : config_(config),
+        broker_dispatcher_("sb-broker", common::RealClock::Get()),
+        clients_(config),
+        streams_(config.limits().max_streams_per_client() == 0
+                     ? std::numeric_limits<uint32_t>::max()
+                     : config.limits().max_streams_per_client()),
+        drain_timeout_(absl::Milliseconds(config.server().drain_timeout_ms())) {}
+
+  ~ServerImpl() override { Shutdown(); }
+
+  absl::Status Init() {
+    broker_dispatcher_.Start();
+    SB_ASSIGN_OR_RETURN(config::BrokerUrl url, config::ParseBrokerUrl(config_.broker().url()));
+    if (url.scheme != config::BrokerUrl::Scheme::kMemory) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "broker.url: ", url.Redacted(), " is not supported by this build; use memory://"));
+    }
+    broker_ = std::make_unique<broker::MemoryBroker>(
+        broker_dispatcher_, config::BuildTopicPolicies(config_), metrics_);
+
+    try {
+      exposer_ = std::make_unique<prometheus::Exposer>(config_.server().metrics_listen());
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat("server.metrics_listen: cannot listen on ",
+                                                 config_.server().metrics_listen(), ": ",
+                                                 e.what()));
+    }
+    exposer_->RegisterCollectable(metrics_.registry());
+
+    service::RequestLimits limits;
+    limits.max_message_bytes = config_.limits().max_message_bytes();
+    limits.max_batch_messages = config_.limits().max_batch_messages();
+    context_ = std::make_unique<service::ServiceContext>(
+        service::ServiceContext{*broker_, clients_, metrics_, streams_, limits});
+    service_ = std::make_unique<service::BrokerService>(*context_);
+
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(config_.server().listen(), grpc::InsecureServerCredentials(),
+                             &grpc_port_);
+    builder.SetMaxReceiveMessageSize(static_cast<int>(std::max<uint64_t>(
+        kMinReceiveMessageBytes, limits.max_message_bytes + (64 << 10))));
+    builder.RegisterService(service_.get());
+    grpc_server_ = builder.BuildAndStart();
+    if (grpc_server_ == nullptr || grpc_port_ == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("server.listen: cannot listen on ", config_.server().listen()));
+    }
+    grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
+    broker_->WatchHealth([this, health](bool serving) {
+      absl::MutexLock lock(&shutdown_mu_);
+      if (shut_down_) return;
+      health->SetServingStatus(kBrokerServiceName, serving);
+      SB_LOG(kInfo, "broker is ", serving ? "serving" : "NOT serving");
+    });
+    SB_LOG(kInfo, "switchboard listening on ", config_.server().listen(), " (port ", grpc_port_,
+           "), metrics on ", config_.server().metrics_listen(), " (port ", metrics_port(),
+           "), broker ", url.Redacted());
+    return absl::OkStatus();
+  }
+
+  int grpc_port() const override { return grpc_port_; }
+
+  int metrics_port() const override {
+    if (exposer_ == nullptr) return 0;
+    const std::vector<int> ports = exposer_->GetListeningPorts();
+    return ports.empty() ? 0 : ports.front();
+  }
+
+  void Shutdown() override {
+    {
+      absl::MutexLock lock(&shutdown_mu_);
+      if (shut_down_) return;
+      shut_down_ = true;
+    }
+    const absl::Time deadline = absl::Now() + drain_timeout_;
+    if (grpc_server_ != nullptr) {
+      SB_LOG(kInfo, "draining: ending open streams");
+      grpc_server_->GetHealthCheckService()->Shutdown();
+      streams_.DrainAll();
+      if (!streams_.WaitUntilEmpty(deadline)) {
+        SB_LOG(kWarning, "drain budget spent with streams still open; cancelling them");
+      }
+      // Stops accepting, lets unary calls finish, then cancels what is left.
+      grpc_server_->Shutdown(absl::ToChronoTime(deadline));
+    }
+    if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
+    broker_dispatcher_.Shutdown();
+    SB_LOG(kInfo, "drained");
+  }
+
+ private:
+  const config::Config config_;
+  metrics::Metrics metrics_;
+  event::DispatcherImpl broker_dispatcher_;
+  std::unique_ptr<broker::Broker> broker_;
+  auth::ClientRegistry clients_;
+  service::StreamTracker streams_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<service::ServiceContext> context_;
+  std::unique_ptr<service::BrokerService> service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  int grpc_port_ = 0;
+  const absl::Duration drain_timeout_;
+
+  absl::Mutex shutdown_mu_;
+  bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const config::Config& config) {
+  auto server = std::make_unique<ServerImpl>(config);
+  if (absl::Status status = server->Init(); !status.ok()) return status;
+  return server;
+}
+
+}  // namespace switchboard::app

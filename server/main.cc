@@ -1,0 +1,112 @@
+// switchboard: parses flags and configuration, runs the server until SIGTERM
+// or SIGINT, then drains and exits 0. Everything else lives in libraries.
+//
+// Exit codes: 0 after a graceful drain, 1 when the server cannot start
+// (a port in use), 2 for invalid flags or configuration.
+#include <signal.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "server/app/server.h"
+#include "server/common/log.h"
+#include "server/config/config.h"
+#include "server/config/listen_address.h"
+
+ABSL_FLAG(std::optional<std::string>, listen, std::nullopt,
+          "gRPC listen address, host:port (default 127.0.0.1:7070; overrides server.listen)");
+ABSL_FLAG(std::optional<std::string>, metrics_listen, std::nullopt,
+          "Prometheus listen address, host:port (default 127.0.0.1:9464; overrides "
+          "server.metrics_listen)");
+ABSL_FLAG(std::string, config, "", "YAML configuration file (optional)");
+ABSL_FLAG(std::optional<std::string>, broker, std::nullopt,
+          "Broker URL: memory:// (default, embedded) or redis://[user:password@]host:port[/db] "
+          "(overrides broker.url)");
+
+namespace {
+
+constexpr int kExitStartFailed = 1;
+constexpr int kExitBadConfig = 2;
+
+switchboard::common::LogLevel ToLogLevel(switchboard::config::v1::Logging::Level level) {
+  using switchboard::common::LogLevel;
+  using switchboard::config::v1::Logging;
+  switch (level) {
+    case Logging::LEVEL_DEBUG:
+      return LogLevel::kDebug;
+    case Logging::LEVEL_INFO:
+      return LogLevel::kInfo;
+    case Logging::LEVEL_WARNING:
+      return LogLevel::kWarning;
+    case Logging::LEVEL_ERROR:
+      return LogLevel::kError;
+  }
+  return LogLevel::kInfo;
+}
+
+// The file (or the defaults), then the flags over it, validated as a whole
+// so an overridden field is checked like one from the file.
+absl::StatusOr<switchboard::config::Config> LoadConfig() {
+  namespace config = switchboard::config;
+  const std::string path = absl::GetFlag(FLAGS_config);
+  absl::StatusOr<config::Config> loaded =
+      path.empty() ? config::DefaultConfig()
+                   : config::LoadConfigFile(path, config::ProcessEnvironment());
+  if (!loaded.ok()) return loaded;
+  if (auto listen = absl::GetFlag(FLAGS_listen)) loaded->mutable_server()->set_listen(*listen);
+  if (auto metrics = absl::GetFlag(FLAGS_metrics_listen)) {
+    loaded->mutable_server()->set_metrics_listen(*metrics);
+  }
+  if (auto broker = absl::GetFlag(FLAGS_broker)) loaded->mutable_broker()->set_url(*broker);
+  if (absl::Status status = config::ValidateConfig(*loaded); !status.ok()) return status;
+  return loaded;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Switchboard: one gRPC service that owns a fleet's broker and upstream connections.\n"
+      "Usage: switchboard [--config=FILE] [--listen=HOST:PORT] [--metrics_listen=HOST:PORT] "
+      "[--broker=URL]");
+  absl::ParseCommandLine(argc, argv);
+
+  absl::StatusOr<switchboard::config::Config> config = LoadConfig();
+  if (!config.ok()) {
+    std::cerr << "switchboard: invalid configuration: " << config.status().message() << "\n";
+    return kExitBadConfig;
+  }
+  switchboard::common::SetLogLevel(ToLogLevel(config->logging().level()));
+  if (config->clients().empty() && !switchboard::config::IsLoopbackAddress(config->server().listen())) {
+    SB_LOG(kWarning, "*** No clients are configured, so every caller is accepted as 'anonymous', "
+                     "and the server listens on ", config->server().listen(),
+           ", which is not loopback. Configure `clients:` with tokens before exposing it. ***");
+  }
+
+  // Signals are taken by sigwait below, never by a handler on a random
+  // thread: block them before any thread starts so every thread inherits it.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<switchboard::app::Server>> server =
+      switchboard::app::Server::Start(*config);
+  if (!server.ok()) {
+    SB_LOG(kError, "cannot start: ", server.status().message());
+    return server.status().code() == absl::StatusCode::kInvalidArgument ? kExitBadConfig
+                                                                         : kExitStartFailed;
+  }
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  SB_LOG(kInfo, "received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT",
+         "; shutting down gracefully");
+  (*server)->Shutdown();
+  return EXIT_SUCCESS;
+}

@@ -1,0 +1,34 @@
+// What every Broker RPC handler needs, bundled so reactors take one
+// reference. Owned by server/app, which keeps it alive until every RPC has
+// ended (gRPC server shutdown completes before it is destroyed).
+#pragma once
+
+#include <grpcpp/server_context.h>
+
+#include "absl/status/statusor.h"
+#include "server/auth/client_registry.h"
+#include "server/broker/broker.h"
+#include "server/metrics/metrics.h"
+#include "server/service/request_validation.h"
+#include "server/service/stream_tracker.h"
+
+namespace switchboard::service {
+
+struct ServiceContext {
+  broker::Broker& broker;
+  const auth::ClientRegistry& clients;
+  metrics::Metrics& metrics;
+  StreamTracker& streams;
+  RequestLimits limits;
+};
+
+// Identifies the caller from its `authorization` metadata.
+absl::StatusOr<auth::ClientIdentity> AuthenticateCall(const ServiceContext& context,
+                                                      const grpc::CallbackServerContext& call);
+
+// Fails with PERMISSION_DENIED, naming `field`, when `client` may not use
+// `topic`.
+absl::Status CheckTopicAllowed(const auth::ClientIdentity& client, absl::string_view topic,
+                               absl::string_view field);
+
+}  // namespace switchboard::service

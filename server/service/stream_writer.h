@@ -1,0 +1,90 @@
+// The write half shared by the server-streaming reactors: at most one write
+// in flight, and a Finish() that waits for it.
+//
+// `ReactorBase` is grpc::ServerBidiReactor<Req, Resp> or
+// grpc::ServerWriteReactor<Resp>. Subclasses keep their outgoing state under
+// `mu_`, implement TakeNextResponseLocked() to fill the next response, and
+// call MaybeWriteLocked() when they queued something. gRPC runs reactions on
+// its own threads and broker sinks run on dispatcher threads; both meet only
+// under `mu_`. Subclasses must not call into the broker while holding `mu_`
+// (the broker holds its sink lock while calling into them).
+#pragma once
+
+#include <optional>
+
+#include <grpcpp/support/status.h>
+
+#include "absl/synchronization/mutex.h"
+
+namespace switchboard::service {
+
+template <typename ReactorBase, typename Response>
+class StreamWriter : public ReactorBase {
+ public:
+  void OnWriteDone(bool ok) final {
+    {
+      absl::MutexLock lock(&mu_);
+      write_in_flight_ = false;
+      if (!ok && !finish_status_) finish_status_ = grpc::Status::CANCELLED;
+      if (finish_status_) {
+        FinishLocked();
+        return;
+      }
+      MaybeWriteLocked();
+    }
+    OnWriteCompleted();
+  }
+
+  // Every RPC must be finished, even a cancelled one, before OnDone runs.
+  void OnCancel() final {
+    absl::MutexLock lock(&mu_);
+    RequestFinishLocked(grpc::Status::CANCELLED);
+  }
+
+ protected:
+  // Fills `response` with the next thing to send. Returns false when there is
+  // nothing. Called with `mu_` held.
+  virtual bool TakeNextResponseLocked(Response& response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
+
+  // Runs after a successful write, without `mu_`; may call into the broker.
+  virtual void OnWriteCompleted() {}
+
+  // Starts a write if none is in flight and there is something to send.
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (write_in_flight_ || finish_status_) return;
+    response_.Clear();
+    if (!TakeNextResponseLocked(response_)) return;
+    write_in_flight_ = true;
+    this->StartWrite(&response_);
+  }
+
+  // Ends the stream with `status` once the write in flight completes. Later
+  // calls are ignored: the first reason wins.
+  void RequestFinishLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finish_status_) return;
+    finish_status_ = std::move(status);
+    if (!write_in_flight_) FinishLocked();
+  }
+
+  bool finishing() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return finish_status_.has_value(); }
+
+  // Waits out any thread still inside a locked section before the reactor is
+  // deleted in OnDone.
+  void AwaitLockedSections() { absl::MutexLock lock(&mu_); }
+
+  absl::Mutex mu_;
+
+ private:
+  void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    this->Finish(*finish_status_);
+  }
+
+  Response response_ ABSL_GUARDED_BY(mu_);
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> finish_status_ ABSL_GUARDED_BY(mu_);
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace switchboard::service

@@ -1,0 +1,80 @@
+#include "server/service/subscribe_reactor.h"
+
+#include <utility>
+
+#include "server/common/names.h"
+#include "server/service/message_conversion.h"
+#include "server/service/status_conversion.h"
+
+namespace switchboard::service {
+
+SubscribeReactor::SubscribeReactor(ServiceContext& context, grpc::CallbackServerContext& call,
+                                   const v1::SubscribeRequest& request)
+    : context_(context), registration_(context, metrics::StreamMethod::kSubscribe, *this) {
+  absl::Status status = [&]() -> absl::Status {
+    absl::StatusOr<auth::ClientIdentity> client = registration_.Open(call);
+    if (!client.ok()) return client.status();
+    if (absl::Status valid = common::ValidateTopicPattern(request.topic(), "topic"); !valid.ok()) {
+      return valid;
+    }
+    if (absl::Status allowed = CheckTopicAllowed(*client, request.topic(), "topic");
+        !allowed.ok()) {
+      return allowed;
+    }
+    topic_metrics_ = &context_.metrics.ForTopic(request.topic());
+    absl::StatusOr<std::unique_ptr<broker::Subscription>> subscription =
+        context_.broker.Subscribe(request.topic(), *this);
+    if (!subscription.ok()) return subscription.status();
+    subscription_ = *std::move(subscription);
+    return absl::OkStatus();
+  }();
+  if (!status.ok()) {
+    context_.metrics.CountRejected("Subscribe", StatusCodeName(status.code()));
+    absl::MutexLock lock(&mu_);
+    RequestFinishLocked(ToGrpcStatus(status));
+  }
+}
+
+void SubscribeReactor::OnSubscribed() {
+  absl::MutexLock lock(&mu_);
+  if (!finishing()) StartSendInitialMetadata();
+}
+
+void SubscribeReactor::OnMessage(broker::Message message, uint64_t dropped_since_last) {
+  absl::MutexLock lock(&mu_);
+  pending_ = std::move(message);
+  pending_dropped_ = dropped_since_last;
+  MaybeWriteLocked();
+}
+
+bool SubscribeReactor::TakeNextResponseLocked(v1::SubscribeResponse& response) {
+  if (!pending_) return false;
+  topic_metrics_->delivered.Increment();
+  ToReceivedMessage(*std::move(pending_), *response.mutable_message());
+  response.set_dropped_since_last(pending_dropped_);
+  pending_.reset();
+  return true;
+}
+
+void SubscribeReactor::OnWriteCompleted() {
+  if (subscription_ != nullptr) subscription_->Ready();
+}
+
+void SubscribeReactor::OnClosed(absl::Status status) {
+  absl::MutexLock lock(&mu_);
+  RequestFinishLocked(ToGrpcStatus(status));
+}
+
+void SubscribeReactor::Drain() {
+  absl::MutexLock lock(&mu_);
+  RequestFinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                   "server is shutting down; resubscribe elsewhere"));
+}
+
+void SubscribeReactor::OnDone() {
+  subscription_.reset();  // No sink callback runs after this.
+  AwaitLockedSections();
+  delete this;
+}
+
+}  // namespace switchboard::service

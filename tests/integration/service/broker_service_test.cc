@@ -1,0 +1,377 @@
+// The Broker service end to end over real gRPC: an in-process server on a
+// loopback port, generated stubs, the embedded memory broker. Each test
+// asserts exact counts.
+#include <grpcpp/grpcpp.h>
+
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "switchboard/v1/broker.grpc.pb.h"
+#include "tests/testing/in_process_server.h"
+
+namespace switchboard {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using ConsumeStream = grpc::ClientReaderWriter<v1::ConsumeRequest, v1::ConsumeResponse>;
+
+constexpr char kTopicsYaml[] = R"(
+topics:
+  - name: "news.*"
+    kind: ephemeral
+    buffer: 100
+  - name: jobs
+    kind: durable
+    ack_deadline_ms: 30000
+)";
+
+std::chrono::system_clock::time_point Deadline(int seconds = 30) {
+  return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
+}
+
+class BrokerServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartServer(kTopicsYaml); }
+
+  void StartServer(absl::string_view yaml) {
+    absl::StatusOr<testing::InProcessServer> server = testing::StartInProcessServer(yaml);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(server_.target, grpc::InsecureChannelCredentials());
+    stub_ = v1::Broker::NewStub(channel_);
+  }
+
+  grpc::Status Publish(const std::string& topic, const std::vector<std::string>& payloads,
+                       v1::PublishResponse* response, const std::string& token = "") {
+    v1::PublishRequest request;
+    request.set_topic(topic);
+    for (const std::string& payload : payloads) request.add_messages()->set_payload(payload);
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
+    return stub_->Publish(&context, request, response);
+  }
+
+  std::unique_ptr<ConsumeStream> OpenConsume(grpc::ClientContext& context, const std::string& topic,
+                                             const std::string& group, uint32_t max_in_flight) {
+    context.set_deadline(Deadline());
+    std::unique_ptr<ConsumeStream> stream = stub_->Consume(&context);
+    v1::ConsumeRequest request;
+    request.mutable_subscription()->set_topic(topic);
+    request.mutable_subscription()->set_group(group);
+    request.mutable_subscription()->set_max_in_flight(max_in_flight);
+    EXPECT_TRUE(stream->Write(request));
+    return stream;
+  }
+
+  // Reads responses until `count` deliveries arrived.
+  std::vector<v1::Delivery> ReadDeliveries(ConsumeStream& stream, size_t count) {
+    std::vector<v1::Delivery> deliveries;
+    v1::ConsumeResponse response;
+    while (deliveries.size() < count && stream.Read(&response)) {
+      for (const v1::Delivery& delivery : response.deliveries()) deliveries.push_back(delivery);
+    }
+    return deliveries;
+  }
+
+  static void Ack(ConsumeStream& stream, const std::vector<v1::Delivery>& deliveries) {
+    v1::ConsumeRequest request;
+    for (const v1::Delivery& delivery : deliveries) request.add_ack_ids(delivery.ack_id());
+    ASSERT_TRUE(stream.Write(request));
+  }
+
+  static std::vector<std::string> Numbered(const std::string& prefix, int count) {
+    std::vector<std::string> payloads;
+    for (int i = 0; i < count; ++i) payloads.push_back(absl::StrCat(prefix, i));
+    return payloads;
+  }
+
+  testing::InProcessServer server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Broker::Stub> stub_;
+};
+
+TEST_F(BrokerServiceTest, PublishedBatchIsConsumedExactlyOnceInOrder) {
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("orders", Numbered("m", 100), &published).ok());
+  ASSERT_EQ(published.message_ids_size(), 100);
+
+  grpc::ClientContext context;
+  std::unique_ptr<ConsumeStream> stream = OpenConsume(context, "orders", "g", 10);
+  std::vector<std::string> received;
+  while (received.size() < 100) {
+    std::vector<v1::Delivery> deliveries = ReadDeliveries(*stream, 1);
+    ASSERT_FALSE(deliveries.empty());
+    for (const v1::Delivery& delivery : deliveries) {
+      EXPECT_EQ(delivery.delivery_attempt(), 1);
+      EXPECT_EQ(delivery.message().message_id(), published.message_ids(received.size()));
+      received.push_back(delivery.message().payload());
+    }
+    Ack(*stream, deliveries);
+  }
+  EXPECT_EQ(received, Numbered("m", 100));
+  context.TryCancel();
+}
+
+TEST_F(BrokerServiceTest, PublishStreamAnswersEveryRequestByItsId) {
+  grpc::ClientContext context;
+  context.set_deadline(Deadline());
+  auto stream = stub_->PublishStream(&context);
+  for (uint64_t id = 1; id <= 50; ++id) {
+    v1::PublishStreamRequest request;
+    request.set_request_id(id);
+    request.set_topic(id == 25 ? "" : "events");  // One bad request among good ones.
+    request.add_messages()->set_payload(absl::StrCat("p", id));
+    ASSERT_TRUE(stream->Write(request));
+  }
+  stream->WritesDone();
+  std::set<uint64_t> answered;
+  int errors = 0;
+  v1::PublishStreamResponse response;
+  while (stream->Read(&response)) {
+    EXPECT_TRUE(answered.insert(response.request_id()).second);
+    if (response.has_error()) {
+      ++errors;
+      EXPECT_EQ(response.request_id(), 25u);
+      EXPECT_EQ(response.error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+      EXPECT_THAT(response.error().message(), StartsWith("topic:"));
+    } else {
+      EXPECT_EQ(response.message_ids_size(), 1);
+    }
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(answered.size(), 50u);
+  EXPECT_EQ(errors, 1);
+}
+
+TEST_F(BrokerServiceTest, EverySubscriberOfAnEphemeralTopicGetsEveryMessage) {
+  constexpr int kSubscribers = 3;
+  constexpr int kMessages = 40;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>>> readers;
+  for (int i = 0; i < kSubscribers; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->set_deadline(Deadline());
+    v1::SubscribeRequest request;
+    request.set_topic(i == 0 ? "news.*" : "news.sports");
+    readers.push_back(stub_->Subscribe(contexts.back().get(), request));
+    readers.back()->WaitForInitialMetadata();  // The subscription is live.
+  }
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("news.sports", Numbered("n", kMessages), &published).ok());
+  for (auto& reader : readers) {
+    v1::SubscribeResponse response;
+    for (int i = 0; i < kMessages; ++i) {
+      ASSERT_TRUE(reader->Read(&response));
+      EXPECT_EQ(response.message().payload(), absl::StrCat("n", i));
+      EXPECT_EQ(response.message().topic(), "news.sports");
+      EXPECT_EQ(response.dropped_since_last(), 0u);
+    }
+  }
+  for (auto& context : contexts) context->TryCancel();
+}
+
+TEST_F(BrokerServiceTest, KindMismatchFailsWithFailedPreconditionNamingTheKind) {
+  grpc::ClientContext subscribe_context;
+  subscribe_context.set_deadline(Deadline());
+  v1::SubscribeRequest subscribe;
+  subscribe.set_topic("jobs");
+  auto reader = stub_->Subscribe(&subscribe_context, subscribe);
+  v1::SubscribeResponse ignored;
+  EXPECT_FALSE(reader->Read(&ignored));
+  grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("durable"));
+
+  grpc::ClientContext consume_context;
+  auto stream = OpenConsume(consume_context, "news.weather", "g", 1);
+  v1::ConsumeResponse response;
+  EXPECT_FALSE(stream->Read(&response));
+  status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("ephemeral"));
+}
+
+TEST_F(BrokerServiceTest, BadPublishInputNamesTheField) {
+  v1::PublishResponse response;
+  grpc::Status status = Publish("", {"x"}, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("topic:"));
+
+  status = Publish("bad topic!", {"x"}, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("topic:"));
+
+  status = Publish("orders", {"ok", std::string((1 << 20) + 1, 'x')}, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("messages[1].payload:"));
+
+  status = Publish("orders", {}, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("messages:"));
+
+  // Nothing of the refused batches was published.
+  grpc::ClientContext context;
+  auto stream = OpenConsume(context, "orders", "g", 10);
+  ASSERT_TRUE(Publish("orders", {"only"}, &response).ok());
+  std::vector<v1::Delivery> deliveries = ReadDeliveries(*stream, 1);
+  ASSERT_EQ(deliveries.size(), 1u);
+  EXPECT_EQ(deliveries[0].message().payload(), "only");
+  context.TryCancel();
+}
+
+TEST_F(BrokerServiceTest, BadConsumeSubscriptionNamesTheField) {
+  grpc::ClientContext context;
+  auto stream = OpenConsume(context, "orders", "", 10);
+  v1::ConsumeResponse response;
+  EXPECT_FALSE(stream->Read(&response));
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("subscription.group:"));
+
+  grpc::ClientContext context2;
+  auto stream2 = OpenConsume(context2, "orders", "g", 0);
+  EXPECT_FALSE(stream2->Read(&response));
+  status = stream2->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), StartsWith("subscription.max_in_flight:"));
+}
+
+TEST_F(BrokerServiceTest, BadAcksAreReportedPerItemAndTheStreamGoesOn) {
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("jobs", Numbered("j", 4), &published).ok());
+  grpc::ClientContext context_a;
+  grpc::ClientContext context_b;
+  auto stream_a = OpenConsume(context_a, "jobs", "g", 2);
+  std::vector<v1::Delivery> held_by_a = ReadDeliveries(*stream_a, 2);
+  ASSERT_EQ(held_by_a.size(), 2u);
+  auto stream_b = OpenConsume(context_b, "jobs", "g", 2);
+  std::vector<v1::Delivery> held_by_b = ReadDeliveries(*stream_b, 2);
+  ASSERT_EQ(held_by_b.size(), 2u);
+
+  v1::ConsumeRequest request;
+  request.add_ack_ids("no-such-lease");
+  request.add_ack_ids(held_by_a[0].ack_id());  // Another stream's lease.
+  request.add_ack_ids("");
+  ASSERT_TRUE(stream_b->Write(request));
+  v1::ConsumeResponse response;
+  ASSERT_TRUE(stream_b->Read(&response));
+  ASSERT_EQ(response.ack_failures_size(), 3);
+  std::map<std::string, v1::AckFailure> failures;
+  for (const v1::AckFailure& failure : response.ack_failures()) {
+    failures[failure.status().message().substr(0, 10)] = failure;
+  }
+  EXPECT_EQ(failures["ack_ids[0]"].status().code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(failures["ack_ids[1]"].status().code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(failures["ack_ids[2]"].status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Neither stream was disturbed. B still holds both leases, so it has no
+  // credit; A acks its two, and the next message can only go to A.
+  Ack(*stream_a, held_by_a);
+  v1::PublishResponse more;
+  ASSERT_TRUE(Publish("jobs", {"after"}, &more).ok());
+  std::vector<v1::Delivery> next = ReadDeliveries(*stream_a, 1);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].message().payload(), "after");
+  context_a.TryCancel();
+  context_b.TryCancel();
+}
+
+TEST_F(BrokerServiceTest, KilledConsumersLeasesGoToTheOtherConsumerWithAttemptTwo) {
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("jobs", Numbered("k", 5), &published).ok());
+  grpc::ClientContext killed_context;
+  auto killed = OpenConsume(killed_context, "jobs", "workers", 5);
+  std::vector<v1::Delivery> in_flight = ReadDeliveries(*killed, 5);
+  ASSERT_EQ(in_flight.size(), 5u);
+
+  grpc::ClientContext survivor_context;
+  auto survivor = OpenConsume(survivor_context, "jobs", "workers", 10);
+  killed_context.TryCancel();  // The worker dies with five messages in flight.
+
+  std::vector<v1::Delivery> redelivered = ReadDeliveries(*survivor, 5);
+  ASSERT_EQ(redelivered.size(), 5u);
+  std::set<std::string> payloads;
+  for (const v1::Delivery& delivery : redelivered) {
+    EXPECT_EQ(delivery.delivery_attempt(), 2);
+    payloads.insert(delivery.message().payload());
+  }
+  EXPECT_EQ(payloads, (std::set<std::string>{"k0", "k1", "k2", "k3", "k4"}));
+  survivor_context.TryCancel();
+}
+
+TEST_F(BrokerServiceTest, HealthReportsServingPerService) {
+  auto health = grpc::health::v1::Health::NewStub(channel_);
+  for (const char* service : {"", "switchboard.v1.Broker"}) {
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    grpc::health::v1::HealthCheckResponse response;
+    ASSERT_TRUE(health->Check(&context, request, &response).ok()) << service;
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING) << service;
+  }
+}
+
+TEST_F(BrokerServiceTest, MetricsEndpointCountsPublishedAndDelivered) {
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("metered", Numbered("x", 3), &published).ok());
+  grpc::ClientContext context;
+  auto stream = OpenConsume(context, "metered", "g", 10);
+  ASSERT_EQ(ReadDeliveries(*stream, 3).size(), 3u);
+  absl::StatusOr<std::string> body = testing::HttpGet(server_.metrics_port, "/metrics");
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_THAT(*body, HasSubstr("switchboard_messages_published_total{topic=\"metered\"} 3"));
+  EXPECT_THAT(*body, HasSubstr("switchboard_messages_delivered_total{topic=\"metered\"} 3"));
+  EXPECT_THAT(*body,
+              HasSubstr("switchboard_grpc_streams_open{client=\"anonymous\",method=\"Consume\"} 1"));
+  context.TryCancel();
+}
+
+TEST_F(BrokerServiceTest, ShutdownEndsSubscribersWithUnavailable) {
+  grpc::ClientContext context;
+  context.set_deadline(Deadline());
+  v1::SubscribeRequest request;
+  request.set_topic("news.*");
+  auto reader = stub_->Subscribe(&context, request);
+  reader->WaitForInitialMetadata();
+  std::thread shutdown([this] { server_.server->Shutdown(); });
+  v1::SubscribeResponse response;
+  EXPECT_FALSE(reader->Read(&response));
+  grpc::Status status = reader->Finish();
+  shutdown.join();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+class AuthenticatedBrokerServiceTest : public BrokerServiceTest {
+ protected:
+  void SetUp() override {
+    StartServer(R"(
+clients:
+  - {id: billing, token: "s3cret-billing", allowed_topics: ["invoices"]}
+  - {id: ops, token: "s3cret-ops"}
+)");
+  }
+};
+
+TEST_F(AuthenticatedBrokerServiceTest, TokensMapToClientsAndWrongOnesAreRefused) {
+  v1::PublishResponse response;
+  EXPECT_EQ(Publish("invoices", {"x"}, &response).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  grpc::Status wrong = Publish("invoices", {"x"}, &response, "not-a-token");
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_THAT(wrong.error_message(), ::testing::Not(HasSubstr("not-a-token")));
+  EXPECT_TRUE(Publish("invoices", {"x"}, &response, "s3cret-billing").ok());
+  grpc::Status denied = Publish("payroll", {"x"}, &response, "s3cret-billing");
+  EXPECT_EQ(denied.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(denied.error_message(), StartsWith("topic:"));
+  EXPECT_TRUE(Publish("payroll", {"x"}, &response, "s3cret-ops").ok());
+}
+
+}  // namespace
+}  // namespace switchboard

@@ -1,0 +1,56 @@
+#include "tests/testing/in_process_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "server/config/config.h"
+
+namespace switchboard::testing {
+
+absl::StatusOr<InProcessServer> StartInProcessServer(absl::string_view yaml) {
+  absl::StatusOr<config::Config> config =
+      config::ParseConfig(yaml, [](const std::string&) { return std::nullopt; });
+  if (!config.ok()) return config.status();
+  config->mutable_server()->set_listen("127.0.0.1:0");
+  config->mutable_server()->set_metrics_listen("127.0.0.1:0");
+  config->mutable_server()->set_drain_timeout_ms(5000);
+  absl::StatusOr<std::unique_ptr<app::Server>> server = app::Server::Start(*config);
+  if (!server.ok()) return server.status();
+  InProcessServer result;
+  result.target = absl::StrCat("127.0.0.1:", (*server)->grpc_port());
+  result.metrics_port = (*server)->metrics_port();
+  result.server = *std::move(server);
+  return result;
+}
+
+absl::StatusOr<std::string> HttpGet(int port, absl::string_view path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
+  }
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+  if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return absl::UnavailableError("short write");
+  }
+  std::string response;
+  char buffer[16384];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, static_cast<size_t>(n));
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  if (body == std::string::npos) return absl::DataLossError("no HTTP body");
+  return response.substr(body + 4);
+}
+
+}  // namespace switchboard::testing

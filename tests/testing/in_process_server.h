@@ -1,0 +1,29 @@
+// Starts a real Switchboard server inside the test process, on loopback
+// ports picked at run time, from a YAML configuration. Used by the
+// integration tests that speak gRPC to it with generated stubs or the client
+// library.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/app/server.h"
+
+namespace switchboard::testing {
+
+struct InProcessServer {
+  std::unique_ptr<app::Server> server;
+  std::string target;  // "127.0.0.1:<port>" for grpc::CreateChannel.
+  int metrics_port = 0;
+};
+
+// Parses `yaml` (server.listen and server.metrics_listen are forced to
+// 127.0.0.1:0) and starts the server.
+absl::StatusOr<InProcessServer> StartInProcessServer(absl::string_view yaml = "");
+
+// GETs http://127.0.0.1:`port``path` and returns the body.
+absl::StatusOr<std::string> HttpGet(int port, absl::string_view path);
+
+}  // namespace switchboard::testing

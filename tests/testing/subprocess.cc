@@ -1,0 +1,151 @@
+#include "tests/testing/subprocess.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace switchboard::testing {
+namespace {
+
+sockaddr_in Loopback(int port) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return address;
+}
+
+std::string TempPath(absl::string_view what) {
+  std::string pattern = absl::StrCat("/tmp/switchboard-test-", what, "-XXXXXX");
+  const int fd = mkstemp(pattern.data());
+  if (fd >= 0) close(fd);
+  return pattern;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+int PickUnusedPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address = Loopback(0);
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  socklen_t length = sizeof(address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+bool WaitForPort(int port, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address = Loopback(port);
+    const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+    close(fd);
+    if (connected) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return false;
+}
+
+absl::StatusOr<Subprocess> Subprocess::Start(std::vector<std::string> argv,
+                                             std::optional<std::string> stdin_text) {
+  std::string stdout_path = TempPath("stdout");
+  std::string stderr_path = TempPath("stderr");
+  std::string stdin_path;
+  if (stdin_text) {
+    stdin_path = TempPath("stdin");
+    std::ofstream(stdin_path) << *stdin_text;
+  }
+  std::vector<char*> args;
+  for (std::string& arg : argv) args.push_back(arg.data());
+  args.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    const int in = open(stdin_path.empty() ? "/dev/null" : stdin_path.c_str(), O_RDONLY);
+    const int out = open(stdout_path.c_str(), O_WRONLY | O_TRUNC);
+    const int err = open(stderr_path.c_str(), O_WRONLY | O_TRUNC);
+    dup2(in, STDIN_FILENO);
+    dup2(out, STDOUT_FILENO);
+    dup2(err, STDERR_FILENO);
+    // Children must not inherit the test's blocked signals.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  if (!stdin_path.empty()) unlink(stdin_path.c_str());  // The child holds it open.
+  return Subprocess(pid, std::move(stdout_path), std::move(stderr_path));
+}
+
+Subprocess::Subprocess(Subprocess&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)),
+      exit_code_(other.exit_code_),
+      stdout_path_(std::move(other.stdout_path_)),
+      stderr_path_(std::move(other.stderr_path_)) {}
+
+Subprocess::~Subprocess() {
+  if (pid_ > 0 && !exit_code_) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  if (!stdout_path_.empty()) unlink(stdout_path_.c_str());
+  if (!stderr_path_.empty()) unlink(stderr_path_.c_str());
+}
+
+void Subprocess::Signal(int signal_number) {
+  if (pid_ > 0 && !exit_code_) kill(pid_, signal_number);
+}
+
+std::optional<int> Subprocess::Wait(absl::Duration timeout) {
+  if (exit_code_) return exit_code_;
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    int status = 0;
+    const pid_t done = waitpid(pid_, &status, WNOHANG);
+    if (done == pid_) {
+      exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      return exit_code_;
+    }
+    if (absl::Now() >= deadline) return std::nullopt;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
+std::string Subprocess::stdout_text() const { return ReadFile(stdout_path_); }
+std::string Subprocess::stderr_text() const { return ReadFile(stderr_path_); }
+
+RunResult Run(std::vector<std::string> argv, std::optional<std::string> stdin_text,
+              absl::Duration timeout) {
+  RunResult result;
+  absl::StatusOr<Subprocess> process = Subprocess::Start(std::move(argv), std::move(stdin_text));
+  if (!process.ok()) return result;
+  std::optional<int> exit_code = process->Wait(timeout);
+  result.exit_code = exit_code.value_or(-1);
+  result.stdout_text = process->stdout_text();
+  result.stderr_text = process->stderr_text();
+  return result;
+}
+
+}  // namespace switchboard::testing

@@ -1,0 +1,253 @@
+#include "bench.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "commands.h"
+#include "switchboard/client/consume_stream.h"
+#include "switchboard/client/publish_stream.h"
+
+namespace switchboard::sbctl {
+namespace {
+
+// How long a consume stream may take to end after its half-close.
+constexpr absl::Duration kCloseTimeout = absl::Seconds(5);
+
+// Pre-published messages go in unary batches of at most this many bytes.
+constexpr int64_t kPrepublishBatchBytes = 1 << 20;
+constexpr int64_t kPrepublishBatchMessages = 1000;
+
+// Thread-safe tallies of one run, fed from gRPC callback threads.
+class Tally {
+ public:
+  // `target` > 0: finished() is notified once that many messages are counted.
+  explicit Tally(int64_t target) : target_(target) {}
+
+  void AddMessages(int64_t count) {
+    absl::MutexLock lock(&mu_);
+    messages_ += count;
+    if (target_ > 0 && messages_ >= target_ && !finished_.HasBeenNotified()) finished_.Notify();
+  }
+
+  void AddLatency(absl::Duration latency) {
+    absl::MutexLock lock(&mu_);
+    latencies_us_.push_back(absl::ToInt64Microseconds(latency));
+  }
+
+  void AddError(absl::StatusCode code) {
+    absl::MutexLock lock(&mu_);
+    ++errors_[code];
+  }
+
+  int64_t messages() const {
+    absl::MutexLock lock(&mu_);
+    return messages_;
+  }
+
+  absl::Notification& finished() { return finished_; }
+
+  // The JSON summary: `fields` (already formatted, e.g. `"mode":"publish"`)
+  // followed by the figures.
+  std::string Json(const std::string& fields, absl::Duration elapsed) {
+    absl::MutexLock lock(&mu_);
+    std::sort(latencies_us_.begin(), latencies_us_.end());
+    const auto percentile = [this](double fraction) -> int64_t {
+      if (latencies_us_.empty()) return 0;
+      const auto index = static_cast<std::size_t>(fraction * latencies_us_.size());
+      return latencies_us_[std::min(index, latencies_us_.size() - 1)];
+    };
+    std::string errors;
+    for (const auto& [code, count] : errors_) {
+      absl::StrAppend(&errors, errors.empty() ? "" : ",", "\"", absl::StatusCodeToString(code),
+                      "\":", count);
+    }
+    return absl::StrFormat(
+        "{%s,\"elapsed_s\":%.3f,\"msgs\":%d,\"msgs_per_sec\":%.1f,\"samples\":%d,"
+        "\"p50_us\":%d,\"p99_us\":%d,\"errors\":{%s}}",
+        fields, absl::ToDoubleSeconds(elapsed), messages_,
+        messages_ / std::max(absl::ToDoubleSeconds(elapsed), 1e-9), latencies_us_.size(),
+        percentile(0.50), percentile(0.99), errors);
+  }
+
+ private:
+  const int64_t target_;
+  mutable absl::Mutex mu_;
+  int64_t messages_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int64_t> latencies_us_ ABSL_GUARDED_BY(mu_);
+  std::map<absl::StatusCode, int64_t> errors_ ABSL_GUARDED_BY(mu_);
+  absl::Notification finished_;
+};
+
+// Prints progress on stderr once a second until `duration` has passed or
+// the tally is finished.
+void RunClock(Tally& tally, absl::Time start, absl::Duration duration) {
+  const absl::Time end = start + duration;
+  int64_t previous = 0;
+  for (absl::Time tick = start + absl::Seconds(1);; tick += absl::Seconds(1)) {
+    if (tally.finished().WaitForNotificationWithDeadline(std::min(tick, end))) return;
+    const int64_t messages = tally.messages();
+    std::cerr << absl::StrFormat("[%5.1fs] %d msgs, %d msgs/s\n",
+                                 absl::ToDoubleSeconds(absl::Now() - start), messages,
+                                 messages - previous);
+    previous = messages;
+    if (tick >= end) return;
+  }
+}
+
+// One PublishStream that keeps `window` requests in flight until `end`.
+class PublishLoad {
+ public:
+  PublishLoad(const client::Client& client, const PublishBenchOptions& options, absl::Time end,
+              Tally& tally)
+      : topic_(options.topic), end_(end), tally_(tally), stream_(client) {
+    v1::OutgoingMessage message;
+    message.set_payload(std::string(options.size, 'x'));
+    batch_.assign(options.batch, message);
+  }
+
+  void Start(int window) {
+    for (int i = 0; i < window; ++i) SendOne();
+  }
+
+  // Waits for the answers still in flight.
+  void Close() { stream_.Close().IgnoreError(); }
+
+ private:
+  void SendOne() {
+    std::vector<v1::OutgoingMessage> messages = batch_;
+    const absl::Time sent_at = absl::Now();
+    // Refused only once the stream has ended (its requests already counted
+    // the error) or is closing at the end of the run.
+    stream_
+        .Send(topic_, std::move(messages),
+              [this, sent_at](absl::StatusOr<std::vector<std::string>> ids) {
+                const absl::Time now = absl::Now();
+                if (ids.ok()) {
+                  tally_.AddMessages(static_cast<int64_t>(ids->size()));
+                  tally_.AddLatency(now - sent_at);
+                } else {
+                  tally_.AddError(ids.status().code());
+                }
+                if (now < end_) SendOne();
+              })
+        .IgnoreError();
+  }
+
+  const std::string topic_;
+  const absl::Time end_;
+  Tally& tally_;
+  std::vector<v1::OutgoingMessage> batch_;
+  client::PublishStream stream_;
+};
+
+// One Consume stream that acks every delivery as soon as it arrives.
+class ConsumeLoad {
+ public:
+  ConsumeLoad(const client::Client& client, const v1::ConsumeSubscription& subscription,
+              Tally& tally)
+      : tally_(tally),
+        stream_(
+            client, subscription, [this](v1::ConsumeResponse& response) { OnResponse(response); },
+            [this](const absl::Status& status) {
+              if (!status.ok()) tally_.AddError(status.code());
+            }) {}
+
+  void Close() {
+    stream_.Close();
+    if (!stream_.WaitWithTimeout(kCloseTimeout)) stream_.Cancel();
+    stream_.Wait().IgnoreError();
+  }
+
+ private:
+  // Responses come one at a time, so last_ack_at_ needs no lock.
+  void OnResponse(v1::ConsumeResponse& response) {
+    if (response.deliveries().empty()) return;
+    const absl::Time now = absl::Now();
+    if (last_ack_at_.has_value()) tally_.AddLatency(now - *last_ack_at_);
+    tally_.AddMessages(response.deliveries_size());
+    for (v1::Delivery& delivery : *response.mutable_deliveries()) {
+      stream_.Ack(std::move(*delivery.mutable_ack_id()));
+    }
+    last_ack_at_ = now;
+  }
+
+  Tally& tally_;
+  std::optional<absl::Time> last_ack_at_;
+  client::ConsumeStream stream_;  // Last: its handlers use the members above.
+};
+
+absl::Status Prepublish(const client::Client& client, const ConsumeBenchOptions& options) {
+  v1::OutgoingMessage message;
+  message.set_payload(std::string(options.size, 'x'));
+  const int64_t per_batch = std::clamp<int64_t>(kPrepublishBatchBytes / std::max(options.size, 1),
+                                                1, kPrepublishBatchMessages);
+  for (int64_t published = 0; published < options.messages;) {
+    const int64_t count = std::min(per_batch, options.messages - published);
+    absl::StatusOr<std::vector<std::string>> ids =
+        client.Publish(options.topic, std::vector<v1::OutgoingMessage>(count, message));
+    if (!ids.ok()) return ids.status();
+    published += count;
+  }
+  std::cerr << "pre-published " << options.messages << " messages to " << options.topic << "\n";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int BenchPublish(const client::Client& client, const PublishBenchOptions& options) {
+  Tally tally(/*target=*/0);
+  const absl::Time start = absl::Now();
+  std::vector<std::unique_ptr<PublishLoad>> loads;
+  for (int i = 0; i < options.streams; ++i) {
+    loads.push_back(
+        std::make_unique<PublishLoad>(client, options, start + options.duration, tally));
+  }
+  for (auto& load : loads) load->Start(options.window);
+  RunClock(tally, start, options.duration);
+  for (auto& load : loads) load->Close();
+  const absl::Duration elapsed = absl::Now() - start;
+  std::cout << tally.Json(
+                   absl::StrFormat("\"mode\":\"publish\",\"streams\":%d,\"window\":%d,"
+                                   "\"batch\":%d,\"size\":%d",
+                                   options.streams, options.window, options.batch, options.size),
+                   elapsed)
+            << std::endl;
+  return 0;
+}
+
+int BenchConsume(const client::Client& client, const ConsumeBenchOptions& options) {
+  if (absl::Status status = Prepublish(client, options); !status.ok()) {
+    return ReportFailure(status);
+  }
+  v1::ConsumeSubscription subscription;
+  subscription.set_topic(options.topic);
+  subscription.set_group(options.group);
+  subscription.set_max_in_flight(options.max_in_flight);
+  Tally tally(/*target=*/options.messages);
+  const absl::Time start = absl::Now();
+  std::vector<std::unique_ptr<ConsumeLoad>> loads;
+  for (int i = 0; i < options.streams; ++i) {
+    loads.push_back(std::make_unique<ConsumeLoad>(client, subscription, tally));
+  }
+  RunClock(tally, start, options.duration);
+  const absl::Duration elapsed = absl::Now() - start;
+  for (auto& load : loads) load->Close();
+  std::cout << tally.Json(absl::StrFormat("\"mode\":\"consume\",\"streams\":%d,"
+                                          "\"max_in_flight\":%d,\"prepublished\":%d",
+                                          options.streams, options.max_in_flight, options.messages),
+                          elapsed)
+            << std::endl;
+  return 0;
+}
+
+}  // namespace switchboard::sbctl

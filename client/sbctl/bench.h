@@ -1,0 +1,48 @@
+// `sbctl bench`: the load generator that users and tests/perf share. Both
+// modes print progress on stderr once a second and, as the LAST line on
+// stdout, one JSON object:
+//   {"mode":"publish", ..., "msgs":N, "msgs_per_sec":X, "p50_us":P, "p99_us":Q,
+//    "errors":{"UNAVAILABLE":3}}
+// `errors` counts failed requests (publish) or ended streams (consume) by
+// status code; it is {} on a clean run. Concurrency is bounded: each stream
+// keeps a fixed window of requests (publish) or credits (consume) in flight.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/time/time.h"
+#include "switchboard/client/client.h"
+
+namespace switchboard::sbctl {
+
+struct PublishBenchOptions {
+  std::string topic;
+  int streams = 8;  // PublishStream RPCs, all on the one channel.
+  int window = 16;  // Requests in flight per stream.
+  int batch = 1;    // Messages per request.
+  int size = 100;   // Payload bytes per message.
+  absl::Duration duration = absl::Seconds(10);
+};
+
+// Publishes for `duration`. Latency is one request's round trip: from Send()
+// to its acknowledgement (so it includes waiting behind the stream's window).
+int BenchPublish(const client::Client& client, const PublishBenchOptions& options);
+
+struct ConsumeBenchOptions {
+  std::string topic;
+  std::string group;
+  int streams = 8;               // Consume RPCs in the group.
+  uint32_t max_in_flight = 100;  // Credits per stream.
+  int64_t messages = 100000;     // Published before the clock starts; 0: consume the backlog.
+  int size = 100;                // Payload bytes of the pre-published messages.
+  absl::Duration duration = absl::Seconds(10);
+};
+
+// Pre-publishes `messages` (untimed), then consumes and acks until all of
+// them are consumed or `duration` passes. Latency is the ack round trip: from
+// queueing the acks that return a stream's credits to the next delivery
+// batch on that stream.
+int BenchConsume(const client::Client& client, const ConsumeBenchOptions& options);
+
+}  // namespace switchboard::sbctl

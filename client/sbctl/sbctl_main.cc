@@ -1,0 +1,140 @@
+// sbctl: the Switchboard command line. Parses flags, builds the one Client
+// and runs a subcommand (commands.h, bench.h). Exit codes: 0 success, 1 an
+// error from the server or the connection (printed on stderr as
+// `CODE: message`), 2 a usage error. (The file is named sbctl_main.cc so that
+// absl's --help lists the flags defined here.)
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "bench.h"
+#include "commands.h"
+#include "switchboard/client/client.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:7070", "Switchboard's gRPC address.");
+ABSL_FLAG(std::string, token, "",
+          "Bearer token sent as `authorization: Bearer <token>`; empty sends none.");
+ABSL_FLAG(int64_t, count, 0,
+          "subscribe, consume: exit after this many messages; 0 runs until stopped.");
+ABSL_FLAG(std::string, group, "", "consume, bench consume: the consumer group.");
+ABSL_FLAG(uint32_t, max_in_flight, 100,
+          "consume, bench consume: unacknowledged deliveries per stream.");
+ABSL_FLAG(bool, print_ids, false,
+          "publish: print each message id on stdout, one per line, in input order.");
+ABSL_FLAG(std::string, service, "",
+          "health: the service to check (\"\" is the server, \"switchboard.v1.Broker\" the "
+          "broker).");
+ABSL_FLAG(std::string, topic, "bench", "bench: the topic.");
+ABSL_FLAG(int, streams, 8, "bench: concurrent streams, all on one channel.");
+ABSL_FLAG(int, window, 16, "bench publish: requests in flight per stream.");
+ABSL_FLAG(int, batch, 1, "bench publish: messages per request.");
+ABSL_FLAG(int, size, 100, "bench: payload bytes per message.");
+ABSL_FLAG(double, duration, 10, "bench: seconds to run.");
+ABSL_FLAG(int64_t, messages, 100000,
+          "bench consume: messages to publish before the clock starts; 0 consumes the backlog.");
+
+namespace switchboard::sbctl {
+namespace {
+
+constexpr int kExitUsage = 2;
+
+constexpr char kUsage[] = R"(the Switchboard command line.
+
+  sbctl [--server=HOST:PORT] [--token=T] COMMAND ...
+
+  publish TOPIC [MSG...]       publish the MSGs, or one message per stdin line;
+                               stdout stays quiet unless --print_ids
+  subscribe TOPIC [--count=N]  print each message of an ephemeral topic
+  consume TOPIC --group=G [--count=N] [--max_in_flight=K]
+                               print and ack each message of a durable topic
+  health [--service=S]         exit 0 when S is SERVING
+  bench publish --topic=T --streams=S --batch=B --size=BYTES --duration=SEC [--window=W]
+  bench consume --topic=T --group=G --streams=S --duration=SEC [--messages=N]
+                               load generators; progress on stderr, a JSON summary
+                               as the last line on stdout
+
+Exit codes: 0 success; 1 an error from the server or the connection, printed
+on stderr as `CODE: message`; 2 a usage error.)";
+
+int UsageError(const std::string& message) {
+  std::cerr << "sbctl: " << message << " (see --help)" << std::endl;
+  return kExitUsage;
+}
+
+int RunBench(const client::Client& client, const std::vector<std::string>& args) {
+  if (args.size() != 2) return UsageError("bench takes one mode: publish or consume");
+  const absl::Duration duration = absl::Seconds(absl::GetFlag(FLAGS_duration));
+  if (args[1] == "publish") {
+    PublishBenchOptions options;
+    options.topic = absl::GetFlag(FLAGS_topic);
+    options.streams = absl::GetFlag(FLAGS_streams);
+    options.window = absl::GetFlag(FLAGS_window);
+    options.batch = absl::GetFlag(FLAGS_batch);
+    options.size = absl::GetFlag(FLAGS_size);
+    options.duration = duration;
+    if (options.streams < 1 || options.window < 1 || options.batch < 1 || options.size < 0) {
+      return UsageError("--streams, --window and --batch must be at least 1, --size at least 0");
+    }
+    return BenchPublish(client, options);
+  }
+  if (args[1] == "consume") {
+    ConsumeBenchOptions options;
+    options.topic = absl::GetFlag(FLAGS_topic);
+    options.group = absl::GetFlag(FLAGS_group);
+    options.streams = absl::GetFlag(FLAGS_streams);
+    options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+    options.messages = absl::GetFlag(FLAGS_messages);
+    options.size = absl::GetFlag(FLAGS_size);
+    options.duration = duration;
+    if (options.group.empty()) return UsageError("bench consume needs --group");
+    if (options.streams < 1 || options.messages < 0 || options.size < 0) {
+      return UsageError("--streams must be at least 1, --messages and --size at least 0");
+    }
+    return BenchConsume(client, options);
+  }
+  return UsageError(absl::StrCat("unknown bench mode '", args[1], "'"));
+}
+
+int Run(const std::vector<std::string>& args) {
+  if (args.empty()) return UsageError("no command");
+  client::ClientOptions options;
+  options.target = absl::GetFlag(FLAGS_server);
+  options.bearer_token = absl::GetFlag(FLAGS_token);
+  const client::Client client(options);
+  const std::string& command = args[0];
+  if (command == "publish") {
+    if (args.size() < 2) return UsageError("publish needs a TOPIC");
+    return Publish(client, args[1], std::vector<std::string>(args.begin() + 2, args.end()),
+                   absl::GetFlag(FLAGS_print_ids));
+  }
+  if (command == "subscribe") {
+    if (args.size() != 2) return UsageError("subscribe takes one TOPIC");
+    return Subscribe(client, args[1], absl::GetFlag(FLAGS_count));
+  }
+  if (command == "consume") {
+    if (args.size() != 2) return UsageError("consume takes one TOPIC");
+    if (absl::GetFlag(FLAGS_group).empty()) return UsageError("consume needs --group");
+    return Consume(client, args[1], absl::GetFlag(FLAGS_group), absl::GetFlag(FLAGS_count),
+                   absl::GetFlag(FLAGS_max_in_flight));
+  }
+  if (command == "health") {
+    if (args.size() != 1) return UsageError("health takes no argument");
+    return Health(client, absl::GetFlag(FLAGS_service));
+  }
+  if (command == "bench") return RunBench(client, args);
+  return UsageError(absl::StrCat("unknown command '", command, "'"));
+}
+
+}  // namespace
+}  // namespace switchboard::sbctl
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(switchboard::sbctl::kUsage);
+  const std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  return switchboard::sbctl::Run(
+      std::vector<std::string>(positional.begin() + 1, positional.end()));
+}

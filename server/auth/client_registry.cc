@@ -1,0 +1,63 @@
+#include "server/auth/client_registry.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+
+namespace switchboard::auth {
+namespace {
+
+constexpr absl::string_view kBearerScheme = "Bearer";
+
+// Compares without an early exit, so the time taken depends only on the
+// length of `presented` (which the caller knows), never on how much of
+// `expected` it matches. `expected` must not be empty.
+bool ConstantTimeEquals(absl::string_view presented, absl::string_view expected) {
+  unsigned char difference = presented.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < presented.size(); ++i) {
+    difference |= static_cast<unsigned char>(presented[i]) ^
+                  static_cast<unsigned char>(expected[i % expected.size()]);
+  }
+  return difference == 0;
+}
+
+}  // namespace
+
+ClientRegistry::ClientRegistry(const config::Config& config) {
+  clients_.reserve(config.clients_size());
+  for (const config::v1::Client& client : config.clients()) {
+    ClientIdentity identity;
+    identity.id = client.id();
+    identity.weight = client.weight();
+    identity.requests_per_second = client.requests_per_second();
+    identity.allowed_topics.assign(client.allowed_topics().begin(), client.allowed_topics().end());
+    clients_.push_back({client.token(), std::move(identity)});
+  }
+}
+
+absl::StatusOr<ClientIdentity> ClientRegistry::Authenticate(absl::string_view authorization) const {
+  if (anonymous()) {
+    ClientIdentity anonymous_client;
+    anonymous_client.id = std::string(kAnonymousClientId);
+    return anonymous_client;
+  }
+  // RFC 7235: the scheme is case-insensitive and followed by whitespace.
+  absl::string_view credentials = absl::StripAsciiWhitespace(authorization);
+  if (!absl::StartsWithIgnoreCase(credentials, kBearerScheme) ||
+      credentials.size() == kBearerScheme.size() ||
+      !absl::ascii_isspace(static_cast<unsigned char>(credentials[kBearerScheme.size()]))) {
+    return absl::UnauthenticatedError(
+        "missing bearer token: send metadata \"authorization: Bearer <token>\"");
+  }
+  const absl::string_view token =
+      absl::StripLeadingAsciiWhitespace(credentials.substr(kBearerScheme.size()));
+  // Every configured token is compared, so the time taken does not reveal
+  // which one matched.
+  const Client* match = nullptr;
+  for (const Client& client : clients_) {
+    if (ConstantTimeEquals(token, client.token) && match == nullptr) match = &client;
+  }
+  if (match == nullptr) return absl::UnauthenticatedError("unknown bearer token");
+  return match->identity;
+}
+
+}  // namespace switchboard::auth

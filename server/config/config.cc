@@ -1,0 +1,266 @@
+#include "server/config/config.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/common/names.h"
+#include "server/common/status_macros.h"
+#include "server/config/broker_url.h"
+#include "server/config/listen_address.h"
+#include "server/config/yaml_proto.h"
+
+namespace switchboard::config {
+namespace {
+
+absl::Status FieldError(absl::string_view path, absl::string_view message) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": ", message));
+}
+
+// Prefixes a path-less error from a parser with the field's path.
+absl::Status WithPath(absl::string_view path, const absl::Status& status) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+}
+
+absl::Status ValidateServer(const v1::Server& server) {
+  SB_RETURN_IF_ERROR(WithPath("server.listen", ParseHostPort(server.listen()).status()));
+  SB_RETURN_IF_ERROR(
+      WithPath("server.metrics_listen", ParseHostPort(server.metrics_listen()).status()));
+  if (server.listen() == server.metrics_listen() && !absl::EndsWith(server.listen(), ":0")) {
+    return FieldError("server.metrics_listen", "must differ from server.listen");
+  }
+  return absl::OkStatus();
+}
+
+// A knob of one topic kind set on a topic of the other kind.
+struct KindSpecificField {
+  bool set;
+  absl::string_view name;
+};
+
+absl::Status ValidateKindSpecificFields(const v1::Topic& topic, const std::string& path) {
+  const bool ephemeral = topic.kind() == v1::Topic::KIND_EPHEMERAL;
+  const std::vector<KindSpecificField> other_kind_fields =
+      ephemeral
+          ? std::vector<KindSpecificField>{{topic.has_max_len(), "max_len"},
+                                           {topic.has_ack_deadline_ms(), "ack_deadline_ms"},
+                                           {topic.has_max_delivery_attempts(),
+                                            "max_delivery_attempts"},
+                                           {topic.has_dead_letter_suffix(), "dead_letter_suffix"},
+                                           {topic.has_exclusive(), "exclusive"}}
+          : std::vector<KindSpecificField>{{topic.has_buffer(), "buffer"},
+                                           {topic.has_overflow(), "overflow"}};
+  for (const KindSpecificField& field : other_kind_fields) {
+    if (!field.set) continue;
+    return FieldError(
+        absl::StrCat(path, ".", field.name),
+        absl::StrCat("applies only to ", ephemeral ? "durable" : "ephemeral",
+                     " topics, and this topic is ", ephemeral ? "ephemeral" : "durable"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateDeadLetterSuffix(const v1::Topic& topic, const std::string& path) {
+  const std::string suffix_path = absl::StrCat(path, ".dead_letter_suffix");
+  if (topic.dead_letter_suffix().empty()) return FieldError(suffix_path, "must not be empty");
+  // The dead-letter topic of the longest name this declaration covers.
+  absl::string_view name = topic.name();
+  if (common::IsTopicPrefixPattern(name)) name.remove_suffix(1);
+  const std::string dead_letter_topic = absl::StrCat(name, topic.dead_letter_suffix());
+  return common::ValidateTopicName(
+      dead_letter_topic,
+      absl::StrCat(suffix_path, ": dead-letter topic \"", dead_letter_topic, "\""));
+}
+
+absl::Status ValidateTopics(const Config& config) {
+  std::map<std::string, int> index_of_pattern;
+  for (int i = 0; i < config.topics_size(); ++i) {
+    const v1::Topic& topic = config.topics(i);
+    const std::string path = absl::StrCat("topics[", i, "]");
+    const std::string name_path = absl::StrCat(path, ".name");
+    if (!topic.has_name()) return FieldError(name_path, "is required");
+    SB_RETURN_IF_ERROR(common::ValidateTopicPattern(topic.name(), name_path));
+    const auto [existing, inserted] = index_of_pattern.emplace(topic.name(), i);
+    if (!inserted) {
+      return FieldError(name_path,
+                        absl::StrCat("\"", topic.name(), "\" is already declared by topics[",
+                                     existing->second, "]"));
+    }
+    SB_RETURN_IF_ERROR(ValidateKindSpecificFields(topic, path));
+    if (topic.kind() == v1::Topic::KIND_DURABLE) {
+      SB_RETURN_IF_ERROR(ValidateDeadLetterSuffix(topic, path));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// gRPC metadata values are printable ASCII, and Bearer tokens have no spaces:
+// a token with anything else (often a trailing newline from a Secret file)
+// could never match.
+bool IsValidToken(absl::string_view token) {
+  for (char c : token) {
+    if (c <= ' ' || c > '~') return false;
+  }
+  return true;
+}
+
+absl::Status ValidateClients(const Config& config) {
+  std::map<std::string, int> index_of_id;
+  std::map<std::string, int> index_of_token;
+  for (int i = 0; i < config.clients_size(); ++i) {
+    const v1::Client& client = config.clients(i);
+    const std::string path = absl::StrCat("clients[", i, "]");
+    const std::string id_path = absl::StrCat(path, ".id");
+    const std::string token_path = absl::StrCat(path, ".token");
+    if (!client.has_id()) return FieldError(id_path, "is required");
+    // Client ids follow the rules of consumer group names.
+    SB_RETURN_IF_ERROR(common::ValidateGroupName(client.id(), id_path));
+    const auto [existing_id, new_id] = index_of_id.emplace(client.id(), i);
+    if (!new_id) {
+      return FieldError(id_path, absl::StrCat("\"", client.id(), "\" is already used by clients[",
+                                              existing_id->second, "]"));
+    }
+    if (!client.has_token()) return FieldError(token_path, "is required");
+    if (client.token().empty()) return FieldError(token_path, "must not be empty");
+    if (!IsValidToken(client.token())) {
+      return FieldError(token_path,
+                        "must be printable ASCII without spaces (check for a trailing newline)");
+    }
+    const auto [existing_token, new_token] = index_of_token.emplace(client.token(), i);
+    if (!new_token) {
+      return FieldError(token_path,
+                        absl::StrCat("same token as clients[", existing_token->second, "]"));
+    }
+    for (int j = 0; j < client.allowed_topics_size(); ++j) {
+      SB_RETURN_IF_ERROR(common::ValidateTopicPattern(
+          client.allowed_topics(j), absl::StrCat(path, ".allowed_topics[", j, "]")));
+    }
+  }
+  return absl::OkStatus();
+}
+
+broker::TopicPolicy ToTopicPolicy(const v1::Topic& topic) {
+  broker::TopicPolicy policy;
+  if (topic.kind() == v1::Topic::KIND_EPHEMERAL) {
+    policy.kind = broker::TopicKind::kEphemeral;
+    policy.subscriber_buffer = topic.buffer();
+    switch (topic.overflow()) {
+      case v1::Topic::OVERFLOW_DROP_OLDEST:
+        policy.overflow = broker::OverflowPolicy::kDropOldest;
+        break;
+      case v1::Topic::OVERFLOW_DROP_NEWEST:
+        policy.overflow = broker::OverflowPolicy::kDropNewest;
+        break;
+      case v1::Topic::OVERFLOW_DISCONNECT:
+        policy.overflow = broker::OverflowPolicy::kDisconnect;
+        break;
+    }
+    return policy;
+  }
+  policy.kind = broker::TopicKind::kDurable;
+  policy.max_len = topic.max_len();
+  policy.ack_deadline = absl::Milliseconds(topic.ack_deadline_ms());
+  policy.max_delivery_attempts = topic.max_delivery_attempts();
+  policy.dead_letter_suffix = topic.dead_letter_suffix();
+  policy.exclusive = topic.exclusive();
+  return policy;
+}
+
+}  // namespace
+
+Config DefaultConfig() { return Config(); }
+
+absl::StatusOr<Config> ParseConfig(absl::string_view yaml, const EnvLookup& env) {
+  Config config;
+  SB_RETURN_IF_ERROR(ReadYamlIntoMessage(yaml, env, &config));
+  SB_RETURN_IF_ERROR(ValidateConfig(config));
+  return config;
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, const EnvLookup& env) {
+  auto read_error = [&path](int error) {
+    return absl::Status(absl::ErrnoToStatusCode(error),
+                        absl::StrCat("cannot read config file ", path, ": ", std::strerror(error)));
+  };
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"),
+                                                       &std::fclose);
+  if (file == nullptr) return read_error(errno);
+  std::string contents;
+  char buffer[8192];
+  size_t read = 0;
+  while ((read = std::fread(buffer, 1, sizeof(buffer), file.get())) > 0) {
+    contents.append(buffer, read);
+  }
+  if (std::ferror(file.get())) return read_error(errno);
+  return ParseConfig(contents, env);
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path, const FlagOverrides& overrides,
+                                  const EnvLookup& env) {
+  Config config;
+  if (!path.empty()) {
+    SB_ASSIGN_OR_RETURN(config, LoadConfigFile(path, env));
+  }
+  if (overrides.listen.has_value()) config.mutable_server()->set_listen(*overrides.listen);
+  if (overrides.metrics_listen.has_value()) {
+    config.mutable_server()->set_metrics_listen(*overrides.metrics_listen);
+  }
+  if (overrides.broker_url.has_value()) config.mutable_broker()->set_url(*overrides.broker_url);
+  SB_RETURN_IF_ERROR(ValidateConfig(config));
+  return config;
+}
+
+common::LogLevel ConfiguredLogLevel(const Config& config) {
+  switch (config.logging().level()) {
+    case v1::Logging::LEVEL_DEBUG:
+      return common::LogLevel::kDebug;
+    case v1::Logging::LEVEL_INFO:
+      return common::LogLevel::kInfo;
+    case v1::Logging::LEVEL_WARNING:
+      return common::LogLevel::kWarning;
+    case v1::Logging::LEVEL_ERROR:
+      return common::LogLevel::kError;
+  }
+  return common::LogLevel::kInfo;
+}
+
+std::optional<std::string> ExposureWarning(const Config& config) {
+  if (config.clients_size() > 0 || IsLoopbackAddress(config.server().listen())) {
+    return std::nullopt;
+  }
+  return absl::StrCat("ANONYMOUS ACCESS: no clients are configured, so every caller is accepted ",
+                      "as 'anonymous', and server.listen ", config.server().listen(),
+                      " is reachable from other machines. Configure `clients:` with bearer ",
+                      "tokens, or listen on 127.0.0.1.");
+}
+
+void WarnAboutExposure(const Config& config) {
+  std::optional<std::string> warning = ExposureWarning(config);
+  if (warning.has_value()) SB_LOG(kWarning, *warning);
+}
+
+absl::Status ValidateConfig(const Config& config) {
+  SB_RETURN_IF_ERROR(CheckFieldBounds(config));
+  SB_RETURN_IF_ERROR(ValidateServer(config.server()));
+  SB_RETURN_IF_ERROR(WithPath("broker.url", ParseBrokerUrl(config.broker().url()).status()));
+  SB_RETURN_IF_ERROR(ValidateTopics(config));
+  return ValidateClients(config);
+}
+
+broker::TopicPolicies BuildTopicPolicies(const Config& config) {
+  std::vector<broker::TopicDeclaration> declarations;
+  declarations.reserve(config.topics_size());
+  for (const v1::Topic& topic : config.topics()) {
+    declarations.push_back({topic.name(), ToTopicPolicy(topic)});
+  }
+  return broker::TopicPolicies(std::move(declarations));
+}
+
+}  // namespace switchboard::config

@@ -1,0 +1,358 @@
+#include "server/config/yaml_proto.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cmath>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "server/common/status_macros.h"
+#include "switchboard/config/v1/config.pb.h"
+
+namespace switchboard::config {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::EnumDescriptor;
+using google::protobuf::EnumValueDescriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+std::string FieldPath(const std::string& parent, absl::string_view name) {
+  return parent.empty() ? std::string(name) : absl::StrCat(parent, ".", name);
+}
+
+std::string IndexPath(const std::string& parent, size_t index) {
+  return absl::StrCat(parent, "[", index, "]");
+}
+
+template <typename... Args>
+absl::Status PathError(const std::string& path, const Args&... message) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(path.empty() ? "(top level)" : path, ": ", message...));
+}
+
+std::string Quoted(absl::string_view text) {
+  return absl::StrCat("\"", absl::CHexEscape(text), "\"");
+}
+
+std::string Describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Scalar:
+      return Quoted(node.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing (null)";
+}
+
+std::string EnumChoices(const EnumDescriptor& descriptor) {
+  std::vector<std::string> names;
+  for (int i = 0; i < descriptor.value_count(); ++i) {
+    names.push_back(YamlEnumName(*descriptor.value(i)));
+  }
+  return absl::StrJoin(names, ", ");
+}
+
+std::string ExpectedValue(const FieldDescriptor& field) {
+  switch (field.cpp_type()) {
+    case FieldDescriptor::CPPTYPE_STRING:
+      return "a string";
+    case FieldDescriptor::CPPTYPE_BOOL:
+      return "true or false";
+    case FieldDescriptor::CPPTYPE_INT32:
+    case FieldDescriptor::CPPTYPE_INT64:
+      return "an integer";
+    case FieldDescriptor::CPPTYPE_UINT32:
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return "a non-negative integer";
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+    case FieldDescriptor::CPPTYPE_FLOAT:
+      return "a number";
+    case FieldDescriptor::CPPTYPE_ENUM:
+      return absl::StrCat("one of ", EnumChoices(*field.enum_type()));
+    case FieldDescriptor::CPPTYPE_MESSAGE:
+      break;
+  }
+  return "a mapping";
+}
+
+std::string FieldNames(const Descriptor& descriptor) {
+  std::vector<std::string> names;
+  for (int i = 0; i < descriptor.field_count(); ++i) names.push_back(descriptor.field(i)->name());
+  return absl::StrJoin(names, ", ");
+}
+
+// YAML 1.2 core schema booleans; YAML 1.1's yes/no/on/off are refused.
+bool ParseBool(absl::string_view text, bool* value) {
+  if (text == "true" || text == "True" || text == "TRUE") {
+    *value = true;
+    return true;
+  }
+  if (text == "false" || text == "False" || text == "FALSE") {
+    *value = false;
+    return true;
+  }
+  return false;
+}
+
+const EnumValueDescriptor* FindEnumValue(const EnumDescriptor& descriptor, absl::string_view text) {
+  for (int i = 0; i < descriptor.value_count(); ++i) {
+    if (YamlEnumName(*descriptor.value(i)) == text) return descriptor.value(i);
+  }
+  return nullptr;
+}
+
+// Reads YAML nodes into a message by reflection. Lives for one document.
+class YamlMessageReader {
+ public:
+  explicit YamlMessageReader(const EnvLookup& env) : env_(env) {}
+
+  absl::Status ReadMessage(const YAML::Node& node, const std::string& path, Message* message) {
+    if (!node.IsMap()) return PathError(path, "must be a mapping, got ", Describe(node));
+    const Descriptor& descriptor = *message->GetDescriptor();
+    std::set<std::string> seen_keys;
+    for (YAML::const_iterator entry = node.begin(); entry != node.end(); ++entry) {
+      if (!entry->first.IsScalar()) {
+        return PathError(path, "keys must be field names, got ", Describe(entry->first));
+      }
+      const std::string& key = entry->first.Scalar();
+      const std::string field_path = FieldPath(path, key);
+      const FieldDescriptor* field = descriptor.FindFieldByName(key);
+      if (field == nullptr) {
+        return PathError(field_path, "unknown field; expected one of ", FieldNames(descriptor));
+      }
+      if (!seen_keys.insert(key).second) return PathError(field_path, "appears more than once");
+      SB_RETURN_IF_ERROR(ReadField(entry->second, field_path, *field, message));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status ReadField(const YAML::Node& node, const std::string& path,
+                         const FieldDescriptor& field, Message* message) {
+    if (!field.is_repeated()) return ReadValue(node, path, field, message);
+    if (!node.IsSequence()) return PathError(path, "must be a list, got ", Describe(node));
+    // A repeated field cannot tell an empty list from an absent key.
+    if (node.size() == 0) return PathError(path, "must not be empty; omit the key instead");
+    for (size_t i = 0; i < node.size(); ++i) {
+      SB_RETURN_IF_ERROR(ReadValue(node[i], IndexPath(path, i), field, message));
+    }
+    return absl::OkStatus();
+  }
+
+  // Sets a singular field, or appends one element to a repeated field.
+  absl::Status ReadValue(const YAML::Node& node, const std::string& path,
+                         const FieldDescriptor& field, Message* message) {
+    const Reflection& reflection = *message->GetReflection();
+    const bool repeated = field.is_repeated();
+    if (field.cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      Message* child = repeated ? reflection.AddMessage(message, &field)
+                                : reflection.MutableMessage(message, &field);
+      return ReadMessage(node, path, child);
+    }
+    if (!node.IsScalar()) {
+      return PathError(path, "must be ", ExpectedValue(field), ", got ", Describe(node));
+    }
+    absl::StatusOr<std::string> text = ExpandEnvReferences(node.Scalar(), env_);
+    if (!text.ok()) return PathError(path, text.status().message());
+    auto wrong_value = [&] {
+      return PathError(path, "must be ", ExpectedValue(field), ", got ", Quoted(*text));
+    };
+
+    switch (field.cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING:
+        repeated ? reflection.AddString(message, &field, *text)
+                 : reflection.SetString(message, &field, *text);
+        return absl::OkStatus();
+      case FieldDescriptor::CPPTYPE_BOOL: {
+        bool value = false;
+        if (!ParseBool(*text, &value)) return wrong_value();
+        repeated ? reflection.AddBool(message, &field, value)
+                 : reflection.SetBool(message, &field, value);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_INT32: {
+        int32_t value = 0;
+        if (!absl::SimpleAtoi(*text, &value)) return wrong_value();
+        repeated ? reflection.AddInt32(message, &field, value)
+                 : reflection.SetInt32(message, &field, value);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_INT64: {
+        int64_t value = 0;
+        if (!absl::SimpleAtoi(*text, &value)) return wrong_value();
+        repeated ? reflection.AddInt64(message, &field, value)
+                 : reflection.SetInt64(message, &field, value);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_UINT32: {
+        uint32_t value = 0;
+        if (!absl::SimpleAtoi(*text, &value)) return wrong_value();
+        repeated ? reflection.AddUInt32(message, &field, value)
+                 : reflection.SetUInt32(message, &field, value);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_UINT64: {
+        uint64_t value = 0;
+        if (!absl::SimpleAtoi(*text, &value)) return wrong_value();
+        repeated ? reflection.AddUInt64(message, &field, value)
+                 : reflection.SetUInt64(message, &field, value);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_DOUBLE: {
+        double value = 0;
+        if (!absl::SimpleAtod(*text, &value) || !std::isfinite(value)) return wrong_value();
+        repeated ? reflection.AddDouble(message, &field, value)
+                 : reflection.SetDouble(message, &field, value);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        const EnumValueDescriptor* value = FindEnumValue(*field.enum_type(), *text);
+        if (value == nullptr) return wrong_value();
+        repeated ? reflection.AddEnum(message, &field, value)
+                 : reflection.SetEnum(message, &field, value);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_FLOAT:
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        break;
+    }
+    return absl::UnimplementedError(absl::StrCat(
+        path, ": the YAML reader does not support the type of field ", field.full_name()));
+  }
+
+  const EnvLookup& env_;
+};
+
+// A numeric field value, for comparison with bounds. long double holds every
+// int64, uint64 and double exactly.
+struct NumericValue {
+  long double value;
+  std::string text;
+};
+
+template <typename Integer>
+std::string FormatNumber(Integer value) {
+  return absl::StrCat(value);
+}
+
+// The shortest text that reads back as `value` (StrCat rounds to 6 digits).
+std::string FormatNumber(double value) {
+  char buffer[32];
+  const std::to_chars_result result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return std::string(buffer, result.ptr);
+}
+
+std::optional<NumericValue> GetNumericValue(const Message& message, const FieldDescriptor& field,
+                                            int index) {
+  const Reflection& reflection = *message.GetReflection();
+  const bool repeated = field.is_repeated();
+  auto numeric = [](auto value) {
+    return NumericValue{static_cast<long double>(value), FormatNumber(value)};
+  };
+  switch (field.cpp_type()) {
+    case FieldDescriptor::CPPTYPE_INT32:
+      return numeric(repeated ? reflection.GetRepeatedInt32(message, &field, index)
+                              : reflection.GetInt32(message, &field));
+    case FieldDescriptor::CPPTYPE_INT64:
+      return numeric(repeated ? reflection.GetRepeatedInt64(message, &field, index)
+                              : reflection.GetInt64(message, &field));
+    case FieldDescriptor::CPPTYPE_UINT32:
+      return numeric(repeated ? reflection.GetRepeatedUInt32(message, &field, index)
+                              : reflection.GetUInt32(message, &field));
+    case FieldDescriptor::CPPTYPE_UINT64:
+      return numeric(repeated ? reflection.GetRepeatedUInt64(message, &field, index)
+                              : reflection.GetUInt64(message, &field));
+    case FieldDescriptor::CPPTYPE_DOUBLE:
+      return numeric(repeated ? reflection.GetRepeatedDouble(message, &field, index)
+                              : reflection.GetDouble(message, &field));
+    default:
+      return std::nullopt;
+  }
+}
+
+absl::Status CheckValueBounds(const NumericValue& value, const v1::Bounds& bounds,
+                              const std::string& path) {
+  if (value.value >= static_cast<long double>(bounds.min()) &&
+      value.value <= static_cast<long double>(bounds.max())) {
+    return absl::OkStatus();
+  }
+  return PathError(path, "must be between ", bounds.min(), " and ", bounds.max(), ", got ",
+                   value.text);
+}
+
+absl::Status CheckMessageBounds(const Message& message, const std::string& path) {
+  const Reflection& reflection = *message.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  reflection.ListFields(message, &fields);
+  for (const FieldDescriptor* field : fields) {
+    const std::string field_path = FieldPath(path, field->name());
+    const int count = field->is_repeated() ? reflection.FieldSize(message, field) : 1;
+    for (int i = 0; i < count; ++i) {
+      const std::string element_path = field->is_repeated() ? IndexPath(field_path, i) : field_path;
+      if (field->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+        SB_RETURN_IF_ERROR(CheckMessageBounds(field->is_repeated()
+                                                  ? reflection.GetRepeatedMessage(message, field, i)
+                                                  : reflection.GetMessage(message, field),
+                                              element_path));
+        continue;
+      }
+      if (!field->options().HasExtension(v1::bounds)) continue;
+      std::optional<NumericValue> value = GetNumericValue(message, *field, i);
+      if (!value.has_value()) continue;
+      SB_RETURN_IF_ERROR(
+          CheckValueBounds(*value, field->options().GetExtension(v1::bounds), element_path));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string YamlEnumName(const EnumValueDescriptor& value) {
+  // The enum's name in UPPER_SNAKE_CASE: "Overflow" -> "OVERFLOW_".
+  std::string prefix;
+  for (char c : value.type()->name()) {
+    if (absl::ascii_isupper(static_cast<unsigned char>(c)) && !prefix.empty()) prefix += '_';
+    prefix += absl::ascii_toupper(static_cast<unsigned char>(c));
+  }
+  prefix += '_';
+  absl::string_view name = value.name();
+  absl::ConsumePrefix(&name, prefix);
+  return absl::AsciiStrToLower(name);
+}
+
+absl::Status ReadYamlIntoMessage(absl::string_view yaml, const EnvLookup& env,
+                                 google::protobuf::Message* message) {
+  // yaml-cpp reports errors by throwing; they stop here.
+  try {
+    const YAML::Node root = YAML::Load(std::string(yaml));
+    if (root.IsNull()) return absl::OkStatus();
+    return YamlMessageReader(env).ReadMessage(root, "", message);
+  } catch (const YAML::Exception& error) {
+    if (error.mark.is_null()) return absl::InvalidArgumentError(absl::StrCat("YAML: ", error.msg));
+    return absl::InvalidArgumentError(absl::StrCat("YAML line ", error.mark.line + 1, ", column ",
+                                                   error.mark.column + 1, ": ", error.msg));
+  }
+}
+
+absl::Status CheckFieldBounds(const google::protobuf::Message& message) {
+  return CheckMessageBounds(message, "");
+}
+
+}  // namespace switchboard::config

@@ -1,0 +1,461 @@
+#include "server/config/config.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace switchboard::config {
+namespace {
+
+using ::switchboard::testing::IsOk;
+using ::switchboard::testing::StatusIs;
+using ::testing::Eq;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::Optional;
+
+EnvLookup FakeEnv(std::map<std::string, std::string> variables = {}) {
+  return [variables = std::move(variables)](const std::string& name) -> std::optional<std::string> {
+    auto it = variables.find(name);
+    if (it == variables.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+// The example of the configuration reference.
+constexpr char kExample[] = R"yaml(
+server:
+  listen: "0.0.0.0:7070"
+  metrics_listen: "0.0.0.0:9464"
+  drain_timeout_ms: 5000
+broker:
+  url: "redis://:${REDIS_PASSWORD}@redis:6379/0"
+limits:
+  max_message_bytes: 2097152
+  max_batch_messages: 500
+  max_streams_per_client: 100
+topics:
+  - name: "news.*"
+    kind: ephemeral
+    buffer: 200
+    overflow: drop_newest
+  - name: jobs
+    kind: durable
+    max_len: 5000
+    ack_deadline_ms: 15000
+    max_delivery_attempts: 3
+    dead_letter_suffix: ".dead"
+    exclusive: true
+clients:
+  - {id: burn-detector, token: "${BURN_TOKEN}", weight: 2, requests_per_second: 50,
+     allowed_topics: ["jobs", "news.*"]}
+  - {id: indexer, token: "static-token"}
+logging:
+  level: debug
+)yaml";
+
+EnvLookup ExampleEnv() {
+  return FakeEnv({{"REDIS_PASSWORD", "hunter2"}, {"BURN_TOKEN", "burn-secret"}});
+}
+
+TEST(ConfigTest, DefaultConfigRunsOnLoopbackWithTheMemoryBroker) {
+  const Config config = DefaultConfig();
+  EXPECT_THAT(ValidateConfig(config), IsOk());
+  EXPECT_EQ(config.server().listen(), "127.0.0.1:7070");
+  EXPECT_EQ(config.server().metrics_listen(), "127.0.0.1:9464");
+  EXPECT_EQ(config.server().drain_timeout_ms(), 10000u);
+  EXPECT_EQ(config.broker().url(), "memory://");
+  EXPECT_EQ(config.limits().max_message_bytes(), 1048576u);
+  EXPECT_EQ(config.limits().max_batch_messages(), 1000u);
+  EXPECT_EQ(config.limits().max_streams_per_client(), 0u);
+  EXPECT_EQ(config.topics_size(), 0);
+  EXPECT_EQ(config.clients_size(), 0);
+  EXPECT_EQ(config.logging().level(), v1::Logging::LEVEL_INFO);
+  EXPECT_EQ(ConfiguredLogLevel(config), common::LogLevel::kInfo);
+}
+
+TEST(ConfigTest, AnEmptyFileIsTheDefaultConfig) {
+  for (const char* yaml : {"", "# nothing configured\n"}) {
+    absl::StatusOr<Config> config = ParseConfig(yaml, FakeEnv());
+    ASSERT_THAT(config, IsOk());
+    EXPECT_EQ(config->SerializeAsString(), DefaultConfig().SerializeAsString());
+  }
+}
+
+TEST(ConfigTest, ParsesTheExample) {
+  absl::StatusOr<Config> config = ParseConfig(kExample, ExampleEnv());
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->server().listen(), "0.0.0.0:7070");
+  EXPECT_EQ(config->server().metrics_listen(), "0.0.0.0:9464");
+  EXPECT_EQ(config->server().drain_timeout_ms(), 5000u);
+  EXPECT_EQ(config->broker().url(), "redis://:hunter2@redis:6379/0");
+  EXPECT_EQ(config->limits().max_message_bytes(), 2097152u);
+  EXPECT_EQ(config->limits().max_batch_messages(), 500u);
+  EXPECT_EQ(config->limits().max_streams_per_client(), 100u);
+
+  ASSERT_EQ(config->topics_size(), 2);
+  const v1::Topic& news = config->topics(0);
+  EXPECT_EQ(news.name(), "news.*");
+  EXPECT_EQ(news.kind(), v1::Topic::KIND_EPHEMERAL);
+  EXPECT_EQ(news.buffer(), 200u);
+  EXPECT_EQ(news.overflow(), v1::Topic::OVERFLOW_DROP_NEWEST);
+  const v1::Topic& jobs = config->topics(1);
+  EXPECT_EQ(jobs.name(), "jobs");
+  EXPECT_EQ(jobs.kind(), v1::Topic::KIND_DURABLE);
+  EXPECT_EQ(jobs.max_len(), 5000u);
+  EXPECT_EQ(jobs.ack_deadline_ms(), 15000u);
+  EXPECT_EQ(jobs.max_delivery_attempts(), 3u);
+  EXPECT_EQ(jobs.dead_letter_suffix(), ".dead");
+  EXPECT_TRUE(jobs.exclusive());
+
+  ASSERT_EQ(config->clients_size(), 2);
+  const v1::Client& burn = config->clients(0);
+  EXPECT_EQ(burn.id(), "burn-detector");
+  EXPECT_EQ(burn.token(), "burn-secret");
+  EXPECT_EQ(burn.weight(), 2u);
+  EXPECT_DOUBLE_EQ(burn.requests_per_second(), 50);
+  EXPECT_THAT(burn.allowed_topics(), ::testing::ElementsAre("jobs", "news.*"));
+  const v1::Client& indexer = config->clients(1);
+  EXPECT_EQ(indexer.token(), "static-token");
+  EXPECT_EQ(indexer.weight(), 1u);
+  EXPECT_DOUBLE_EQ(indexer.requests_per_second(), 0);
+  EXPECT_EQ(indexer.allowed_topics_size(), 0);
+
+  EXPECT_EQ(ConfiguredLogLevel(*config), common::LogLevel::kDebug);
+}
+
+TEST(ConfigTest, EveryLogLevelMaps) {
+  const std::map<std::string, common::LogLevel> levels = {{"debug", common::LogLevel::kDebug},
+                                                          {"info", common::LogLevel::kInfo},
+                                                          {"warning", common::LogLevel::kWarning},
+                                                          {"error", common::LogLevel::kError}};
+  for (const auto& [name, level] : levels) {
+    absl::StatusOr<Config> config = ParseConfig("logging: {level: " + name + "}", FakeEnv());
+    ASSERT_THAT(config, IsOk());
+    EXPECT_EQ(ConfiguredLogLevel(*config), level) << name;
+  }
+}
+
+TEST(ConfigTest, UnsetVariableNamesTheFieldAndTheVariable) {
+  EXPECT_THAT(ParseConfig(kExample, FakeEnv({{"REDIS_PASSWORD", "x"}})),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("clients[0].token: environment variable BURN_TOKEN is not set")));
+}
+
+struct ValidationCase {
+  const char* name;
+  const char* yaml;
+  const char* message;
+};
+
+class ConfigValidationTest : public ::testing::TestWithParam<ValidationCase> {};
+
+TEST_P(ConfigValidationTest, NamesTheFieldPath) {
+  EXPECT_THAT(ParseConfig(GetParam().yaml, FakeEnv()),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq(GetParam().message)));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ConfigValidationTest,
+    ::testing::Values(
+        // Bounds from the schema.
+        ValidationCase{"MessageBytesZero", "limits: {max_message_bytes: 0}",
+                       "limits.max_message_bytes: must be between 1 and 67108864, got 0"},
+        ValidationCase{"MessageBytesTooLarge", "limits: {max_message_bytes: 67108865}",
+                       "limits.max_message_bytes: must be between 1 and 67108864, got 67108865"},
+        ValidationCase{"BatchZero", "limits: {max_batch_messages: 0}",
+                       "limits.max_batch_messages: must be between 1 and 100000, got 0"},
+        ValidationCase{"DrainTooLong", "server: {drain_timeout_ms: 600001}",
+                       "server.drain_timeout_ms: must be between 0 and 600000, got 600001"},
+        ValidationCase{"AckDeadlineTooShort", "topics: [{name: jobs, ack_deadline_ms: 10}]",
+                       "topics[0].ack_deadline_ms: must be between 1000 and 600000, got 10"},
+        ValidationCase{"BufferZero", "topics: [{name: n, kind: ephemeral, buffer: 0}]",
+                       "topics[0].buffer: must be between 1 and 1000000, got 0"},
+        ValidationCase{"DeliveryAttemptsZero",
+                       "topics: [{name: a}, {name: jobs, max_delivery_attempts: 0}]",
+                       "topics[1].max_delivery_attempts: must be between 1 and 1000, got 0"},
+        ValidationCase{"WeightZero", "clients: [{id: a, token: t, weight: 0}]",
+                       "clients[0].weight: must be between 1 and 1000, got 0"},
+        ValidationCase{"NegativeRate", "clients: [{id: a, token: t, requests_per_second: -1}]",
+                       "clients[0].requests_per_second: must be between 0 and 1000000, got -1"},
+        // Listen addresses.
+        ValidationCase{"ListenWithoutPort", "server: {listen: localhost}",
+                       "server.listen: \"localhost\": expected host:port or [ipv6]:port"},
+        ValidationCase{"ListenPortTooLarge", "server: {listen: \"127.0.0.1:70000\"}",
+                       "server.listen: \"127.0.0.1:70000\": the port must be a number from 0 to "
+                       "65535"},
+        ValidationCase{"MetricsListenEmpty", "server: {metrics_listen: \"\"}",
+                       "server.metrics_listen: \"\": expected host:port or [ipv6]:port"},
+        ValidationCase{"SameListenAddresses",
+                       "server: {listen: \"127.0.0.1:8000\", metrics_listen: \"127.0.0.1:8000\"}",
+                       "server.metrics_listen: must differ from server.listen"},
+        // Broker URL.
+        ValidationCase{"BrokerScheme", "broker: {url: \"amqp://rabbit:5672\"}",
+                       "broker.url: unsupported scheme \"amqp://\"; expected memory:// or "
+                       "redis://[user:password@]host:port[/db]"},
+        ValidationCase{"RedisWithoutPort", "broker: {url: \"redis://u:hunter2@redis\"}",
+                       "broker.url: redis address \"redis\": expected host:port or "
+                       "[ipv6]:port"},
+        // Topics.
+        ValidationCase{"TopicWithoutName", "topics: [{kind: durable}]",
+                       "topics[0].name: is required"},
+        ValidationCase{"TopicEmptyName", "topics: [{name: \"\"}]",
+                       "topics[0].name: must not be empty"},
+        ValidationCase{"TopicNameWithSpace", "topics: [{name: jobs}, {name: \"bad name\"}]",
+                       "topics[1].name: character 3 is not allowed; use [A-Za-z0-9._:-]"},
+        ValidationCase{"StarInsideTopicName", "topics: [{name: \"a*b\"}]",
+                       "topics[0].name: character 1 is not allowed; use [A-Za-z0-9._:-]"},
+        ValidationCase{"StarAlone", "topics: [{name: \"*\"}]",
+                       "topics[0].name: a '*' pattern needs a prefix"},
+        ValidationCase{"DuplicateTopic",
+                       "topics: [{name: jobs}, {name: news.*, kind: ephemeral}, {name: jobs}]",
+                       "topics[2].name: \"jobs\" is already declared by topics[0]"},
+        ValidationCase{"DuplicatePrefix",
+                       "topics: [{name: news.*, kind: ephemeral}, {name: news.*}]",
+                       "topics[1].name: \"news.*\" is already declared by topics[0]"},
+        ValidationCase{"BufferOnDurable", "topics: [{name: jobs, buffer: 10}]",
+                       "topics[0].buffer: applies only to ephemeral topics, and this topic is "
+                       "durable"},
+        ValidationCase{"OverflowOnDurable",
+                       "topics: [{name: jobs, kind: durable, overflow: disconnect}]",
+                       "topics[0].overflow: applies only to ephemeral topics, and this topic is "
+                       "durable"},
+        ValidationCase{"MaxLenOnEphemeral", "topics: [{name: n, kind: ephemeral, max_len: 5}]",
+                       "topics[0].max_len: applies only to durable topics, and this topic is "
+                       "ephemeral"},
+        ValidationCase{"AckDeadlineOnEphemeral",
+                       "topics: [{name: n, kind: ephemeral, ack_deadline_ms: 5000}]",
+                       "topics[0].ack_deadline_ms: applies only to durable topics, and this "
+                       "topic is ephemeral"},
+        ValidationCase{"AttemptsOnEphemeral",
+                       "topics: [{name: n, kind: ephemeral, max_delivery_attempts: 5}]",
+                       "topics[0].max_delivery_attempts: applies only to durable topics, and "
+                       "this topic is ephemeral"},
+        ValidationCase{"SuffixOnEphemeral",
+                       "topics: [{name: n, kind: ephemeral, dead_letter_suffix: x}]",
+                       "topics[0].dead_letter_suffix: applies only to durable topics, and this "
+                       "topic is ephemeral"},
+        ValidationCase{"ExclusiveOnEphemeral",
+                       "topics: [{name: n, kind: ephemeral, exclusive: false}]",
+                       "topics[0].exclusive: applies only to durable topics, and this topic is "
+                       "ephemeral"},
+        ValidationCase{"EmptyDeadLetterSuffix", "topics: [{name: jobs, dead_letter_suffix: \"\"}]",
+                       "topics[0].dead_letter_suffix: must not be empty"},
+        ValidationCase{"BadDeadLetterSuffix", "topics: [{name: jobs, dead_letter_suffix: /dlq}]",
+                       "topics[0].dead_letter_suffix: dead-letter topic \"jobs/dlq\": character "
+                       "4 is not allowed; use [A-Za-z0-9._:-]"},
+        // Clients.
+        ValidationCase{"ClientWithoutId", "clients: [{token: t}]", "clients[0].id: is required"},
+        ValidationCase{"ClientBadId", "clients: [{id: \"a b\", token: t}]",
+                       "clients[0].id: character 1 is not allowed; use [A-Za-z0-9._:-]"},
+        ValidationCase{"DuplicateClientId",
+                       "clients: [{id: a, token: t1}, {id: b, token: t2}, {id: a, token: t3}]",
+                       "clients[2].id: \"a\" is already used by clients[0]"},
+        ValidationCase{"ClientWithoutToken", "clients: [{id: a}]", "clients[0].token: is required"},
+        ValidationCase{"EmptyToken", "clients: [{id: a, token: \"\"}]",
+                       "clients[0].token: must not be empty"},
+        ValidationCase{"TokenWithNewline", "clients: [{id: a, token: \"abc\\n\"}]",
+                       "clients[0].token: must be printable ASCII without spaces (check for a "
+                       "trailing newline)"},
+        ValidationCase{"DuplicateToken",
+                       "clients: [{id: a, token: same-secret}, {id: b, token: same-secret}]",
+                       "clients[1].token: same token as clients[0]"},
+        ValidationCase{"BadAllowedTopic",
+                       "clients: [{id: a, token: t, allowed_topics: [jobs, \"*\"]}]",
+                       "clients[0].allowed_topics[1]: a '*' pattern needs a prefix"},
+        ValidationCase{"EmptyAllowedTopics", "clients: [{id: a, token: t, allowed_topics: []}]",
+                       "clients[0].allowed_topics: must not be empty; omit the key instead"}),
+    [](const ::testing::TestParamInfo<ValidationCase>& info) { return info.param.name; });
+
+TEST(ConfigTest, EmptyTokenFromTheEnvironmentIsRejected) {
+  EXPECT_THAT(
+      ParseConfig("clients: [{id: a, token: \"${TOKEN}\"}]", FakeEnv({{"TOKEN", ""}})),
+      StatusIs(absl::StatusCode::kInvalidArgument, Eq("clients[0].token: must not be empty")));
+}
+
+TEST(ConfigTest, ErrorsNeverContainSecrets) {
+  EXPECT_THAT(ParseConfig("clients: [{id: a, token: s3cr3t}, {id: b, token: s3cr3t}]", FakeEnv()),
+              StatusIs(absl::StatusCode::kInvalidArgument, Not(HasSubstr("s3cr3t"))));
+  EXPECT_THAT(ParseConfig("broker: {url: \"redis://u:s3cr3t@h:1/x\"}", FakeEnv()),
+              StatusIs(absl::StatusCode::kInvalidArgument, Not(HasSubstr("s3cr3t"))));
+}
+
+TEST(ConfigTest, ListenAddressesMayShareTheAnyPort) {
+  EXPECT_THAT(
+      ParseConfig("server: {listen: \"127.0.0.1:0\", metrics_listen: \"127.0.0.1:0\"}", FakeEnv()),
+      IsOk());
+}
+
+TEST(BuildTopicPoliciesTest, MapsDeclarationsByExactNameAndPrefix) {
+  absl::StatusOr<Config> config = ParseConfig(kExample, ExampleEnv());
+  ASSERT_THAT(config, IsOk());
+  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
+  ASSERT_EQ(policies.declarations().size(), 2u);
+
+  const broker::TopicPolicy& news = policies.Resolve("news.sports");
+  EXPECT_EQ(news.kind, broker::TopicKind::kEphemeral);
+  EXPECT_EQ(news.subscriber_buffer, 200u);
+  EXPECT_EQ(news.overflow, broker::OverflowPolicy::kDropNewest);
+  EXPECT_EQ(&policies.Resolve("news."), &news);
+  EXPECT_EQ(policies.Resolve("news").kind, broker::TopicKind::kDurable);
+
+  const broker::TopicPolicy& jobs = policies.Resolve("jobs");
+  EXPECT_EQ(jobs.kind, broker::TopicKind::kDurable);
+  EXPECT_EQ(jobs.max_len, 5000u);
+  EXPECT_EQ(jobs.ack_deadline, absl::Seconds(15));
+  EXPECT_EQ(jobs.max_delivery_attempts, 3u);
+  EXPECT_EQ(jobs.dead_letter_suffix, ".dead");
+  EXPECT_TRUE(jobs.exclusive);
+
+  // Undeclared topics are durable with the broker's defaults.
+  const broker::TopicPolicy& other = policies.Resolve("jobs2");
+  EXPECT_EQ(other.kind, broker::TopicKind::kDurable);
+  EXPECT_EQ(other.max_len, broker::TopicPolicy().max_len);
+}
+
+TEST(BuildTopicPoliciesTest, ExactNamesWinOverPrefixes) {
+  absl::StatusOr<Config> config = ParseConfig(R"yaml(
+topics:
+  - {name: "news.*", kind: ephemeral, overflow: disconnect}
+  - {name: "news.archive", kind: durable, max_len: 7}
+  - {name: "news.eu.*", kind: ephemeral, overflow: drop_newest}
+)yaml",
+                                              FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
+  EXPECT_EQ(policies.Resolve("news.archive").kind, broker::TopicKind::kDurable);
+  EXPECT_EQ(policies.Resolve("news.archive").max_len, 7u);
+  EXPECT_EQ(policies.Resolve("news.archived").overflow, broker::OverflowPolicy::kDisconnect);
+  EXPECT_EQ(policies.Resolve("news.eu.fr").overflow, broker::OverflowPolicy::kDropNewest);
+}
+
+TEST(BuildTopicPoliciesTest, SchemaDefaultsMatchTheBrokerDefaults) {
+  absl::StatusOr<Config> config =
+      ParseConfig("topics: [{name: d}, {name: e, kind: ephemeral}]", FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
+  const broker::TopicPolicy defaults;
+  const broker::TopicPolicy& durable = policies.Resolve("d");
+  EXPECT_EQ(durable.kind, broker::TopicKind::kDurable);
+  EXPECT_EQ(durable.max_len, defaults.max_len);
+  EXPECT_EQ(durable.ack_deadline, defaults.ack_deadline);
+  EXPECT_EQ(durable.max_delivery_attempts, defaults.max_delivery_attempts);
+  EXPECT_EQ(durable.dead_letter_suffix, defaults.dead_letter_suffix);
+  EXPECT_EQ(durable.exclusive, defaults.exclusive);
+  const broker::TopicPolicy& ephemeral = policies.Resolve("e");
+  EXPECT_EQ(ephemeral.kind, broker::TopicKind::kEphemeral);
+  EXPECT_EQ(ephemeral.subscriber_buffer, defaults.subscriber_buffer);
+  EXPECT_EQ(ephemeral.overflow, defaults.overflow);
+}
+
+TEST(BuildTopicPoliciesTest, NoTopicsMeansEverythingIsDurable) {
+  const broker::TopicPolicies policies = BuildTopicPolicies(DefaultConfig());
+  EXPECT_TRUE(policies.declarations().empty());
+  EXPECT_EQ(policies.Resolve("anything").kind, broker::TopicKind::kDurable);
+}
+
+// A config file in the test's temporary directory, removed at the end.
+class ConfigFileTest : public ::testing::Test {
+ protected:
+  ~ConfigFileTest() override { std::remove(path_.c_str()); }
+
+  void Write(absl::string_view contents) {
+    std::FILE* file = std::fopen(path_.c_str(), "wb");
+    ASSERT_NE(file, nullptr);
+    ASSERT_EQ(std::fwrite(contents.data(), 1, contents.size(), file), contents.size());
+    ASSERT_EQ(std::fclose(file), 0);
+  }
+
+  const std::string path_ =
+      ::testing::TempDir() + "switchboard_config_test_" + std::to_string(getpid()) + ".yaml";
+};
+
+TEST_F(ConfigFileTest, LoadsAFile) {
+  Write(kExample);
+  absl::StatusOr<Config> config = LoadConfigFile(path_, ExampleEnv());
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->clients(0).token(), "burn-secret");
+  EXPECT_EQ(config->topics_size(), 2);
+}
+
+TEST_F(ConfigFileTest, FileErrorsHaveTheFieldPath) {
+  Write("limits:\n  max_message_bytes: 0\n");
+  EXPECT_THAT(LoadConfigFile(path_, FakeEnv()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("limits.max_message_bytes: must be between 1 and 67108864, got 0")));
+}
+
+TEST_F(ConfigFileTest, MissingFileIsNotFound) {
+  EXPECT_THAT(LoadConfigFile(path_, FakeEnv()),
+              StatusIs(absl::StatusCode::kNotFound,
+                       Eq("cannot read config file " + path_ + ": No such file or directory")));
+  EXPECT_THAT(LoadConfig(path_, FlagOverrides(), FakeEnv()), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST(LoadConfigFileTest, ADirectoryIsNotAConfigFile) {
+  const std::string directory = ::testing::TempDir();
+  EXPECT_THAT(LoadConfigFile(directory, FakeEnv()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       Eq("cannot read config file " + directory + ": Is a directory")));
+}
+
+TEST_F(ConfigFileTest, FlagsOverrideTheFile) {
+  Write(
+      "server: {listen: \"0.0.0.0:1000\", metrics_listen: \"0.0.0.0:1001\"}\n"
+      "broker: {url: \"redis://r:6379\"}\n");
+  FlagOverrides overrides;
+  overrides.listen = "127.0.0.1:2000";
+  overrides.broker_url = "memory://";
+  absl::StatusOr<Config> config = LoadConfig(path_, overrides, FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->server().listen(), "127.0.0.1:2000");
+  EXPECT_EQ(config->server().metrics_listen(), "0.0.0.0:1001");
+  EXPECT_EQ(config->broker().url(), "memory://");
+}
+
+TEST(LoadConfigTest, WithoutAFileRunsTheDefaultConfig) {
+  absl::StatusOr<Config> config = LoadConfig("", FlagOverrides(), FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->SerializeAsString(), DefaultConfig().SerializeAsString());
+
+  FlagOverrides overrides;
+  overrides.metrics_listen = "127.0.0.1:0";
+  config = LoadConfig("", overrides, FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->server().listen(), "127.0.0.1:7070");
+  EXPECT_EQ(config->server().metrics_listen(), "127.0.0.1:0");
+}
+
+TEST(LoadConfigTest, InvalidOverridesAreReportedUnderTheirField) {
+  FlagOverrides listen;
+  listen.listen = "nowhere";
+  EXPECT_THAT(LoadConfig("", listen, FakeEnv()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("server.listen: \"nowhere\": expected host:port or [ipv6]:port")));
+  FlagOverrides broker;
+  broker.broker_url = "kafka://k:9092";
+  EXPECT_THAT(LoadConfig("", broker, FakeEnv()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::StartsWith("broker.url: unsupported scheme \"kafka://\"")));
+}
+
+TEST(ExposureWarningTest, WarnsOnlyWhenAnonymousAndNotOnLoopback) {
+  Config config = DefaultConfig();
+  EXPECT_EQ(ExposureWarning(config), std::nullopt);
+
+  config.mutable_server()->set_listen("0.0.0.0:7070");
+  EXPECT_THAT(ExposureWarning(config), Optional(HasSubstr("'anonymous'")));
+  EXPECT_THAT(ExposureWarning(config), Optional(HasSubstr("0.0.0.0:7070")));
+
+  config.add_clients()->set_id("a");
+  EXPECT_EQ(ExposureWarning(config), std::nullopt);
+}
+
+}  // namespace
+}  // namespace switchboard::config

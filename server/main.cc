@@ -16,6 +16,7 @@
 #include "server/app/server.h"
 #include "server/common/log.h"
 #include "server/config/config.h"
+#include "server/config/env_expansion.h"
 #include "server/config/listen_address.h"
 
 ABSL_FLAG(std::optional<std::string>, listen, std::nullopt,
@@ -56,7 +57,7 @@ absl::StatusOr<switchboard::config::Config> LoadConfig() {
   const std::string path = absl::GetFlag(FLAGS_config);
   absl::StatusOr<config::Config> loaded =
       path.empty() ? config::DefaultConfig()
-                   : config::LoadConfigFile(path, config::ProcessEnvironment());
+                   : config::LoadConfigFile(path, config::ProcessEnv());
   if (!loaded.ok()) return loaded;
   if (auto listen = absl::GetFlag(FLAGS_listen)) loaded->mutable_server()->set_listen(*listen);
   if (auto metrics = absl::GetFlag(FLAGS_metrics_listen)) {

@@ -122,7 +122,9 @@ class ServerImpl final : public Server {
     }
     if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
     broker_dispatcher_.Shutdown();
-    SB_LOG(kInfo, "drained");
+    // civetweb takes up to its 2 s poll quantum to stop.
+    exposer_.reset();
+    SB_LOG(kInfo, "shutdown complete");
   }
 
  private:

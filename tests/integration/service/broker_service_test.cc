@@ -254,30 +254,48 @@ TEST_F(BrokerServiceTest, BadAcksAreReportedPerItemAndTheStreamGoesOn) {
   std::vector<v1::Delivery> held_by_b = ReadDeliveries(*stream_b, 2);
   ASSERT_EQ(held_by_b.size(), 2u);
 
+  // One request mixing a valid ack with three bad ones, then the same valid
+  // ack again (its lease has ended).
   v1::ConsumeRequest request;
+  request.add_ack_ids(held_by_b[0].ack_id());
   request.add_ack_ids("no-such-lease");
-  request.add_ack_ids(held_by_a[0].ack_id());  // Another stream's lease.
+  request.add_ack_ids(held_by_a[0].ack_id());
   request.add_ack_ids("");
   ASSERT_TRUE(stream_b->Write(request));
-  v1::ConsumeResponse response;
-  ASSERT_TRUE(stream_b->Read(&response));
-  ASSERT_EQ(response.ack_failures_size(), 3);
-  std::map<std::string, v1::AckFailure> failures;
-  for (const v1::AckFailure& failure : response.ack_failures()) {
-    failures[failure.status().message().substr(0, 10)] = failure;
-  }
-  EXPECT_EQ(failures["ack_ids[0]"].status().code(), grpc::StatusCode::NOT_FOUND);
-  EXPECT_EQ(failures["ack_ids[1]"].status().code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_EQ(failures["ack_ids[2]"].status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::ConsumeRequest repeat;
+  repeat.add_ack_ids(held_by_b[0].ack_id());
+  ASSERT_TRUE(stream_b->Write(repeat));
 
-  // Neither stream was disturbed. B still holds both leases, so it has no
-  // credit; A acks its two, and the next message can only go to A.
-  Ack(*stream_a, held_by_a);
-  v1::PublishResponse more;
-  ASSERT_TRUE(Publish("jobs", {"after"}, &more).ok());
-  std::vector<v1::Delivery> next = ReadDeliveries(*stream_a, 1);
+  std::map<std::string, int> codes;  // "ack_ids[i]" of each request -> code.
+  int failures = 0;
+  v1::ConsumeResponse response;
+  while (failures < 4 && stream_b->Read(&response)) {
+    EXPECT_EQ(response.deliveries_size(), 0);  // Nothing left to deliver.
+    for (const v1::AckFailure& failure : response.ack_failures()) {
+      ++failures;
+      const std::string field = failure.status().message().substr(0, 10);
+      codes[failures == 4 ? "repeat " + field : field] = failure.status().code();
+    }
+  }
+  EXPECT_EQ(failures, 4);
+  EXPECT_EQ(codes, (std::map<std::string, int>{
+                       {"ack_ids[1]", grpc::StatusCode::INVALID_ARGUMENT},
+                       {"ack_ids[2]", grpc::StatusCode::PERMISSION_DENIED},
+                       {"ack_ids[3]", grpc::StatusCode::INVALID_ARGUMENT},
+                       {"repeat ack_ids[0]", grpc::StatusCode::NOT_FOUND},
+                   }));
+
+  // The valid ack freed one credit on B, and A's leases were untouched: the
+  // next message goes to B (A has no credit), and A can still ack its own.
+  ASSERT_TRUE(Publish("jobs", {"after"}, &published).ok());
+  std::vector<v1::Delivery> next = ReadDeliveries(*stream_b, 1);
   ASSERT_EQ(next.size(), 1u);
   EXPECT_EQ(next[0].message().payload(), "after");
+  Ack(*stream_a, held_by_a);
+  ASSERT_TRUE(Publish("jobs", {"for-a"}, &published).ok());
+  next = ReadDeliveries(*stream_a, 1);
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].message().payload(), "for-a");
   context_a.TryCancel();
   context_b.TryCancel();
 }

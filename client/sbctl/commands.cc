@@ -77,7 +77,6 @@ int Publish(const client::Client& client, const std::string& topic,
 int Subscribe(const client::Client& client, const std::string& topic, int64_t count) {
   std::atomic<int64_t> received{0};
   client::Subscriber subscriber(client, topic, [&](const v1::SubscribeResponse& response) {
-    if (count > 0 && received.load() >= count) return;
     if (response.dropped_since_last() > 0) {
       std::cerr << "sbctl: the server dropped " << response.dropped_since_last()
                 << " messages before this one" << std::endl;

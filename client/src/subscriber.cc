@@ -1,5 +1,6 @@
 #include "switchboard/client/subscriber.h"
 
+#include <atomic>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
@@ -39,7 +40,10 @@ class Subscriber::Impl : public grpc::ClientReadReactor<v1::SubscribeResponse> {
                               : final_status_;
   }
 
-  void Stop() { context_.TryCancel(); }
+  void Stop() {
+    stopped_ = true;
+    context_.TryCancel();
+  }
 
   absl::Status Wait() {
     done_.WaitForNotification();
@@ -56,6 +60,8 @@ class Subscriber::Impl : public grpc::ClientReadReactor<v1::SubscribeResponse> {
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // The stream is ending: OnDone follows.
+    // A message read before the cancellation took effect is not handed out.
+    if (stopped_) return;
     handler_(response_);
     StartRead(&response_);
   }
@@ -70,6 +76,7 @@ class Subscriber::Impl : public grpc::ClientReadReactor<v1::SubscribeResponse> {
   }
 
   const Handler handler_;
+  std::atomic<bool> stopped_{false};
   grpc::ClientContext context_;
   v1::SubscribeRequest request_;
   v1::SubscribeResponse response_;

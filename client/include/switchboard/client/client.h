@@ -4,7 +4,9 @@
 // connection sharing). The library is in the style of google-cloud-cpp's
 // Pub/Sub client:
 //
-//   switchboard::client::Client client({.target = "127.0.0.1:7070"});
+//   switchboard::client::ClientOptions options;
+//   options.target = "127.0.0.1:7070";
+//   switchboard::client::Client client(options);
 //   switchboard::client::Publisher publisher(client, "orders");
 //   auto id = publisher.Publish(message).get();   // absl::StatusOr<std::string>
 //

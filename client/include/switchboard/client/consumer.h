@@ -3,7 +3,10 @@
 // threads it owns, acks each delivery whose handler returned OK and nacks the
 // others (so they are redelivered at once, to any consumer of the group).
 //
-//   Consumer consumer(client, "jobs", {.group = "workers", .concurrency = 4},
+//   ConsumerOptions options;
+//   options.group = "workers";
+//   options.concurrency = 4;
+//   Consumer consumer(client, "jobs", options,
 //                     [](const v1::Delivery& d) { return Process(d.message()); });
 //   ...
 //   consumer.Stop();                  // from anywhere, e.g. a signal thread

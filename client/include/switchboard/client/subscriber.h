@@ -47,7 +47,8 @@ class Subscriber {
 
   // Cancels the stream and returns at once. Idempotent; safe from any
   // thread, including from the handler (even from a handler that runs before
-  // the constructor has returned). Wait() then returns CANCELLED.
+  // the constructor has returned). The handler is not called again (a call
+  // already running finishes). Wait() then returns CANCELLED.
   void Stop();
 
   // Blocks until the stream has ended; returns its status (CANCELLED after

@@ -1,0 +1,150 @@
+// The sbctl binary against an in-process server: publish from stdin then
+// consume exactly those lines, error reporting and exit codes, health,
+// subscribe --count, and the bench summaries.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/in_process_server.h"
+#include "tests/testing/subprocess.h"
+
+namespace switchboard {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+using ::testing::StartsWith;
+
+constexpr char kTopicsYaml[] = R"(
+topics:
+  - name: "news.*"
+    kind: ephemeral
+)";
+
+std::string Lines(int from, int to) {
+  std::string lines;
+  for (int i = from; i <= to; ++i) absl::StrAppend(&lines, i, "\n");
+  return lines;
+}
+
+// The last non-empty line of `text`.
+std::string LastLine(const std::string& text) {
+  std::vector<std::string> lines = absl::StrSplit(text, '\n', absl::SkipEmpty());
+  return lines.empty() ? "" : lines.back();
+}
+
+class SbctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<testing::InProcessServer> server = testing::StartInProcessServer(kTopicsYaml);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  std::vector<std::string> Argv(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {SBCTL_BINARY, absl::StrCat("--server=", server_.target)};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
+  testing::RunResult Sbctl(const std::vector<std::string>& args,
+                           std::optional<std::string> stdin_text = std::nullopt) {
+    return testing::Run(Argv(args), std::move(stdin_text));
+  }
+
+  testing::InProcessServer server_;
+};
+
+TEST_F(SbctlTest, PublishedStdinLinesAreConsumedExactly) {
+  testing::RunResult published = Sbctl({"publish", "orders"}, Lines(1, 1000));
+  ASSERT_EQ(published.exit_code, 0) << published.stderr_text;
+  EXPECT_EQ(published.stdout_text, "");
+
+  testing::RunResult consumed = Sbctl({"consume", "orders", "--group=g", "--count=1000"});
+  ASSERT_EQ(consumed.exit_code, 0) << consumed.stderr_text;
+  EXPECT_EQ(consumed.stdout_text, Lines(1, 1000));
+
+  // Every one was acked: the group's next message is the next one published.
+  ASSERT_EQ(Sbctl({"publish", "orders", "next"}).exit_code, 0);
+  testing::RunResult next = Sbctl({"consume", "orders", "--group=g", "--count=1"});
+  ASSERT_EQ(next.exit_code, 0) << next.stderr_text;
+  EXPECT_EQ(next.stdout_text, "next\n");
+}
+
+TEST_F(SbctlTest, PublishPrintsOneIdPerMessageWhenAsked) {
+  testing::RunResult published = Sbctl({"publish", "orders", "--print_ids", "a", "b", "c"});
+  ASSERT_EQ(published.exit_code, 0) << published.stderr_text;
+  std::vector<std::string> ids = absl::StrSplit(published.stdout_text, '\n', absl::SkipEmpty());
+  EXPECT_EQ(ids.size(), 3u);
+}
+
+TEST_F(SbctlTest, AnEmptyTopicFailsWithTheServersStatusWhateverTheInput) {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"publish", ""}, std::vector<std::string>{"publish", "", "m"}}) {
+    testing::RunResult result = Sbctl(args, "");
+    EXPECT_EQ(result.exit_code, 1);
+    EXPECT_EQ(result.stdout_text, "");
+    EXPECT_THAT(result.stderr_text, StartsWith("INVALID_ARGUMENT: topic: "));
+  }
+}
+
+TEST_F(SbctlTest, UsageErrorsExitTwo) {
+  EXPECT_EQ(Sbctl({"consume", "orders"}).exit_code, 2);  // No --group.
+  EXPECT_EQ(Sbctl({"frobnicate"}).exit_code, 2);
+  EXPECT_EQ(Sbctl({"bench", "sideways"}).exit_code, 2);
+}
+
+TEST_F(SbctlTest, HealthExitsZeroWhenServing) {
+  testing::RunResult health = Sbctl({"health"});
+  EXPECT_EQ(health.exit_code, 0) << health.stderr_text;
+  EXPECT_EQ(health.stdout_text, "SERVING\n");
+  testing::RunResult broker = Sbctl({"health", "--service=switchboard.v1.Broker"});
+  EXPECT_EQ(broker.exit_code, 0) << broker.stderr_text;
+}
+
+TEST_F(SbctlTest, HealthOfAnUnknownServiceFails) {
+  testing::RunResult health = Sbctl({"health", "--service=no.such.Service"});
+  EXPECT_EQ(health.exit_code, 1);
+  EXPECT_THAT(health.stderr_text, StartsWith("NOT_FOUND"));
+}
+
+TEST_F(SbctlTest, SubscribeExitsAfterCountMessages) {
+  absl::StatusOr<testing::Subprocess> subscriber =
+      testing::Subprocess::Start(Argv({"subscribe", "news.eu", "--count=2"}));
+  ASSERT_TRUE(subscriber.ok()) << subscriber.status();
+  // The subscription becomes live at some point after the start: publish
+  // until sbctl has had its two messages and exits.
+  std::optional<int> exit_code;
+  for (int i = 0; i < 500 && !exit_code; ++i) {
+    ASSERT_EQ(Sbctl({"publish", "news.eu", absl::StrCat("n", i)}).exit_code, 0);
+    exit_code = subscriber->Wait(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(exit_code, 0) << subscriber->stderr_text();
+  EXPECT_THAT(subscriber->stdout_text(), MatchesRegex("n[0-9]+\nn[0-9]+\n"));
+}
+
+TEST_F(SbctlTest, BenchPublishEndsWithItsJsonSummary) {
+  testing::RunResult bench = Sbctl({"bench", "publish", "--topic=bench", "--streams=2",
+                                    "--batch=10", "--size=16", "--duration=1"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+  EXPECT_THAT(LastLine(bench.stdout_text),
+              MatchesRegex("\\{\"mode\":\"publish\",\"streams\":2,\"window\":16,\"batch\":10,"
+                           "\"size\":16,.*\"msgs_per_sec\":[0-9.]+,.*\"p50_us\":[0-9]+,"
+                           "\"p99_us\":[0-9]+,\"errors\":\\{\\}\\}"));
+  EXPECT_THAT(bench.stderr_text, HasSubstr("msgs/s"));
+}
+
+TEST_F(SbctlTest, BenchConsumeConsumesExactlyWhatItPrepublished) {
+  testing::RunResult bench = Sbctl({"bench", "consume", "--topic=bench", "--group=b", "--streams=3",
+                                    "--messages=5000", "--duration=60"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+  EXPECT_THAT(LastLine(bench.stdout_text),
+              MatchesRegex("\\{\"mode\":\"consume\",.*\"msgs\":5000,.*\"errors\":\\{\\}\\}"));
+}
+
+}  // namespace
+}  // namespace switchboard

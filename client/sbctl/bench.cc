@@ -44,9 +44,11 @@ class Tally {
     latencies_us_.push_back(absl::ToInt64Microseconds(latency));
   }
 
-  void AddError(absl::StatusCode code) {
+  // Counts `status` by code; the first error of each code is also printed on
+  // stderr, so a run that fails says why.
+  void AddError(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
-    ++errors_[code];
+    if (++errors_[status.code()] == 1) std::cerr << "error: " << status.ToString() << "\n";
   }
 
   int64_t messages() const {
@@ -136,7 +138,7 @@ class PublishLoad {
                   tally_.AddMessages(static_cast<int64_t>(ids->size()));
                   tally_.AddLatency(now - sent_at);
                 } else {
-                  tally_.AddError(ids.status().code());
+                  tally_.AddError(ids.status());
                 }
                 if (now < end_) SendOne();
               })
@@ -159,7 +161,7 @@ class ConsumeLoad {
         stream_(
             client, subscription, [this](v1::ConsumeResponse& response) { OnResponse(response); },
             [this](const absl::Status& status) {
-              if (!status.ok()) tally_.AddError(status.code());
+              if (!status.ok()) tally_.AddError(status);
             }) {}
 
   void Close() {

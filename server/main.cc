@@ -17,7 +17,6 @@
 #include "server/common/log.h"
 #include "server/config/config.h"
 #include "server/config/env_expansion.h"
-#include "server/config/listen_address.h"
 
 ABSL_FLAG(std::optional<std::string>, listen, std::nullopt,
           "gRPC listen address, host:port (default 127.0.0.1:7070; overrides server.listen)");
@@ -34,40 +33,6 @@ namespace {
 constexpr int kExitStartFailed = 1;
 constexpr int kExitBadConfig = 2;
 
-switchboard::common::LogLevel ToLogLevel(switchboard::config::v1::Logging::Level level) {
-  using switchboard::common::LogLevel;
-  using switchboard::config::v1::Logging;
-  switch (level) {
-    case Logging::LEVEL_DEBUG:
-      return LogLevel::kDebug;
-    case Logging::LEVEL_INFO:
-      return LogLevel::kInfo;
-    case Logging::LEVEL_WARNING:
-      return LogLevel::kWarning;
-    case Logging::LEVEL_ERROR:
-      return LogLevel::kError;
-  }
-  return LogLevel::kInfo;
-}
-
-// The file (or the defaults), then the flags over it, validated as a whole
-// so an overridden field is checked like one from the file.
-absl::StatusOr<switchboard::config::Config> LoadConfig() {
-  namespace config = switchboard::config;
-  const std::string path = absl::GetFlag(FLAGS_config);
-  absl::StatusOr<config::Config> loaded =
-      path.empty() ? config::DefaultConfig()
-                   : config::LoadConfigFile(path, config::ProcessEnv());
-  if (!loaded.ok()) return loaded;
-  if (auto listen = absl::GetFlag(FLAGS_listen)) loaded->mutable_server()->set_listen(*listen);
-  if (auto metrics = absl::GetFlag(FLAGS_metrics_listen)) {
-    loaded->mutable_server()->set_metrics_listen(*metrics);
-  }
-  if (auto broker = absl::GetFlag(FLAGS_broker)) loaded->mutable_broker()->set_url(*broker);
-  if (absl::Status status = config::ValidateConfig(*loaded); !status.ok()) return status;
-  return loaded;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,17 +42,19 @@ int main(int argc, char** argv) {
       "[--broker=URL]");
   absl::ParseCommandLine(argc, argv);
 
-  absl::StatusOr<switchboard::config::Config> config = LoadConfig();
-  if (!config.ok()) {
-    std::cerr << "switchboard: invalid configuration: " << config.status().message() << "\n";
+  namespace config = switchboard::config;
+  config::FlagOverrides overrides;
+  overrides.listen = absl::GetFlag(FLAGS_listen);
+  overrides.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  overrides.broker_url = absl::GetFlag(FLAGS_broker);
+  absl::StatusOr<config::Config> loaded =
+      config::LoadConfig(absl::GetFlag(FLAGS_config), overrides, config::ProcessEnv());
+  if (!loaded.ok()) {
+    std::cerr << "switchboard: invalid configuration: " << loaded.status().message() << "\n";
     return kExitBadConfig;
   }
-  switchboard::common::SetLogLevel(ToLogLevel(config->logging().level()));
-  if (config->clients().empty() && !switchboard::config::IsLoopbackAddress(config->server().listen())) {
-    SB_LOG(kWarning, "*** No clients are configured, so every caller is accepted as 'anonymous', "
-                     "and the server listens on ", config->server().listen(),
-           ", which is not loopback. Configure `clients:` with tokens before exposing it. ***");
-  }
+  switchboard::common::SetLogLevel(config::ConfiguredLogLevel(*loaded));
+  config::WarnAboutExposure(*loaded);
 
   // Signals are taken by sigwait below, never by a handler on a random
   // thread: block them before any thread starts so every thread inherits it.
@@ -98,7 +65,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::StatusOr<std::unique_ptr<switchboard::app::Server>> server =
-      switchboard::app::Server::Start(*config);
+      switchboard::app::Server::Start(*loaded);
   if (!server.ok()) {
     SB_LOG(kError, "cannot start: ", server.status().message());
     return server.status().code() == absl::StatusCode::kInvalidArgument ? kExitBadConfig

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "server/common/names.h"
 
 namespace switchboard::broker {
@@ -38,13 +37,7 @@ TopicPolicies::TopicPolicies(std::vector<TopicDeclaration> declarations)
 
 const TopicPolicy& TopicPolicies::Resolve(absl::string_view topic) const {
   for (const TopicDeclaration& declaration : declarations_) {
-    absl::string_view pattern = declaration.pattern;
-    if (common::IsTopicPrefixPattern(pattern)) {
-      pattern.remove_suffix(1);
-      if (absl::StartsWith(topic, pattern)) return declaration.policy;
-    } else if (topic == pattern) {
-      return declaration.policy;
-    }
+    if (common::TopicPatternMatches(declaration.pattern, topic)) return declaration.policy;
   }
   return default_policy_;
 }

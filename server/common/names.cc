@@ -54,4 +54,10 @@ absl::Status ValidateGroupName(absl::string_view name, absl::string_view field) 
 
 bool IsTopicPrefixPattern(absl::string_view pattern) { return absl::EndsWith(pattern, "*"); }
 
+bool TopicPatternMatches(absl::string_view pattern, absl::string_view topic) {
+  if (!IsTopicPrefixPattern(pattern)) return topic == pattern;
+  pattern.remove_suffix(1);
+  return absl::StartsWith(topic, pattern);
+}
+
 }  // namespace switchboard::common

@@ -28,4 +28,7 @@ absl::Status ValidateGroupName(absl::string_view name, absl::string_view field);
 // True when `pattern` ends in '*' (a prefix pattern).
 bool IsTopicPrefixPattern(absl::string_view pattern);
 
+// True when `topic` is `pattern`, or starts with the prefix of a '*' pattern.
+bool TopicPatternMatches(absl::string_view pattern, absl::string_view topic);
+
 }  // namespace switchboard::common

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/broker/broker.h"
 
@@ -54,14 +55,16 @@ class CallbackRecorder {
   }
 
   bool WaitForClosed(absl::Duration timeout = kWaitTimeout) const {
-    absl::MutexLock lock(&mu_);
-    auto is_closed = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return closed_.has_value(); };
-    return mu_.AwaitWithTimeout(absl::Condition(&is_closed), timeout);
+    return WaitUntil([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return closed_.has_value(); },
+                     timeout);
   }
 
  protected:
-  // Checks a callback named `what` against the contract. Call with mu_ held.
-  void CheckCallback(absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // Starts a callback named `what`: checks it against the contract and wakes
+  // the waiters, who look again once the callback has released mu_. Call
+  // with mu_ held.
+  void BeginCallback(absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    changed_.SignalAll();
     if (std::this_thread::get_id() == creator_thread_) {
       violations_.push_back(absl::StrCat(what, " ran inline on the calling thread"));
     }
@@ -71,19 +74,25 @@ class CallbackRecorder {
 
   void RecordClosed(absl::Status status) ABSL_LOCKS_EXCLUDED(mu_) {
     absl::MutexLock lock(&mu_);
-    CheckCallback("OnClosed");
+    BeginCallback("OnClosed");
     closed_ = std::move(status);
   }
 
-  // Waits until `count()` (read under mu_) reaches `n`.
-  template <typename CountFn>
-  bool WaitUntilCount(CountFn count, size_t n, absl::Duration timeout) const {
+  // Waits until `done()`, evaluated with mu_ held, is true. A CondVar rather
+  // than Mutex::AwaitWithTimeout: the waiting thread evaluates `done` itself,
+  // so the sanitizers see every access it makes.
+  template <typename Predicate>
+  bool WaitUntil(Predicate done, absl::Duration timeout) const ABSL_LOCKS_EXCLUDED(mu_) {
+    const absl::Time deadline = absl::Now() + timeout;
     absl::MutexLock lock(&mu_);
-    auto reached = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return count() >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&reached), timeout);
+    while (!done()) {
+      if (changed_.WaitWithDeadline(&mu_, deadline)) return done();
+    }
+    return true;
   }
 
   mutable absl::Mutex mu_;
+  mutable absl::CondVar changed_;
   std::vector<std::string> violations_ ABSL_GUARDED_BY(mu_);
 
  private:
@@ -121,13 +130,13 @@ class RecordingSubscriberSink final : public broker::SubscriberSink, public Call
 
   void OnSubscribed() override {
     absl::MutexLock lock(&mu_);
-    CheckCallback("OnSubscribed");
+    BeginCallback("OnSubscribed");
     if (subscribed_calls_++ > 0) violations_.push_back("OnSubscribed ran twice");
   }
 
   void OnMessage(broker::Message message, uint64_t dropped_since_last) override {
     absl::MutexLock lock(&mu_);
-    CheckCallback("OnMessage");
+    BeginCallback("OnMessage");
     if (subscribed_calls_ == 0) violations_.push_back("OnMessage ran before OnSubscribed");
     if (outstanding_) violations_.push_back("OnMessage ran while a message was outstanding");
     messages_.push_back(std::move(message));
@@ -144,13 +153,13 @@ class RecordingSubscriberSink final : public broker::SubscriberSink, public Call
   void OnClosed(absl::Status status) override { RecordClosed(std::move(status)); }
 
   bool WaitForSubscribed(absl::Duration timeout = kWaitTimeout) const {
-    return WaitUntilCount([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return subscribed_calls_; }, 1,
-                          timeout);
+    return WaitUntil([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return subscribed_calls_ > 0; },
+                     timeout);
   }
 
   bool WaitForCount(size_t n, absl::Duration timeout = kWaitTimeout) const {
-    return WaitUntilCount([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return messages_.size(); }, n,
-                          timeout);
+    return WaitUntil([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return messages_.size() >= n; },
+                     timeout);
   }
 
   size_t count() const {
@@ -192,7 +201,7 @@ class RecordingConsumerSink final : public broker::ConsumerSink, public Callback
  public:
   void OnDeliveries(std::vector<broker::Delivery> deliveries) override {
     absl::MutexLock lock(&mu_);
-    CheckCallback("OnDeliveries");
+    BeginCallback("OnDeliveries");
     if (deliveries.empty()) violations_.push_back("OnDeliveries ran with no delivery");
     for (broker::Delivery& delivery : deliveries) deliveries_.push_back(std::move(delivery));
   }
@@ -202,18 +211,18 @@ class RecordingConsumerSink final : public broker::ConsumerSink, public Callback
   // For Settle()'s completion: checked like any callback of the session.
   void RecordSettled(broker::LeaseUpdateResult result) {
     absl::MutexLock lock(&mu_);
-    CheckCallback("Settle completion");
+    BeginCallback("Settle completion");
     settled_.push_back(std::move(result));
   }
 
   bool WaitForCount(size_t n, absl::Duration timeout = kWaitTimeout) const {
-    return WaitUntilCount([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return deliveries_.size(); }, n,
-                          timeout);
+    return WaitUntil([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return deliveries_.size() >= n; },
+                     timeout);
   }
 
   bool WaitForSettled(size_t n, absl::Duration timeout = kWaitTimeout) const {
-    return WaitUntilCount([this]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return settled_.size(); }, n,
-                          timeout);
+    return WaitUntil([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return settled_.size() >= n; },
+                     timeout);
   }
 
   size_t count() const {

@@ -17,7 +17,8 @@
 //
 // Threads: Publish() and Flush() are thread-safe. The Publisher owns one
 // thread that seals a batch when its delay expires; futures are resolved on
-// gRPC callback threads. Messages of one Publisher are sent in Publish() order.
+// gRPC callback threads. Messages of one Publisher are sent in Publish()
+// order; the server may complete pipelined batches in another order.
 #pragma once
 
 #include <cstddef>

@@ -1,14 +1,15 @@
 #include "server/broker/subscriber_index.h"
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
+#include "server/common/names.h"
 
 namespace switchboard::broker {
 
 std::map<std::string, SubscriberIndex::Subscribers, std::less<>>& SubscriberIndex::MapFor(
     absl::string_view& pattern) {
-  if (absl::ConsumeSuffix(&pattern, "*")) return prefixes_;
-  return exact_;
+  if (!common::IsTopicPrefixPattern(pattern)) return exact_;
+  pattern.remove_suffix(1);
+  return prefixes_;
 }
 
 bool SubscriberIndex::Add(absl::string_view pattern, uint64_t subscriber) {

@@ -8,7 +8,6 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "server/broker/lease_table.h"
 #include "server/broker/memory/stream.h"
@@ -16,6 +15,7 @@
 #include "server/broker/sink_guard.h"
 #include "server/broker/subscriber_buffer.h"
 #include "server/broker/subscriber_index.h"
+#include "server/common/names.h"
 
 namespace switchboard::broker {
 namespace {
@@ -404,7 +404,7 @@ absl::StatusOr<std::unique_ptr<Subscription>> MemoryBroker::Subscribe(absl::stri
                                                                       SubscriberSink& sink) {
   // A pattern "news.*" has the kind (and buffer) of its prefix "news.".
   absl::string_view resolved = topic;
-  absl::ConsumeSuffix(&resolved, "*");
+  if (common::IsTopicPrefixPattern(topic)) resolved.remove_suffix(1);
   const TopicPolicy& policy = policies_.Resolve(resolved);
   if (policy.kind != TopicKind::kEphemeral) return KindMismatch(topic, policy.kind, "Consume");
 

@@ -27,7 +27,9 @@ constexpr absl::Duration kCloseTimeout = absl::Seconds(5);
 constexpr int64_t kPrepublishBatchBytes = 1 << 20;
 constexpr int64_t kPrepublishBatchMessages = 1000;
 
-// Thread-safe tallies of one run, fed from gRPC callback threads.
+// Thread-safe tallies of one run, fed from gRPC callback threads. What
+// arrives after Stop() (answers drained, deliveries during the close) is
+// outside the measured interval and not counted.
 class Tally {
  public:
   // `target` > 0: finished() is notified once that many messages are counted.
@@ -35,12 +37,14 @@ class Tally {
 
   void AddMessages(int64_t count) {
     absl::MutexLock lock(&mu_);
+    if (stopped_) return;
     messages_ += count;
     if (target_ > 0 && messages_ >= target_ && !finished_.HasBeenNotified()) finished_.Notify();
   }
 
   void AddLatency(absl::Duration latency) {
     absl::MutexLock lock(&mu_);
+    if (stopped_) return;
     latencies_us_.push_back(absl::ToInt64Microseconds(latency));
   }
 
@@ -48,7 +52,14 @@ class Tally {
   // stderr, so a run that fails says why.
   void AddError(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
+    if (stopped_) return;
     if (++errors_[status.code()] == 1) std::cerr << "error: " << status.ToString() << "\n";
+  }
+
+  // Ends the measured interval.
+  void Stop() {
+    absl::MutexLock lock(&mu_);
+    stopped_ = true;
   }
 
   int64_t messages() const {
@@ -84,6 +95,7 @@ class Tally {
  private:
   const int64_t target_;
   mutable absl::Mutex mu_;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   int64_t messages_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int64_t> latencies_us_ ABSL_GUARDED_BY(mu_);
   std::map<absl::StatusCode, int64_t> errors_ ABSL_GUARDED_BY(mu_);
@@ -121,7 +133,7 @@ class PublishLoad {
     for (int i = 0; i < window; ++i) SendOne();
   }
 
-  // Waits for the answers still in flight.
+  // Waits for the answers still in flight (after the measured interval).
   void Close() { stream_.Close().IgnoreError(); }
 
  private:
@@ -216,8 +228,9 @@ int BenchPublish(const client::Client& client, const PublishBenchOptions& option
   }
   for (auto& load : loads) load->Start(options.window);
   RunClock(tally, start, options.duration);
-  for (auto& load : loads) load->Close();
+  tally.Stop();
   const absl::Duration elapsed = absl::Now() - start;
+  for (auto& load : loads) load->Close();
   std::cout << tally.Json(
                    absl::StrFormat("\"mode\":\"publish\",\"streams\":%d,\"window\":%d,"
                                    "\"batch\":%d,\"size\":%d",
@@ -242,6 +255,7 @@ int BenchConsume(const client::Client& client, const ConsumeBenchOptions& option
     loads.push_back(std::make_unique<ConsumeLoad>(client, subscription, tally));
   }
   RunClock(tally, start, options.duration);
+  tally.Stop();
   const absl::Duration elapsed = absl::Now() - start;
   for (auto& load : loads) load->Close();
   std::cout << tally.Json(absl::StrFormat("\"mode\":\"consume\",\"streams\":%d,"

@@ -4,8 +4,9 @@
 //   {"mode":"publish", ..., "msgs":N, "msgs_per_sec":X, "p50_us":P, "p99_us":Q,
 //    "errors":{"UNAVAILABLE":3}}
 // `errors` counts failed requests (publish) or ended streams (consume) by
-// status code; it is {} on a clean run. Concurrency is bounded: each stream
-// keeps a fixed window of requests (publish) or credits (consume) in flight.
+// status code; it is {} on a clean run. Only what completes within the
+// measured interval counts. Concurrency is bounded: each stream keeps a fixed
+// window of requests (publish) or credits (consume) in flight.
 #pragma once
 
 #include <cstdint>

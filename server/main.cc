@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
   if (!server.ok()) {
     SB_LOG(kError, "cannot start: ", server.status().message());
     return server.status().code() == absl::StatusCode::kInvalidArgument ? kExitBadConfig
-                                                                         : kExitStartFailed;
+                                                                        : kExitStartFailed;
   }
   int signal_number = 0;
   sigwait(&signals, &signal_number);

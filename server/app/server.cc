@@ -50,8 +50,8 @@ class ServerImpl final : public Server {
       return absl::InvalidArgumentError(absl::StrCat(
           "broker.url: ", url.Redacted(), " is not supported by this build; use memory://"));
     }
-    broker_ = std::make_unique<broker::MemoryBroker>(
-        broker_dispatcher_, config::BuildTopicPolicies(config_), metrics_);
+    broker_ = std::make_unique<broker::MemoryBroker>(broker_dispatcher_,
+                                                     config::BuildTopicPolicies(config_), metrics_);
 
     try {
       exposer_ = std::make_unique<prometheus::Exposer>(config_.server().metrics_listen());
@@ -74,8 +74,8 @@ class ServerImpl final : public Server {
     grpc::ServerBuilder builder;
     builder.AddListeningPort(config_.server().listen(), grpc::InsecureServerCredentials(),
                              &grpc_port_);
-    builder.SetMaxReceiveMessageSize(static_cast<int>(std::max<uint64_t>(
-        kMinReceiveMessageBytes, limits.max_message_bytes + (64 << 10))));
+    builder.SetMaxReceiveMessageSize(static_cast<int>(
+        std::max<uint64_t>(kMinReceiveMessageBytes, limits.max_message_bytes + (64 << 10))));
     builder.RegisterService(service_.get());
     grpc_server_ = builder.BuildAndStart();
     if (grpc_server_ == nullptr || grpc_port_ == 0) {

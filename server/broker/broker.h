@@ -97,7 +97,7 @@ class Subscription {
 struct ConsumeOptions {
   std::string topic;
   std::string group;
-  uint32_t max_in_flight = 1;             // Credits: the most leases held at once.
+  uint32_t max_in_flight = 1;                          // Credits: the most leases held at once.
   absl::Duration ack_deadline = absl::ZeroDuration();  // Zero: the topic's default.
 };
 

@@ -39,7 +39,7 @@ struct TopicPolicy {
   absl::Duration ack_deadline = absl::Seconds(30);
   uint32_t max_delivery_attempts = 5;
   std::string dead_letter_suffix = ":dlq";  // Dead letters go to topic + suffix.
-  bool exclusive = false;  // Give this topic its own backend connection.
+  bool exclusive = false;                   // Give this topic its own backend connection.
 };
 
 struct TopicDeclaration {

@@ -24,8 +24,8 @@ void LogLine(LogLevel level, absl::string_view message);
 
 }  // namespace switchboard::common
 
-#define SB_LOG(level, ...)                                                       \
-  do {                                                                           \
+#define SB_LOG(level, ...)                                                         \
+  do {                                                                             \
     if (::switchboard::common::LogEnabled(::switchboard::common::LogLevel::level)) \
       ::switchboard::common::LogLine(::switchboard::common::LogLevel::level,       \
                                      ::absl::StrCat(__VA_ARGS__));                 \

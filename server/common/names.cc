@@ -16,9 +16,8 @@ absl::Status ValidateName(absl::string_view name, absl::string_view field, size_
                           bool restrict_first_char) {
   if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": must not be empty"));
   if (name.size() > max_length) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": ", name.size(),
-                                                   " characters exceeds the limit of ",
-                                                   max_length));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", name.size(), " characters exceeds the limit of ", max_length));
   }
   for (size_t i = 0; i < name.size(); ++i) {
     if (!IsNameChar(name[i])) {
@@ -27,8 +26,7 @@ absl::Status ValidateName(absl::string_view name, absl::string_view field, size_
     }
   }
   if (restrict_first_char && (name[0] == '.' || name[0] == ':' || name[0] == '-')) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": must not start with '.', ':' or '-'"));
+    return absl::InvalidArgumentError(absl::StrCat(field, ": must not start with '.', ':' or '-'"));
   }
   return absl::OkStatus();
 }

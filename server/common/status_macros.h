@@ -11,10 +11,10 @@
 #define SB_STATUS_CONCAT_INNER_(a, b) a##b
 #define SB_STATUS_CONCAT_(a, b) SB_STATUS_CONCAT_INNER_(a, b)
 
-#define SB_RETURN_IF_ERROR(expr)                 \
-  do {                                           \
-    ::absl::Status sb_status_ = (expr);          \
-    if (!sb_status_.ok()) return sb_status_;     \
+#define SB_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::absl::Status sb_status_ = (expr);      \
+    if (!sb_status_.ok()) return sb_status_; \
   } while (false)
 
 #define SB_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \

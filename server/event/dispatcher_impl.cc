@@ -109,9 +109,7 @@ std::unique_ptr<Timer> DispatcherImpl::CreateTimer(absl::AnyInvocable<void()> ca
   return std::make_unique<TimerImpl>(*this, std::move(callback));
 }
 
-bool DispatcherImpl::IsDispatcherThread() const {
-  return std::this_thread::get_id() == thread_id_;
-}
+bool DispatcherImpl::IsDispatcherThread() const { return std::this_thread::get_id() == thread_id_; }
 
 void DispatcherImpl::OnPostedEvent(int, short, void* arg) noexcept {
   static_cast<DispatcherImpl*>(arg)->RunPosted();

@@ -6,8 +6,7 @@ namespace switchboard::metrics {
 namespace {
 
 prometheus::Family<prometheus::Counter>& Counter(prometheus::Registry& registry,
-                                                 const std::string& name,
-                                                 const std::string& help) {
+                                                 const std::string& name, const std::string& help) {
   return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
 }
 
@@ -68,10 +67,10 @@ TopicMetrics& Metrics::ForTopic(absl::string_view topic) {
     topic = kOverflowLabel;
   }
   const std::map<std::string, std::string> labels = {{"topic", std::string(topic)}};
-  auto metrics = std::make_unique<TopicMetrics>(TopicMetrics{
-      published_.Add(labels), delivered_.Add(labels), acks_.Add(labels), nacks_.Add(labels),
-      redeliveries_.Add(labels), dead_letters_.Add(labels), lease_expirations_.Add(labels),
-      subscriber_drops_.Add(labels)});
+  auto metrics = std::make_unique<TopicMetrics>(
+      TopicMetrics{published_.Add(labels), delivered_.Add(labels), acks_.Add(labels),
+                   nacks_.Add(labels), redeliveries_.Add(labels), dead_letters_.Add(labels),
+                   lease_expirations_.Add(labels), subscriber_drops_.Add(labels)});
   TopicMetrics& result = *metrics;
   topics_.emplace(std::string(topic), std::move(metrics));
   return result;

@@ -112,10 +112,10 @@ absl::Status ConsumeReactor::SettleRequest() {
   }
   // The session runs the callback on a dispatcher thread, and never after it
   // is destroyed in OnDone.
-  session_->Settle(std::move(to_broker),
-                   [this, validated = std::move(validated)](broker::LeaseUpdateResult result) mutable {
-                     OnSettled(std::move(validated), std::move(result));
-                   });
+  session_->Settle(std::move(to_broker), [this, validated = std::move(validated)](
+                                             broker::LeaseUpdateResult result) mutable {
+    OnSettled(std::move(validated), std::move(result));
+  });
   return absl::OkStatus();
 }
 
@@ -168,8 +168,8 @@ void ConsumeReactor::OnClosed(absl::Status status) {
 
 void ConsumeReactor::Drain() {
   absl::MutexLock lock(&mu_);
-  RequestFinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                   "server is shutting down; reconnect elsewhere"));
+  RequestFinishLocked(
+      grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down; reconnect elsewhere"));
 }
 
 void ConsumeReactor::FinishWithError(const absl::Status& status) {

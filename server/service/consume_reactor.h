@@ -12,11 +12,11 @@
 // destroying its session, which releases every lease still held at once.
 #pragma once
 
+#include <grpcpp/support/server_callback.h>
+
 #include <deque>
 #include <memory>
 #include <vector>
-
-#include <grpcpp/support/server_callback.h>
 
 #include "server/service/request_validation.h"
 #include "server/service/service_context.h"

@@ -8,9 +8,9 @@
 // deletes itself only once OnDone has run AND no publish is outstanding.
 #pragma once
 
-#include <deque>
-
 #include <grpcpp/support/server_callback.h>
+
+#include <deque>
 
 #include "server/service/service_context.h"
 #include "server/service/stream_registration.h"

@@ -22,7 +22,8 @@ v1::AckFailure MakeFailure(const std::string& ack_id, const std::string& field,
 }  // namespace
 
 absl::StatusOr<std::vector<broker::OutgoingMessage>> ValidatePublishBatch(
-    absl::string_view topic, const google::protobuf::RepeatedPtrField<v1::OutgoingMessage>& messages,
+    absl::string_view topic,
+    const google::protobuf::RepeatedPtrField<v1::OutgoingMessage>& messages,
     const RequestLimits& limits) {
   if (absl::Status status = common::ValidateTopicName(topic, "topic"); !status.ok()) return status;
   if (messages.empty()) {
@@ -51,8 +52,8 @@ absl::StatusOr<std::vector<broker::OutgoingMessage>> ValidatePublishBatch(
                        limits.max_message_bytes, "-byte message limit"));
     }
     batch.push_back(broker::OutgoingMessage{
-        message.payload(), broker::Attributes(message.attributes().begin(),
-                                              message.attributes().end())});
+        message.payload(),
+        broker::Attributes(message.attributes().begin(), message.attributes().end())});
   }
   return batch;
 }
@@ -63,8 +64,7 @@ absl::StatusOr<broker::ConsumeOptions> ValidateConsumeSubscription(
     return absl::InvalidArgumentError(
         "subscription: the first request of a Consume stream must carry it");
   }
-  if (!request.ack_ids().empty() || !request.nack_ids().empty() ||
-      !request.extensions().empty()) {
+  if (!request.ack_ids().empty() || !request.nack_ids().empty() || !request.extensions().empty()) {
     return absl::InvalidArgumentError(
         "ack_ids: the first request of a Consume stream carries only the subscription");
   }
@@ -137,10 +137,9 @@ absl::StatusOr<ValidatedLeaseUpdate> ValidateLeaseUpdate(const v1::ConsumeReques
       continue;
     }
     if (extension.deadline_ms() > kMaxAckDeadlineMs) {
-      result.failures.push_back(
-          MakeFailure(extension.ack_id(), absl::StrCat("extensions[", i, "].deadline_ms"),
-                      absl::StrCat("must be 0 to ", kMaxAckDeadlineMs, ", got ",
-                                   extension.deadline_ms())));
+      result.failures.push_back(MakeFailure(
+          extension.ack_id(), absl::StrCat("extensions[", i, "].deadline_ms"),
+          absl::StrCat("must be 0 to ", kMaxAckDeadlineMs, ", got ", extension.deadline_ms())));
       continue;
     }
     result.update.extensions.push_back(

@@ -30,7 +30,8 @@ inline constexpr uint32_t kMaxAckDeadlineMs = 600000;
 // Checks a batch and converts it into the broker's form. PublishRequest and
 // PublishStreamRequest name the fields alike: `topic`, `messages`.
 absl::StatusOr<std::vector<broker::OutgoingMessage>> ValidatePublishBatch(
-    absl::string_view topic, const google::protobuf::RepeatedPtrField<v1::OutgoingMessage>& messages,
+    absl::string_view topic,
+    const google::protobuf::RepeatedPtrField<v1::OutgoingMessage>& messages,
     const RequestLimits& limits);
 
 // Checks the first request of a Consume stream.

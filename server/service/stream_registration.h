@@ -12,8 +12,7 @@ namespace switchboard::service {
 
 class StreamRegistration {
  public:
-  StreamRegistration(ServiceContext& context, metrics::StreamMethod method,
-                     DrainableStream& stream)
+  StreamRegistration(ServiceContext& context, metrics::StreamMethod method, DrainableStream& stream)
       : context_(context), method_(method), stream_(stream) {}
 
   ~StreamRegistration() {

@@ -11,8 +11,8 @@ absl::Status StreamTracker::Register(DrainableStream* stream, const std::string&
   if (draining_) return absl::UnavailableError("server is shutting down; reconnect elsewhere");
   uint32_t& count = per_client_[client_id];
   if (count >= max_streams_per_client_) {
-    return absl::ResourceExhaustedError(absl::StrCat("client '", client_id, "' already has ",
-                                                     count, " open streams, the limit"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("client '", client_id, "' already has ", count, " open streams, the limit"));
   }
   ++count;
   streams_.insert(stream);

@@ -10,9 +10,9 @@
 // (the broker holds its sink lock while calling into them).
 #pragma once
 
-#include <optional>
-
 #include <grpcpp/support/status.h>
+
+#include <optional>
 
 #include "absl/synchronization/mutex.h"
 

@@ -9,10 +9,10 @@
 // waits for it knows later publishes will reach it.
 #pragma once
 
+#include <grpcpp/support/server_callback.h>
+
 #include <memory>
 #include <optional>
-
-#include <grpcpp/support/server_callback.h>
 
 #include "server/service/service_context.h"
 #include "server/service/stream_registration.h"

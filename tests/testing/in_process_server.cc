@@ -46,7 +46,8 @@ absl::StatusOr<std::string> HttpGet(int port, absl::string_view path) {
   std::string response;
   char buffer[16384];
   ssize_t n;
-  while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, static_cast<size_t>(n));
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0)
+    response.append(buffer, static_cast<size_t>(n));
   close(fd);
   const size_t body = response.find("\r\n\r\n");
   if (body == std::string::npos) return absl::DataLossError("no HTTP body");

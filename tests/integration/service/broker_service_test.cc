@@ -346,8 +346,8 @@ TEST_F(BrokerServiceTest, MetricsEndpointCountsPublishedAndDelivered) {
   ASSERT_TRUE(body.ok()) << body.status();
   EXPECT_THAT(*body, HasSubstr("switchboard_messages_published_total{topic=\"metered\"} 3"));
   EXPECT_THAT(*body, HasSubstr("switchboard_messages_delivered_total{topic=\"metered\"} 3"));
-  EXPECT_THAT(*body,
-              HasSubstr("switchboard_grpc_streams_open{client=\"anonymous\",method=\"Consume\"} 1"));
+  EXPECT_THAT(
+      *body, HasSubstr("switchboard_grpc_streams_open{client=\"anonymous\",method=\"Consume\"} 1"));
   context.TryCancel();
 }
 
@@ -379,8 +379,7 @@ clients:
 
 TEST_F(AuthenticatedBrokerServiceTest, TokensMapToClientsAndWrongOnesAreRefused) {
   v1::PublishResponse response;
-  EXPECT_EQ(Publish("invoices", {"x"}, &response).error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Publish("invoices", {"x"}, &response).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   grpc::Status wrong = Publish("invoices", {"x"}, &response, "not-a-token");
   EXPECT_EQ(wrong.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_THAT(wrong.error_message(), ::testing::Not(HasSubstr("not-a-token")));

@@ -1,9 +1,8 @@
-#include "server/event/dispatcher_impl.h"
-
 #include <atomic>
 
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
+#include "server/event/dispatcher_impl.h"
 
 namespace switchboard::event {
 namespace {

@@ -61,20 +61,21 @@ void ConsumeReactor::MaybeReadLocked() {
 }
 
 void ConsumeReactor::OnReadDone(bool ok) {
-  {
+  if (!ok) {  // The client half-closed: the stream is over.
     absl::MutexLock lock(&mu_);
     read_in_flight_ = false;
-    if (!ok) {  // The client half-closed: the stream is over.
-      RequestFinishLocked(grpc::Status::OK);
-      return;
-    }
+    RequestFinishLocked(grpc::Status::OK);
+    return;
   }
+  // read_in_flight_ stays set until request_ is handled, so no other thread
+  // starts the next read into it.
   const absl::Status status = session_ == nullptr ? OpenSession() : SettleRequest();
   if (!status.ok()) {
     FinishWithError(status);
     return;
   }
   absl::MutexLock lock(&mu_);
+  read_in_flight_ = false;
   MaybeReadLocked();
 }
 

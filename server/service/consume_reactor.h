@@ -71,6 +71,7 @@ class ConsumeReactor final
 
   std::deque<broker::Delivery> deliveries_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::AckFailure> failures_ ABSL_GUARDED_BY(mu_);
+  // A read is pending, or its request is still being handled.
   bool read_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool settle_in_flight_ ABSL_GUARDED_BY(mu_) = false;
 };

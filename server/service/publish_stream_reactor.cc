@@ -30,15 +30,15 @@ void PublishStreamReactor::MaybeReadLocked() {
 }
 
 void PublishStreamReactor::OnReadDone(bool ok) {
-  {
+  if (!ok) {
     absl::MutexLock lock(&mu_);
     read_in_flight_ = false;
-    if (!ok) {
-      reads_closed_ = true;
-      MaybeFinishLocked();
-      return;
-    }
+    reads_closed_ = true;
+    MaybeFinishLocked();
+    return;
   }
+  // read_in_flight_ stays set until request_ is handled, so no other thread
+  // starts the next read into it, and batches reach the broker in order.
   const uint64_t request_id = request_.request_id();
   absl::StatusOr<std::vector<broker::OutgoingMessage>> batch =
       ValidatePublishBatch(request_.topic(), request_.messages(), context_.limits);
@@ -50,6 +50,7 @@ void PublishStreamReactor::OnReadDone(bool ok) {
     v1::PublishStreamResponse& response = responses_.emplace_back();
     response.set_request_id(request_id);
     *response.mutable_error() = ToErrorStatus(status);
+    read_in_flight_ = false;
     MaybeWriteLocked();
     MaybeReadLocked();
     return;
@@ -58,11 +59,14 @@ void PublishStreamReactor::OnReadDone(bool ok) {
   std::string topic = std::move(*request_.mutable_topic());
   {
     absl::MutexLock lock(&mu_);
-    // Counted before the next read, so the reactor outlives the publish.
-    ++publishing_;
-    MaybeReadLocked();  // Reuses request_, whose fields were all taken.
+    ++publishing_;  // Keeps the reactor alive until the broker answers.
   }
+  // Handed to the broker before the next read starts, so one stream's
+  // batches are stored in the order they were sent.
   StartPublish(request_id, std::move(topic), *std::move(batch), topic_metrics);
+  absl::MutexLock lock(&mu_);
+  read_in_flight_ = false;
+  MaybeReadLocked();
 }
 
 void PublishStreamReactor::StartPublish(uint64_t request_id, std::string topic,

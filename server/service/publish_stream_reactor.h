@@ -59,6 +59,7 @@ class PublishStreamReactor final
 
   std::deque<v1::PublishStreamResponse> responses_ ABSL_GUARDED_BY(mu_);
   size_t publishing_ ABSL_GUARDED_BY(mu_) = 0;  // Handed to the broker, not yet answered.
+  // A read is pending, or its request is still being handled.
   bool read_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   bool reads_closed_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;

@@ -149,6 +149,41 @@ TEST_F(BrokerServiceTest, PublishStreamAnswersEveryRequestByItsId) {
   EXPECT_EQ(errors, 1);
 }
 
+TEST_F(BrokerServiceTest, PublishStreamStoresPipelinedBatchesInSendOrder) {
+  constexpr int kRequests = 200;
+  grpc::ClientContext context;
+  context.set_deadline(Deadline());
+  auto stream = stub_->PublishStream(&context);
+  for (int i = 0; i < kRequests; ++i) {
+    v1::PublishStreamRequest request;
+    request.set_request_id(static_cast<uint64_t>(i));
+    request.set_topic("ordered");
+    request.add_messages()->set_payload(absl::StrCat("a", i));
+    request.add_messages()->set_payload(absl::StrCat("b", i));
+    ASSERT_TRUE(stream->Write(request));
+  }
+  stream->WritesDone();
+  v1::PublishStreamResponse response;
+  int answered = 0;
+  while (stream->Read(&response)) ++answered;
+  ASSERT_TRUE(stream->Finish().ok());
+  ASSERT_EQ(answered, kRequests);
+
+  std::vector<std::string> expected;
+  for (int i = 0; i < kRequests; ++i) {
+    expected.push_back(absl::StrCat("a", i));
+    expected.push_back(absl::StrCat("b", i));
+  }
+  grpc::ClientContext consume_context;
+  auto consume = OpenConsume(consume_context, "ordered", "g", 2 * kRequests);
+  std::vector<std::string> stored;
+  for (const v1::Delivery& delivery : ReadDeliveries(*consume, 2 * kRequests)) {
+    stored.push_back(delivery.message().payload());
+  }
+  EXPECT_EQ(stored, expected);
+  consume_context.TryCancel();
+}
+
 TEST_F(BrokerServiceTest, EverySubscriberOfAnEphemeralTopicGetsEveryMessage) {
   constexpr int kSubscribers = 3;
   constexpr int kMessages = 40;

@@ -78,7 +78,7 @@ DispatcherImpl::~DispatcherImpl() {
 void DispatcherImpl::Start() {
   started_ = true;
   thread_ = std::thread([this] {
-    thread_id_ = std::this_thread::get_id();
+    thread_id_.store(std::this_thread::get_id());
     pthread_setname_np(pthread_self(), name_.substr(0, 15).c_str());
     event_base_loop(base_, EVLOOP_NO_EXIT_ON_EMPTY);
   });

@@ -6,6 +6,7 @@
 // sockets on the loop; use it on the dispatcher thread only.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -61,7 +62,7 @@ class DispatcherImpl final : public Dispatcher {
   ::event* posted_event_ = nullptr;
   ::event* timer_event_ = nullptr;
   std::thread thread_;
-  std::thread::id thread_id_;
+  std::atomic<std::thread::id> thread_id_;  // Written by the loop thread.
   // Re-checks timers when a simulated clock jumps.
   std::function<void()> clock_jump_observer_;
 

@@ -1,0 +1,169 @@
+#include "tests/testing/redis_server.h"
+
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+
+namespace switchboard::testing {
+namespace {
+
+constexpr absl::Duration kStartTimeout = absl::Seconds(10);
+
+// redis-server's path, from PATH.
+std::string FindRedisServer() {
+  const char* path = getenv("PATH");
+  for (absl::string_view dir :
+       absl::StrSplit(path != nullptr ? path : "", ':', absl::SkipEmpty())) {
+    std::string candidate = absl::StrCat(dir, "/redis-server");
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "redis-server";
+}
+
+std::string Flatten(const redisReply& reply) {
+  switch (reply.type) {
+    case REDIS_REPLY_NIL:
+      return "(nil)";
+    case REDIS_REPLY_INTEGER:
+      return absl::StrCat(reply.integer);
+    case REDIS_REPLY_ARRAY: {
+      std::vector<std::string> parts;
+      for (size_t i = 0; i < reply.elements; ++i) parts.push_back(Flatten(*reply.element[i]));
+      return absl::StrJoin(parts, "\n");
+    }
+    default:
+      return std::string(reply.str, reply.len);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(Options options) {
+  std::string dir_template = "/tmp/switchboard-redis-XXXXXX";
+  if (mkdtemp(dir_template.data()) == nullptr) {
+    return absl::InternalError("cannot create a data directory for redis-server");
+  }
+  std::unique_ptr<RedisServer> server(
+      new RedisServer(std::move(options), PickUnusedPort(), std::move(dir_template)));
+  absl::Status launched = server->Launch();
+  if (!launched.ok()) return launched;
+  return server;
+}
+
+RedisServer::~RedisServer() {
+  Kill();
+  std::error_code ignored;
+  std::filesystem::remove_all(data_dir_, ignored);
+}
+
+std::string RedisServer::url() const { return absl::StrCat("redis://127.0.0.1:", port_); }
+
+absl::Status RedisServer::Launch() {
+  std::vector<std::string> argv = {FindRedisServer(),
+                                   "--port",
+                                   absl::StrCat(port_),
+                                   "--bind",
+                                   "127.0.0.1",
+                                   "--dir",
+                                   data_dir_,
+                                   "--save",
+                                   "",
+                                   "--appendonly",
+                                   options_.append_only ? "yes" : "no",
+                                   "--appendfsync",
+                                   options_.append_fsync,
+                                   "--enable-debug-command",
+                                   "local"};
+  if (!options_.password.empty()) {
+    argv.insert(argv.end(), {"--requirepass", options_.password});
+  }
+  if (!options_.acl_user.empty()) {
+    argv.insert(argv.end(), {"--user", options_.acl_user, "on",
+                             absl::StrCat(">", options_.acl_password), "~*", "&*", "+@all"});
+  }
+  absl::StatusOr<Subprocess> process = Subprocess::Start(std::move(argv));
+  if (!process.ok()) return process.status();
+  process_.emplace(*std::move(process));
+  const absl::Time deadline = absl::Now() + kStartTimeout;
+  while (absl::Now() < deadline) {
+    absl::StatusOr<std::string> pong = Command({"PING"});
+    if (pong.ok() && *pong == "PONG") return absl::OkStatus();
+    if (process_->Wait(absl::Milliseconds(20)).has_value()) {
+      return absl::InternalError(
+          absl::StrCat("redis-server exited at start: ", process_->stdout_text()));
+    }
+  }
+  return absl::DeadlineExceededError(absl::StrCat("redis-server on port ", port_,
+                                                  " did not answer PING within ",
+                                                  absl::FormatDuration(kStartTimeout)));
+}
+
+void RedisServer::Kill() {
+  if (!process_) return;
+  process_->Signal(SIGKILL);
+  process_->Wait(kStartTimeout);
+  process_.reset();
+}
+
+absl::Status RedisServer::Restart() {
+  Kill();
+  return Launch();
+}
+
+absl::StatusOr<std::string> RedisServer::Command(const std::vector<std::string>& args) const {
+  const timeval timeout = absl::ToTimeval(absl::Seconds(5));
+  redisContext* context = redisConnectWithTimeout("127.0.0.1", port_, timeout);
+  if (context == nullptr || context->err != 0) {
+    std::string error = context != nullptr ? context->errstr : "out of memory";
+    if (context != nullptr) redisFree(context);
+    return absl::UnavailableError(absl::StrCat("cannot connect to redis: ", error));
+  }
+  redisSetTimeout(context, timeout);
+  auto run = [context](const std::vector<std::string>& command) -> absl::StatusOr<std::string> {
+    std::vector<const char*> argv;
+    std::vector<size_t> lengths;
+    for (const std::string& arg : command) {
+      argv.push_back(arg.data());
+      lengths.push_back(arg.size());
+    }
+    auto* reply = static_cast<redisReply*>(
+        redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+    if (reply == nullptr) return absl::UnavailableError(context->errstr);
+    std::string text = Flatten(*reply);
+    freeReplyObject(reply);
+    return text;
+  };
+  absl::StatusOr<std::string> result = std::string();  // No AUTH needed.
+  if (!options_.acl_user.empty()) {
+    result = run({"AUTH", options_.acl_user, options_.acl_password});
+  } else if (!options_.password.empty()) {
+    result = run({"AUTH", options_.password});
+  }
+  if (result.ok()) result = run(args);
+  redisFree(context);
+  return result;
+}
+
+absl::StatusOr<std::vector<std::string>> RedisServer::ClientNames() const {
+  absl::StatusOr<std::string> list = Command({"CLIENT", "LIST"});
+  if (!list.ok()) return list.status();
+  std::vector<std::string> names;
+  for (absl::string_view line : absl::StrSplit(*list, '\n', absl::SkipEmpty())) {
+    for (absl::string_view field : absl::StrSplit(line, ' ')) {
+      if (absl::ConsumePrefix(&field, "name=")) names.emplace_back(field);
+    }
+  }
+  return names;
+}
+
+}  // namespace switchboard::testing

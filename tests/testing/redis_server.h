@@ -1,0 +1,78 @@
+// RedisServer: a real redis-server for tests, on a loopback port picked at
+// run time, in a data directory of its own.
+//
+// Used by the Redis backend's integration and conformance tests. Starts
+// `redis-server` from PATH with persistence off by default (`--save ""
+// --appendonly no`); fault tests turn on the append-only file, Kill() the
+// server and Restart() it on the same port and data. `Command()` is a small
+// blocking client for assertions (CLIENT LIST, XLEN, ...). The destructor
+// kills the server and removes its directory.
+//
+// Not thread-safe: use one from the test's main thread.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "tests/testing/subprocess.h"
+
+namespace switchboard::testing {
+
+class RedisServer {
+ public:
+  struct Options {
+    // Persist every write to an append-only file, fsynced as configured
+    // ("always", "everysec", "no"), so data survives Kill() and Restart().
+    bool append_only = false;
+    std::string append_fsync = "everysec";
+    // AUTH for the default user (`requirepass`).
+    std::string password;
+    // An extra ACL user with every permission, `acl_user` / `acl_password`.
+    std::string acl_user;
+    std::string acl_password;
+  };
+
+  // Starts a server and waits until it answers PING.
+  static absl::StatusOr<std::unique_ptr<RedisServer>> Start(Options options);
+  static absl::StatusOr<std::unique_ptr<RedisServer>> Start() { return Start(Options()); }
+
+  ~RedisServer();
+
+  int port() const { return port_; }
+  const std::string& data_dir() const { return data_dir_; }
+  // "redis://127.0.0.1:<port>".
+  std::string url() const;
+
+  // SIGKILLs the server and waits for it to exit.
+  void Kill();
+
+  // Starts the server again on the same port and data directory, and waits
+  // until it answers PING (after loading its append-only file).
+  absl::Status Restart();
+
+  // Runs one command on a fresh blocking connection (authenticated like the
+  // server requires) and returns the reply flattened to text: strings,
+  // statuses and integers as they are, errors as "ERR ...", nil as "(nil)",
+  // arrays as their elements joined by "\n".
+  absl::StatusOr<std::string> Command(const std::vector<std::string>& args) const;
+
+  // The names of the connected clients (CLIENT LIST), one per connection;
+  // empty for a connection without a name (such as the one asking).
+  absl::StatusOr<std::vector<std::string>> ClientNames() const;
+
+ private:
+  RedisServer(Options options, int port, std::string data_dir)
+      : options_(std::move(options)), port_(port), data_dir_(std::move(data_dir)) {}
+
+  absl::Status Launch();
+
+  const Options options_;
+  const int port_;
+  const std::string data_dir_;
+  std::optional<Subprocess> process_;
+};
+
+}  // namespace switchboard::testing

@@ -74,7 +74,7 @@ TEST_F(SbctlTest, PublishedStdinLinesAreConsumedExactly) {
 
   testing::RunResult consumed = Sbctl({"consume", "orders", "--group=g", "--count=1000"});
   ASSERT_EQ(consumed.exit_code, 0) << consumed.stderr_text;
-  // Pipelined batches may be stored in any order; each line comes back once.
+  // Each line comes back exactly once (sbctl does not promise print order).
   EXPECT_THAT(SplitLines(consumed.stdout_text),
               UnorderedElementsAreArray(SplitLines(Lines(1, 1000))));
 

@@ -12,13 +12,14 @@ namespace switchboard::client {
 namespace {
 
 // How soon the channel retries after losing its server: fast, so a restarted
-// server is picked up by the next stream attempt.
+// server is picked up by the next stream attempt. (GRPC_ARG_MIN_RECONNECT_
+// BACKOFF_MS stays at its default: gRPC uses it as the connect timeout, and a
+// short one fails handshakes on a busy machine.)
 constexpr int kInitialReconnectBackoffMs = 100;
 
 std::shared_ptr<grpc::Channel> CreateChannel(const ClientOptions& options) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kInitialReconnectBackoffMs);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(options.max_reconnect_backoff)));
   // A consume response may carry up to max_in_flight messages of 1 MiB each:

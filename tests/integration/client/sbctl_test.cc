@@ -56,9 +56,9 @@ class SbctlTest : public ::testing::Test {
     return argv;
   }
 
-  testing::RunResult Sbctl(const std::vector<std::string>& args,
-                           std::optional<std::string> stdin_text = std::nullopt) {
-    return testing::Run(Argv(args), std::move(stdin_text));
+  // Runs sbctl with stdin on /dev/null.
+  testing::RunResult Sbctl(const std::vector<std::string>& args) {
+    return testing::Run(Argv(args));
   }
 
   testing::InProcessServer server_;
@@ -94,7 +94,7 @@ TEST_F(SbctlTest, PublishPrintsOneIdPerMessageWhenAsked) {
 TEST_F(SbctlTest, AnEmptyTopicFailsWithTheServersStatusWhateverTheInput) {
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"publish", ""}, std::vector<std::string>{"publish", "", "m"}}) {
-    testing::RunResult result = Sbctl(args, "");
+    testing::RunResult result = Sbctl(args);  // Empty stdin.
     EXPECT_EQ(result.exit_code, 1);
     EXPECT_EQ(result.stdout_text, "");
     EXPECT_THAT(result.stderr_text, StartsWith("INVALID_ARGUMENT: topic: "));

@@ -71,21 +71,29 @@ absl::StatusOr<Subprocess> Subprocess::Start(std::vector<std::string> argv,
                                              std::optional<std::string> stdin_text) {
   std::string stdout_path = TempPath("stdout");
   std::string stderr_path = TempPath("stderr");
-  std::string stdin_path;
+  // Opened before the fork and unlinked at once: the child inherits the
+  // descriptor, so nothing depends on when it runs.
+  int stdin_fd = -1;
   if (stdin_text) {
-    stdin_path = TempPath("stdin");
+    const std::string stdin_path = TempPath("stdin");
     std::ofstream(stdin_path) << *stdin_text;
+    stdin_fd = open(stdin_path.c_str(), O_RDONLY);
+    unlink(stdin_path.c_str());
+  } else {
+    stdin_fd = open("/dev/null", O_RDONLY);
   }
   std::vector<char*> args;
   for (std::string& arg : argv) args.push_back(arg.data());
   args.push_back(nullptr);
   const pid_t pid = fork();
-  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid < 0) {
+    close(stdin_fd);
+    return absl::InternalError("fork failed");
+  }
   if (pid == 0) {
-    const int in = open(stdin_path.empty() ? "/dev/null" : stdin_path.c_str(), O_RDONLY);
     const int out = open(stdout_path.c_str(), O_WRONLY | O_TRUNC);
     const int err = open(stderr_path.c_str(), O_WRONLY | O_TRUNC);
-    dup2(in, STDIN_FILENO);
+    dup2(stdin_fd, STDIN_FILENO);
     dup2(out, STDOUT_FILENO);
     dup2(err, STDERR_FILENO);
     // Children must not inherit the test's blocked signals.
@@ -95,7 +103,7 @@ absl::StatusOr<Subprocess> Subprocess::Start(std::vector<std::string> argv,
     execv(args[0], args.data());
     _exit(127);
   }
-  if (!stdin_path.empty()) unlink(stdin_path.c_str());  // The child holds it open.
+  close(stdin_fd);
   return Subprocess(pid, std::move(stdout_path), std::move(stderr_path));
 }
 

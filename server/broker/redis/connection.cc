@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/log.h"
 
@@ -144,6 +145,16 @@ absl::Status Connection::SendPubSub(const Command& command) {
     return NotReady();
   }
   ++batch_commands_;
+  // The confirmation comes as a push, and Redis confirms in command order. A
+  // connection that does not confirm in time is of no use: start over.
+  const uint64_t id = next_id_++;
+  Track(id, options_.command_timeout,
+        [this, name = std::string(command.name())](absl::StatusOr<Reply> reply) {
+          if (reply.status().code() == absl::StatusCode::kDeadlineExceeded) {
+            Reset(absl::StrCat("no confirmation of ", name, " within the command timeout"));
+          }
+        });
+  confirmations_.push_back(id);
   return absl::OkStatus();
 }
 
@@ -157,6 +168,10 @@ void Connection::Enqueue(const Command& command, absl::Duration timeout, ReplyCa
     return;
   }
   ++batch_commands_;
+  Track(id, timeout, std::move(done));
+}
+
+void Connection::Track(uint64_t id, absl::Duration timeout, ReplyCallback done) {
   const absl::Time deadline = io_.clock().Now() + timeout;
   pending_.emplace_hint(pending_.end(), id, Pending{std::move(done), deadline});
   deadlines_.emplace(deadline, id);
@@ -197,8 +212,7 @@ void Connection::OnPush(redisAsyncContext* context, void* reply, void* privdata)
     self->Lost(ContextError(context));
     return;
   }
-  self->NoteWrittenIfFlushed();
-  if (self->on_push_) self->on_push_(Reply::From(*static_cast<redisReply*>(reply)));
+  self->HandlePush(Reply::From(*static_cast<redisReply*>(reply)));
 }
 
 void Connection::HandleReply(uint64_t id, Reply reply) {
@@ -209,6 +223,22 @@ void Connection::HandleReply(uint64_t id, Reply reply) {
   deadlines_.erase({it->second.deadline, id});
   pending_.erase(it);
   done(std::move(reply));
+}
+
+void Connection::HandlePush(Reply push) {
+  NoteWrittenIfFlushed();
+  const bool confirmation = push.is_array() && !push.elements.empty() &&
+                            absl::EndsWith(push.elements[0].str, "subscribe");  // (p)(un)subscribe
+  if (confirmation && !confirmations_.empty()) {
+    const uint64_t id = confirmations_.front();
+    confirmations_.pop_front();
+    auto it = pending_.find(id);
+    if (it != pending_.end()) {
+      deadlines_.erase({it->second.deadline, id});
+      pending_.erase(it);
+    }
+  }
+  if (on_push_) on_push_(std::move(push));
 }
 
 void Connection::Reset(absl::string_view reason) {
@@ -263,6 +293,7 @@ void Connection::Lost(absl::string_view reason) {
 void Connection::FailPending(const absl::Status& status) {
   std::map<uint64_t, Pending> failed;
   failed.swap(pending_);
+  confirmations_.clear();
   deadlines_.clear();
   ArmTimer();
   for (auto& [id, pending] : failed) pending.done(status);

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -127,8 +128,10 @@ class Connection {
 
   // Sends a SUBSCRIBE, PSUBSCRIBE, UNSUBSCRIBE or PUNSUBSCRIBE of one
   // channel or pattern. Its confirmation, and then the messages, arrive at
-  // `on_push`. Fails with UNAVAILABLE when not ready. Once a connection has
-  // subscribed, only these commands may be sent on it (RESP2).
+  // `on_push`. Fails with UNAVAILABLE when not ready. Without a
+  // confirmation within the command timeout the connection starts over
+  // (Reset()). Once a connection has subscribed, only these commands may be
+  // sent on it (RESP2).
   absl::Status SendPubSub(const Command& command);
 
   // Drops the current connection, failing its pending commands with
@@ -156,7 +159,10 @@ class Connection {
   void SendHandshake();
   void OnHandshakeReply(absl::string_view step, absl::StatusOr<Reply> reply);
   void Enqueue(const Command& command, absl::Duration timeout, ReplyCallback done);
+  // Waits for request `id`'s reply until `timeout`.
+  void Track(uint64_t id, absl::Duration timeout, ReplyCallback done);
   void HandleReply(uint64_t id, Reply reply);
+  void HandlePush(Reply push);
 
   // Stops listening to the current context without freeing it (hiredis is
   // freeing it already).
@@ -192,6 +198,7 @@ class Connection {
   uint64_t next_id_ = 1;
   std::map<uint64_t, Pending> pending_;  // By request id, in sending order.
   std::set<std::pair<absl::Time, uint64_t>> deadlines_;
+  std::deque<uint64_t> confirmations_;  // Pub/sub requests awaiting their push.
   absl::Time armed_deadline_ = absl::InfiniteFuture();
   size_t batch_commands_ = 0;
 

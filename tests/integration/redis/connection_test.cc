@@ -400,5 +400,27 @@ TEST_F(ConnectionTest, SubscriptionConfirmationsAndMessagesArriveAsPushes) {
   EXPECT_THAT(*names, Contains(std::string("switchboard:subscriber")));
 }
 
+TEST_F(ConnectionTest, UnconfirmedSubscriptionStartsTheConnectionOver) {
+  StartServer();
+  // A user without channel permissions: its SUBSCRIBE is refused, and no
+  // confirmation ever comes.
+  ASSERT_EQ(redis_->Command({"ACL", "SETUSER", "deaf", "on", ">pw", "~*", "resetchannels", "+@all"})
+                .value_or(""),
+            "OK");
+  ConnectionOptions options = Options();
+  options.user = "deaf";
+  options.password = "pw";
+  options.command_timeout = absl::Milliseconds(200);
+  Recorder recorder;
+  Connection& subscriber = Open(options, recorder, "subscriber");
+  ASSERT_TRUE(recorder.WaitForStates(1));
+  absl::Status sent = absl::UnknownError("not run");
+  RunOnIo([&] { sent = subscriber.SendPubSub(Command::Of({"SUBSCRIBE", "news"})); });
+  ASSERT_THAT(sent, IsOk());
+  ASSERT_TRUE(recorder.WaitForStates(3));
+  EXPECT_THAT(recorder.states(), ElementsAre(true, false, true));
+  EXPECT_THAT(recorder.pushes(), ::testing::IsEmpty());
+}
+
 }  // namespace
 }  // namespace switchboard::broker::redis

@@ -1,0 +1,43 @@
+// How the Redis backend stores messages in Redis.
+//
+// Durable messages are stream entries: field "p" holds the payload and one
+// field "a:<name>" per attribute, readable with redis-cli; Redis assigns the
+// id, whose millisecond part is the publish time. Ephemeral messages travel
+// as one PUBLISH value in a compact length-prefixed binary form that carries
+// the id and publish time too (Switchboard assigns those).
+//
+// Used by RedisBroker on its dispatcher. Pure functions, any thread.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "server/broker/broker.h"
+#include "server/broker/redis/command.h"
+#include "server/broker/redis/reply.h"
+
+namespace switchboard::broker::redis {
+
+// `XADD <topic> MAXLEN ~ <max_len> <id> p <payload> a:<k> <v> ...`, where
+// `id` is "*" (Redis picks) or "<ms>-*".
+Command StreamAppendCommand(absl::string_view topic, uint64_t max_len, absl::string_view id,
+                            const OutgoingMessage& message);
+
+// The message of one stream entry as XREADGROUP, XCLAIM and XAUTOCLAIM
+// return it: [id, [field, value, ...]]. Nothing for an entry that no longer
+// exists (nil fields) or is malformed.
+std::optional<Message> MessageFromStreamEntry(const Reply& entry, absl::string_view topic);
+
+// The publish time a stream id "<ms>-<seq>" carries.
+std::optional<absl::Time> StreamIdTime(absl::string_view id);
+
+// The PUBLISH value of an ephemeral message (its topic is the channel).
+std::string EncodeEphemeral(const Message& message);
+
+// Decodes a PUBLISH value from EncodeEphemeral(); INVALID_ARGUMENT when
+// `value` is not one (another publisher on the channel).
+absl::StatusOr<Message> DecodeEphemeral(absl::string_view topic, absl::string_view value);
+
+}  // namespace switchboard::broker::redis

@@ -1,0 +1,571 @@
+// RedisBroker against a real redis-server, for what the conformance suite
+// cannot show: the connection count under many streams, killing and
+// restarting Redis during publishing, a killed consumer and a killed
+// Switchboard process, dead letters and lost consumer groups as Redis sees
+// them. Broker and connections share one real-clock dispatcher, as in
+// production. Each test asserts exact counts.
+#include "server/broker/redis/redis_broker.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/common/clock.h"
+#include "server/event/dispatcher_impl.h"
+#include "tests/testing/recording_sinks.h"
+#include "tests/testing/redis_server.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/subprocess.h"
+
+namespace switchboard::broker {
+namespace {
+
+using ::switchboard::testing::IsOk;
+using ::switchboard::testing::kWaitTimeout;
+using ::switchboard::testing::RecordingConsumerSink;
+using ::switchboard::testing::RecordingObserver;
+using ::switchboard::testing::RecordingSubscriberSink;
+using ::switchboard::testing::RedisServer;
+using ::switchboard::testing::StatusIs;
+using ::testing::Each;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+TopicDeclaration Ephemeral(std::string pattern) {
+  TopicDeclaration declaration{std::move(pattern), {}};
+  declaration.policy.kind = TopicKind::kEphemeral;
+  return declaration;
+}
+
+TopicDeclaration Durable(std::string pattern, absl::Duration ack_deadline,
+                         uint32_t max_delivery_attempts = 5) {
+  TopicDeclaration declaration{std::move(pattern), {}};
+  declaration.policy.ack_deadline = ack_deadline;
+  declaration.policy.max_delivery_attempts = max_delivery_attempts;
+  return declaration;
+}
+
+// Records health reports and waits for a given one.
+class HealthLog {
+ public:
+  void Record(bool serving) {
+    absl::MutexLock lock(&mu_);
+    reports_.push_back(serving);
+  }
+  bool WaitFor(bool serving) {
+    absl::MutexLock lock(&mu_);
+    auto last_is = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !reports_.empty() && reports_.back() == serving;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&last_is), kWaitTimeout);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<bool> reports_ ABSL_GUARDED_BY(mu_);
+};
+
+// One stream entry as XRANGE shows it.
+struct Entry {
+  std::string id;
+  std::map<std::string, std::string> fields;
+};
+
+class RedisBrokerTest : public ::testing::Test {
+ protected:
+  RedisBrokerTest() : dispatcher_("redis-broker-test", common::RealClock::Get()) {
+    dispatcher_.Start();
+  }
+
+  ~RedisBrokerTest() override {
+    for (auto& broker : brokers_) broker->Shutdown();
+    brokers_.clear();
+    dispatcher_.Shutdown();
+  }
+
+  void StartServer(RedisServer::Options options = {}) {
+    absl::StatusOr<std::unique_ptr<RedisServer>> server = RedisServer::Start(std::move(options));
+    ASSERT_THAT(server, IsOk());
+    redis_ = *std::move(server);
+  }
+
+  // A broker on the test's dispatcher; `health` (optional) records its
+  // reports. Waits until it serves when `wait` is set.
+  RedisBroker& AddBroker(std::vector<TopicDeclaration> topics, HealthLog* health = nullptr,
+                         bool wait = true) {
+    RedisBrokerOptions options;
+    options.connection.port = static_cast<uint16_t>(redis_->port());
+    options.connection.reconnect_initial = absl::Milliseconds(20);
+    options.connection.reconnect_max = absl::Milliseconds(200);
+    options.maintenance_interval = absl::Milliseconds(100);
+    brokers_.push_back(std::make_unique<RedisBroker>(dispatcher_, dispatcher_, std::move(options),
+                                                     TopicPolicies(std::move(topics)), observer_,
+                                                     connection_observer_));
+    RedisBroker& broker = *brokers_.back();
+    auto serving = std::make_shared<absl::Notification>();
+    broker.WatchHealth([serving, health](bool now_serving) {
+      if (health != nullptr) health->Record(now_serving);
+      if (now_serving && !serving->HasBeenNotified()) serving->Notify();
+    });
+    if (wait) {
+      EXPECT_TRUE(serving->WaitForNotificationWithTimeout(kWaitTimeout));
+    }
+    return broker;
+  }
+
+  static absl::StatusOr<std::vector<std::string>> Publish(Broker& broker, const std::string& topic,
+                                                          std::vector<std::string> payloads) {
+    std::vector<OutgoingMessage> messages;
+    for (std::string& payload : payloads) messages.push_back({std::move(payload), {}});
+    absl::Notification done;
+    absl::StatusOr<std::vector<std::string>> result = absl::UnknownError("never completed");
+    broker.Publish(topic, std::move(messages), [&](absl::StatusOr<std::vector<std::string>> ids) {
+      result = std::move(ids);
+      done.Notify();
+    });
+    if (!done.WaitForNotificationWithTimeout(kWaitTimeout)) {
+      return absl::DeadlineExceededError("publish never completed");
+    }
+    return result;
+  }
+
+  static void Sync(RedisBroker& broker) {
+    absl::Notification done;
+    broker.Sync([&done] { done.Notify(); });
+    done.WaitForNotification();
+  }
+
+  static void Settle(ConsumerSession& session, RecordingConsumerSink& sink, LeaseUpdate update) {
+    const size_t before = sink.settled().size();
+    session.Settle(std::move(update),
+                   [&sink](LeaseUpdateResult result) { sink.RecordSettled(std::move(result)); });
+    EXPECT_TRUE(sink.WaitForSettled(before + 1));
+  }
+
+  // Every entry of stream `key` as (id, payload), in stream order.
+  std::vector<std::pair<std::string, std::string>> StreamPayloads(const std::string& key) const {
+    absl::StatusOr<std::string> lines = redis_->Command(
+        {"EVAL",
+         "local out = {} "
+         "for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do "
+         "  for i = 1, #e[2], 2 do "
+         "    if e[2][i] == 'p' then table.insert(out, e[1] .. ' ' .. e[2][i + 1]) end "
+         "  end "
+         "end return out",
+         "1", key});
+    EXPECT_THAT(lines, IsOk());
+    std::vector<std::pair<std::string, std::string>> entries;
+    for (absl::string_view line : absl::StrSplit(lines.value_or(""), '\n', absl::SkipEmpty())) {
+      entries.push_back(absl::StrSplit(line, absl::MaxSplits(' ', 1)));
+    }
+    return entries;
+  }
+
+  // The fields of entry `id` of stream `key`.
+  std::map<std::string, std::string> EntryFields(const std::string& key,
+                                                 const std::string& id) const {
+    std::vector<std::string> lines =
+        absl::StrSplit(redis_->Command({"XRANGE", key, id, id}).value_or(""), '\n');
+    std::map<std::string, std::string> fields;
+    for (size_t i = 1; i + 1 < lines.size(); i += 2)
+      fields[lines[i]] = lines[i + 1];  // [id, f, v...]
+    return fields;
+  }
+
+  // Redis' delivery count of a pending entry (XPENDING).
+  int64_t DeliveryCount(const std::string& key, const std::string& group,
+                        const std::string& id) const {
+    std::vector<std::string> fields =
+        absl::StrSplit(redis_->Command({"XPENDING", key, group, id, id, "1"}).value_or(""), '\n');
+    int64_t count = -1;
+    if (fields.size() == 4) {
+      EXPECT_TRUE(absl::SimpleAtoi(fields[3], &count));
+    }
+    return count;
+  }
+
+  event::DispatcherImpl dispatcher_;
+  RecordingObserver observer_;
+  redis::NullConnectionObserver connection_observer_;
+  std::unique_ptr<RedisServer> redis_;
+  std::vector<std::unique_ptr<RedisBroker>> brokers_;
+};
+
+// DESIGN.md §3: 100 worker streams (40 publishing, 30 subscribed to 5
+// ephemeral topics, 30 consuming in 2 groups) share 4 connections.
+TEST_F(RedisBrokerTest, ManyStreamsShareFourConnections) {
+  StartServer();
+  RedisBroker& broker = AddBroker({Ephemeral("feed.*"), Durable("work", absl::Seconds(30))});
+
+  std::vector<std::unique_ptr<RecordingSubscriberSink>> subscriber_sinks;
+  std::vector<std::unique_ptr<Subscription>> subscriptions;
+  for (int i = 0; i < 30; ++i) {
+    subscriber_sinks.push_back(std::make_unique<RecordingSubscriberSink>());
+    absl::StatusOr<std::unique_ptr<Subscription>> subscription =
+        broker.Subscribe(absl::StrCat("feed.", i % 5), *subscriber_sinks.back());
+    ASSERT_THAT(subscription, IsOk());
+    subscriber_sinks.back()->Attach(subscription->get());
+    subscriptions.push_back(*std::move(subscription));
+  }
+  for (auto& sink : subscriber_sinks) ASSERT_TRUE(sink->WaitForSubscribed());
+  std::vector<std::unique_ptr<RecordingConsumerSink>> consumer_sinks;
+  std::vector<std::unique_ptr<ConsumerSession>> sessions;
+  for (int i = 0; i < 30; ++i) {
+    consumer_sinks.push_back(std::make_unique<RecordingConsumerSink>());
+    absl::StatusOr<std::unique_ptr<ConsumerSession>> session = broker.Consume(
+        {"work", i % 2 == 0 ? "even" : "odd", 100, absl::ZeroDuration()}, *consumer_sinks.back());
+    ASSERT_THAT(session, IsOk());
+    sessions.push_back(*std::move(session));
+  }
+
+  // 40 publishers, each 5 durable and 5 ephemeral messages, one at a time.
+  std::vector<std::thread> publishers;
+  std::atomic<int> failures{0};
+  for (int p = 0; p < 40; ++p) {
+    publishers.emplace_back([&, p] {
+      for (int i = 0; i < 5; ++i) {
+        if (!Publish(broker, "work", {absl::StrCat("w", p, "-", i)}).ok()) ++failures;
+        if (!Publish(broker, absl::StrCat("feed.", p % 5), {absl::StrCat("f", p, "-", i)}).ok()) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (std::thread& publisher : publishers) publisher.join();
+  EXPECT_EQ(failures.load(), 0);
+
+  // Each feed topic got 8 publishers x 5 messages; each group all 200.
+  for (auto& sink : subscriber_sinks) ASSERT_TRUE(sink->WaitForCount(40));
+  const auto group_total = [&](int parity) {
+    size_t total = 0;
+    for (int i = parity; i < 30; i += 2) total += consumer_sinks[i]->count();
+    return total;
+  };
+  for (int parity = 0; parity < 2; ++parity) {
+    const absl::Time deadline = absl::Now() + kWaitTimeout;
+    while (group_total(parity) < 200 && absl::Now() < deadline) Sync(broker);
+    EXPECT_EQ(group_total(parity), 200u) << "group " << parity;
+  }
+  Sync(broker);
+  for (auto& sink : subscriber_sinks) EXPECT_EQ(sink->count(), 40u);
+
+  absl::StatusOr<std::vector<std::string>> names = redis_->ClientNames();
+  ASSERT_THAT(names, IsOk());
+  std::map<std::string, int> connections;
+  for (const std::string& name : *names) {
+    if (absl::StartsWith(name, "switchboard:")) ++connections[name];
+  }
+  EXPECT_EQ(connections, (std::map<std::string, int>{{"switchboard:command", 1},
+                                                     {"switchboard:reader", 2},
+                                                     {"switchboard:subscriber", 1}}));
+}
+
+// Seed 003's critical test: Redis (appendonly, fsync always) is killed under
+// publish load and restarted on the same port and data.
+TEST_F(RedisBrokerTest, KillingRedisDuringPublishLosesNoAcknowledgedMessage) {
+  RedisServer::Options server_options;
+  server_options.append_only = true;
+  server_options.append_fsync = "always";
+  StartServer(server_options);
+  HealthLog health;
+  RedisBroker& broker =
+      AddBroker({Durable("orders", absl::Seconds(30)), Ephemeral("alerts")}, &health);
+  RecordingSubscriberSink subscriber;
+  absl::StatusOr<std::unique_ptr<Subscription>> subscription =
+      broker.Subscribe("alerts", subscriber);
+  ASSERT_THAT(subscription, IsOk());
+  subscriber.Attach(subscription->get());
+  ASSERT_TRUE(subscriber.WaitForSubscribed());
+
+  // One publisher, one message at a time, recording every outcome.
+  struct Outcome {
+    std::string payload;
+    absl::StatusOr<std::string> id;
+    absl::Duration took;
+  };
+  absl::Mutex mu;
+  std::vector<Outcome> outcomes;
+  std::atomic<bool> stop{false};
+  std::thread publisher([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      const std::string payload = absl::StrCat("o", i);
+      const absl::Time start = absl::Now();
+      absl::StatusOr<std::vector<std::string>> ids = Publish(broker, "orders", {payload});
+      Outcome outcome{payload, ids.ok() ? absl::StatusOr<std::string>((*ids)[0]) : ids.status(),
+                      absl::Now() - start};
+      absl::MutexLock lock(&mu);
+      outcomes.push_back(std::move(outcome));
+    }
+  });
+  auto count = [&](bool acked) {
+    absl::MutexLock lock(&mu);
+    return std::count_if(outcomes.begin(), outcomes.end(),
+                         [&](const Outcome& o) { return o.id.ok() == acked; });
+  };
+  auto wait_for = [&](bool acked, size_t n) {
+    absl::MutexLock lock(&mu);
+    auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      return static_cast<size_t>(
+                 std::count_if(outcomes.begin(), outcomes.end(),
+                               [&](const Outcome& o) { return o.id.ok() == acked; })) >= n;
+    };
+    return mu.AwaitWithTimeout(absl::Condition(&reached), kWaitTimeout);
+  };
+
+  ASSERT_TRUE(wait_for(true, 100));
+  redis_->Kill();
+  ASSERT_TRUE(health.WaitFor(false));
+  ASSERT_TRUE(wait_for(false, 20)) << "publishes keep failing while Redis is down";
+  ASSERT_THAT(redis_->Restart(), IsOk());
+  ASSERT_TRUE(health.WaitFor(true));
+  const size_t acked_before_restart = count(true);
+  ASSERT_TRUE(wait_for(true, acked_before_restart + 100)) << "publishing resumes by itself";
+  stop = true;
+  publisher.join();
+
+  absl::Duration slowest_failure;
+  std::map<std::string, std::string> acked;  // id -> payload
+  {
+    absl::MutexLock lock(&mu);
+    for (const Outcome& outcome : outcomes) {
+      if (outcome.id.ok()) {
+        acked[*outcome.id] = outcome.payload;
+        continue;
+      }
+      // Fail fast: never the command timeout's DEADLINE_EXCEEDED.
+      EXPECT_THAT(outcome.id, StatusIs(absl::StatusCode::kUnavailable)) << outcome.payload;
+      slowest_failure = std::max(slowest_failure, outcome.took);
+    }
+  }
+  RecordProperty("slowest_failed_publish_ms", absl::ToInt64Milliseconds(slowest_failure));
+  // Every acknowledged publish is in the stream, with its payload. At most
+  // the one publish in flight at the kill was stored without an answer.
+  std::map<std::string, std::string> stored;
+  for (auto& [id, payload] : StreamPayloads("orders")) stored[id] = payload;
+  for (const auto& [id, payload] : acked) EXPECT_EQ(stored[id], payload) << id;
+  EXPECT_GE(stored.size(), acked.size());
+  EXPECT_LE(stored.size(), acked.size() + 1);
+
+  // The subscription open across the restart hears what is published after
+  // it is renewed: probe until one arrives, then count exactly.
+  size_t heard = subscriber.count();
+  for (int probe = 0; subscriber.count() == heard; ++probe) {
+    ASSERT_LT(probe, 100) << "the subscription was never renewed";
+    ASSERT_THAT(Publish(broker, "alerts", {"probe"}), IsOk());
+    Sync(broker);
+  }
+  heard = subscriber.count();
+  ASSERT_THAT(Publish(broker, "alerts", {"a0", "a1", "a2", "a3", "a4"}), IsOk());
+  ASSERT_TRUE(subscriber.WaitForCount(heard + 5));
+  Sync(broker);
+  const std::vector<std::string> payloads = subscriber.payloads();
+  EXPECT_THAT(std::vector<std::string>(payloads.begin() + heard, payloads.end()),
+              ElementsAre("a0", "a1", "a2", "a3", "a4"));
+  EXPECT_FALSE(subscriber.closed().has_value());
+}
+
+TEST_F(RedisBrokerTest, KilledConsumersLeasesGoToTheOtherConsumerAtOnceWithAttempt2) {
+  StartServer();
+  RedisBroker& broker = AddBroker({Durable("jobs", absl::Seconds(60))});
+  ASSERT_THAT(Publish(broker, "jobs", {"j0", "j1", "j2", "j3", "j4"}), IsOk());
+  RecordingConsumerSink killed_sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> killed =
+      broker.Consume({"jobs", "workers", 5, absl::ZeroDuration()}, killed_sink);
+  ASSERT_THAT(killed, IsOk());
+  ASSERT_TRUE(killed_sink.WaitForCount(5));
+  RecordingConsumerSink survivor_sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> survivor =
+      broker.Consume({"jobs", "workers", 5, absl::ZeroDuration()}, survivor_sink);
+  ASSERT_THAT(survivor, IsOk());
+  Sync(broker);
+  EXPECT_EQ(survivor_sink.count(), 0u);
+
+  killed->reset();
+  killed_sink.Seal();
+  ASSERT_TRUE(survivor_sink.WaitForCount(5));
+  Sync(broker);
+  std::vector<std::string> payloads;
+  for (const Delivery& delivery : survivor_sink.deliveries()) {
+    payloads.push_back(delivery.message.payload);
+    EXPECT_EQ(delivery.delivery_attempt, 2u);
+    // The attempt is Redis' own delivery count.
+    EXPECT_EQ(DeliveryCount("jobs", "workers", delivery.message.id), 2);
+  }
+  EXPECT_THAT(payloads, ElementsAre("j0", "j1", "j2", "j3", "j4"));
+  EXPECT_THAT(killed_sink.violations(), IsEmpty());
+}
+
+// A Switchboard process holding leases is killed; another one on the same
+// Redis delivers those messages after the ack deadline. Nothing is lost.
+TEST_F(RedisBrokerTest, LeasesOfAKilledSwitchboardAreReclaimedAfterTheAckDeadline) {
+  StartServer();
+  constexpr absl::Duration kAckDeadline = absl::Seconds(1);
+  RedisBroker& broker = AddBroker({Durable("jobs", kAckDeadline)});
+  std::vector<std::string> payloads;
+  for (int i = 0; i < 10; ++i) payloads.push_back(absl::StrCat("j", i));
+  ASSERT_THAT(Publish(broker, "jobs", payloads), IsOk());
+
+  absl::StatusOr<testing::Subprocess> holder = testing::Subprocess::Start(
+      {REDIS_LEASE_HOLDER_BINARY, absl::StrCat(redis_->port()), "jobs", "workers", "4",
+       absl::StrCat(absl::ToInt64Milliseconds(kAckDeadline))});
+  ASSERT_THAT(holder, IsOk());
+  std::string held_line;
+  for (const absl::Time deadline = absl::Now() + kWaitTimeout;
+       !absl::StrContains(held_line, "\n") && absl::Now() < deadline;) {
+    held_line = holder->stdout_text();
+    if (held_line.empty()) {
+      ASSERT_FALSE(holder->Wait(absl::Milliseconds(10)).has_value());
+    }
+  }
+  absl::string_view held_ids = absl::StripTrailingAsciiWhitespace(held_line);
+  ASSERT_TRUE(absl::ConsumePrefix(&held_ids, "holding ")) << held_line << holder->stderr_text();
+  const std::vector<std::string> held = absl::StrSplit(held_ids, ' ');
+  ASSERT_EQ(held.size(), 4u);
+  holder->Signal(SIGKILL);
+  ASSERT_TRUE(holder->Wait(kWaitTimeout).has_value());
+
+  // Its own leases last long; its idle-time refreshes keep them from being
+  // reclaimed under the topic's short deadline.
+  RecordingConsumerSink sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> session =
+      broker.Consume({"jobs", "workers", 100, absl::Minutes(1)}, sink);
+  ASSERT_THAT(session, IsOk());
+  // The other 6 at once; the 4 held ones once they idled past the deadline.
+  ASSERT_TRUE(sink.WaitForCount(10));
+  Sync(broker);
+  EXPECT_EQ(sink.count(), 10u);
+  std::set<std::string> delivered;
+  for (const Delivery& delivery : sink.deliveries()) {
+    delivered.insert(delivery.message.payload);
+    const bool was_held = std::find(held.begin(), held.end(), delivery.message.id) != held.end();
+    EXPECT_EQ(delivery.delivery_attempt, was_held ? 2u : 1u) << delivery.message.id;
+  }
+  EXPECT_EQ(delivered, std::set<std::string>(payloads.begin(), payloads.end()));
+}
+
+// The converse: a live Switchboard keeps the idle time of its leases fresh,
+// so another replica never reclaims them, however long they last. Redis
+// measures idle time in real time, so this test lets real time pass: three
+// ack deadlines of 500 ms.
+TEST_F(RedisBrokerTest, LiveLeasesAreNeverReclaimedByAnotherReplica) {
+  StartServer();
+  constexpr absl::Duration kAckDeadline = absl::Milliseconds(500);
+  RedisBroker& holder = AddBroker({Durable("jobs", kAckDeadline)});
+  RedisBroker& other = AddBroker({Durable("jobs", kAckDeadline)});
+  ASSERT_THAT(Publish(holder, "jobs", {"j0", "j1", "j2", "j3"}), IsOk());
+  RecordingConsumerSink holder_sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> held =
+      holder.Consume({"jobs", "workers", 4, absl::Minutes(1)}, holder_sink);
+  ASSERT_THAT(held, IsOk());
+  ASSERT_TRUE(holder_sink.WaitForCount(4));
+  RecordingConsumerSink other_sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> waiting =
+      other.Consume({"jobs", "workers", 10, absl::Minutes(1)}, other_sink);
+  ASSERT_THAT(waiting, IsOk());
+
+  absl::SleepFor(3 * kAckDeadline);
+  Sync(holder);
+  Sync(other);
+  EXPECT_EQ(other_sink.count(), 0u);
+  EXPECT_EQ(holder_sink.count(), 4u);
+  for (const Delivery& delivery : holder_sink.deliveries()) {
+    EXPECT_EQ(DeliveryCount("jobs", "workers", delivery.message.id), 1) << "never reclaimed";
+  }
+}
+
+TEST_F(RedisBrokerTest, PoisonMessageLandsInTheDeadLetterStreamAndIsAcked) {
+  StartServer();
+  RedisBroker& broker = AddBroker({Durable("fragile", absl::Seconds(60), 3)});
+  absl::StatusOr<std::vector<std::string>> ids = Publish(broker, "fragile", {"poison"});
+  ASSERT_THAT(ids, IsOk());
+  RecordingConsumerSink sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> session =
+      broker.Consume({"fragile", "g", 1, absl::ZeroDuration()}, sink);
+  ASSERT_THAT(session, IsOk());
+  for (size_t attempt = 1; attempt <= 3; ++attempt) {
+    ASSERT_TRUE(sink.WaitForCount(attempt));
+    LeaseUpdate nack;
+    nack.nacks.push_back(sink.deliveries().back().ack_id);
+    Settle(**session, sink, std::move(nack));
+  }
+  Sync(broker);
+  EXPECT_EQ(sink.count(), 3u);
+  EXPECT_EQ(observer_.dead_lettered("fragile", "g"), 1u);
+
+  // Acked in the group, and written to the dead-letter stream once.
+  EXPECT_EQ(redis_->Command({"XPENDING", "fragile", "g"}).value_or(""), "0\n(nil)\n(nil)\n(nil)");
+  const std::vector<std::pair<std::string, std::string>> dead = StreamPayloads("fragile:dlq");
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].second, "poison");
+  EXPECT_EQ(EntryFields("fragile:dlq", dead[0].first),
+            (std::map<std::string, std::string>{
+                {"p", "poison"},
+                {absl::StrCat("a:", kDeadLetterAttemptsAttribute), "3"},
+                {absl::StrCat("a:", kDeadLetterOriginalIdAttribute), (*ids)[0]},
+                {absl::StrCat("a:", kDeadLetterOriginalTopicAttribute), "fragile"}}));
+}
+
+// A flush (or a restart without persistence) takes the consumer group with
+// it; the broker creates it again and the open session keeps consuming.
+TEST_F(RedisBrokerTest, LostConsumerGroupIsCreatedAgain) {
+  StartServer();
+  RedisBroker& broker = AddBroker({Durable("jobs", absl::Seconds(60))});
+  RecordingConsumerSink sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> session =
+      broker.Consume({"jobs", "g", 10, absl::ZeroDuration()}, sink);
+  ASSERT_THAT(session, IsOk());
+  ASSERT_THAT(Publish(broker, "jobs", {"before"}), IsOk());
+  ASSERT_TRUE(sink.WaitForCount(1));
+  LeaseUpdate ack;
+  ack.acks.push_back(sink.deliveries()[0].ack_id);
+  Settle(**session, sink, std::move(ack));
+
+  ASSERT_EQ(redis_->Command({"FLUSHALL"}).value_or(""), "OK");
+  ASSERT_THAT(Publish(broker, "jobs", {"after"}), IsOk());
+  ASSERT_TRUE(sink.WaitForCount(2));
+  Sync(broker);
+  ASSERT_EQ(sink.count(), 2u);
+  EXPECT_EQ(sink.deliveries()[1].message.payload, "after");
+  EXPECT_EQ(sink.deliveries()[1].delivery_attempt, 1u);
+}
+
+TEST_F(RedisBrokerTest, CallsFailFastWhileRedisIsDown) {
+  StartServer();
+  HealthLog health;
+  RedisBroker& broker =
+      AddBroker({Durable("jobs", absl::Seconds(60)), Ephemeral("alerts")}, &health);
+  redis_->Kill();
+  ASSERT_TRUE(health.WaitFor(false));
+  EXPECT_THAT(Publish(broker, "jobs", {"x"}), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(Publish(broker, "alerts", {"x"}), StatusIs(absl::StatusCode::kUnavailable));
+  RecordingSubscriberSink subscriber;
+  RecordingConsumerSink consumer;
+  EXPECT_THAT(broker.Subscribe("alerts", subscriber), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(broker.Consume({"jobs", "g", 1, absl::ZeroDuration()}, consumer),
+              StatusIs(absl::StatusCode::kUnavailable));
+
+  ASSERT_THAT(redis_->Restart(), IsOk());
+  ASSERT_TRUE(health.WaitFor(true));
+  EXPECT_THAT(Publish(broker, "jobs", {"x"}), IsOk());
+}
+
+}  // namespace
+}  // namespace switchboard::broker

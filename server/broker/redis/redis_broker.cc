@@ -1313,9 +1313,8 @@ class RedisBroker::State {
                      topic_group.reclaim_cursor, "COUNT", absl::StrCat(count)}),
         [this, &topic_group, count](absl::StatusOr<Reply> reply) {
           if (!reply.ok() || !reply->is_array() || reply->elements.size() < 2) {
-            topic_group.reclaiming = false;
-            topic_group.reserved -= count;
             if (IsNoGroup(reply)) OnGroupLost(topic_group);
+            EndReclaim(topic_group, count);
             return;
           }
           topic_group.reclaim_cursor = reply->elements[0].str;
@@ -1335,8 +1334,7 @@ class RedisBroker::State {
   // Looks up Redis' delivery count of each reclaimed entry, then queues them.
   void CountReclaimed(TopicGroup& topic_group, uint32_t reserved, std::vector<Message> reclaimed) {
     if (reclaimed.empty()) {
-      topic_group.reclaiming = false;
-      topic_group.reserved -= reserved;
+      EndReclaim(topic_group, reserved);
       return;
     }
     std::vector<Command> commands;
@@ -1346,8 +1344,6 @@ class RedisBroker::State {
     }
     SendCommands(std::move(commands), [this, &topic_group, reserved,
                                        reclaimed = std::move(reclaimed)](Replies replies) mutable {
-      topic_group.reclaiming = false;
-      topic_group.reserved -= reserved;
       for (size_t i = 0; i < reclaimed.size(); ++i) {
         const absl::StatusOr<Reply>& pending = replies[i];
         // [[id, consumer, idle, count]]
@@ -1364,8 +1360,16 @@ class RedisBroker::State {
           DeadLetter(topic_group, id, attempt - 1);
         }
       }
-      Kick(topic_group);
+      EndReclaim(topic_group, reserved);
     });
+  }
+
+  // The reclaim pass is over: its credits go back to reads and claims, which
+  // it may have held up meanwhile.
+  void EndReclaim(TopicGroup& topic_group, uint32_t reserved) {
+    topic_group.reclaiming = false;
+    topic_group.reserved -= reserved;
+    Kick(topic_group);
   }
 
   // -- Members --------------------------------------------------------------------

@@ -107,12 +107,13 @@ class RedisBrokerTest : public ::testing::Test {
     redis_ = *std::move(server);
   }
 
-  // A broker on the test's dispatcher; `health` (optional) records its
-  // reports. Waits until it serves when `wait` is set.
+  // A broker on the test's dispatcher, once it serves; `health` (optional)
+  // records its reports.
   RedisBroker& AddBroker(std::vector<TopicDeclaration> topics, HealthLog* health = nullptr,
-                         bool wait = true) {
+                         uint32_t max_reader_connections = 8) {
     RedisBrokerOptions options;
     options.connection.port = static_cast<uint16_t>(redis_->port());
+    options.max_reader_connections = max_reader_connections;
     options.connection.reconnect_initial = absl::Milliseconds(20);
     options.connection.reconnect_max = absl::Milliseconds(200);
     options.maintenance_interval = absl::Milliseconds(100);
@@ -125,9 +126,7 @@ class RedisBrokerTest : public ::testing::Test {
       if (health != nullptr) health->Record(now_serving);
       if (now_serving && !serving->HasBeenNotified()) serving->Notify();
     });
-    if (wait) {
-      EXPECT_TRUE(serving->WaitForNotificationWithTimeout(kWaitTimeout));
-    }
+    EXPECT_TRUE(serving->WaitForNotificationWithTimeout(kWaitTimeout));
     return broker;
   }
 
@@ -276,6 +275,38 @@ TEST_F(RedisBrokerTest, ManyStreamsShareFourConnections) {
   EXPECT_EQ(connections, (std::map<std::string, int>{{"switchboard:command", 1},
                                                      {"switchboard:reader", 2},
                                                      {"switchboard:subscriber", 1}}));
+}
+
+// Beyond max_reader_connections, groups share a reader and take turns
+// blocking on it.
+TEST_F(RedisBrokerTest, GroupsBeyondTheReaderCapShareOneReader) {
+  StartServer();
+  RedisBroker& broker = AddBroker(
+      {Durable("jobs", absl::Seconds(60)), Durable("events", absl::Seconds(60))}, nullptr, 1);
+  struct Consumer {
+    const char* topic;
+    const char* group;
+    RecordingConsumerSink sink;
+    std::unique_ptr<ConsumerSession> session;
+  };
+  Consumer consumers[] = {
+      {"jobs", "a", {}, nullptr}, {"events", "b", {}, nullptr}, {"jobs", "c", {}, nullptr}};
+  for (Consumer& consumer : consumers) {
+    absl::StatusOr<std::unique_ptr<ConsumerSession>> session =
+        broker.Consume({consumer.topic, consumer.group, 10, absl::ZeroDuration()}, consumer.sink);
+    ASSERT_THAT(session, IsOk());
+    consumer.session = *std::move(session);
+  }
+  Sync(broker);  // Every group found its topic empty and waits for entries.
+  ASSERT_THAT(Publish(broker, "jobs", {"j0", "j1", "j2"}), IsOk());
+  ASSERT_THAT(Publish(broker, "events", {"e0", "e1", "e2"}), IsOk());
+  for (Consumer& consumer : consumers) ASSERT_TRUE(consumer.sink.WaitForCount(3));
+  Sync(broker);
+  for (Consumer& consumer : consumers) EXPECT_EQ(consumer.sink.count(), 3u) << consumer.group;
+
+  absl::StatusOr<std::vector<std::string>> names = redis_->ClientNames();
+  ASSERT_THAT(names, IsOk());
+  EXPECT_EQ(std::count(names->begin(), names->end(), "switchboard:reader"), 1);
 }
 
 // Seed 003's critical test: Redis (appendonly, fsync always) is killed under

@@ -18,6 +18,7 @@ namespace switchboard::testing {
 namespace {
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
+constexpr int kStartAttempts = 3;
 
 // redis-server's path, from PATH.
 std::string FindRedisServer() {
@@ -49,15 +50,21 @@ std::string Flatten(const redisReply& reply) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(Options options) {
-  std::string dir_template = "/tmp/switchboard-redis-XXXXXX";
-  if (mkdtemp(dir_template.data()) == nullptr) {
-    return absl::InternalError("cannot create a data directory for redis-server");
+  // Tests running in parallel may pick the same free port: a server that
+  // exits at start (it could not bind) gets another one.
+  absl::Status launched;
+  for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
+    std::string dir_template = "/tmp/switchboard-redis-XXXXXX";
+    if (mkdtemp(dir_template.data()) == nullptr) {
+      return absl::InternalError("cannot create a data directory for redis-server");
+    }
+    std::unique_ptr<RedisServer> server(
+        new RedisServer(options, PickUnusedPort(), std::move(dir_template)));
+    launched = server->Launch();
+    if (launched.ok()) return server;
+    if (launched.code() != absl::StatusCode::kAborted) break;
   }
-  std::unique_ptr<RedisServer> server(
-      new RedisServer(std::move(options), PickUnusedPort(), std::move(dir_template)));
-  absl::Status launched = server->Launch();
-  if (!launched.ok()) return launched;
-  return server;
+  return launched;
 }
 
 RedisServer::~RedisServer() {
@@ -99,7 +106,7 @@ absl::Status RedisServer::Launch() {
     absl::StatusOr<std::string> pong = Command({"PING"});
     if (pong.ok() && *pong == "PONG") return absl::OkStatus();
     if (process_->Wait(absl::Milliseconds(20)).has_value()) {
-      return absl::InternalError(
+      return absl::AbortedError(
           absl::StrCat("redis-server exited at start: ", process_->stdout_text()));
     }
   }

@@ -35,7 +35,8 @@ class RedisServer {
     std::string acl_password;
   };
 
-  // Starts a server and waits until it answers PING.
+  // Starts a server and waits until it answers PING. A server that exits at
+  // start (its port was taken meanwhile) is started again on another port.
   static absl::StatusOr<std::unique_ptr<RedisServer>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<RedisServer>> Start() { return Start(Options()); }
 

@@ -831,7 +831,11 @@ class RedisBroker::State {
   // Moves a group forward: hands out waiting messages, claims redeliveries,
   // and reads new entries, as far as its credits go.
   void Kick(TopicGroup& topic_group) {
-    if (shutting_down_ || topic_group.sessions.empty() || !command_ready_) return;
+    if (shutting_down_ || !command_ready_) return;
+    if (topic_group.sessions.empty()) {
+      ReleaseHeld(topic_group);
+      return;
+    }
     if (topic_group.existence != TopicGroup::Existence::kReady) {
       EnsureGroupExists(topic_group);
       return;
@@ -844,6 +848,31 @@ class RedisBroker::State {
       return;
     }
     EnsureBlocking(topic_group.group);
+  }
+
+  // A group without local sessions gives back what this process holds for
+  // it (read or released entries waiting for a consumer): marked idle past
+  // the ack deadline, they are reclaimed by the next pass of any replica,
+  // this one included, instead of waiting here for a local consumer.
+  void ReleaseHeld(TopicGroup& topic_group) {
+    std::vector<std::string> ids;
+    for (const std::deque<Held>* held : {&topic_group.ready, &topic_group.redeliveries}) {
+      for (const Held& entry : *held) ids.push_back(entry.id);
+    }
+    topic_group.ready.clear();
+    topic_group.redeliveries.clear();
+    if (ids.empty()) return;
+    Command command(8 + ids.size());
+    command.Add("XCLAIM").Add(topic_group.topic).Add(topic_group.group).Add(consumer_).Add("0");
+    for (const std::string& id : ids) {
+      command.Add(id);
+      topic_group.owned.erase(id);
+    }
+    command.Add("IDLE").Add(absl::ToInt64Milliseconds(topic_group.policy.ack_deadline));
+    command.Add("JUSTID");
+    SendCommand(std::move(command), [this, &topic_group](absl::StatusOr<Reply> reply) {
+      if (IsNoGroup(reply)) OnGroupLost(topic_group);
+    });
   }
 
   // XGROUP CREATE ... 0 MKSTREAM: the group reads from the start of retained

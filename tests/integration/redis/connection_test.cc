@@ -3,6 +3,7 @@
 // server is killed and restarted, and pub/sub pushes.
 #include "server/broker/redis/connection.h"
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <utility>
@@ -122,6 +123,9 @@ class ConnectionTest : public ::testing::Test {
     done.WaitForNotification();
   }
 
+  // A recorder that outlives every connection of the test.
+  Recorder& NewRecorder() { return recorders_.emplace_back(); }
+
   // Opens a connection; `recorder` sees its observer calls and pushes.
   Connection& Open(ConnectionOptions options, Recorder& recorder,
                    const std::string& role = "command") {
@@ -159,12 +163,13 @@ class ConnectionTest : public ::testing::Test {
 
   event::DispatcherImpl io_;
   std::unique_ptr<RedisServer> redis_;
+  std::deque<Recorder> recorders_;
   std::vector<std::unique_ptr<Connection>> connections_;  // I/O thread only.
 };
 
 TEST_F(ConnectionTest, SendsCommandsAndNamesItselfOnTheServer) {
   StartServer();
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& connection = OpenReady(recorder);
   EXPECT_THAT(recorder.states(), ElementsAre(true));
 
@@ -186,7 +191,7 @@ TEST_F(ConnectionTest, SendsCommandsAndNamesItselfOnTheServer) {
 
 TEST_F(ConnectionTest, CommandsSentTogetherLeaveInOneWrite) {
   StartServer();
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& connection = OpenReady(recorder);
 
   absl::Mutex mu;
@@ -212,7 +217,7 @@ TEST_F(ConnectionTest, CommandsSentTogetherLeaveInOneWrite) {
 
 TEST_F(ConnectionTest, TimedOutCommandFailsAndItsLateReplyIsDropped) {
   StartServer();
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& connection = OpenReady(recorder);
 
   absl::Mutex mu;
@@ -245,7 +250,7 @@ TEST_F(ConnectionTest, FailsFastAndNeverInlineWhileNotReady) {
   StartServer();
   const ConnectionOptions options = Options();
   redis_->Kill();
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& connection = Open(options, recorder);
   absl::Notification done;
   absl::StatusOr<Reply> result = absl::UnknownError("no reply");
@@ -268,7 +273,7 @@ TEST_F(ConnectionTest, FailsFastAndNeverInlineWhileNotReady) {
 
 TEST_F(ConnectionTest, KilledServerFailsPendingCommandsAndRestartReconnects) {
   StartServer();
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& connection = OpenReady(recorder);
 
   // A command that blocks until the server goes away.
@@ -306,7 +311,7 @@ TEST_F(ConnectionTest, AuthenticatesWithThePasswordAndSelectsTheDatabase) {
   ConnectionOptions options = Options();
   options.password = "s3cret";
   options.db = 3;
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& connection = Open(options, recorder);
   ASSERT_TRUE(recorder.WaitForStates(1));
   ASSERT_THAT(Call(connection, Command::Of({"SET", "k", "v"})), IsOk());
@@ -331,7 +336,7 @@ TEST_F(ConnectionTest, AuthenticatesAsAnAclUser) {
   ConnectionOptions options = Options();
   options.user = "worker";
   options.password = "pa55";
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& connection = Open(options, recorder);
   ASSERT_TRUE(recorder.WaitForStates(1));
   absl::StatusOr<Reply> whoami = Call(connection, Command::Of({"ACL", "WHOAMI"}));
@@ -345,7 +350,7 @@ TEST_F(ConnectionTest, WrongPasswordNeverBecomesReady) {
   StartServer(server_options);
   ConnectionOptions options = Options();
   options.password = "wrong";
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& connection = Open(options, recorder);
   ASSERT_TRUE(recorder.WaitForReconnectAttempts(2));
   EXPECT_THAT(recorder.states(), ::testing::IsEmpty());
@@ -354,7 +359,7 @@ TEST_F(ConnectionTest, WrongPasswordNeverBecomesReady) {
 
 TEST_F(ConnectionTest, CloseFailsPendingCommandsAndStopsReconnecting) {
   StartServer();
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& connection = OpenReady(recorder);
   absl::Notification done;
   absl::StatusOr<Reply> blocked = absl::UnknownError("no reply");
@@ -374,8 +379,8 @@ TEST_F(ConnectionTest, CloseFailsPendingCommandsAndStopsReconnecting) {
 
 TEST_F(ConnectionTest, SubscriptionConfirmationsAndMessagesArriveAsPushes) {
   StartServer();
-  Recorder publisher_recorder;
-  Recorder subscriber_recorder;
+  Recorder& publisher_recorder = NewRecorder();
+  Recorder& subscriber_recorder = NewRecorder();
   Connection& publisher = OpenReady(publisher_recorder);
   Connection& subscriber = OpenReady(subscriber_recorder, "subscriber");
   absl::Status subscribed = absl::UnknownError("not run");
@@ -411,7 +416,7 @@ TEST_F(ConnectionTest, UnconfirmedSubscriptionStartsTheConnectionOver) {
   options.user = "deaf";
   options.password = "pw";
   options.command_timeout = absl::Milliseconds(200);
-  Recorder recorder;
+  Recorder& recorder = NewRecorder();
   Connection& subscriber = Open(options, recorder, "subscriber");
   ASSERT_TRUE(recorder.WaitForStates(1));
   absl::Status sent = absl::UnknownError("not run");

@@ -202,6 +202,7 @@ class RedisBrokerTest : public ::testing::Test {
   }
 
   event::DispatcherImpl dispatcher_;
+  HealthLog health_;  // For the brokers a test passes it to.
   RecordingObserver observer_;
   redis::NullConnectionObserver connection_observer_;
   std::unique_ptr<RedisServer> redis_;
@@ -316,9 +317,9 @@ TEST_F(RedisBrokerTest, KillingRedisDuringPublishLosesNoAcknowledgedMessage) {
   server_options.append_only = true;
   server_options.append_fsync = "always";
   StartServer(server_options);
-  HealthLog health;
+
   RedisBroker& broker =
-      AddBroker({Durable("orders", absl::Seconds(30)), Ephemeral("alerts")}, &health);
+      AddBroker({Durable("orders", absl::Seconds(30)), Ephemeral("alerts")}, &health_);
   RecordingSubscriberSink subscriber;
   absl::StatusOr<std::unique_ptr<Subscription>> subscription =
       broker.Subscribe("alerts", subscriber);
@@ -363,10 +364,10 @@ TEST_F(RedisBrokerTest, KillingRedisDuringPublishLosesNoAcknowledgedMessage) {
 
   ASSERT_TRUE(wait_for(true, 100));
   redis_->Kill();
-  ASSERT_TRUE(health.WaitFor(false));
+  ASSERT_TRUE(health_.WaitFor(false));
   ASSERT_TRUE(wait_for(false, 20)) << "publishes keep failing while Redis is down";
   ASSERT_THAT(redis_->Restart(), IsOk());
-  ASSERT_TRUE(health.WaitFor(true));
+  ASSERT_TRUE(health_.WaitFor(true));
   const size_t acked_before_restart = count(true);
   ASSERT_TRUE(wait_for(true, acked_before_restart + 100)) << "publishing resumes by itself";
   stop = true;
@@ -442,6 +443,41 @@ TEST_F(RedisBrokerTest, KilledConsumersLeasesGoToTheOtherConsumerAtOnceWithAttem
   }
   EXPECT_THAT(payloads, ElementsAre("j0", "j1", "j2", "j3", "j4"));
   EXPECT_THAT(killed_sink.violations(), IsEmpty());
+}
+
+// A consume stream that ends on one replica: the group's consumers on
+// another replica get its messages at that replica's next reclaim pass, not
+// after the ack deadline.
+TEST_F(RedisBrokerTest, StreamEndingOnOneReplicaHandsItsMessagesToAnother) {
+  StartServer();
+  RedisBroker& first = AddBroker({Durable("jobs", absl::Seconds(60))});
+  RedisBroker& second = AddBroker({Durable("jobs", absl::Seconds(60))});
+  ASSERT_THAT(Publish(first, "jobs", {"j0", "j1", "j2"}), IsOk());
+  RecordingConsumerSink leaving_sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> leaving =
+      first.Consume({"jobs", "workers", 3, absl::ZeroDuration()}, leaving_sink);
+  ASSERT_THAT(leaving, IsOk());
+  ASSERT_TRUE(leaving_sink.WaitForCount(3));
+  RecordingConsumerSink staying_sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> staying =
+      second.Consume({"jobs", "workers", 3, absl::ZeroDuration()}, staying_sink);
+  ASSERT_THAT(staying, IsOk());
+  Sync(second);
+  EXPECT_EQ(staying_sink.count(), 0u);
+
+  leaving->reset();
+  leaving_sink.Seal();
+  ASSERT_TRUE(staying_sink.WaitForCount(3));
+  Sync(first);
+  Sync(second);
+  EXPECT_EQ(staying_sink.count(), 3u);
+  std::vector<std::string> payloads;
+  for (const Delivery& delivery : staying_sink.deliveries()) {
+    payloads.push_back(delivery.message.payload);
+    EXPECT_EQ(delivery.delivery_attempt, 2u);
+    EXPECT_EQ(DeliveryCount("jobs", "workers", delivery.message.id), 2);
+  }
+  EXPECT_THAT(payloads, ElementsAre("j0", "j1", "j2"));
 }
 
 // A Switchboard process holding leases is killed; another one on the same
@@ -580,11 +616,11 @@ TEST_F(RedisBrokerTest, LostConsumerGroupIsCreatedAgain) {
 
 TEST_F(RedisBrokerTest, CallsFailFastWhileRedisIsDown) {
   StartServer();
-  HealthLog health;
+
   RedisBroker& broker =
-      AddBroker({Durable("jobs", absl::Seconds(60)), Ephemeral("alerts")}, &health);
+      AddBroker({Durable("jobs", absl::Seconds(60)), Ephemeral("alerts")}, &health_);
   redis_->Kill();
-  ASSERT_TRUE(health.WaitFor(false));
+  ASSERT_TRUE(health_.WaitFor(false));
   EXPECT_THAT(Publish(broker, "jobs", {"x"}), StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_THAT(Publish(broker, "alerts", {"x"}), StatusIs(absl::StatusCode::kUnavailable));
   RecordingSubscriberSink subscriber;
@@ -594,7 +630,7 @@ TEST_F(RedisBrokerTest, CallsFailFastWhileRedisIsDown) {
               StatusIs(absl::StatusCode::kUnavailable));
 
   ASSERT_THAT(redis_->Restart(), IsOk());
-  ASSERT_TRUE(health.WaitFor(true));
+  ASSERT_TRUE(health_.WaitFor(true));
   EXPECT_THAT(Publish(broker, "jobs", {"x"}), IsOk());
 }
 

@@ -16,6 +16,7 @@
 #include "prometheus/exposer.h"
 #include "server/auth/client_registry.h"
 #include "server/broker/memory/memory_broker.h"
+#include "server/broker/redis/redis_broker.h"
 #include "server/common/clock.h"
 #include "server/common/log.h"
 #include "server/common/status_macros.h"
@@ -46,13 +47,7 @@ class ServerImpl final : public Server {
   absl::Status Init() {
     broker_dispatcher_.Start();
     SB_ASSIGN_OR_RETURN(config::BrokerUrl url, config::ParseBrokerUrl(config_.broker().url()));
-    if (url.scheme != config::BrokerUrl::Scheme::kMemory) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "broker.url: ", url.Redacted(), " is not supported by this build; use memory://"));
-    }
-    broker_ = std::make_unique<broker::MemoryBroker>(broker_dispatcher_,
-                                                     config::BuildTopicPolicies(config_), metrics_);
-
+    broker_ = MakeBroker(url);
     try {
       exposer_ = std::make_unique<prometheus::Exposer>(config_.server().metrics_listen());
     } catch (const std::exception& e) {
@@ -128,6 +123,40 @@ class ServerImpl final : public Server {
   }
 
  private:
+  std::unique_ptr<broker::Broker> MakeBroker(const config::BrokerUrl& url) {
+    switch (url.scheme) {
+      case config::BrokerUrl::Scheme::kMemory:
+        return std::make_unique<broker::MemoryBroker>(
+            broker_dispatcher_, config::BuildTopicPolicies(config_), metrics_);
+      case config::BrokerUrl::Scheme::kRedis:
+        // One real-clock dispatcher runs both the broker and its
+        // connections, so no work hops between threads.
+        return std::make_unique<broker::RedisBroker>(
+            broker_dispatcher_, broker_dispatcher_, RedisOptions(url, config_.broker().redis()),
+            config::BuildTopicPolicies(config_), metrics_, metrics_);
+    }
+    return nullptr;
+  }
+
+  static broker::RedisBrokerOptions RedisOptions(const config::BrokerUrl& url,
+                                                 const config::v1::Redis& redis) {
+    broker::RedisBrokerOptions options;
+    options.connection.host = url.host;
+    options.connection.port = url.port;
+    options.connection.user = url.user;
+    options.connection.password = url.password;
+    options.connection.db = url.db;
+    options.connection.command_timeout = absl::Milliseconds(redis.command_timeout_ms());
+    options.connection.connect_timeout = absl::Milliseconds(redis.connect_timeout_ms());
+    options.connection.reconnect_initial = absl::Milliseconds(redis.reconnect_initial_ms());
+    options.connection.reconnect_max = absl::Milliseconds(redis.reconnect_max_ms());
+    options.max_reader_connections = redis.max_reader_connections();
+    options.block_time = absl::Milliseconds(redis.block_ms());
+    options.maintenance_interval = absl::Milliseconds(redis.maintenance_interval_ms());
+    options.consumer_name = redis.consumer_name();
+    return options;
+  }
+
   const config::Config config_;
   metrics::Metrics metrics_;
   event::DispatcherImpl broker_dispatcher_;

@@ -167,6 +167,10 @@ class BrokerObserver {
 
   // A lease ran past its deadline.
   virtual void OnLeaseExpired(absl::string_view topic, absl::string_view group) = 0;
+
+  // A sample of a group's lag: entries of `topic` not yet delivered to the
+  // group. Taken periodically while the group has consumers.
+  virtual void OnConsumerLag(absl::string_view topic, absl::string_view group, uint64_t lag) = 0;
 };
 
 // Observes nothing.
@@ -176,6 +180,7 @@ class NullBrokerObserver final : public BrokerObserver {
   void OnDeadLettered(absl::string_view, absl::string_view) override {}
   void OnSubscriberDropped(absl::string_view, uint64_t) override {}
   void OnLeaseExpired(absl::string_view, absl::string_view) override {}
+  void OnConsumerLag(absl::string_view, absl::string_view, uint64_t) override {}
 };
 
 using PublishCallback = absl::AnyInvocable<void(absl::StatusOr<std::vector<std::string>>)>;

@@ -111,6 +111,15 @@ bool IsValidToken(absl::string_view token) {
   return true;
 }
 
+absl::Status ValidateRedis(const v1::Redis& redis) {
+  if (redis.reconnect_initial_ms() > redis.reconnect_max_ms()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("broker.redis.reconnect_initial_ms: must not exceed reconnect_max_ms (",
+                     redis.reconnect_max_ms(), "), got ", redis.reconnect_initial_ms()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateClients(const Config& config) {
   std::map<std::string, int> index_of_id;
   std::map<std::string, int> index_of_token;
@@ -250,6 +259,7 @@ absl::Status ValidateConfig(const Config& config) {
   SB_RETURN_IF_ERROR(CheckFieldBounds(config));
   SB_RETURN_IF_ERROR(ValidateServer(config.server()));
   SB_RETURN_IF_ERROR(WithPath("broker.url", ParseBrokerUrl(config.broker().url()).status()));
+  SB_RETURN_IF_ERROR(ValidateRedis(config.broker().redis()));
   SB_RETURN_IF_ERROR(ValidateTopics(config));
   return ValidateClients(config);
 }

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
+
 namespace switchboard::metrics {
 namespace {
 
@@ -48,7 +50,24 @@ Metrics::Metrics(size_t max_topic_labels)
                         .Help("Open gRPC streams, per method and client id.")
                         .Register(*registry_)),
       rejected_(Counter(*registry_, "switchboard_requests_rejected_total",
-                        "Requests refused before reaching the broker, per method and code.")) {
+                        "Requests refused before reaching the broker, per method and code.")),
+      consumer_lag_(prometheus::BuildGauge()
+                        .Name("switchboard_consumer_lag")
+                        .Help("Entries of a durable topic not yet delivered to a consumer group, "
+                              "per topic and group (sampled while the group has consumers).")
+                        .Register(*registry_)),
+      redis_connections_(prometheus::BuildGauge()
+                             .Name("switchboard_redis_connections")
+                             .Help("Redis connections, per role and state (connecting, ready).")
+                             .Register(*registry_)),
+      redis_reconnects_(Counter(*registry_, "switchboard_redis_reconnects_total",
+                                "Redis connection attempts after a loss or a failed attempt, "
+                                "per role.")),
+      redis_pipeline_depth_(prometheus::BuildHistogram()
+                                .Name("switchboard_redis_pipeline_depth")
+                                .Help("Commands carried by one write to a Redis connection "
+                                      "(automatic pipelining), per role.")
+                                .Register(*registry_)) {
   prometheus::BuildGauge()
       .Name("switchboard_metrics_topic_label_limit")
       .Help("Distinct topic label values kept before counting under \"__other__\".")
@@ -99,6 +118,46 @@ void Metrics::OnSubscriberDropped(absl::string_view topic, uint64_t count) {
 
 void Metrics::OnLeaseExpired(absl::string_view topic, absl::string_view) {
   ForTopic(topic).lease_expirations.Increment();
+}
+
+void Metrics::OnConsumerLag(absl::string_view topic, absl::string_view group, uint64_t lag) {
+  prometheus::Gauge* gauge = nullptr;
+  {
+    absl::MutexLock lock(&mu_);
+    const std::string key = absl::StrCat(topic, "/", group);
+    auto it = lags_.find(key);
+    if (it != lags_.end()) {
+      gauge = it->second;
+    } else if (lags_.size() < max_topic_labels_) {
+      gauge = &consumer_lag_.Add({{"topic", std::string(topic)}, {"group", std::string(group)}});
+      lags_.emplace(key, gauge);
+    }
+  }
+  if (gauge != nullptr) gauge->Set(static_cast<double>(lag));
+}
+
+void Metrics::OnStateChanged(absl::string_view role, broker::redis::ConnectionState from,
+                             broker::redis::ConnectionState to) {
+  if (from != broker::redis::ConnectionState::kAbsent) RedisConnections(role, from).Decrement();
+  if (to != broker::redis::ConnectionState::kAbsent) RedisConnections(role, to).Increment();
+}
+
+void Metrics::OnReconnectAttempt(absl::string_view role) {
+  redis_reconnects_.Add({{"role", std::string(role)}}).Increment();
+}
+
+void Metrics::OnWrite(absl::string_view role, size_t commands) {
+  static const prometheus::Histogram::BucketBoundaries kDepthBuckets = {
+      1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
+  redis_pipeline_depth_.Add({{"role", std::string(role)}}, kDepthBuckets)
+      .Observe(static_cast<double>(commands));
+}
+
+prometheus::Gauge& Metrics::RedisConnections(absl::string_view role,
+                                             broker::redis::ConnectionState state) {
+  return redis_connections_.Add(
+      {{"role", std::string(role)},
+       {"state", state == broker::redis::ConnectionState::kReady ? "ready" : "connecting"}});
 }
 
 }  // namespace switchboard::metrics

@@ -1,10 +1,13 @@
 // Switchboard's Prometheus metrics: every family, built once at startup.
 //
 // Owned by the server (server/app) and shared by reference with the service
-// layer and the broker (as its BrokerObserver). All families are named
+// layer and the broker (as its BrokerObserver, and for Redis as the
+// connections' ConnectionObserver). All families are named
 // `switchboard_*`. Label sets are bounded on purpose: topic label values are
 // capped at `max_topic_labels` distinct names; later topics are counted under
-// the label value "__other__", and the cap is itself exported as a gauge.
+// the label value "__other__", and the cap is itself exported as a gauge. Consumer lag is kept for
+// at most that many (topic, group) pairs; later pairs are not reported. Redis connection roles are
+// a fixed set.
 //
 // Hot paths hold the Counter references of a TopicMetrics (one lookup per
 // stream or per publish call, never per message). Thread-safe.
@@ -20,8 +23,10 @@
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "server/broker/broker.h"
+#include "server/broker/redis/connection.h"
 
 namespace switchboard::metrics {
 
@@ -44,7 +49,7 @@ struct TopicMetrics {
 enum class StreamMethod { kPublishStream, kSubscribe, kConsume };
 absl::string_view StreamMethodName(StreamMethod method);
 
-class Metrics final : public broker::BrokerObserver {
+class Metrics final : public broker::BrokerObserver, public broker::redis::ConnectionObserver {
  public:
   explicit Metrics(size_t max_topic_labels = 1000);
 
@@ -66,8 +71,17 @@ class Metrics final : public broker::BrokerObserver {
   void OnDeadLettered(absl::string_view topic, absl::string_view group) override;
   void OnSubscriberDropped(absl::string_view topic, uint64_t count) override;
   void OnLeaseExpired(absl::string_view topic, absl::string_view group) override;
+  void OnConsumerLag(absl::string_view topic, absl::string_view group, uint64_t lag) override;
+
+  // broker::redis::ConnectionObserver.
+  void OnStateChanged(absl::string_view role, broker::redis::ConnectionState from,
+                      broker::redis::ConnectionState to) override;
+  void OnReconnectAttempt(absl::string_view role) override;
+  void OnWrite(absl::string_view role, size_t commands) override;
 
  private:
+  prometheus::Gauge& RedisConnections(absl::string_view role, broker::redis::ConnectionState state);
+
   std::shared_ptr<prometheus::Registry> registry_;
   const size_t max_topic_labels_;
 
@@ -81,9 +95,15 @@ class Metrics final : public broker::BrokerObserver {
   prometheus::Family<prometheus::Counter>& subscriber_drops_;
   prometheus::Family<prometheus::Gauge>& open_streams_;
   prometheus::Family<prometheus::Counter>& rejected_;
+  prometheus::Family<prometheus::Gauge>& consumer_lag_;
+  prometheus::Family<prometheus::Gauge>& redis_connections_;
+  prometheus::Family<prometheus::Counter>& redis_reconnects_;
+  prometheus::Family<prometheus::Histogram>& redis_pipeline_depth_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<TopicMetrics>> topics_ ABSL_GUARDED_BY(mu_);
+  // By "topic/group".
+  absl::flat_hash_map<std::string, prometheus::Gauge*> lags_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::metrics

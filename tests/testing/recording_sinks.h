@@ -260,6 +260,10 @@ class RecordingObserver final : public broker::BrokerObserver {
   void OnLeaseExpired(absl::string_view topic, absl::string_view group) override {
     Add(&expired_, Key(topic, group), 1);
   }
+  void OnConsumerLag(absl::string_view topic, absl::string_view group, uint64_t lag) override {
+    absl::MutexLock lock(&mu_);
+    lags_[Key(topic, group)] = lag;
+  }
 
   uint64_t redelivered(absl::string_view topic, absl::string_view group) const {
     return Get(redelivered_, Key(topic, group));
@@ -270,6 +274,13 @@ class RecordingObserver final : public broker::BrokerObserver {
   uint64_t dropped(absl::string_view topic) const { return Get(dropped_, std::string(topic)); }
   uint64_t expired(absl::string_view topic, absl::string_view group) const {
     return Get(expired_, Key(topic, group));
+  }
+  // The last lag sample, if any.
+  std::optional<uint64_t> lag(absl::string_view topic, absl::string_view group) const {
+    absl::MutexLock lock(&mu_);
+    auto it = lags_.find(Key(topic, group));
+    if (it == lags_.end()) return std::nullopt;
+    return it->second;
   }
 
  private:
@@ -295,6 +306,7 @@ class RecordingObserver final : public broker::BrokerObserver {
   Counts dead_lettered_ ABSL_GUARDED_BY(mu_);
   Counts dropped_ ABSL_GUARDED_BY(mu_);
   Counts expired_ ABSL_GUARDED_BY(mu_);
+  Counts lags_ ABSL_GUARDED_BY(mu_);  // Last sample, not a sum.
 };
 
 }  // namespace switchboard::testing

@@ -47,6 +47,8 @@ Connection::~Connection() { Close(); }
 void Connection::Start(StateCallback on_state, PushCallback on_push) {
   on_state_ = std::move(on_state);
   on_push_ = std::move(on_push);
+  started_ = true;
+  observer_.OnStateChanged(role_, ConnectionState::kAbsent, ConnectionState::kConnecting);
   timeout_timer_ = io_.CreateTimer([this] { ExpireDue(); });
   reconnect_timer_ = io_.CreateTimer([this] {
     observer_.OnReconnectAttempt(role_);
@@ -124,7 +126,7 @@ void Connection::OnHandshakeReply(absl::string_view step, absl::StatusOr<Reply> 
   failures_ = 0;
   backoff_.Reset();
   SB_LOG(kInfo, "redis ", role_, " connection to ", options_.host, ":", options_.port, " is ready");
-  observer_.OnStateChanged(role_, true);
+  observer_.OnStateChanged(role_, ConnectionState::kConnecting, ConnectionState::kReady);
   on_state_(true);
 }
 
@@ -250,9 +252,26 @@ void Connection::Reset(absl::string_view reason) {
   Lost(reason);
 }
 
+ConnectionState Connection::ObservedState() const {
+  switch (phase_) {
+    case Phase::kIdle:
+    case Phase::kHandshake:
+      return started_ ? ConnectionState::kConnecting : ConnectionState::kAbsent;
+    case Phase::kReady:
+      return ConnectionState::kReady;
+    case Phase::kClosed:
+      return ConnectionState::kAbsent;
+  }
+  return ConnectionState::kAbsent;
+}
+
 void Connection::Close() {
   if (phase_ == Phase::kClosed) return;
+  const ConnectionState closing = ObservedState();
   phase_ = Phase::kClosed;
+  if (closing != ConnectionState::kAbsent) {
+    observer_.OnStateChanged(role_, closing, ConnectionState::kAbsent);
+  }
   if (reconnect_timer_ != nullptr) reconnect_timer_->Disable();
   if (context_ != nullptr) {
     redisAsyncContext* context = context_;
@@ -283,7 +302,7 @@ void Connection::Lost(absl::string_view reason) {
   }
   FailPending(absl::UnavailableError(absl::StrCat("redis ", role_, " connection lost: ", reason)));
   if (was_ready) {
-    observer_.OnStateChanged(role_, false);
+    observer_.OnStateChanged(role_, ConnectionState::kReady, ConnectionState::kConnecting);
     on_state_(false);
   }
   // A callback above may have closed the connection.

@@ -64,14 +64,24 @@ struct ConnectionOptions {
   absl::Duration reconnect_max = absl::Seconds(2);
 };
 
+// Where a connection is in its life, for the connections-by-state gauge.
+enum class ConnectionState {
+  kAbsent,      // Not started yet, or closed for good.
+  kConnecting,  // Connecting, handshaking, or waiting to retry.
+  kReady,       // Handshake done; commands flow.
+};
+
 // Metric hooks of a connection, called on its dispatcher thread. `role` is
-// the connection's role ("command", "subscriber", "reader"): a bounded label.
+// the connection's role ("command", "subscriber", "reader", "exclusive"): a
+// bounded label.
 class ConnectionObserver {
  public:
   virtual ~ConnectionObserver() = default;
 
-  // The connection became ready (handshake done) or stopped being ready.
-  virtual void OnStateChanged(absl::string_view role, bool ready) = 0;
+  // The connection moved from one state to another: kAbsent -> kConnecting
+  // at Start(), kConnecting <-> kReady as it comes and goes, and to kAbsent
+  // at Close().
+  virtual void OnStateChanged(absl::string_view role, ConnectionState from, ConnectionState to) = 0;
 
   // A new connection attempt starts after a loss or a failed attempt.
   virtual void OnReconnectAttempt(absl::string_view role) = 0;
@@ -82,7 +92,7 @@ class ConnectionObserver {
 
 class NullConnectionObserver final : public ConnectionObserver {
  public:
-  void OnStateChanged(absl::string_view, bool) override {}
+  void OnStateChanged(absl::string_view, ConnectionState, ConnectionState) override {}
   void OnReconnectAttempt(absl::string_view) override {}
   void OnWrite(absl::string_view, size_t) override {}
 };
@@ -145,6 +155,9 @@ class Connection {
 
  private:
   enum class Phase { kIdle, kHandshake, kReady, kClosed };
+
+  // The observer's view of `phase_` (kIdle before Start() is kAbsent).
+  ConnectionState ObservedState() const;
   struct Pending {
     ReplyCallback done;
     absl::Time deadline;
@@ -189,6 +202,7 @@ class Connection {
   PushCallback on_push_;
 
   Phase phase_ = Phase::kIdle;
+  bool started_ = false;
   redisAsyncContext* context_ = nullptr;
   int64_t client_id_ = 0;
   size_t handshake_left_ = 0;

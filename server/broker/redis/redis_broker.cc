@@ -1300,8 +1300,42 @@ class RedisBroker::State {
       }
       RefreshOwned(topic_group);
       Reclaim(topic_group);
+      SampleLag(topic_group);
       Kick(topic_group);
     }
+  }
+
+  // Redis' own count of the entries the group has not read yet (XINFO
+  // GROUPS `lag`; nil while Redis cannot tell, after deletions).
+  void SampleLag(TopicGroup& topic_group) {
+    if (topic_group.existence != TopicGroup::Existence::kReady || topic_group.sessions.empty()) {
+      return;
+    }
+    SendCommand(Command::Of({"XINFO", "GROUPS", topic_group.topic}),
+                [this, &topic_group](absl::StatusOr<Reply> reply) {
+                  if (!reply.ok() || !reply->is_array()) return;
+                  for (const Reply& group : reply->elements) {
+                    std::optional<int64_t> lag = GroupLag(group, topic_group.group);
+                    if (lag.has_value()) {
+                      observer_.OnConsumerLag(topic_group.topic, topic_group.group,
+                                              static_cast<uint64_t>(*lag));
+                    }
+                  }
+                });
+  }
+
+  // The `lag` of one XINFO GROUPS element (a flat field/value array) if it
+  // describes group `name` and Redis knows it.
+  static std::optional<int64_t> GroupLag(const Reply& group, absl::string_view name) {
+    bool named = false;
+    std::optional<int64_t> lag;
+    for (size_t i = 0; i + 1 < group.elements.size(); i += 2) {
+      const std::string& field = group.elements[i].str;
+      const Reply& value = group.elements[i + 1];
+      if (field == "name") named = value.str == name;
+      if (field == "lag" && value.type == Reply::Type::kInteger) lag = value.integer;
+    }
+    return named ? lag : std::nullopt;
   }
 
   // XCLAIM ... JUSTID resets the idle time of the entries this process holds

@@ -35,9 +35,13 @@ using ::testing::ElementsAre;
 // Records a connection's observer calls and state changes.
 class Recorder final : public ConnectionObserver {
  public:
-  void OnStateChanged(absl::string_view, bool ready) override {
+  // Records the comings (true) and goings (false) of readiness.
+  void OnStateChanged(absl::string_view, ConnectionState from, ConnectionState to) override {
     absl::MutexLock lock(&mu_);
-    states_.push_back(ready);
+    if (to == ConnectionState::kAbsent) return;  // Close() of a test's connection.
+    if (from == ConnectionState::kReady || to == ConnectionState::kReady) {
+      states_.push_back(to == ConnectionState::kReady);
+    }
   }
   void OnReconnectAttempt(absl::string_view) override {
     absl::MutexLock lock(&mu_);

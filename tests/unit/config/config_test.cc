@@ -195,6 +195,13 @@ INSTANTIATE_TEST_SUITE_P(
         ValidationCase{"SameListenAddresses",
                        "server: {listen: \"127.0.0.1:8000\", metrics_listen: \"127.0.0.1:8000\"}",
                        "server.metrics_listen: must differ from server.listen"},
+        // Redis tuning.
+        ValidationCase{"RedisReconnectInverted",
+                       "broker: {redis: {reconnect_initial_ms: 5000, reconnect_max_ms: 100}}",
+                       "broker.redis.reconnect_initial_ms: must not exceed reconnect_max_ms "
+                       "(100), got 5000"},
+        ValidationCase{"RedisNoReaders", "broker: {redis: {max_reader_connections: 0}}",
+                       "broker.redis.max_reader_connections: must be between 1 and 256, got 0"},
         // Broker URL.
         ValidationCase{"BrokerScheme", "broker: {url: \"amqp://rabbit:5672\"}",
                        "broker.url: unsupported scheme \"amqp://\"; expected memory:// or "

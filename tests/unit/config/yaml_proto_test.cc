@@ -271,7 +271,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 10);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 17);
 }
 
 }  // namespace

@@ -71,6 +71,20 @@ absl::Status FirstError(const Replies& replies) {
   return absl::OkStatus();
 }
 
+// The command lane of the shared command connection; lane i + 1 is the
+// connection of ExclusivePatterns(...)[i].
+constexpr size_t kSharedLane = 0;
+
+// The declarations configured `exclusive`, in declaration order: each gets a
+// command connection of its own, named after its pattern.
+std::vector<const TopicDeclaration*> ExclusiveDeclarations(const TopicPolicies& policies) {
+  std::vector<const TopicDeclaration*> exclusive;
+  for (const TopicDeclaration& declaration : policies.declarations()) {
+    if (declaration.policy.exclusive) exclusive.push_back(&declaration);
+  }
+  return exclusive;
+}
+
 bool IsNoGroup(const absl::StatusOr<Reply>& reply) {
   return reply.ok() && reply->is_error() && HasErrorCode(reply->str, "NOGROUP");
 }
@@ -92,7 +106,7 @@ class RedisBroker::Io {
 
   // Connection events, delivered on the I/O thread.
   struct Events {
-    absl::AnyInvocable<void(bool ready)> on_command_state;
+    absl::AnyInvocable<void(size_t lane, bool ready)> on_command_state;
     absl::AnyInvocable<void(bool ready)> on_subscriber_state;
     absl::AnyInvocable<void(Reply push)> on_push;
     absl::AnyInvocable<void(size_t reader, bool ready)> on_reader_state;
@@ -100,13 +114,19 @@ class RedisBroker::Io {
   };
 
   Io(event::DispatcherImpl& dispatcher, const RedisBrokerOptions& options,
-     redis::ConnectionObserver& observer)
+     const TopicPolicies& policies, redis::ConnectionObserver& observer)
       : dispatcher_(dispatcher),
         options_(options),
         observer_(observer),
         command_(dispatcher, options.connection, "command", observer),
         subscriber_(dispatcher, options.connection, "subscriber", observer),
-        anchor_(dispatcher, this) {}
+        anchor_(dispatcher, this) {
+    for (const TopicDeclaration* declaration : ExclusiveDeclarations(policies)) {
+      exclusive_.push_back(
+          std::make_unique<Connection>(dispatcher, options.connection,
+                                       absl::StrCat("exclusive:", declaration->pattern), observer));
+    }
+  }
 
   // I/O thread.
   ~Io() { anchor_.Clear(); }
@@ -117,7 +137,11 @@ class RedisBroker::Io {
   // I/O thread. Connects and starts the maintenance ticks.
   void Start(Events events) {
     events_ = std::move(events);
-    command_.Start([this](bool ready) { events_.on_command_state(ready); });
+    command_.Start([this](bool ready) { events_.on_command_state(kSharedLane, ready); });
+    for (size_t i = 0; i < exclusive_.size(); ++i) {
+      exclusive_[i]->Start(
+          [this, lane = i + 1](bool ready) { events_.on_command_state(lane, ready); });
+    }
     subscriber_.Start([this](bool ready) { events_.on_subscriber_state(ready); },
                       [this](Reply push) { events_.on_push(std::move(push)); });
     maintenance_timer_ = dispatcher_.CreateTimer([this] {
@@ -127,9 +151,10 @@ class RedisBroker::Io {
     maintenance_timer_->Enable(options_.maintenance_interval);
   }
 
-  // Sends `commands` on the command connection, pipelined, and runs `done`
-  // once with every reply, in order.
-  void Send(std::vector<Command> commands, RepliesHandler done) {
+  // Sends `commands` on the command connection of `lane`, pipelined, and runs
+  // `done` once with every reply, in order.
+  void Send(size_t lane, std::vector<Command> commands, RepliesHandler done) {
+    Connection& connection = lane == kSharedLane ? command_ : *exclusive_[lane - 1];
     struct Batch {
       Replies replies;
       size_t remaining;
@@ -139,7 +164,7 @@ class RedisBroker::Io {
         std::make_shared<Batch>(Batch{Replies(commands.size(), absl::UnknownError("no reply")),
                                       commands.size(), std::move(done)});
     for (size_t i = 0; i < commands.size(); ++i) {
-      command_.Send(commands[i], [batch, i](absl::StatusOr<Reply> reply) {
+      connection.Send(commands[i], [batch, i](absl::StatusOr<Reply> reply) {
         batch->replies[i] = std::move(reply);
         if (--batch->remaining == 0) batch->done(std::move(batch->replies));
       });
@@ -191,6 +216,7 @@ class RedisBroker::Io {
     if (maintenance_timer_ != nullptr) maintenance_timer_->Disable();
     for (size_t i = 0; i < readers_.size(); ++i) CloseReader(i);
     subscriber_.Close();
+    for (std::unique_ptr<Connection>& exclusive : exclusive_) exclusive->Close();
     command_.Close();
   }
 
@@ -217,6 +243,7 @@ class RedisBroker::Io {
   Events events_;
   Connection command_;
   Connection subscriber_;
+  std::vector<std::unique_ptr<Connection>> exclusive_;  // Lane i + 1 is exclusive_[i].
   std::deque<Reader> readers_;  // By index; a deque keeps references stable.
   std::unique_ptr<event::Timer> maintenance_timer_;
   Anchor<Io> anchor_;
@@ -257,6 +284,10 @@ class RedisBroker::State {
         sync_channel_(absl::StrCat("switchboard:sync:", absl::Hex(RandomTag(), absl::kZeroPad16))),
         leases_(dispatcher, [this](Lease lease) { OnLeaseExpired(std::move(lease)); }) {
     channels_[sync_channel_].wanted = true;
+    for (const TopicDeclaration* declaration : ExclusiveDeclarations(policies)) {
+      exclusive_lanes_[&declaration->policy] = lane_ready_.size();
+      lane_ready_.push_back(false);
+    }
   }
 
   ~State() { self_.Clear(); }
@@ -264,9 +295,9 @@ class RedisBroker::State {
   // The I/O side's events, each hopping to this state.
   Io::Events IoEvents() {
     Anchor<State> self = self_;
-    return Io::Events{[self](bool ready) {
-                        self.Run([ready](State* state) {
-                          if (state != nullptr) state->OnCommandState(ready);
+    return Io::Events{[self](size_t lane, bool ready) {
+                        self.Run([lane, ready](State* state) {
+                          if (state != nullptr) state->OnCommandState(lane, ready);
                         });
                       },
                       [self](bool ready) {
@@ -329,7 +360,9 @@ class RedisBroker::State {
 
   void Publish(const std::string& topic, std::vector<OutgoingMessage> messages,
                PublishCallback done) {
-    if (!command_ready_) {
+    const TopicPolicy& policy = policies_.Resolve(topic);
+    const size_t lane = LaneOf(policy);
+    if (!lane_ready_[lane]) {
       done(absl::UnavailableError("redis is unreachable"));
       return;
     }
@@ -337,14 +370,13 @@ class RedisBroker::State {
       done(std::vector<std::string>());
       return;
     }
-    const TopicPolicy& policy = policies_.Resolve(topic);
     std::vector<Command> commands;
     commands.reserve(messages.size());
     if (policy.kind == TopicKind::kDurable) {
       for (const OutgoingMessage& message : messages) {
         commands.push_back(redis::StreamAppendCommand(topic, policy.max_len, "*", message));
       }
-      SendCommands(std::move(commands), [done = std::move(done)](Replies replies) mutable {
+      SendCommands(lane, std::move(commands), [done = std::move(done)](Replies replies) mutable {
         if (absl::Status error = FirstError(replies); !error.ok()) {
           done(std::move(error));
           return;
@@ -365,7 +397,7 @@ class RedisBroker::State {
       commands.push_back(Command::Of({"PUBLISH", topic, redis::EncodeEphemeral(message)}));
       ids.push_back(std::move(message.id));
     }
-    SendCommands(std::move(commands),
+    SendCommands(lane, std::move(commands),
                  [done = std::move(done), ids = std::move(ids)](Replies replies) mutable {
                    absl::Status error = FirstError(replies);
                    if (error.ok()) {
@@ -494,14 +526,15 @@ class RedisBroker::State {
 
   // One Redis consumer group: a Switchboard group on one topic's stream.
   struct TopicGroup {
-    TopicGroup(std::string topic, std::string group, const TopicPolicy& policy)
-        : topic(std::move(topic)), group(std::move(group)), policy(policy) {}
+    TopicGroup(std::string topic, std::string group, const TopicPolicy& policy, size_t lane)
+        : topic(std::move(topic)), group(std::move(group)), policy(policy), lane(lane) {}
 
     enum class Existence { kUnknown, kCreating, kReady, kFailed };
 
     const std::string topic;
     const std::string group;
     const TopicPolicy& policy;
+    const size_t lane;               // Where its commands go.
     std::vector<Session*> sessions;  // In joining order; deliveries take turns.
     size_t next_turn = 0;
     Existence existence = Existence::kUnknown;
@@ -554,35 +587,47 @@ class RedisBroker::State {
 
   // -- Commands -----------------------------------------------------------------
 
-  // Sends `commands` pipelined on the command connection and runs `handler`
-  // here with their replies. Pending commands keep the broker busy (Sync,
-  // Shutdown).
-  void SendCommands(std::vector<Command> commands, RepliesHandler handler) {
-    ++busy_;
-    Anchor<State> self = self_;
-    io_.Run([commands = std::move(commands), self, handler = std::move(handler)](Io* io) mutable {
-      RepliesHandler back = [self, handler = std::move(handler)](Replies replies) mutable {
-        self.Run(
-            [handler = std::move(handler), replies = std::move(replies)](State* state) mutable {
-              if (state == nullptr) return;
-              handler(std::move(replies));
-              state->EndCommand();
-            });
-      };
-      if (io == nullptr) {
-        back(Replies(commands.size(), ShutDownError()));
-        return;
-      }
-      io->Send(std::move(commands), std::move(back));
-    });
+  // The command lane of topics with `policy`: their own connection for an
+  // exclusive declaration, else the shared one.
+  size_t LaneOf(const TopicPolicy& policy) const {
+    auto it = exclusive_lanes_.find(&policy);
+    return it == exclusive_lanes_.end() ? kSharedLane : it->second;
   }
 
-  void SendCommand(Command command, absl::AnyInvocable<void(absl::StatusOr<Reply>)> handler) {
+  bool command_ready() const { return lane_ready_[kSharedLane]; }
+
+  // Sends `commands` pipelined on the command connection of `lane` and runs
+  // `handler` here with their replies. Pending commands keep the broker busy
+  // (Sync, Shutdown).
+  void SendCommands(size_t lane, std::vector<Command> commands, RepliesHandler handler) {
+    ++busy_;
+    Anchor<State> self = self_;
+    io_.Run(
+        [lane, commands = std::move(commands), self, handler = std::move(handler)](Io* io) mutable {
+          RepliesHandler back = [self, handler = std::move(handler)](Replies replies) mutable {
+            self.Run(
+                [handler = std::move(handler), replies = std::move(replies)](State* state) mutable {
+                  if (state == nullptr) return;
+                  handler(std::move(replies));
+                  state->EndCommand();
+                });
+          };
+          if (io == nullptr) {
+            back(Replies(commands.size(), ShutDownError()));
+            return;
+          }
+          io->Send(lane, std::move(commands), std::move(back));
+        });
+  }
+
+  void SendCommand(size_t lane, Command command,
+                   absl::AnyInvocable<void(absl::StatusOr<Reply>)> handler) {
     std::vector<Command> commands;
     commands.push_back(std::move(command));
-    SendCommands(std::move(commands), [handler = std::move(handler)](Replies replies) mutable {
-      handler(std::move(replies[0]));
-    });
+    SendCommands(lane, std::move(commands),
+                 [handler = std::move(handler)](Replies replies) mutable {
+                   handler(std::move(replies[0]));
+                 });
   }
 
   void EndCommand() {
@@ -626,7 +671,7 @@ class RedisBroker::State {
     if (subscriber_ready_ && channels_[sync_channel_].upstream == Upstream::kSubscribed) {
       ++barrier_waits_;
       awaiting_sync_message_ = true;
-      SendCommand(Command::Of({"PUBLISH", sync_channel_, "sync"}),
+      SendCommand(kSharedLane, Command::Of({"PUBLISH", sync_channel_, "sync"}),
                   [this](absl::StatusOr<Reply> reply) {
                     // Without a receiver the message never comes.
                     if ((!reply.ok() || reply->integer == 0) && awaiting_sync_message_) {
@@ -645,7 +690,7 @@ class RedisBroker::State {
 
   // -- Connection events ----------------------------------------------------------
 
-  bool serving() const { return command_ready_ && subscriber_ready_; }
+  bool serving() const { return command_ready() && subscriber_ready_; }
 
   void UpdateHealth(absl::AnyInvocable<void()> change) {
     const bool before = serving();
@@ -656,11 +701,18 @@ class RedisBroker::State {
     for (auto& watcher : health_watchers_) watcher(after);
   }
 
-  void OnCommandState(bool ready) {
-    UpdateHealth([&] { command_ready_ = ready; });
+  void OnCommandState(size_t lane, bool ready) {
+    if (lane == kSharedLane) {
+      UpdateHealth([&] { lane_ready_[kSharedLane] = ready; });
+    } else {
+      lane_ready_[lane] = ready;
+    }
     if (!ready) return;
-    // Reads and claims resume; lost groups show up as NOGROUP.
-    for (auto& [key, topic_group] : topic_groups_) Kick(topic_group);
+    // Reads and claims resume; lost groups show up as NOGROUP. Blocking reads
+    // need the shared lane (CLIENT UNBLOCK), so it resumes every group.
+    for (auto& [key, topic_group] : topic_groups_) {
+      if (lane == kSharedLane || topic_group.lane == lane) Kick(topic_group);
+    }
   }
 
   void OnSubscriberState(bool ready) {
@@ -811,8 +863,9 @@ class RedisBroker::State {
     auto key = std::make_pair(topic, group);
     auto it = topic_groups_.find(key);
     if (it != topic_groups_.end()) return it->second;
+    const TopicPolicy& policy = policies_.Resolve(topic);
     TopicGroup& created =
-        topic_groups_.try_emplace(key, topic, group, policies_.Resolve(topic)).first->second;
+        topic_groups_.try_emplace(key, topic, group, policy, LaneOf(policy)).first->second;
     groups_[group].topics.push_back(&created);
     return created;
   }
@@ -831,7 +884,7 @@ class RedisBroker::State {
   // Moves a group forward: hands out waiting messages, claims redeliveries,
   // and reads new entries, as far as its credits go.
   void Kick(TopicGroup& topic_group) {
-    if (shutting_down_ || !command_ready_) return;
+    if (shutting_down_ || !command_ready() || !lane_ready_[topic_group.lane]) return;
     if (topic_group.sessions.empty()) {
       ReleaseHeld(topic_group);
       return;
@@ -870,9 +923,10 @@ class RedisBroker::State {
     }
     command.Add("IDLE").Add(absl::ToInt64Milliseconds(topic_group.policy.ack_deadline));
     command.Add("JUSTID");
-    SendCommand(std::move(command), [this, &topic_group](absl::StatusOr<Reply> reply) {
-      if (IsNoGroup(reply)) OnGroupLost(topic_group);
-    });
+    SendCommand(topic_group.lane, std::move(command),
+                [this, &topic_group](absl::StatusOr<Reply> reply) {
+                  if (IsNoGroup(reply)) OnGroupLost(topic_group);
+                });
   }
 
   // XGROUP CREATE ... 0 MKSTREAM: the group reads from the start of retained
@@ -881,6 +935,7 @@ class RedisBroker::State {
     if (topic_group.existence != TopicGroup::Existence::kUnknown) return;
     topic_group.existence = TopicGroup::Existence::kCreating;
     SendCommand(
+        topic_group.lane,
         Command::Of({"XGROUP", "CREATE", topic_group.topic, topic_group.group, "0", "MKSTREAM"}),
         [this, &topic_group](absl::StatusOr<Reply> reply) {
           if (reply.ok() && (!reply->is_error() || HasErrorCode(reply->str, "BUSYGROUP"))) {
@@ -918,7 +973,8 @@ class RedisBroker::State {
     const uint32_t count = FreeCredits(topic_group);
     topic_group.probing = true;
     topic_group.reserved += count;
-    SendCommand(ReadCommand(topic_group.group, {&topic_group}, count, std::nullopt),
+    SendCommand(topic_group.lane,
+                ReadCommand(topic_group.group, {&topic_group}, count, std::nullopt),
                 [this, &topic_group, count](absl::StatusOr<Reply> reply) {
                   topic_group.probing = false;
                   topic_group.reserved -= count;
@@ -1028,7 +1084,7 @@ class RedisBroker::State {
     Command command(5 + count);
     command.Add("XCLAIM").Add(topic_group.topic).Add(topic_group.group).Add(consumer_).Add("0");
     for (const Held& held : claimed) command.Add(held.id);
-    SendCommand(std::move(command),
+    SendCommand(topic_group.lane, std::move(command),
                 [this, &topic_group, claimed = std::move(claimed)](absl::StatusOr<Reply> reply) {
                   topic_group.reserved -= claimed.size();
                   if (!reply.ok() || reply->is_error()) {
@@ -1103,7 +1159,7 @@ class RedisBroker::State {
     Command command =
         redis::StreamAppendCommand(dead_letter_topic, policies_.Resolve(dead_letter_topic).max_len,
                                    dead_letter_id, dead_letter);
-    SendCommand(std::move(command),
+    SendCommand(topic_group.lane, std::move(command),
                 [this, &topic_group, id, dead_letter_id,
                  dead_letter = std::move(dead_letter)](absl::StatusOr<Reply> reply) mutable {
                   // The dead-letter stream is ahead of this host's clock: let Redis pick.
@@ -1128,7 +1184,7 @@ class RedisBroker::State {
     for (const std::string& id : ids) command.Add(id);
     // An ack that fails leaves the entry pending, unrefreshed: it is reclaimed
     // and delivered again after the ack deadline (at-least-once).
-    SendCommand(std::move(command), [](absl::StatusOr<Reply>) {});
+    SendCommand(topic_group.lane, std::move(command), [](absl::StatusOr<Reply>) {});
   }
 
   void OnLeaseExpired(Lease lease) {
@@ -1226,7 +1282,7 @@ class RedisBroker::State {
     }
     if (wanted.empty()) return;
     ReaderSlot& slot = readers_[group.reader];
-    if (!slot.ready || !command_ready_) return;
+    if (!slot.ready || !command_ready()) return;
     if (!slot.reading.empty()) {
       if (std::find(slot.waiting.begin(), slot.waiting.end(), name) == slot.waiting.end()) {
         slot.waiting.push_back(name);
@@ -1293,8 +1349,9 @@ class RedisBroker::State {
   // -- Maintenance (every maintenance_interval, real time) ------------------------
 
   void Maintain() {
-    if (shutting_down_ || !command_ready_) return;
+    if (shutting_down_ || !command_ready()) return;
     for (auto& [key, topic_group] : topic_groups_) {
+      if (!lane_ready_[topic_group.lane]) continue;
       if (topic_group.existence == TopicGroup::Existence::kFailed) {
         topic_group.existence = TopicGroup::Existence::kUnknown;
       }
@@ -1311,7 +1368,7 @@ class RedisBroker::State {
     if (topic_group.existence != TopicGroup::Existence::kReady || topic_group.sessions.empty()) {
       return;
     }
-    SendCommand(Command::Of({"XINFO", "GROUPS", topic_group.topic}),
+    SendCommand(topic_group.lane, Command::Of({"XINFO", "GROUPS", topic_group.topic}),
                 [this, &topic_group](absl::StatusOr<Reply> reply) {
                   if (!reply.ok() || !reply->is_array()) return;
                   for (const Reply& group : reply->elements) {
@@ -1352,9 +1409,10 @@ class RedisBroker::State {
       command.Add("XCLAIM").Add(topic_group.topic).Add(topic_group.group).Add(consumer_).Add("0");
       for (const std::string& id : ids) command.Add(id);
       command.Add("JUSTID");
-      SendCommand(std::move(command), [this, &topic_group](absl::StatusOr<Reply> reply) {
-        if (IsNoGroup(reply)) OnGroupLost(topic_group);
-      });
+      SendCommand(topic_group.lane, std::move(command),
+                  [this, &topic_group](absl::StatusOr<Reply> reply) {
+                    if (IsNoGroup(reply)) OnGroupLost(topic_group);
+                  });
     }
   }
 
@@ -1371,6 +1429,7 @@ class RedisBroker::State {
     topic_group.reclaiming = true;
     topic_group.reserved += count;
     SendCommand(
+        topic_group.lane,
         Command::Of({"XAUTOCLAIM", topic_group.topic, topic_group.group, consumer_,
                      absl::StrCat(absl::ToInt64Milliseconds(topic_group.policy.ack_deadline)),
                      topic_group.reclaim_cursor, "COUNT", absl::StrCat(count)}),
@@ -1405,26 +1464,28 @@ class RedisBroker::State {
       commands.push_back(Command::Of(
           {"XPENDING", topic_group.topic, topic_group.group, message.id, message.id, "1"}));
     }
-    SendCommands(std::move(commands), [this, &topic_group, reserved,
-                                       reclaimed = std::move(reclaimed)](Replies replies) mutable {
-      for (size_t i = 0; i < reclaimed.size(); ++i) {
-        const absl::StatusOr<Reply>& pending = replies[i];
-        // [[id, consumer, idle, count]]
-        if (!pending.ok() || !pending->is_array() || pending->elements.size() != 1 ||
-            pending->elements[0].elements.size() != 4) {
-          continue;  // Left pending: reclaimed again later.
-        }
-        const uint32_t attempt = static_cast<uint32_t>(pending->elements[0].elements[3].integer);
-        const std::string id = reclaimed[i].id;
-        Own(topic_group, std::move(reclaimed[i]), attempt);
-        if (attempt > topic_group.policy.max_delivery_attempts) {
-          // Its attempts were used up on the process that died.
-          topic_group.ready.pop_back();
-          DeadLetter(topic_group, id, attempt - 1);
-        }
-      }
-      EndReclaim(topic_group, reserved);
-    });
+    SendCommands(
+        topic_group.lane, std::move(commands),
+        [this, &topic_group, reserved, reclaimed = std::move(reclaimed)](Replies replies) mutable {
+          for (size_t i = 0; i < reclaimed.size(); ++i) {
+            const absl::StatusOr<Reply>& pending = replies[i];
+            // [[id, consumer, idle, count]]
+            if (!pending.ok() || !pending->is_array() || pending->elements.size() != 1 ||
+                pending->elements[0].elements.size() != 4) {
+              continue;  // Left pending: reclaimed again later.
+            }
+            const uint32_t attempt =
+                static_cast<uint32_t>(pending->elements[0].elements[3].integer);
+            const std::string id = reclaimed[i].id;
+            Own(topic_group, std::move(reclaimed[i]), attempt);
+            if (attempt > topic_group.policy.max_delivery_attempts) {
+              // Its attempts were used up on the process that died.
+              topic_group.ready.pop_back();
+              DeadLetter(topic_group, id, attempt - 1);
+            }
+          }
+          EndReclaim(topic_group, reserved);
+        });
   }
 
   // The reclaim pass is over: its credits go back to reads and claims, which
@@ -1449,7 +1510,10 @@ class RedisBroker::State {
   // Subscribed for Sync() barriers; never carries user messages.
   const std::string sync_channel_;
 
-  bool command_ready_ = false;
+  // Whether each command lane's connection is ready: the shared one (which
+  // decides health), then one per exclusive declaration.
+  std::vector<bool> lane_ready_ = {false};
+  std::map<const TopicPolicy*, size_t> exclusive_lanes_;
   bool subscriber_ready_ = false;
   std::vector<absl::AnyInvocable<void(bool)>> health_watchers_;
   bool shutting_down_ = false;
@@ -1536,7 +1600,7 @@ RedisBroker::RedisBroker(event::Dispatcher& dispatcher, event::DispatcherImpl& i
       io_dispatcher_(io),
       options_(std::move(options)),
       policies_(std::move(policies)),
-      io_(std::make_unique<Io>(io, options_, connection_observer)),
+      io_(std::make_unique<Io>(io, options_, policies_, connection_observer)),
       state_(std::make_unique<State>(dispatcher, io.clock(), options_, policies_, observer,
                                      serving_, io_->anchor())) {
   io_dispatcher_.Post(

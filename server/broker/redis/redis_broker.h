@@ -10,7 +10,12 @@
 //     local subscriber streams;
 //   * reader: blocking XREADGROUP, one per active consumer group (up to
 //     max_reader_connections, then shared), several topics of a group in one
-//     call.
+//     call;
+//   * exclusive:<pattern>: one per topic declaration marked `exclusive`
+//     (seed 001), carrying every command of its topics instead of the
+//     command connection, so they never queue behind other topics' traffic
+//     and keep working while the command connection reconnects. Their
+//     blocking reads still share the group's reader.
 //
 // Leases live in this process (LeaseTable); Redis only fetches and acks:
 //   * first deliveries come from XREADGROUP, only while a consumer has

@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -39,6 +38,7 @@ namespace switchboard::broker {
 namespace {
 
 using ::switchboard::testing::IsOk;
+using ::switchboard::testing::IsOkAndHolds;
 using ::switchboard::testing::kWaitTimeout;
 using ::switchboard::testing::RecordingConsumerSink;
 using ::switchboard::testing::RecordingObserver;
@@ -81,12 +81,6 @@ class HealthLog {
  private:
   absl::Mutex mu_;
   std::vector<bool> reports_ ABSL_GUARDED_BY(mu_);
-};
-
-// One stream entry as XRANGE shows it.
-struct Entry {
-  std::string id;
-  std::map<std::string, std::string> fields;
 };
 
 class RedisBrokerTest : public ::testing::Test {
@@ -157,48 +151,6 @@ class RedisBrokerTest : public ::testing::Test {
     session.Settle(std::move(update),
                    [&sink](LeaseUpdateResult result) { sink.RecordSettled(std::move(result)); });
     EXPECT_TRUE(sink.WaitForSettled(before + 1));
-  }
-
-  // Every entry of stream `key` as (id, payload), in stream order.
-  std::vector<std::pair<std::string, std::string>> StreamPayloads(const std::string& key) const {
-    absl::StatusOr<std::string> lines = redis_->Command(
-        {"EVAL",
-         "local out = {} "
-         "for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do "
-         "  for i = 1, #e[2], 2 do "
-         "    if e[2][i] == 'p' then table.insert(out, e[1] .. ' ' .. e[2][i + 1]) end "
-         "  end "
-         "end return out",
-         "1", key});
-    EXPECT_THAT(lines, IsOk());
-    std::vector<std::pair<std::string, std::string>> entries;
-    for (absl::string_view line : absl::StrSplit(lines.value_or(""), '\n', absl::SkipEmpty())) {
-      entries.push_back(absl::StrSplit(line, absl::MaxSplits(' ', 1)));
-    }
-    return entries;
-  }
-
-  // The fields of entry `id` of stream `key`.
-  std::map<std::string, std::string> EntryFields(const std::string& key,
-                                                 const std::string& id) const {
-    std::vector<std::string> lines =
-        absl::StrSplit(redis_->Command({"XRANGE", key, id, id}).value_or(""), '\n');
-    std::map<std::string, std::string> fields;
-    for (size_t i = 1; i + 1 < lines.size(); i += 2)
-      fields[lines[i]] = lines[i + 1];  // [id, f, v...]
-    return fields;
-  }
-
-  // Redis' delivery count of a pending entry (XPENDING).
-  int64_t DeliveryCount(const std::string& key, const std::string& group,
-                        const std::string& id) const {
-    std::vector<std::string> fields =
-        absl::StrSplit(redis_->Command({"XPENDING", key, group, id, id, "1"}).value_or(""), '\n');
-    int64_t count = -1;
-    if (fields.size() == 4) {
-      EXPECT_TRUE(absl::SimpleAtoi(fields[3], &count));
-    }
-    return count;
   }
 
   event::DispatcherImpl dispatcher_;
@@ -276,6 +228,54 @@ TEST_F(RedisBrokerTest, ManyStreamsShareFourConnections) {
   EXPECT_EQ(connections, (std::map<std::string, int>{{"switchboard:command", 1},
                                                      {"switchboard:reader", 2},
                                                      {"switchboard:subscriber", 1}}));
+}
+
+// A topic declared exclusive gets a command connection of its own (seed
+// 001): its publishes, acks and claims never queue behind other topics'.
+TEST_F(RedisBrokerTest, ExclusiveTopicHasItsOwnCommandConnection) {
+  StartServer();
+  TopicDeclaration payments = Durable("payments", absl::Seconds(30));
+  payments.policy.exclusive = true;
+  RedisBroker& broker = AddBroker({payments, Durable("work", absl::Seconds(30))});
+
+  // The last command each connection ran, by connection name.
+  const auto last_commands = [&] {
+    std::map<std::string, std::string> commands;
+    absl::StatusOr<std::string> list = redis_->Command({"CLIENT", "LIST"});
+    EXPECT_THAT(list, IsOk());
+    for (absl::string_view line : absl::StrSplit(list.value_or(""), '\n', absl::SkipEmpty())) {
+      std::map<std::string, std::string> fields;
+      for (absl::string_view field : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
+        fields.insert(absl::StrSplit(field, absl::MaxSplits('=', 1)));
+      }
+      if (absl::StartsWith(fields["name"], "switchboard:")) {
+        commands[fields["name"]] = fields["cmd"];
+      }
+    }
+    return commands;
+  };
+  ASSERT_THAT(Publish(broker, "payments", {"p0", "p1", "p2"}), IsOk());
+  std::map<std::string, std::string> commands = last_commands();
+  EXPECT_EQ(commands["switchboard:exclusive:payments"], "xadd");
+  EXPECT_NE(commands["switchboard:command"], "xadd");
+  ASSERT_THAT(Publish(broker, "work", {"w0"}), IsOk());
+  EXPECT_EQ(last_commands()["switchboard:command"], "xadd");
+
+  RecordingConsumerSink sink;
+  absl::StatusOr<std::unique_ptr<ConsumerSession>> session =
+      broker.Consume({"payments", "billing", 10, absl::ZeroDuration()}, sink);
+  ASSERT_THAT(session, IsOk());
+  ASSERT_TRUE(sink.WaitForCount(3));
+  std::vector<std::string> ack_ids;
+  for (const Delivery& delivery : sink.deliveries()) ack_ids.push_back(delivery.ack_id);
+  Settle(**session, sink, LeaseUpdate{ack_ids, {}, {}});
+  Sync(broker);
+  EXPECT_EQ(redis_->Command({"XPENDING", "payments", "billing"}).value_or(""),
+            "0\n(nil)\n(nil)\n(nil)");
+  commands = last_commands();
+  EXPECT_EQ(commands.size(), 4u) << "command, subscriber, reader, exclusive:payments";
+  EXPECT_EQ(commands.count("switchboard:exclusive:payments"), 1u);
+  EXPECT_EQ(commands.count("switchboard:reader"), 1u);
 }
 
 // Beyond max_reader_connections, groups share a reader and take turns
@@ -391,7 +391,9 @@ TEST_F(RedisBrokerTest, KillingRedisDuringPublishLosesNoAcknowledgedMessage) {
   // Every acknowledged publish is in the stream, with its payload. At most
   // the one publish in flight at the kill was stored without an answer.
   std::map<std::string, std::string> stored;
-  for (auto& [id, payload] : StreamPayloads("orders")) stored[id] = payload;
+  absl::StatusOr<std::vector<RedisServer::StreamEntry>> entries = redis_->StreamEntries("orders");
+  ASSERT_THAT(entries, IsOk());
+  for (RedisServer::StreamEntry& entry : *entries) stored[entry.id] = entry.fields["p"];
   for (const auto& [id, payload] : acked) EXPECT_EQ(stored[id], payload) << id;
   EXPECT_GE(stored.size(), acked.size());
   EXPECT_LE(stored.size(), acked.size() + 1);
@@ -439,7 +441,7 @@ TEST_F(RedisBrokerTest, KilledConsumersLeasesGoToTheOtherConsumerAtOnceWithAttem
     payloads.push_back(delivery.message.payload);
     EXPECT_EQ(delivery.delivery_attempt, 2u);
     // The attempt is Redis' own delivery count.
-    EXPECT_EQ(DeliveryCount("jobs", "workers", delivery.message.id), 2);
+    EXPECT_THAT(redis_->DeliveryCount("jobs", "workers", delivery.message.id), IsOkAndHolds(2));
   }
   EXPECT_THAT(payloads, ElementsAre("j0", "j1", "j2", "j3", "j4"));
   EXPECT_THAT(killed_sink.violations(), IsEmpty());
@@ -475,7 +477,7 @@ TEST_F(RedisBrokerTest, StreamEndingOnOneReplicaHandsItsMessagesToAnother) {
   for (const Delivery& delivery : staying_sink.deliveries()) {
     payloads.push_back(delivery.message.payload);
     EXPECT_EQ(delivery.delivery_attempt, 2u);
-    EXPECT_EQ(DeliveryCount("jobs", "workers", delivery.message.id), 2);
+    EXPECT_THAT(redis_->DeliveryCount("jobs", "workers", delivery.message.id), IsOkAndHolds(2));
   }
   EXPECT_THAT(payloads, ElementsAre("j0", "j1", "j2"));
 }
@@ -554,7 +556,8 @@ TEST_F(RedisBrokerTest, LiveLeasesAreNeverReclaimedByAnotherReplica) {
   EXPECT_EQ(other_sink.count(), 0u);
   EXPECT_EQ(holder_sink.count(), 4u);
   for (const Delivery& delivery : holder_sink.deliveries()) {
-    EXPECT_EQ(DeliveryCount("jobs", "workers", delivery.message.id), 1) << "never reclaimed";
+    EXPECT_THAT(redis_->DeliveryCount("jobs", "workers", delivery.message.id), IsOkAndHolds(1))
+        << "never reclaimed";
   }
 }
 
@@ -579,10 +582,10 @@ TEST_F(RedisBrokerTest, PoisonMessageLandsInTheDeadLetterStreamAndIsAcked) {
 
   // Acked in the group, and written to the dead-letter stream once.
   EXPECT_EQ(redis_->Command({"XPENDING", "fragile", "g"}).value_or(""), "0\n(nil)\n(nil)\n(nil)");
-  const std::vector<std::pair<std::string, std::string>> dead = StreamPayloads("fragile:dlq");
-  ASSERT_EQ(dead.size(), 1u);
-  EXPECT_EQ(dead[0].second, "poison");
-  EXPECT_EQ(EntryFields("fragile:dlq", dead[0].first),
+  absl::StatusOr<std::vector<RedisServer::StreamEntry>> dead = redis_->StreamEntries("fragile:dlq");
+  ASSERT_THAT(dead, IsOk());
+  ASSERT_EQ(dead->size(), 1u);
+  EXPECT_EQ((*dead)[0].fields,
             (std::map<std::string, std::string>{
                 {"p", "poison"},
                 {absl::StrCat("a:", kDeadLetterAttemptsAttribute), "3"},

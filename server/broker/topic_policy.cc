@@ -3,9 +3,18 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "server/common/names.h"
 
 namespace switchboard::broker {
+namespace {
+
+absl::Status KindMismatch(absl::string_view topic, TopicKind kind, absl::string_view use) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("topic '", topic, "' is ", TopicKindName(kind), "; use ", use));
+}
+
+}  // namespace
 
 absl::string_view TopicKindName(TopicKind kind) {
   return kind == TopicKind::kEphemeral ? "ephemeral" : "durable";
@@ -40,6 +49,21 @@ const TopicPolicy& TopicPolicies::Resolve(absl::string_view topic) const {
     if (common::TopicPatternMatches(declaration.pattern, topic)) return declaration.policy;
   }
   return default_policy_;
+}
+
+absl::StatusOr<const TopicPolicy*> TopicPolicies::ResolveSubscribable(
+    absl::string_view topic) const {
+  absl::string_view resolved = topic;
+  if (common::IsTopicPrefixPattern(topic)) resolved.remove_suffix(1);
+  const TopicPolicy& policy = Resolve(resolved);
+  if (policy.kind != TopicKind::kEphemeral) return KindMismatch(topic, policy.kind, "Consume");
+  return &policy;
+}
+
+absl::Status TopicPolicies::CheckConsumable(absl::string_view topic) const {
+  const TopicPolicy& policy = Resolve(topic);
+  if (policy.kind != TopicKind::kDurable) return KindMismatch(topic, policy.kind, "Subscribe");
+  return absl::OkStatus();
 }
 
 }  // namespace switchboard::broker

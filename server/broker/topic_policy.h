@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
@@ -54,6 +56,14 @@ class TopicPolicies {
 
   // The policy for a concrete topic name.
   const TopicPolicy& Resolve(absl::string_view topic) const;
+
+  // The policy of a Subscribe to `topic`, an exact name or a prefix pattern
+  // ("news.*" has the policy of "news."). FAILED_PRECONDITION naming the
+  // kind when the topic is not ephemeral.
+  absl::StatusOr<const TopicPolicy*> ResolveSubscribable(absl::string_view topic) const;
+
+  // FAILED_PRECONDITION naming the kind when `topic` is not durable.
+  absl::Status CheckConsumable(absl::string_view topic) const;
 
   const std::vector<TopicDeclaration>& declarations() const { return declarations_; }
 

@@ -13,22 +13,17 @@
 #include "server/broker/memory/stream.h"
 #include "server/broker/message_id.h"
 #include "server/broker/sink_guard.h"
+#include "server/broker/state_gate.h"
 #include "server/broker/subscriber_buffer.h"
 #include "server/broker/subscriber_index.h"
 #include "server/common/names.h"
+#include "server/common/status_macros.h"
 
 namespace switchboard::broker {
 namespace {
 
 using SubscriberGuard = SinkGuard<SubscriberSink>;
 using ConsumerGuard = SinkGuard<ConsumerSink>;
-
-absl::Status KindMismatch(absl::string_view topic, TopicKind kind, absl::string_view use) {
-  return absl::FailedPreconditionError(
-      absl::StrCat("topic '", topic, "' is ", TopicKindName(kind), "; use ", use));
-}
-
-absl::Status ShutDownError() { return absl::UnavailableError("the memory broker is shut down"); }
 
 }  // namespace
 
@@ -324,132 +319,45 @@ class MemoryBroker::State {
   LeaseTable leases_;
 };
 
-class MemoryBroker::SubscriptionHandle final : public Subscription {
- public:
-  SubscriptionHandle(MemoryBroker& broker, uint64_t id, std::shared_ptr<SubscriberGuard> sink)
-      : broker_(broker), id_(id), sink_(std::move(sink)) {}
-
-  ~SubscriptionHandle() override {
-    sink_->Detach();
-    broker_.Run([id = id_](State* state) {
-      if (state != nullptr) state->RemoveSubscriber(id);
-    });
-  }
-
-  void Ready() override {
-    broker_.Run([id = id_](State* state) {
-      if (state != nullptr) state->SubscriberReady(id);
-    });
-  }
-
- private:
-  MemoryBroker& broker_;
-  const uint64_t id_;
-  const std::shared_ptr<SubscriberGuard> sink_;
-};
-
-class MemoryBroker::SessionHandle final : public ConsumerSession {
- public:
-  SessionHandle(MemoryBroker& broker, uint64_t id, std::shared_ptr<ConsumerGuard> sink)
-      : broker_(broker), id_(id), sink_(std::move(sink)) {}
-
-  ~SessionHandle() override {
-    sink_->Detach();
-    broker_.Run([id = id_](State* state) {
-      if (state != nullptr) state->RemoveSession(id);
-    });
-  }
-
-  void Settle(LeaseUpdate update, absl::AnyInvocable<void(LeaseUpdateResult)> done) override {
-    broker_.Run(
-        [id = id_, update = std::move(update), done = std::move(done)](State* state) mutable {
-          if (state != nullptr) state->Settle(id, update, std::move(done));
-        });
-  }
-
- private:
-  MemoryBroker& broker_;
-  const uint64_t id_;
-  const std::shared_ptr<ConsumerGuard> sink_;
-};
-
 MemoryBroker::MemoryBroker(event::Dispatcher& dispatcher, TopicPolicies policies,
                            BrokerObserver& observer)
     : dispatcher_(dispatcher),
       policies_(std::move(policies)),
-      state_(std::make_unique<State>(dispatcher, policies_, observer)) {}
+      state_(std::make_unique<State>(dispatcher, policies_, observer)),
+      gate_(dispatcher, state_.get(), absl::UnavailableError("the memory broker is shut down")) {}
 
 MemoryBroker::~MemoryBroker() { Shutdown(); }
 
-bool MemoryBroker::Run(absl::AnyInvocable<void(State* state)> fn) {
-  absl::ReaderMutexLock lock(&lifecycle_mu_);
-  State* state = running_ ? state_.get() : nullptr;
-  dispatcher_.Post([state, fn = std::move(fn)]() mutable { fn(state); });
-  return state != nullptr;
-}
-
 void MemoryBroker::Publish(std::string topic, std::vector<OutgoingMessage> messages,
                            PublishCallback done) {
-  Run([topic = std::move(topic), messages = std::move(messages),
-       done = std::move(done)](State* state) mutable {
-    if (state == nullptr) {
-      done(ShutDownError());
-      return;
-    }
-    state->Publish(topic, std::move(messages), std::move(done));
-  });
+  gate_.Publish(std::move(topic), std::move(messages), std::move(done));
 }
 
 absl::StatusOr<std::unique_ptr<Subscription>> MemoryBroker::Subscribe(absl::string_view topic,
                                                                       SubscriberSink& sink) {
-  // A pattern "news.*" has the kind (and buffer) of its prefix "news.".
-  absl::string_view resolved = topic;
-  if (common::IsTopicPrefixPattern(topic)) resolved.remove_suffix(1);
-  const TopicPolicy& policy = policies_.Resolve(resolved);
-  if (policy.kind != TopicKind::kEphemeral) return KindMismatch(topic, policy.kind, "Consume");
-
-  auto guard = std::make_shared<SubscriberGuard>(sink);
-  const uint64_t id = next_handle_id_.fetch_add(1);
-  const bool running = Run([id, pattern = std::string(topic), &policy, guard](State* state) {
-    if (state != nullptr) state->AddSubscriber(id, pattern, policy, guard);
-  });
-  if (!running) return ShutDownError();
-  return std::make_unique<SubscriptionHandle>(*this, id, std::move(guard));
+  SB_ASSIGN_OR_RETURN(const TopicPolicy* policy, policies_.ResolveSubscribable(topic));
+  return gate_.Subscribe(std::string(topic), *policy, sink);
 }
 
 absl::StatusOr<std::unique_ptr<ConsumerSession>> MemoryBroker::Consume(ConsumeOptions options,
                                                                        ConsumerSink& sink) {
-  const TopicPolicy& policy = policies_.Resolve(options.topic);
-  if (policy.kind != TopicKind::kDurable) {
-    return KindMismatch(options.topic, policy.kind, "Subscribe");
-  }
-
-  auto guard = std::make_shared<ConsumerGuard>(sink);
-  const uint64_t id = next_handle_id_.fetch_add(1);
-  const bool running = Run([id, options = std::move(options), guard](State* state) mutable {
-    if (state != nullptr) state->AddSession(id, std::move(options), guard);
-  });
-  if (!running) return ShutDownError();
-  return std::make_unique<SessionHandle>(*this, id, std::move(guard));
+  SB_RETURN_IF_ERROR(policies_.CheckConsumable(options.topic));
+  return gate_.Consume(std::move(options), sink);
 }
 
 void MemoryBroker::WatchHealth(absl::AnyInvocable<void(bool serving)> watcher) {
-  Run([watcher = std::move(watcher)](State* state) mutable { watcher(state != nullptr); });
+  gate_.Run([watcher = std::move(watcher)](State* state) mutable { watcher(state != nullptr); });
 }
 
 void MemoryBroker::Shutdown() {
+  if (!gate_.Close()) return;
+  // Runs after every closure posted while the gate was open.
   absl::Notification stopped;
-  {
-    absl::MutexLock lock(&lifecycle_mu_);
-    if (!running_) return;
-    running_ = false;
-    // Runs after every closure posted while the broker was running.
-    dispatcher_.Post([this, &stopped] {
-      state_->CloseAll(absl::UnavailableError("the memory broker is shutting down"));
-      state_.reset();
-      stopped.Notify();
-    });
-  }
+  dispatcher_.Post([this, &stopped] {
+    state_->CloseAll(gate_.shut_down_error());
+    state_.reset();
+    stopped.Notify();
+  });
   stopped.WaitForNotification();
 }
 

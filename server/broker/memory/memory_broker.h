@@ -20,14 +20,12 @@
 // one of its own callbacks.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "server/broker/broker.h"
+#include "server/broker/state_gate.h"
 #include "server/broker/topic_policy.h"
 #include "server/event/dispatcher.h"
 
@@ -60,21 +58,12 @@ class MemoryBroker final : public Broker {
 
  private:
   class State;
-  class SubscriptionHandle;
-  class SessionHandle;
-
-  // Posts `fn` to the dispatcher. It runs with the broker's state, or with
-  // nullptr once Shutdown() has begun; returns whether the state was live.
-  bool Run(absl::AnyInvocable<void(State* state)> fn);
 
   event::Dispatcher& dispatcher_;
   const TopicPolicies policies_;  // Read from any thread.
-  std::atomic<uint64_t> next_handle_id_{1};
-
-  absl::Mutex lifecycle_mu_;
-  bool running_ ABSL_GUARDED_BY(lifecycle_mu_) = true;
   // Used on the dispatcher thread only; freed there by Shutdown().
   std::unique_ptr<State> state_;
+  StateGate<State> gate_;
 };
 
 }  // namespace switchboard::broker

@@ -25,6 +25,7 @@
 #include "server/broker/subscriber_index.h"
 #include "server/common/log.h"
 #include "server/common/names.h"
+#include "server/common/status_macros.h"
 
 namespace switchboard::broker {
 namespace {
@@ -43,11 +44,6 @@ constexpr size_t kRefreshBatch = 500;
 // How soon the I/O side retries a CLIENT UNBLOCK that found the reader not
 // blocked yet (its XREADGROUP still on the way).
 constexpr absl::Duration kUnblockRetry = absl::Milliseconds(1);
-
-absl::Status KindMismatch(absl::string_view topic, TopicKind kind, absl::string_view use) {
-  return absl::FailedPreconditionError(
-      absl::StrCat("topic '", topic, "' is ", TopicKindName(kind), "; use ", use));
-}
 
 absl::Status ShutDownError() { return absl::UnavailableError("the redis broker is shut down"); }
 
@@ -1543,56 +1539,6 @@ class RedisBroker::State {
 // ---------------------------------------------------------------------------
 // Handles and the public surface.
 
-class RedisBroker::SubscriptionHandle final : public Subscription {
- public:
-  SubscriptionHandle(RedisBroker& broker, uint64_t id,
-                     std::shared_ptr<SinkGuard<SubscriberSink>> sink)
-      : broker_(broker), id_(id), sink_(std::move(sink)) {}
-
-  ~SubscriptionHandle() override {
-    sink_->Detach();
-    broker_.Run([id = id_](State* state) {
-      if (state != nullptr) state->RemoveSubscriber(id);
-    });
-  }
-
-  void Ready() override {
-    broker_.Run([id = id_](State* state) {
-      if (state != nullptr) state->SubscriberReady(id);
-    });
-  }
-
- private:
-  RedisBroker& broker_;
-  const uint64_t id_;
-  const std::shared_ptr<SinkGuard<SubscriberSink>> sink_;
-};
-
-class RedisBroker::SessionHandle final : public ConsumerSession {
- public:
-  SessionHandle(RedisBroker& broker, uint64_t id, std::shared_ptr<ConsumerGuard> sink)
-      : broker_(broker), id_(id), sink_(std::move(sink)) {}
-
-  ~SessionHandle() override {
-    sink_->Detach();
-    broker_.Run([id = id_](State* state) {
-      if (state != nullptr) state->RemoveSession(id);
-    });
-  }
-
-  void Settle(LeaseUpdate update, absl::AnyInvocable<void(LeaseUpdateResult)> done) override {
-    broker_.Run(
-        [id = id_, update = std::move(update), done = std::move(done)](State* state) mutable {
-          if (state != nullptr) state->Settle(id, update, std::move(done));
-        });
-  }
-
- private:
-  RedisBroker& broker_;
-  const uint64_t id_;
-  const std::shared_ptr<ConsumerGuard> sink_;
-};
-
 RedisBroker::RedisBroker(event::Dispatcher& dispatcher, event::DispatcherImpl& io,
                          RedisBrokerOptions options, TopicPolicies policies,
                          BrokerObserver& observer, redis::ConnectionObserver& connection_observer)
@@ -1602,69 +1548,35 @@ RedisBroker::RedisBroker(event::Dispatcher& dispatcher, event::DispatcherImpl& i
       policies_(std::move(policies)),
       io_(std::make_unique<Io>(io, options_, policies_, connection_observer)),
       state_(std::make_unique<State>(dispatcher, io.clock(), options_, policies_, observer,
-                                     serving_, io_->anchor())) {
+                                     serving_, io_->anchor())),
+      gate_(dispatcher, state_.get(), ShutDownError()) {
   io_dispatcher_.Post(
       [io = io_.get(), events = state_->IoEvents()]() mutable { io->Start(std::move(events)); });
 }
 
 RedisBroker::~RedisBroker() { Shutdown(); }
 
-bool RedisBroker::Run(absl::AnyInvocable<void(State* state)> fn) {
-  absl::ReaderMutexLock lock(&lifecycle_mu_);
-  State* state = running_ ? state_.get() : nullptr;
-  dispatcher_.Post([state, fn = std::move(fn)]() mutable { fn(state); });
-  return state != nullptr;
-}
-
 void RedisBroker::Publish(std::string topic, std::vector<OutgoingMessage> messages,
                           PublishCallback done) {
-  Run([topic = std::move(topic), messages = std::move(messages),
-       done = std::move(done)](State* state) mutable {
-    if (state == nullptr) {
-      done(ShutDownError());
-      return;
-    }
-    state->Publish(topic, std::move(messages), std::move(done));
-  });
+  gate_.Publish(std::move(topic), std::move(messages), std::move(done));
 }
 
 absl::StatusOr<std::unique_ptr<Subscription>> RedisBroker::Subscribe(absl::string_view topic,
                                                                      SubscriberSink& sink) {
-  // A pattern "news.*" has the kind (and buffer) of its prefix "news.".
-  absl::string_view resolved = topic;
-  if (common::IsTopicPrefixPattern(topic)) resolved.remove_suffix(1);
-  const TopicPolicy& policy = policies_.Resolve(resolved);
-  if (policy.kind != TopicKind::kEphemeral) return KindMismatch(topic, policy.kind, "Consume");
+  SB_ASSIGN_OR_RETURN(const TopicPolicy* policy, policies_.ResolveSubscribable(topic));
   if (!serving_.load()) return absl::UnavailableError("redis is unreachable");
-
-  auto guard = std::make_shared<SinkGuard<SubscriberSink>>(sink);
-  const uint64_t id = next_handle_id_.fetch_add(1);
-  const bool running = Run([id, pattern = std::string(topic), &policy, guard](State* state) {
-    if (state != nullptr) state->AddSubscriber(id, pattern, policy, guard);
-  });
-  if (!running) return ShutDownError();
-  return std::make_unique<SubscriptionHandle>(*this, id, std::move(guard));
+  return gate_.Subscribe(std::string(topic), *policy, sink);
 }
 
 absl::StatusOr<std::unique_ptr<ConsumerSession>> RedisBroker::Consume(ConsumeOptions options,
                                                                       ConsumerSink& sink) {
-  const TopicPolicy& policy = policies_.Resolve(options.topic);
-  if (policy.kind != TopicKind::kDurable) {
-    return KindMismatch(options.topic, policy.kind, "Subscribe");
-  }
+  SB_RETURN_IF_ERROR(policies_.CheckConsumable(options.topic));
   if (!serving_.load()) return absl::UnavailableError("redis is unreachable");
-
-  auto guard = std::make_shared<ConsumerGuard>(sink);
-  const uint64_t id = next_handle_id_.fetch_add(1);
-  const bool running = Run([id, options = std::move(options), guard](State* state) mutable {
-    if (state != nullptr) state->AddSession(id, std::move(options), guard);
-  });
-  if (!running) return ShutDownError();
-  return std::make_unique<SessionHandle>(*this, id, std::move(guard));
+  return gate_.Consume(std::move(options), sink);
 }
 
 void RedisBroker::WatchHealth(absl::AnyInvocable<void(bool serving)> watcher) {
-  Run([watcher = std::move(watcher)](State* state) mutable {
+  gate_.Run([watcher = std::move(watcher)](State* state) mutable {
     if (state == nullptr) {
       watcher(false);
       return;
@@ -1674,7 +1586,7 @@ void RedisBroker::WatchHealth(absl::AnyInvocable<void(bool serving)> watcher) {
 }
 
 void RedisBroker::Sync(absl::AnyInvocable<void()> done) {
-  Run([done = std::move(done)](State* state) mutable {
+  gate_.Run([done = std::move(done)](State* state) mutable {
     if (state == nullptr) {
       done();
       return;
@@ -1684,18 +1596,14 @@ void RedisBroker::Sync(absl::AnyInvocable<void()> done) {
 }
 
 void RedisBroker::Shutdown() {
-  {
-    absl::MutexLock lock(&lifecycle_mu_);
-    if (!running_) return;
-    running_ = false;
-  }
+  if (!gate_.Close()) return;
   // In order: let pending commands finish, end the handles, close the
   // connections, then free the state and the I/O side on their threads.
   // Each step is posted, never inline, so no step frees what runs it.
   absl::Notification stopped;
   dispatcher_.Post([this, &stopped] {
     state_->BeginShutdown([this, &stopped] {
-      state_->CloseAll(absl::UnavailableError("the redis broker is shutting down"));
+      state_->CloseAll(gate_.shut_down_error());
       io_dispatcher_.Post([this, &stopped] {
         io_->CloseAll();
         dispatcher_.Post([this, &stopped] {

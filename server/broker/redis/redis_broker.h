@@ -54,10 +54,9 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "server/broker/broker.h"
 #include "server/broker/redis/connection.h"
+#include "server/broker/state_gate.h"
 #include "server/broker/topic_policy.h"
 #include "server/event/dispatcher.h"
 #include "server/event/dispatcher_impl.h"
@@ -116,27 +115,19 @@ class RedisBroker final : public Broker {
  private:
   class Io;
   class State;
-  class SubscriptionHandle;
-  class SessionHandle;
-
-  // Runs `fn` with the state on the dispatcher, or with nullptr once
-  // Shutdown() has begun; returns whether the state was live.
-  bool Run(absl::AnyInvocable<void(State* state)> fn);
 
   event::Dispatcher& dispatcher_;
   event::DispatcherImpl& io_dispatcher_;
   const RedisBrokerOptions options_;
   const TopicPolicies policies_;  // Read from any thread.
-  std::atomic<uint64_t> next_handle_id_{1};
   // Mirrors the state's health for the synchronous refusals of Subscribe and
   // Consume.
   std::atomic<bool> serving_{false};
 
-  absl::Mutex lifecycle_mu_;
-  bool running_ ABSL_GUARDED_BY(lifecycle_mu_) = true;
   // Owned here, used and freed on their dispatchers (Shutdown()).
   std::unique_ptr<Io> io_;
   std::unique_ptr<State> state_;
+  StateGate<State> gate_;
 };
 
 }  // namespace switchboard::broker

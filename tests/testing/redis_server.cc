@@ -127,7 +127,8 @@ absl::Status RedisServer::Restart() {
   return Launch();
 }
 
-absl::StatusOr<std::string> RedisServer::Command(const std::vector<std::string>& args) const {
+absl::Status RedisServer::Run(const std::vector<std::string>& args,
+                              const std::function<void(const redisReply& reply)>& read) const {
   const timeval timeout = absl::ToTimeval(absl::Seconds(5));
   redisContext* context = redisConnectWithTimeout("127.0.0.1", port_, timeout);
   if (context == nullptr || context->err != 0) {
@@ -136,7 +137,8 @@ absl::StatusOr<std::string> RedisServer::Command(const std::vector<std::string>&
     return absl::UnavailableError(absl::StrCat("cannot connect to redis: ", error));
   }
   redisSetTimeout(context, timeout);
-  auto run = [context](const std::vector<std::string>& command) -> absl::StatusOr<std::string> {
+  auto run = [context](const std::vector<std::string>& command,
+                       const std::function<void(const redisReply& reply)>& read) {
     std::vector<const char*> argv;
     std::vector<size_t> lengths;
     for (const std::string& arg : command) {
@@ -146,19 +148,27 @@ absl::StatusOr<std::string> RedisServer::Command(const std::vector<std::string>&
     auto* reply = static_cast<redisReply*>(
         redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()));
     if (reply == nullptr) return absl::UnavailableError(context->errstr);
-    std::string text = Flatten(*reply);
+    read(*reply);
     freeReplyObject(reply);
-    return text;
+    return absl::OkStatus();
   };
-  absl::StatusOr<std::string> result = std::string();  // No AUTH needed.
+  const auto ignore = [](const redisReply&) {};
+  absl::Status status;  // No AUTH needed.
   if (!options_.acl_user.empty()) {
-    result = run({"AUTH", options_.acl_user, options_.acl_password});
+    status = run({"AUTH", options_.acl_user, options_.acl_password}, ignore);
   } else if (!options_.password.empty()) {
-    result = run({"AUTH", options_.password});
+    status = run({"AUTH", options_.password}, ignore);
   }
-  if (result.ok()) result = run(args);
+  if (status.ok()) status = run(args, read);
   redisFree(context);
-  return result;
+  return status;
+}
+
+absl::StatusOr<std::string> RedisServer::Command(const std::vector<std::string>& args) const {
+  std::string text;
+  absl::Status status = Run(args, [&text](const redisReply& reply) { text = Flatten(reply); });
+  if (!status.ok()) return status;
+  return text;
 }
 
 absl::StatusOr<std::vector<std::string>> RedisServer::ClientNames() const {
@@ -171,6 +181,40 @@ absl::StatusOr<std::vector<std::string>> RedisServer::ClientNames() const {
     }
   }
   return names;
+}
+
+absl::StatusOr<std::vector<RedisServer::StreamEntry>> RedisServer::StreamEntries(
+    const std::string& key) const {
+  std::vector<StreamEntry> entries;
+  absl::Status status = Run({"XRANGE", key, "-", "+"}, [&entries](const redisReply& reply) {
+    for (size_t i = 0; reply.type == REDIS_REPLY_ARRAY && i < reply.elements; ++i) {
+      const redisReply& entry = *reply.element[i];  // [id, [field, value, ...]]
+      if (entry.type != REDIS_REPLY_ARRAY || entry.elements != 2) continue;
+      StreamEntry& out = entries.emplace_back();
+      out.id = Flatten(*entry.element[0]);
+      const redisReply& fields = *entry.element[1];
+      for (size_t f = 0; f + 1 < fields.elements; f += 2) {
+        out.fields[Flatten(*fields.element[f])] = Flatten(*fields.element[f + 1]);
+      }
+    }
+  });
+  if (!status.ok()) return status;
+  return entries;
+}
+
+absl::StatusOr<int64_t> RedisServer::DeliveryCount(const std::string& key, const std::string& group,
+                                                   const std::string& id) const {
+  std::optional<int64_t> count;
+  absl::Status status = Run({"XPENDING", key, group, id, id, "1"}, [&count](
+                                                                       const redisReply& reply) {
+    // [[id, consumer, idle, deliveries]], or empty when not pending.
+    if (reply.type == REDIS_REPLY_ARRAY && reply.elements == 1 && reply.element[0]->elements == 4) {
+      count = reply.element[0]->element[3]->integer;
+    }
+  });
+  if (!status.ok()) return status;
+  if (!count) return absl::NotFoundError(absl::StrCat(key, " ", id, " is not pending in ", group));
+  return *count;
 }
 
 }  // namespace switchboard::testing

@@ -5,12 +5,16 @@
 // `redis-server` from PATH with persistence off by default (`--save ""
 // --appendonly no`); fault tests turn on the append-only file, Kill() the
 // server and Restart() it on the same port and data. `Command()` is a small
-// blocking client for assertions (CLIENT LIST, XLEN, ...). The destructor
+// blocking client for assertions (CLIENT LIST, XLEN, ...), with helpers for
+// what tests read most: stream entries and delivery counts. The destructor
 // kills the server and removes its directory.
 //
 // Not thread-safe: use one from the test's main thread.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +22,8 @@
 
 #include "absl/status/statusor.h"
 #include "tests/testing/subprocess.h"
+
+struct redisReply;
 
 namespace switchboard::testing {
 
@@ -64,11 +70,30 @@ class RedisServer {
   // empty for a connection without a name (such as the one asking).
   absl::StatusOr<std::vector<std::string>> ClientNames() const;
 
+  // One entry of a stream, as XRANGE returns it.
+  struct StreamEntry {
+    std::string id;
+    std::map<std::string, std::string> fields;
+  };
+
+  // Every entry of stream `key`, in stream order (XRANGE key - +).
+  absl::StatusOr<std::vector<StreamEntry>> StreamEntries(const std::string& key) const;
+
+  // Redis' delivery count of entry `id` of stream `key` in `group`
+  // (XPENDING); NOT_FOUND when the entry is not pending there.
+  absl::StatusOr<int64_t> DeliveryCount(const std::string& key, const std::string& group,
+                                        const std::string& id) const;
+
  private:
   RedisServer(Options options, int port, std::string data_dir)
       : options_(std::move(options)), port_(port), data_dir_(std::move(data_dir)) {}
 
   absl::Status Launch();
+
+  // Runs one command on a fresh blocking connection (authenticated like the
+  // server requires) and hands its reply to `read`.
+  absl::Status Run(const std::vector<std::string>& args,
+                   const std::function<void(const redisReply& reply)>& read) const;
 
   const Options options_;
   const int port_;

@@ -2,6 +2,7 @@
 //
 //   EXPECT_THAT(DoThing(), IsOk());
 //   EXPECT_THAT(Lookup(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("ack_ids[0]")));
+//   EXPECT_THAT(Count(), IsOkAndHolds(2));
 #pragma once
 
 #include "absl/status/status.h"
@@ -34,6 +35,14 @@ MATCHER_P2(StatusIs, code, message_matcher,
   *result_listener << "status is " << status;
   return status.code() == code &&
          ::testing::Matches(message_matcher)(std::string(status.message()));
+}
+
+MATCHER_P(IsOkAndHolds, value_matcher, "is OK and holds a matching value") {
+  if (!arg.ok()) {
+    *result_listener << "status is " << arg.status();
+    return false;
+  }
+  return ::testing::ExplainMatchResult(value_matcher, *arg, result_listener);
 }
 
 }  // namespace switchboard::testing

@@ -7,7 +7,10 @@
 
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "server/config/config.h"
 
 namespace switchboard::testing {
@@ -52,6 +55,19 @@ absl::StatusOr<std::string> HttpGet(int port, absl::string_view path) {
   const size_t body = response.find("\r\n\r\n");
   if (body == std::string::npos) return absl::DataLossError("no HTTP body");
   return response.substr(body + 4);
+}
+
+absl::StatusOr<double> ScrapeMetric(int port, absl::string_view series) {
+  absl::StatusOr<std::string> page = HttpGet(port, "/metrics");
+  if (!page.ok()) return page.status();
+  for (absl::string_view line : absl::StrSplit(*page, '\n')) {
+    double value = 0;
+    if (absl::ConsumePrefix(&line, series) && absl::ConsumePrefix(&line, " ") &&
+        absl::SimpleAtod(line, &value)) {
+      return value;
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("no series ", series, " on the metrics page"));
 }
 
 }  // namespace switchboard::testing

@@ -1,7 +1,8 @@
 // Starts a real Switchboard server inside the test process, on loopback
 // ports picked at run time, from a YAML configuration. Used by the
 // integration tests that speak gRPC to it with generated stubs or the client
-// library.
+// library. HttpGet() and ScrapeMetric() read the metrics endpoint of any
+// server, in-process or a child process.
 #pragma once
 
 #include <memory>
@@ -25,5 +26,10 @@ absl::StatusOr<InProcessServer> StartInProcessServer(absl::string_view yaml = ""
 
 // GETs http://127.0.0.1:`port``path` and returns the body.
 absl::StatusOr<std::string> HttpGet(int port, absl::string_view path);
+
+// The value of one series of the Prometheus page /metrics on `port`, named
+// as the page writes it: `switchboard_acks_total{topic="jobs"}` (labels in
+// alphabetical order). NOT_FOUND when the page has no such series.
+absl::StatusOr<double> ScrapeMetric(int port, absl::string_view series);
 
 }  // namespace switchboard::testing

@@ -2,9 +2,7 @@
 // killed (SIGKILL) and started again on the same port. The Consumer must
 // resume on its own; the Publisher must fail what was in flight and work again
 // once the server is back.
-#include <signal.h>
 
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,7 +14,7 @@
 #include "switchboard/client/publisher.h"
 #include "tests/integration/client/collector.h"
 #include "tests/testing/status_matchers.h"
-#include "tests/testing/subprocess.h"
+#include "tests/testing/switchboard_process.h"
 
 namespace switchboard::client {
 namespace {
@@ -26,34 +24,6 @@ using ::switchboard::testing::StatusIs;
 using ::testing::ElementsAre;
 
 constexpr absl::Duration kTimeout = absl::Seconds(10);
-
-// A `switchboard` process on ports picked once, restartable on the same ports.
-class ServerProcess {
- public:
-  ServerProcess() : port_(testing::PickUnusedPort()), metrics_port_(testing::PickUnusedPort()) {}
-
-  std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
-
-  void Start() {
-    absl::StatusOr<testing::Subprocess> process =
-        testing::Subprocess::Start({SWITCHBOARD_BINARY, absl::StrCat("--listen=", target()),
-                                    absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_)});
-    ASSERT_TRUE(process.ok()) << process.status();
-    process_.emplace(*std::move(process));
-    ASSERT_TRUE(testing::WaitForPort(port_, kTimeout)) << process_->stderr_text();
-  }
-
-  void Kill() {
-    process_->Signal(SIGKILL);
-    ASSERT_EQ(process_->Wait(kTimeout), 128 + SIGKILL);
-    process_.reset();
-  }
-
- private:
-  const int port_;
-  const int metrics_port_;
-  std::optional<testing::Subprocess> process_;
-};
 
 ClientOptions FastReconnect(const std::string& target) {
   ClientOptions options;
@@ -70,8 +40,8 @@ void Publish(const std::string& target, const std::vector<std::string>& payloads
 }
 
 TEST(ReconnectTest, TheConsumerResumesAfterTheServerRestarts) {
-  ServerProcess server;
-  ASSERT_NO_FATAL_FAILURE(server.Start());
+  testing::SwitchboardProcess server(SWITCHBOARD_BINARY);
+  ASSERT_THAT(server.Start(kTimeout), IsOk());
   const Client client(FastReconnect(server.target()));
   Collector handled;
   ConsumerOptions options;
@@ -85,8 +55,8 @@ TEST(ReconnectTest, TheConsumerResumesAfterTheServerRestarts) {
   ASSERT_NO_FATAL_FAILURE(Publish(server.target(), {"a0", "a1", "a2"}));
   ASSERT_TRUE(handled.AwaitCount(3));
 
-  ASSERT_NO_FATAL_FAILURE(server.Kill());
-  ASSERT_NO_FATAL_FAILURE(server.Start());
+  ASSERT_THAT(server.Kill(kTimeout), IsOk());
+  ASSERT_THAT(server.Start(kTimeout), IsOk());
   // The memory broker starts empty: only these come after the restart.
   ASSERT_NO_FATAL_FAILURE(Publish(server.target(), {"b0", "b1", "b2"}));
   ASSERT_TRUE(handled.AwaitCount(6));
@@ -97,20 +67,20 @@ TEST(ReconnectTest, TheConsumerResumesAfterTheServerRestarts) {
 }
 
 TEST(ReconnectTest, ThePublisherFailsWhatWasInFlightAndWorksAgainAfterARestart) {
-  ServerProcess server;
-  ASSERT_NO_FATAL_FAILURE(server.Start());
+  testing::SwitchboardProcess server(SWITCHBOARD_BINARY);
+  ASSERT_THAT(server.Start(kTimeout), IsOk());
   const Client client(FastReconnect(server.target()));
   Publisher publisher(client, "jobs");
   auto before = publisher.Publish(v1::OutgoingMessage());
   publisher.Flush();
   EXPECT_THAT(before.get(), IsOk());
 
-  ASSERT_NO_FATAL_FAILURE(server.Kill());
+  ASSERT_THAT(server.Kill(kTimeout), IsOk());
   auto during = publisher.Publish(v1::OutgoingMessage());
   publisher.Flush();
   EXPECT_THAT(during.get(), StatusIs(absl::StatusCode::kUnavailable));
 
-  ASSERT_NO_FATAL_FAILURE(server.Start());
+  ASSERT_THAT(server.Start(kTimeout), IsOk());
   ASSERT_TRUE(client.channel()->WaitForConnected(absl::ToChronoTime(absl::Now() + kTimeout)));
   auto after = publisher.Publish(v1::OutgoingMessage());
   publisher.Flush();

@@ -11,14 +11,19 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "switchboard/v1/broker.grpc.pb.h"
+#include "tests/testing/broker_calls.h"
 #include "tests/testing/in_process_server.h"
 
 namespace switchboard {
 namespace {
 
+using ::switchboard::testing::Ack;
+using ::switchboard::testing::ConsumeStream;
+using ::switchboard::testing::Deadline;
+using ::switchboard::testing::Numbered;
+using ::switchboard::testing::ReadDeliveries;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-using ConsumeStream = grpc::ClientReaderWriter<v1::ConsumeRequest, v1::ConsumeResponse>;
 
 constexpr char kTopicsYaml[] = R"(
 topics:
@@ -29,10 +34,6 @@ topics:
     kind: durable
     ack_deadline_ms: 30000
 )";
-
-std::chrono::system_clock::time_point Deadline(int seconds = 30) {
-  return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
-}
 
 class BrokerServiceTest : public ::testing::Test {
  protected:
@@ -48,47 +49,12 @@ class BrokerServiceTest : public ::testing::Test {
 
   grpc::Status Publish(const std::string& topic, const std::vector<std::string>& payloads,
                        v1::PublishResponse* response, const std::string& token = "") {
-    v1::PublishRequest request;
-    request.set_topic(topic);
-    for (const std::string& payload : payloads) request.add_messages()->set_payload(payload);
-    grpc::ClientContext context;
-    context.set_deadline(Deadline());
-    if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
-    return stub_->Publish(&context, request, response);
+    return testing::Publish(*stub_, topic, payloads, response, token);
   }
 
   std::unique_ptr<ConsumeStream> OpenConsume(grpc::ClientContext& context, const std::string& topic,
                                              const std::string& group, uint32_t max_in_flight) {
-    context.set_deadline(Deadline());
-    std::unique_ptr<ConsumeStream> stream = stub_->Consume(&context);
-    v1::ConsumeRequest request;
-    request.mutable_subscription()->set_topic(topic);
-    request.mutable_subscription()->set_group(group);
-    request.mutable_subscription()->set_max_in_flight(max_in_flight);
-    EXPECT_TRUE(stream->Write(request));
-    return stream;
-  }
-
-  // Reads responses until `count` deliveries arrived.
-  std::vector<v1::Delivery> ReadDeliveries(ConsumeStream& stream, size_t count) {
-    std::vector<v1::Delivery> deliveries;
-    v1::ConsumeResponse response;
-    while (deliveries.size() < count && stream.Read(&response)) {
-      for (const v1::Delivery& delivery : response.deliveries()) deliveries.push_back(delivery);
-    }
-    return deliveries;
-  }
-
-  static void Ack(ConsumeStream& stream, const std::vector<v1::Delivery>& deliveries) {
-    v1::ConsumeRequest request;
-    for (const v1::Delivery& delivery : deliveries) request.add_ack_ids(delivery.ack_id());
-    ASSERT_TRUE(stream.Write(request));
-  }
-
-  static std::vector<std::string> Numbered(const std::string& prefix, int count) {
-    std::vector<std::string> payloads;
-    for (int i = 0; i < count; ++i) payloads.push_back(absl::StrCat(prefix, i));
-    return payloads;
+    return testing::OpenConsume(*stub_, context, topic, group, max_in_flight);
   }
 
   testing::InProcessServer server_;
@@ -112,7 +78,7 @@ TEST_F(BrokerServiceTest, PublishedBatchIsConsumedExactlyOnceInOrder) {
       EXPECT_EQ(delivery.message().message_id(), published.message_ids(received.size()));
       received.push_back(delivery.message().payload());
     }
-    Ack(*stream, deliveries);
+    ASSERT_TRUE(Ack(*stream, deliveries));
   }
   EXPECT_EQ(received, Numbered("m", 100));
   context.TryCancel();
@@ -188,14 +154,11 @@ TEST_F(BrokerServiceTest, EverySubscriberOfAnEphemeralTopicGetsEveryMessage) {
   constexpr int kSubscribers = 3;
   constexpr int kMessages = 40;
   std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-  std::vector<std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>>> readers;
+  std::vector<std::unique_ptr<testing::SubscribeStream>> readers;
   for (int i = 0; i < kSubscribers; ++i) {
     contexts.push_back(std::make_unique<grpc::ClientContext>());
-    contexts.back()->set_deadline(Deadline());
-    v1::SubscribeRequest request;
-    request.set_topic(i == 0 ? "news.*" : "news.sports");
-    readers.push_back(stub_->Subscribe(contexts.back().get(), request));
-    readers.back()->WaitForInitialMetadata();  // The subscription is live.
+    readers.push_back(
+        testing::OpenSubscribe(*stub_, *contexts.back(), i == 0 ? "news.*" : "news.sports"));
   }
   v1::PublishResponse published;
   ASSERT_TRUE(Publish("news.sports", Numbered("n", kMessages), &published).ok());
@@ -326,7 +289,7 @@ TEST_F(BrokerServiceTest, BadAcksAreReportedPerItemAndTheStreamGoesOn) {
   std::vector<v1::Delivery> next = ReadDeliveries(*stream_b, 1);
   ASSERT_EQ(next.size(), 1u);
   EXPECT_EQ(next[0].message().payload(), "after");
-  Ack(*stream_a, held_by_a);
+  ASSERT_TRUE(Ack(*stream_a, held_by_a));
   ASSERT_TRUE(Publish("jobs", {"for-a"}, &published).ok());
   next = ReadDeliveries(*stream_a, 1);
   ASSERT_EQ(next.size(), 1u);
@@ -388,11 +351,7 @@ TEST_F(BrokerServiceTest, MetricsEndpointCountsPublishedAndDelivered) {
 
 TEST_F(BrokerServiceTest, ShutdownEndsSubscribersWithUnavailable) {
   grpc::ClientContext context;
-  context.set_deadline(Deadline());
-  v1::SubscribeRequest request;
-  request.set_topic("news.*");
-  auto reader = stub_->Subscribe(&context, request);
-  reader->WaitForInitialMetadata();
+  auto reader = testing::OpenSubscribe(*stub_, context, "news.*");
   std::thread shutdown([this] { server_.server->Shutdown(); });
   v1::SubscribeResponse response;
   EXPECT_FALSE(reader->Read(&response));

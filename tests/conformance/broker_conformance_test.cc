@@ -274,6 +274,25 @@ TEST_P(BrokerConformanceTest, ConsumerReceivesMessagesPublishedAfterItJoined) {
   EXPECT_THAT(sink.violations(), IsEmpty());
 }
 
+// DESIGN.md §7: a group's lag (entries it has not read yet) is reported
+// while the group has consumers.
+TEST_P(BrokerConformanceTest, ConsumerLagCountsEntriesTheGroupHasNotRead) {
+  PublishNumbered("work", 10);
+  RecordingConsumerSink sink;
+  auto session = Consume("work", "g", sink, 3);
+  ASSERT_NE(session, nullptr);
+  ASSERT_TRUE(sink.WaitForCount(3));
+  // Samples are periodic: on the broker's clock (memory) or in real time
+  // (Redis), so move both along.
+  const absl::Time deadline = absl::Now() + kWaitTimeout;
+  while (observer_.lag("work", "g") != std::optional<uint64_t>(7) && absl::Now() < deadline) {
+    Advance(absl::Milliseconds(100));
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(observer_.lag("work", "g"), std::optional<uint64_t>(7));
+  EXPECT_EQ(sink.count(), 3u);
+}
+
 TEST_P(BrokerConformanceTest, ConsumersOfOneGroupShareTheWorkEachMessageOnce) {
   const std::vector<std::string> ids = PublishNumbered("work", 20);
   RecordingConsumerSink first_sink;

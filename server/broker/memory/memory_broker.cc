@@ -25,6 +25,9 @@ namespace {
 using SubscriberGuard = SinkGuard<SubscriberSink>;
 using ConsumerGuard = SinkGuard<ConsumerSink>;
 
+// How often each group's lag is reported (on the dispatcher's clock).
+constexpr absl::Duration kLagSampleInterval = absl::Seconds(1);
+
 }  // namespace
 
 // Everything the broker knows, owned by the dispatcher thread.
@@ -34,7 +37,8 @@ class MemoryBroker::State {
       : clock_(dispatcher.clock()),
         policies_(policies),
         observer_(observer),
-        leases_(dispatcher, [this](Lease lease) { OnLeaseExpired(std::move(lease)); }) {}
+        leases_(dispatcher, [this](Lease lease) { OnLeaseExpired(std::move(lease)); }),
+        lag_timer_(dispatcher.CreateTimer([this] { SampleLag(); })) {}
 
   void Publish(const std::string& topic, std::vector<OutgoingMessage> messages,
                PublishCallback done) {
@@ -70,6 +74,7 @@ class MemoryBroker::State {
   }
 
   void AddSession(uint64_t id, ConsumeOptions options, std::shared_ptr<ConsumerGuard> sink) {
+    if (!lag_timer_->Enabled()) lag_timer_->Enable(kLagSampleInterval);
     DurableTopic& topic = GetDurableTopic(options.topic);
     Group& group =
         topic.groups.try_emplace(options.group, topic, topic.stream, options.group).first->second;
@@ -294,6 +299,19 @@ class MemoryBroker::State {
     }
   }
 
+  // Reports the lag of every group with a consumer, and rearms while there
+  // are consumers.
+  void SampleLag() {
+    for (const auto& [name, topic] : durable_topics_) {
+      for (const auto& [group_name, group] : topic.groups) {
+        if (!group.sessions.empty()) {
+          observer_.OnConsumerLag(name, group_name, group.progress.lag());
+        }
+      }
+    }
+    if (!sessions_.empty()) lag_timer_->Enable(kLagSampleInterval);
+  }
+
   static void HandOver(Subscriber& subscriber, const SubscriberBuffer::Handoff& handoff) {
     subscriber.sink->Invoke([&](SubscriberSink& sink) {
       sink.OnMessage(*handoff.message, handoff.dropped_since_last);
@@ -315,8 +333,9 @@ class MemoryBroker::State {
   std::map<uint64_t, Session> sessions_;
   std::map<uint64_t, Subscriber> subscribers_;
   SubscriberIndex subscriber_index_;
-  // Last: its expiry callback uses the members above.
+  // Last: their callbacks use the members above.
   LeaseTable leases_;
+  std::unique_ptr<event::Timer> lag_timer_;
 };
 
 MemoryBroker::MemoryBroker(event::Dispatcher& dispatcher, TopicPolicies policies,

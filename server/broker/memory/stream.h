@@ -6,6 +6,7 @@
 // Leases, credits and sessions are not here: they belong to the broker.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -67,6 +68,9 @@ class ConsumerGroup {
 
   // Pending message `id` waits for redelivery, behind earlier ones.
   void Requeue(const std::string& id);
+
+  // Retained entries this group has not read yet.
+  uint64_t lag() const { return stream_.end() - std::max(next_position_, stream_.begin()); }
 
  private:
   struct Pending {

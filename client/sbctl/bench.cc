@@ -1,14 +1,17 @@
 #include "bench.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -16,12 +19,25 @@
 #include "commands.h"
 #include "switchboard/client/consume_stream.h"
 #include "switchboard/client/publish_stream.h"
+#include "switchboard/client/subscriber.h"
 
 namespace switchboard::sbctl {
 namespace {
 
 // How long a consume stream may take to end after its half-close.
 constexpr absl::Duration kCloseTimeout = absl::Seconds(5);
+
+// The latency mode's warm-up: one unstamped message this often until one
+// arrives, for this long at most.
+constexpr absl::Duration kWarmUpInterval = absl::Milliseconds(100);
+constexpr absl::Duration kWarmUpTimeout = absl::Seconds(10);
+
+// How long the latency mode waits, after its last publish was answered, for
+// the messages still on their way.
+constexpr absl::Duration kStragglerTimeout = absl::Seconds(5);
+
+// The attribute that carries a latency message's send time (Unix nanoseconds).
+constexpr char kSentAtAttribute[] = "sbctl.sent_at_ns";
 
 // Pre-published messages go in unary batches of at most this many bytes.
 constexpr int64_t kPrepublishBatchBytes = 1 << 20;
@@ -86,10 +102,11 @@ class Tally {
     }
     return absl::StrFormat(
         "{%s,\"elapsed_s\":%.3f,\"msgs\":%d,\"msgs_per_sec\":%.1f,\"samples\":%d,"
-        "\"p50_us\":%d,\"p99_us\":%d,\"errors\":{%s}}",
+        "\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d,\"errors\":{%s}}",
         fields, absl::ToDoubleSeconds(elapsed), messages_,
         messages_ / std::max(absl::ToDoubleSeconds(elapsed), 1e-9), latencies_us_.size(),
-        percentile(0.50), percentile(0.99), errors);
+        percentile(0.50), percentile(0.99), latencies_us_.empty() ? 0 : latencies_us_.back(),
+        errors);
   }
 
  private:
@@ -116,6 +133,14 @@ void RunClock(Tally& tally, absl::Time start, absl::Duration duration) {
     previous = messages;
     if (tick >= end) return;
   }
+}
+
+// Half-closes `stream` and waits for its end, cancelling it when the server
+// takes longer than kCloseTimeout.
+void CloseConsumeStream(client::ConsumeStream& stream) {
+  stream.Close();
+  if (!stream.WaitWithTimeout(kCloseTimeout)) stream.Cancel();
+  stream.Wait().IgnoreError();
 }
 
 // One PublishStream that keeps `window` requests in flight until `end`.
@@ -176,11 +201,7 @@ class ConsumeLoad {
               if (!status.ok()) tally_.AddError(status);
             }) {}
 
-  void Close() {
-    stream_.Close();
-    if (!stream_.WaitWithTimeout(kCloseTimeout)) stream_.Cancel();
-    stream_.Wait().IgnoreError();
-  }
+  void Close() { CloseConsumeStream(stream_); }
 
  private:
   // Responses come one at a time, so last_ack_at_ needs no lock.
@@ -214,6 +235,100 @@ absl::Status Prepublish(const client::Client& client, const ConsumeBenchOptions&
   }
   std::cerr << "pre-published " << options.messages << " messages to " << options.topic << "\n";
   return absl::OkStatus();
+}
+
+// The latency mode's receiving end: tallies each stamped message with its
+// latency, and notices the first warm-up message.
+class LatencyProbe {
+ public:
+  explicit LatencyProbe(Tally& tally) : tally_(tally) {}
+
+  // Called on gRPC callback threads.
+  void OnReceived(const v1::ReceivedMessage& message) {
+    const absl::Time now = absl::Now();
+    const auto sent_at = message.attributes().find(kSentAtAttribute);
+    int64_t sent_at_ns = 0;
+    if (sent_at == message.attributes().end() || !absl::SimpleAtoi(sent_at->second, &sent_at_ns)) {
+      if (!live_.HasBeenNotified()) live_.Notify();
+      return;
+    }
+    tally_.AddMessages(1);
+    tally_.AddLatency(now - absl::FromUnixNanos(sent_at_ns));
+  }
+
+  // Publishes an unstamped message on `stream` every kWarmUpInterval until
+  // one arrives; DEADLINE_EXCEEDED after kWarmUpTimeout.
+  absl::Status WarmUp(client::PublishStream& stream, const std::string& topic) {
+    for (absl::Time give_up = absl::Now() + kWarmUpTimeout; absl::Now() < give_up;) {
+      if (absl::Status queued = stream.Send(topic, {v1::OutgoingMessage()}, [](auto) {});
+          !queued.ok()) {
+        return queued;
+      }
+      if (live_.WaitForNotificationWithTimeout(kWarmUpInterval)) return absl::OkStatus();
+    }
+    return absl::DeadlineExceededError(absl::StrCat(
+        "no warm-up message arrived on ", topic, " within ", absl::FormatDuration(kWarmUpTimeout)));
+  }
+
+ private:
+  Tally& tally_;
+  absl::Notification live_;
+};
+
+// The latency mode's Consume stream: hands each delivery to the probe and
+// acks it at once.
+class ProbedConsumeStream {
+ public:
+  ProbedConsumeStream(const client::Client& client, const v1::ConsumeSubscription& subscription,
+                      LatencyProbe& probe, Tally& tally)
+      : probe_(probe),
+        stream_(
+            client, subscription,
+            [this](v1::ConsumeResponse& response) {
+              for (v1::Delivery& delivery : *response.mutable_deliveries()) {
+                probe_.OnReceived(delivery.message());
+                stream_.Ack(std::move(*delivery.mutable_ack_id()));
+              }
+            },
+            [&tally](const absl::Status& status) {
+              if (!status.ok()) tally.AddError(status);
+            }) {}
+
+  void Close() { CloseConsumeStream(stream_); }
+
+ private:
+  LatencyProbe& probe_;
+  client::ConsumeStream stream_;  // Last: its handlers use the members above.
+};
+
+// Publishes one stamped message per request on `stream` at `options.rate`
+// from `start` until `end`: message i is due at start + i / rate, and is sent
+// at once when the pacing is late. Counts the publishes acknowledged in
+// `acknowledged`, and the failed ones as errors of `tally`.
+void PublishPaced(client::PublishStream& stream, const LatencyBenchOptions& options,
+                  absl::Time start, absl::Time end, Tally& tally,
+                  std::atomic<int64_t>& acknowledged) {
+  const absl::Duration interval = absl::Seconds(1) / options.rate;
+  v1::OutgoingMessage message;
+  message.set_payload(std::string(options.size, 'x'));
+  for (int64_t sent = 0;; ++sent) {
+    const absl::Time due = start + sent * interval;
+    if (due >= end) return;
+    if (const absl::Time now = absl::Now(); now < due) absl::SleepFor(due - now);
+    (*message.mutable_attributes())[kSentAtAttribute] =
+        absl::StrCat(absl::ToUnixNanos(absl::Now()));
+    // Refused only once the stream has ended, whose requests counted the error.
+    stream
+        .Send(options.topic, {message},
+              [&tally, &acknowledged](absl::StatusOr<std::vector<std::string>> ids) {
+                if (ids.ok()) {
+                  acknowledged.fetch_add(1, std::memory_order_relaxed);
+                } else {
+                  tally.AddError(ids.status());
+                }
+              })
+        .IgnoreError();
+  }
 }
 
 }  // namespace
@@ -261,6 +376,57 @@ int BenchConsume(const client::Client& client, const ConsumeBenchOptions& option
   std::cout << tally.Json(absl::StrFormat("\"mode\":\"consume\",\"streams\":%d,"
                                           "\"max_in_flight\":%d,\"prepublished\":%d",
                                           options.streams, options.max_in_flight, options.messages),
+                          elapsed)
+            << std::endl;
+  return 0;
+}
+
+int BenchLatency(const client::Client& client, const LatencyBenchOptions& options) {
+  Tally tally(/*target=*/0);
+  LatencyProbe probe(tally);
+  // Exactly one of the two receives.
+  std::unique_ptr<ProbedConsumeStream> consume_stream;
+  std::unique_ptr<client::Subscriber> subscriber;
+  if (!options.group.empty()) {
+    v1::ConsumeSubscription subscription;
+    subscription.set_topic(options.topic);
+    subscription.set_group(options.group);
+    subscription.set_max_in_flight(options.max_in_flight);
+    consume_stream = std::make_unique<ProbedConsumeStream>(client, subscription, probe, tally);
+  } else {
+    subscriber = std::make_unique<client::Subscriber>(
+        client, options.topic,
+        [&probe](const v1::SubscribeResponse& response) { probe.OnReceived(response.message()); });
+    if (absl::Status live = subscriber->WaitUntilLive(kWarmUpTimeout); !live.ok()) {
+      return ReportFailure(live);
+    }
+  }
+  std::atomic<int64_t> acknowledged{0};
+  client::PublishStream publish_stream(client);
+  if (absl::Status live = probe.WarmUp(publish_stream, options.topic); !live.ok()) {
+    return ReportFailure(live);
+  }
+
+  const absl::Time start = absl::Now();
+  const absl::Time end = start + options.duration;
+  std::thread publisher(
+      [&] { PublishPaced(publish_stream, options, start, end, tally, acknowledged); });
+  RunClock(tally, start, options.duration);
+  publisher.join();
+  const absl::Duration elapsed = absl::Now() - start;
+  publish_stream.Close().IgnoreError();  // Every answer is in.
+  const int64_t published = acknowledged.load();
+  for (const absl::Time give_up = absl::Now() + kStragglerTimeout;
+       tally.messages() < published && absl::Now() < give_up;) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  tally.Stop();
+  if (consume_stream != nullptr) consume_stream->Close();
+  if (subscriber != nullptr) subscriber->Stop();
+  std::cout << tally.Json(absl::StrFormat("\"mode\":\"latency\",\"receiver\":\"%s\","
+                                          "\"rate\":%.1f,\"size\":%d,\"published\":%d",
+                                          consume_stream != nullptr ? "consume" : "subscribe",
+                                          options.rate, options.size, published),
                           elapsed)
             << std::endl;
   return 0;

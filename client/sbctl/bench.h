@@ -1,12 +1,13 @@
-// `sbctl bench`: the load generator that users and tests/perf share. Both
-// modes print progress on stderr once a second and, as the LAST line on
+// `sbctl bench`: the load generator that users and tests/perf share. Every
+// mode prints progress on stderr once a second and, as the LAST line on
 // stdout, one JSON object:
 //   {"mode":"publish", ..., "msgs":N, "msgs_per_sec":X, "p50_us":P, "p99_us":Q,
-//    "errors":{"UNAVAILABLE":3}}
+//    "max_us":M, "errors":{"UNAVAILABLE":3}}
 // `errors` counts failed requests (publish) or ended streams (consume) by
 // status code; it is {} on a clean run. Only what completes within the
 // measured interval counts. Concurrency is bounded: each stream keeps a fixed
-// window of requests (publish) or credits (consume) in flight.
+// window of requests (publish) or credits (consume) in flight; the latency
+// mode instead publishes at a fixed rate.
 #pragma once
 
 #include <cstdint>
@@ -45,5 +46,28 @@ struct ConsumeBenchOptions {
 // queueing the acks that return a stream's credits to the next delivery
 // batch on that stream.
 int BenchConsume(const client::Client& client, const ConsumeBenchOptions& options);
+
+struct LatencyBenchOptions {
+  std::string topic;
+  // Non-empty: receive with one Consume stream in this group (a durable
+  // topic), acking each delivery at once. Empty: one Subscribe stream (an
+  // ephemeral topic).
+  std::string group;
+  double rate = 1000;            // Messages per second, one per request.
+  int size = 100;                // Payload bytes per message.
+  uint32_t max_in_flight = 100;  // Credits of the Consume stream.
+  absl::Duration duration = absl::Seconds(10);
+};
+
+// End-to-end latency at a steady load: publishes on one PublishStream at
+// `rate`, open loop (the schedule never waits for answers or deliveries),
+// each message stamped with its send time in an attribute, and receives them
+// in the same process. Latency is from Send() to the receive handler. Before
+// the clock starts it publishes unstamped warm-up messages until one arrives
+// (the subscription or group is live); after `duration` it waits a few
+// seconds at most for the stragglers. The JSON adds `published` (publishes
+// acknowledged); `msgs` counts stamped messages received, and
+// `msgs_per_sec` is that over the publishing interval.
+int BenchLatency(const client::Client& client, const LatencyBenchOptions& options);
 
 }  // namespace switchboard::sbctl

@@ -20,9 +20,11 @@ ABSL_FLAG(std::string, token, "",
           "Bearer token sent as `authorization: Bearer <token>`; empty sends none.");
 ABSL_FLAG(int64_t, count, 0,
           "subscribe, consume: exit after this many messages; 0 runs until stopped.");
-ABSL_FLAG(std::string, group, "", "consume, bench consume: the consumer group.");
+ABSL_FLAG(std::string, group, "",
+          "consume, bench consume: the consumer group; bench latency: consume in this group "
+          "(durable topic), or subscribe when empty (ephemeral topic).");
 ABSL_FLAG(uint32_t, max_in_flight, 100,
-          "consume, bench consume: unacknowledged deliveries per stream.");
+          "consume, bench consume, bench latency: unacknowledged deliveries per stream.");
 ABSL_FLAG(bool, print_ids, false,
           "publish: print each message id on stdout, one per line, in input order.");
 ABSL_FLAG(std::string, service, "",
@@ -34,6 +36,7 @@ ABSL_FLAG(int, window, 16, "bench publish: requests in flight per stream.");
 ABSL_FLAG(int, batch, 1, "bench publish: messages per request.");
 ABSL_FLAG(int, size, 100, "bench: payload bytes per message.");
 ABSL_FLAG(double, duration, 10, "bench: seconds to run.");
+ABSL_FLAG(double, rate, 1000, "bench latency: messages published per second.");
 ABSL_FLAG(int64_t, messages, 100000,
           "bench consume: messages to publish before the clock starts; 0 consumes the backlog.");
 
@@ -54,8 +57,11 @@ constexpr char kUsage[] = R"(the Switchboard command line.
   health [--service=S]         exit 0 when S is SERVING
   bench publish --topic=T --streams=S --batch=B --size=BYTES --duration=SEC [--window=W]
   bench consume --topic=T --group=G --streams=S --duration=SEC [--messages=N]
+  bench latency --topic=T --rate=R --duration=SEC [--group=G] [--size=BYTES]
                                load generators; progress on stderr, a JSON summary
-                               as the last line on stdout
+                               as the last line on stdout. latency publishes R msgs/s
+                               and times each to its delivery: consumed in group G,
+                               or subscribed without --group
 
 Exit codes: 0 success; 1 an error from the server or the connection, printed
 on stderr as `CODE: message`; 2 a usage error.)";
@@ -66,7 +72,9 @@ int UsageError(const std::string& message) {
 }
 
 int RunBench(const client::Client& client, const std::vector<std::string>& args) {
-  if (args.size() != 2) return UsageError("bench takes one mode: publish or consume");
+  if (args.size() != 2) {
+    return UsageError("bench takes one mode: publish, consume or latency");
+  }
   const absl::Duration duration = absl::Seconds(absl::GetFlag(FLAGS_duration));
   if (args[1] == "publish") {
     PublishBenchOptions options;
@@ -95,6 +103,19 @@ int RunBench(const client::Client& client, const std::vector<std::string>& args)
       return UsageError("--streams must be at least 1, --messages and --size at least 0");
     }
     return BenchConsume(client, options);
+  }
+  if (args[1] == "latency") {
+    LatencyBenchOptions options;
+    options.topic = absl::GetFlag(FLAGS_topic);
+    options.group = absl::GetFlag(FLAGS_group);
+    options.rate = absl::GetFlag(FLAGS_rate);
+    options.size = absl::GetFlag(FLAGS_size);
+    options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
+    options.duration = duration;
+    if (!(options.rate > 0) || options.size < 0) {
+      return UsageError("--rate must be above 0, --size at least 0");
+    }
+    return BenchLatency(client, options);
   }
   return UsageError(absl::StrCat("unknown bench mode '", args[1], "'"));
 }

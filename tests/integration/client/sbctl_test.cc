@@ -2,6 +2,7 @@
 // consume exactly those lines, error reporting and exit codes, health,
 // subscribe --count, and the bench summaries.
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -143,7 +144,7 @@ TEST_F(SbctlTest, BenchPublishEndsWithItsJsonSummary) {
   EXPECT_THAT(LastLine(bench.stdout_text),
               MatchesRegex("\\{\"mode\":\"publish\",\"streams\":2,\"window\":16,\"batch\":10,"
                            "\"size\":16,.*\"msgs_per_sec\":[0-9.]+,.*\"p50_us\":[0-9]+,"
-                           "\"p99_us\":[0-9]+,\"errors\":\\{\\}\\}"));
+                           "\"p99_us\":[0-9]+,\"max_us\":[0-9]+,\"errors\":\\{\\}\\}"));
   EXPECT_THAT(bench.stderr_text, HasSubstr("msgs/s"));
 }
 
@@ -154,6 +155,23 @@ TEST_F(SbctlTest, BenchConsumeConsumesExactlyWhatItPrepublished) {
   ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
   EXPECT_THAT(LastLine(bench.stdout_text),
               MatchesRegex("\\{\"mode\":\"consume\",.*\"msgs\":5000,.*\"errors\":\\{\\}\\}"));
+}
+
+TEST_F(SbctlTest, BenchLatencyReceivesEveryMessageItPublished) {
+  // 200 msgs/s for 1 s is 200 messages by the schedule, however late the pacing.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> receivers = {
+      {"consume", {"--topic=bench-latency", "--group=g"}}, {"subscribe", {"--topic=news.latency"}}};
+  for (const auto& [receiver, receiver_args] : receivers) {
+    std::vector<std::string> args = {"bench", "latency", "--rate=200", "--duration=1"};
+    args.insert(args.end(), receiver_args.begin(), receiver_args.end());
+    testing::RunResult bench = Sbctl(args);
+    ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+    EXPECT_THAT(LastLine(bench.stdout_text),
+                MatchesRegex(absl::StrCat("\\{\"mode\":\"latency\",\"receiver\":\"", receiver,
+                                          "\",\"rate\":200.0,\"size\":100,\"published\":200,.*"
+                                          "\"msgs\":200,.*\"p50_us\":[0-9]+,\"p99_us\":[0-9]+,"
+                                          "\"max_us\":[0-9]+,\"errors\":\\{\\}\\}")));
+  }
 }
 
 }  // namespace

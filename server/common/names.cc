@@ -50,6 +50,14 @@ absl::Status ValidateGroupName(absl::string_view name, absl::string_view field) 
   return ValidateName(name, field, kMaxGroupNameLength, /*restrict_first_char=*/false);
 }
 
+absl::Status ValidateUpstreamName(absl::string_view name, absl::string_view field) {
+  return ValidateName(name, field, kMaxUpstreamNameLength, /*restrict_first_char=*/false);
+}
+
+absl::Status ValidateMethodName(absl::string_view name, absl::string_view field) {
+  return ValidateName(name, field, kMaxMethodNameLength, /*restrict_first_char=*/false);
+}
+
 bool IsTopicPrefixPattern(absl::string_view pattern) { return absl::EndsWith(pattern, "*"); }
 
 bool TopicPatternMatches(absl::string_view pattern, absl::string_view topic) {

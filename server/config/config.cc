@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
@@ -116,6 +117,69 @@ absl::Status ValidateRedis(const v1::Redis& redis) {
     return absl::InvalidArgumentError(
         absl::StrCat("broker.redis.reconnect_initial_ms: must not exceed reconnect_max_ms (",
                      redis.reconnect_max_ms(), "), got ", redis.reconnect_initial_ms()));
+  }
+  return absl::OkStatus();
+}
+
+// A URL of an upstream: http:// or https:// and a host. The message never
+// repeats the URL, which may carry an API key.
+absl::Status ValidateUpstreamUrl(absl::string_view url, const std::string& path) {
+  absl::string_view rest = url;
+  if (!absl::ConsumePrefix(&rest, "http://") && !absl::ConsumePrefix(&rest, "https://")) {
+    return FieldError(path, "must start with http:// or https://");
+  }
+  if (rest.empty() || rest[0] == '/' || rest[0] == ':') return FieldError(path, "has no host");
+  for (char c : url) {
+    if (c <= ' ' || c > '~') return FieldError(path, "must be printable ASCII without spaces");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateMethodList(const google::protobuf::RepeatedPtrField<std::string>& methods,
+                                const std::string& path) {
+  for (int i = 0; i < methods.size(); ++i) {
+    SB_RETURN_IF_ERROR(common::ValidateMethodName(methods[i], absl::StrCat(path, "[", i, "]")));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateUpstream(const v1::Upstream& upstream, const std::string& path) {
+  if (!upstream.has_name()) return FieldError(absl::StrCat(path, ".name"), "is required");
+  SB_RETURN_IF_ERROR(common::ValidateUpstreamName(upstream.name(), absl::StrCat(path, ".name")));
+  if (upstream.urls_size() == 0) return FieldError(absl::StrCat(path, ".urls"), "is required");
+  for (int i = 0; i < upstream.urls_size(); ++i) {
+    SB_RETURN_IF_ERROR(ValidateUpstreamUrl(upstream.urls(i), absl::StrCat(path, ".urls[", i, "]")));
+  }
+  const double burst = upstream.rate_limit().burst();
+  for (const auto& [method, cost] : upstream.method_cost()) {
+    const std::string cost_path = absl::StrCat(path, ".method_cost.", method);
+    SB_RETURN_IF_ERROR(common::ValidateMethodName(method, cost_path));
+    if (cost == 0) return FieldError(cost_path, "must be at least 1");
+    if (upstream.rate_limit().requests_per_second() > 0 && cost > burst) {
+      return FieldError(cost_path, absl::StrCat(cost, " exceeds rate_limit.burst (", burst,
+                                                "), so such a call could never be admitted"));
+    }
+  }
+  for (const auto& [method, ttl_ms] : upstream.cache_ttl_ms()) {
+    const std::string ttl_path = absl::StrCat(path, ".cache_ttl_ms.", method);
+    SB_RETURN_IF_ERROR(common::ValidateMethodName(method, ttl_path));
+    if (ttl_ms == 0) return FieldError(ttl_path, "must be at least 1");
+  }
+  SB_RETURN_IF_ERROR(ValidateMethodList(upstream.retry().methods(), path + ".retry.methods"));
+  return ValidateMethodList(upstream.coalescing().never(), path + ".coalescing.never");
+}
+
+absl::Status ValidateUpstreams(const Config& config) {
+  std::map<std::string, int> index_of_name;
+  for (int i = 0; i < config.upstreams_size(); ++i) {
+    const std::string path = absl::StrCat("upstreams[", i, "]");
+    SB_RETURN_IF_ERROR(ValidateUpstream(config.upstreams(i), path));
+    const auto [existing, added] = index_of_name.emplace(config.upstreams(i).name(), i);
+    if (!added) {
+      return FieldError(absl::StrCat(path, ".name"),
+                        absl::StrCat("\"", existing->first, "\" is already used by upstreams[",
+                                     existing->second, "]"));
+    }
   }
   return absl::OkStatus();
 }
@@ -261,6 +325,7 @@ absl::Status ValidateConfig(const Config& config) {
   SB_RETURN_IF_ERROR(WithPath("broker.url", ParseBrokerUrl(config.broker().url()).status()));
   SB_RETURN_IF_ERROR(ValidateRedis(config.broker().redis()));
   SB_RETURN_IF_ERROR(ValidateTopics(config));
+  SB_RETURN_IF_ERROR(ValidateUpstreams(config));
   return ValidateClients(config);
 }
 

@@ -145,12 +145,38 @@ class YamlMessageReader {
  private:
   absl::Status ReadField(const YAML::Node& node, const std::string& path,
                          const FieldDescriptor& field, Message* message) {
+    if (field.is_map()) return ReadMap(node, path, field, message);
     if (!field.is_repeated()) return ReadValue(node, path, field, message);
     if (!node.IsSequence()) return PathError(path, "must be a list, got ", Describe(node));
     // A repeated field cannot tell an empty list from an absent key.
     if (node.size() == 0) return PathError(path, "must not be empty; omit the key instead");
     for (size_t i = 0; i < node.size(); ++i) {
       SB_RETURN_IF_ERROR(ReadValue(node[i], IndexPath(path, i), field, message));
+    }
+    return absl::OkStatus();
+  }
+
+  // A map field is a YAML mapping: `method_cost: {getProgramAccounts: 10}`.
+  // Each entry's path is the map's path and its key.
+  absl::Status ReadMap(const YAML::Node& node, const std::string& path,
+                       const FieldDescriptor& field, Message* message) {
+    if (!node.IsMap()) return PathError(path, "must be a mapping, got ", Describe(node));
+    if (node.size() == 0) return PathError(path, "must not be empty; omit the key instead");
+    const Descriptor& entry_descriptor = *field.message_type();
+    const FieldDescriptor& key_field = *entry_descriptor.map_key();
+    const FieldDescriptor& value_field = *entry_descriptor.map_value();
+    std::set<std::string> seen_keys;
+    for (YAML::const_iterator entry = node.begin(); entry != node.end(); ++entry) {
+      if (!entry->first.IsScalar()) {
+        return PathError(path, "keys must be scalars, got ", Describe(entry->first));
+      }
+      const std::string entry_path = FieldPath(path, entry->first.Scalar());
+      if (!seen_keys.insert(entry->first.Scalar()).second) {
+        return PathError(entry_path, "appears more than once");
+      }
+      Message* map_entry = message->GetReflection()->AddMessage(message, &field);
+      SB_RETURN_IF_ERROR(ReadValue(entry->first, entry_path, key_field, map_entry));
+      SB_RETURN_IF_ERROR(ReadValue(entry->second, entry_path, value_field, map_entry));
     }
     return absl::OkStatus();
   }

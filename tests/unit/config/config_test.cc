@@ -52,6 +52,16 @@ topics:
     max_delivery_attempts: 3
     dead_letter_suffix: ".dead"
     exclusive: true
+upstreams:
+  - name: solana
+    urls: ["http://127.0.0.1:8899", "https://rpc.example.com/${RPC_KEY}"]
+    max_connections: 2
+    http2: false
+    timeout_ms: 10000
+    rate_limit: {requests_per_second: 100, burst: 10}
+    method_cost: {getProgramAccounts: 10}
+    retry: {max_attempts: 3, methods: ["getSlot", "getBalance"]}
+    cache_ttl_ms: {getGenesisHash: 3600000, getSlot: 400}
 clients:
   - {id: burn-detector, token: "${BURN_TOKEN}", weight: 2, requests_per_second: 50,
      allowed_topics: ["jobs", "news.*"]}
@@ -61,7 +71,8 @@ logging:
 )yaml";
 
 EnvLookup ExampleEnv() {
-  return FakeEnv({{"REDIS_PASSWORD", "hunter2"}, {"BURN_TOKEN", "burn-secret"}});
+  return FakeEnv(
+      {{"REDIS_PASSWORD", "hunter2"}, {"BURN_TOKEN", "burn-secret"}, {"RPC_KEY", "k3y"}});
 }
 
 TEST(ConfigTest, DefaultConfigRunsOnLoopbackWithTheMemoryBroker) {
@@ -114,6 +125,24 @@ TEST(ConfigTest, ParsesTheExample) {
   EXPECT_EQ(jobs.dead_letter_suffix(), ".dead");
   EXPECT_TRUE(jobs.exclusive());
 
+  ASSERT_EQ(config->upstreams_size(), 1);
+  const v1::Upstream& solana = config->upstreams(0);
+  EXPECT_EQ(solana.name(), "solana");
+  EXPECT_THAT(solana.urls(),
+              ::testing::ElementsAre("http://127.0.0.1:8899", "https://rpc.example.com/k3y"));
+  EXPECT_EQ(solana.max_connections(), 2u);
+  EXPECT_FALSE(solana.http2());
+  EXPECT_EQ(solana.timeout_ms(), 10000u);
+  EXPECT_DOUBLE_EQ(solana.rate_limit().requests_per_second(), 100);
+  EXPECT_DOUBLE_EQ(solana.rate_limit().burst(), 10);
+  EXPECT_EQ(solana.method_cost().at("getProgramAccounts"), 10u);
+  EXPECT_EQ(solana.retry().max_attempts(), 3u);
+  EXPECT_THAT(solana.retry().methods(), ::testing::ElementsAre("getSlot", "getBalance"));
+  EXPECT_EQ(solana.cache_ttl_ms().at("getGenesisHash"), 3600000u);
+  EXPECT_EQ(solana.cache_ttl_ms().at("getSlot"), 400u);
+  EXPECT_TRUE(solana.coalescing().enabled());
+  EXPECT_TRUE(solana.tls_verify());
+
   ASSERT_EQ(config->clients_size(), 2);
   const v1::Client& burn = config->clients(0);
   EXPECT_EQ(burn.id(), "burn-detector");
@@ -143,7 +172,7 @@ TEST(ConfigTest, EveryLogLevelMaps) {
 }
 
 TEST(ConfigTest, UnsetVariableNamesTheFieldAndTheVariable) {
-  EXPECT_THAT(ParseConfig(kExample, FakeEnv({{"REDIS_PASSWORD", "x"}})),
+  EXPECT_THAT(ParseConfig(kExample, FakeEnv({{"REDIS_PASSWORD", "x"}, {"RPC_KEY", "k"}})),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        Eq("clients[0].token: environment variable BURN_TOKEN is not set")));
 }
@@ -195,6 +224,44 @@ INSTANTIATE_TEST_SUITE_P(
         ValidationCase{"SameListenAddresses",
                        "server: {listen: \"127.0.0.1:8000\", metrics_listen: \"127.0.0.1:8000\"}",
                        "server.metrics_listen: must differ from server.listen"},
+        // Upstreams.
+        ValidationCase{"UpstreamWithoutName", "upstreams: [{urls: [\"http://a:1\"]}]",
+                       "upstreams[0].name: is required"},
+        ValidationCase{"UpstreamWithoutUrls", "upstreams: [{name: sol}]",
+                       "upstreams[0].urls: is required"},
+        ValidationCase{"UpstreamUrlScheme",
+                       "upstreams: [{name: sol, urls: [\"http://a:1\", \"ftp://secret@b\"]}]",
+                       "upstreams[0].urls[1]: must start with http:// or https://"},
+        ValidationCase{"UpstreamUrlWithoutHost", "upstreams: [{name: sol, urls: [\"http:///x\"]}]",
+                       "upstreams[0].urls[0]: has no host"},
+        ValidationCase{"DuplicateUpstream",
+                       "upstreams: [{name: sol, urls: [\"http://a\"]}, {name: sol, urls: "
+                       "[\"http://b\"]}]",
+                       "upstreams[1].name: \"sol\" is already used by upstreams[0]"},
+        ValidationCase{
+            "MethodCostOverBurst",
+            "upstreams: [{name: sol, urls: [\"http://a\"], rate_limit: "
+            "{requests_per_second: 100, burst: 5}, method_cost: {getProgramAccounts: 10}}]",
+            "upstreams[0].method_cost.getProgramAccounts: 10 exceeds rate_limit.burst "
+            "(5), so such a call could never be admitted"},
+        ValidationCase{"MethodCostZero",
+                       "upstreams: [{name: sol, urls: [\"http://a\"], method_cost: {getSlot: 0}}]",
+                       "upstreams[0].method_cost.getSlot: must be at least 1"},
+        ValidationCase{
+            "MethodCostNotANumber",
+            "upstreams: [{name: sol, urls: [\"http://a\"], method_cost: {getSlot: x}}]",
+            "upstreams[0].method_cost.getSlot: must be a non-negative integer, got \"x\""},
+        ValidationCase{"MethodCostList",
+                       "upstreams: [{name: sol, urls: [\"http://a\"], method_cost: [getSlot]}]",
+                       "upstreams[0].method_cost: must be a mapping, got a list"},
+        ValidationCase{"BadRetryMethod",
+                       "upstreams: [{name: sol, urls: [\"http://a\"], retry: {methods: [\"get "
+                       "Slot\"]}}]",
+                       "upstreams[0].retry.methods[0]: character 3 is not allowed; use "
+                       "[A-Za-z0-9._:-]"},
+        ValidationCase{"UpstreamConnectionsZero",
+                       "upstreams: [{name: sol, urls: [\"http://a\"], max_connections: 0}]",
+                       "upstreams[0].max_connections: must be between 1 and 1000, got 0"},
         // Redis tuning.
         ValidationCase{"RedisReconnectInverted",
                        "broker: {redis: {reconnect_initial_ms: 5000, reconnect_max_ms: 100}}",

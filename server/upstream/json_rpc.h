@@ -1,0 +1,58 @@
+// JSON-RPC 2.0 bodies without a JSON library: validation, request building and
+// response splitting that keep every value byte for byte.
+//
+// Used by the Rpc service (validating params and raw bodies) and by the
+// upstream client (building requests, splitting responses, finding the
+// methods of a raw body for its cost). Values are never parsed into numbers
+// and printed again: a provider's `result` reaches the caller exactly as sent
+// (a u64 lamport balance stays exact). Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace switchboard::upstream {
+
+// Deepest nesting of arrays and objects accepted, so a hostile body cannot
+// exhaust the stack.
+inline constexpr int kMaxJsonDepth = 128;
+
+// OK when `text` is exactly one JSON value (RFC 8259) with surrounding
+// whitespace at most. INVALID_ARGUMENT otherwise, naming the byte offset:
+// "not valid JSON at byte 17: expected ',' or '}'".
+absl::Status ValidateJson(absl::string_view text);
+
+// `{"jsonrpc":"2.0","id":<id>,"method":"<method>","params":<params>}`, the
+// params member left out when `params_json` is empty. `method` must be a
+// valid method name (common::ValidateMethodName) and `params_json` valid JSON.
+std::string BuildRequest(uint64_t id, absl::string_view method, absl::string_view params_json);
+
+// A JSON-RPC response object split into its members, each the raw JSON text
+// of the value as it appears in the body.
+struct ResponseParts {
+  std::optional<absl::string_view> result;
+  std::optional<absl::string_view> error;
+};
+
+// Splits a single response object. INVALID_ARGUMENT (naming what is wrong)
+// when `body` is not a JSON object with a `result` or an `error` member.
+// The views point into `body`.
+absl::StatusOr<ResponseParts> SplitResponse(absl::string_view body);
+
+// The `method` of a request object, or of each element of a batch array, in
+// order. INVALID_ARGUMENT when `body` is not a request or a non-empty batch
+// of requests each with a string `method`.
+absl::StatusOr<std::vector<std::string>> RequestMethods(absl::string_view body);
+
+// True when a JSON-RPC `error` object says the provider is rate limiting:
+// code 429 or -32005 (Solana and common Ethereum providers), or a message
+// mentioning a rate limit or too many requests.
+bool IsRateLimitError(absl::string_view error_json);
+
+}  // namespace switchboard::upstream

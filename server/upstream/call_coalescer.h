@@ -1,0 +1,50 @@
+// CallCoalescer: identical calls in flight share one upstream request.
+//
+// Owned by the upstream client and used on its dispatcher thread only (not
+// thread-safe). The first call with a key leads: it makes the request and
+// calls Complete(). Calls that join while it is in flight wait, and every
+// waiter, the leader included, gets the leader's result. The owner decides
+// which calls may coalesce (read methods only, never a transaction
+// submission) and builds the key (upstream, method and params text).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+
+namespace switchboard::upstream {
+
+template <typename Result>
+class CallCoalescer {
+ public:
+  using Waiter = absl::AnyInvocable<void(const Result& result)>;
+
+  // Adds `waiter` under `key`. True when no call with this key was in
+  // flight: the caller leads and must Complete(key, ...) once.
+  bool Join(const std::string& key, Waiter waiter) {
+    auto [it, leads] = in_flight_.try_emplace(key);
+    it->second.push_back(std::move(waiter));
+    return leads;
+  }
+
+  // Ends the call in flight under `key`: every waiter gets `result`, in
+  // joining order. Returns how many there were.
+  size_t Complete(const std::string& key, const Result& result) {
+    auto it = in_flight_.find(key);
+    if (it == in_flight_.end()) return 0;
+    std::vector<Waiter> waiters = std::move(it->second);
+    in_flight_.erase(it);
+    for (Waiter& waiter : waiters) waiter(result);
+    return waiters.size();
+  }
+
+  size_t in_flight() const { return in_flight_.size(); }
+
+ private:
+  absl::flat_hash_map<std::string, std::vector<Waiter>> in_flight_;
+};
+
+}  // namespace switchboard::upstream

@@ -1,0 +1,33 @@
+#include "server/upstream/call_coalescer.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace switchboard::upstream {
+namespace {
+
+TEST(CallCoalescerTest, TheFirstCallLeadsAndEveryWaiterGetsItsResult) {
+  CallCoalescer<std::string> coalescer;
+  std::vector<std::string> seen;
+  const auto record = [&](const std::string& result) { seen.push_back(result); };
+  EXPECT_TRUE(coalescer.Join("getSlot", record));
+  for (int i = 0; i < 99; ++i) EXPECT_FALSE(coalescer.Join("getSlot", record));
+  EXPECT_TRUE(coalescer.Join("getBalance", record)) << "another key leads on its own";
+  EXPECT_EQ(coalescer.in_flight(), 2u);
+
+  EXPECT_EQ(coalescer.Complete("getSlot", "42"), 100u);
+  EXPECT_EQ(seen, std::vector<std::string>(100, "42"));
+  EXPECT_EQ(coalescer.in_flight(), 1u);
+  EXPECT_TRUE(coalescer.Join("getSlot", record)) << "a call after completion leads again";
+}
+
+TEST(CallCoalescerTest, CompletingAnUnknownKeyDoesNothing) {
+  CallCoalescer<int> coalescer;
+  EXPECT_EQ(coalescer.Complete("nothing", 1), 0u);
+}
+
+}  // namespace
+}  // namespace switchboard::upstream

@@ -183,6 +183,16 @@ absl::StatusOr<std::vector<std::string>> RedisServer::ClientNames() const {
   return names;
 }
 
+absl::StatusOr<std::map<std::string, int>> RedisServer::ClientNameCounts() const {
+  absl::StatusOr<std::vector<std::string>> names = ClientNames();
+  if (!names.ok()) return names.status();
+  std::map<std::string, int> counts;
+  for (const std::string& name : *names) {
+    if (!name.empty()) ++counts[name];
+  }
+  return counts;
+}
+
 absl::StatusOr<std::vector<RedisServer::StreamEntry>> RedisServer::StreamEntries(
     const std::string& key) const {
   std::vector<StreamEntry> entries;

@@ -70,6 +70,10 @@ class RedisServer {
   // empty for a connection without a name (such as the one asking).
   absl::StatusOr<std::vector<std::string>> ClientNames() const;
 
+  // How many connections carry each name (connections without one are not
+  // counted).
+  absl::StatusOr<std::map<std::string, int>> ClientNameCounts() const;
+
   // One entry of a stream, as XRANGE returns it.
   struct StreamEntry {
     std::string id;

@@ -1,12 +1,12 @@
 // StateGate: the thread-safe front of a broker whose state lives on one
 // dispatcher thread (MemoryBroker, RedisBroker).
 //
-// The broker's public methods may be called from any thread; they post
+// A PostingGate (server/event/posting_gate.h) with the Broker calls on top:
+// the broker's public methods may be called from any thread; they post
 // closures that run with the broker's State on its dispatcher. Once Close()
 // has run, closures run with nullptr instead, so calls after shutdown fail
 // with the gate's shut-down status and handles that outlive the state (a
-// Subscription destroyed late) do nothing. Closures posted before Close()
-// still see the state: the dispatcher runs posts in order.
+// Subscription destroyed late) do nothing.
 //
 // `State` offers, on its dispatcher thread:
 //   void Publish(const std::string& topic, std::vector<OutgoingMessage>,
@@ -30,47 +30,27 @@
 #include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "server/broker/broker.h"
 #include "server/broker/sink_guard.h"
 #include "server/broker/topic_policy.h"
 #include "server/event/dispatcher.h"
+#include "server/event/posting_gate.h"
 
 namespace switchboard::broker {
 
 template <typename State>
-class StateGate {
+class StateGate : public event::PostingGate<State> {
  public:
+  using event::PostingGate<State>::Run;
+
   // `shut_down` is what calls get once the gate is closed.
   StateGate(event::Dispatcher& dispatcher, State* state, absl::Status shut_down)
-      : dispatcher_(dispatcher), shut_down_(std::move(shut_down)), state_(state) {}
-
-  StateGate(const StateGate&) = delete;
-  StateGate& operator=(const StateGate&) = delete;
+      : event::PostingGate<State>(dispatcher, state), shut_down_(std::move(shut_down)) {}
 
   const absl::Status& shut_down_error() const { return shut_down_; }
-
-  // Posts `fn`, to run with the state, or with nullptr once the gate is
-  // closed. Returns whether the state was live.
-  bool Run(absl::AnyInvocable<void(State* state)> fn) {
-    absl::ReaderMutexLock lock(&mu_);
-    State* state = state_;
-    dispatcher_.Post([state, fn = std::move(fn)]() mutable { fn(state); });
-    return state != nullptr;
-  }
-
-  // Later Run()s pass nullptr. Returns false when the gate was closed
-  // already.
-  bool Close() {
-    absl::MutexLock lock(&mu_);
-    if (state_ == nullptr) return false;
-    state_ = nullptr;
-    return true;
-  }
 
   void Publish(std::string topic, std::vector<OutgoingMessage> messages, PublishCallback done) {
     Run([this, topic = std::move(topic), messages = std::move(messages),
@@ -160,11 +140,8 @@ class StateGate {
     const std::shared_ptr<SinkGuard<ConsumerSink>> sink_;
   };
 
-  event::Dispatcher& dispatcher_;
   const absl::Status shut_down_;
   std::atomic<uint64_t> next_handle_id_{1};
-  absl::Mutex mu_;
-  State* state_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::broker

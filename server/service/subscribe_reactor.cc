@@ -25,6 +25,7 @@ SubscribeReactor::SubscribeReactor(ServiceContext& context, grpc::CallbackServer
     absl::StatusOr<std::unique_ptr<broker::Subscription>> subscription =
         context_.broker.Subscribe(request.topic(), *this);
     if (!subscription.ok()) return subscription.status();
+    absl::MutexLock lock(&mu_);
     subscription_ = *std::move(subscription);
     return absl::OkStatus();
   }();
@@ -32,7 +33,10 @@ SubscribeReactor::SubscribeReactor(ServiceContext& context, grpc::CallbackServer
     context_.metrics.CountRejected("Subscribe", StatusCodeName(status.code()));
     absl::MutexLock lock(&mu_);
     RequestFinishLocked(ToGrpcStatus(status));
+    return;
   }
+  // A first message may have gone into a write before the handle was here.
+  ReadyIfTaken();
 }
 
 void SubscribeReactor::OnSubscribed() {
@@ -41,10 +45,13 @@ void SubscribeReactor::OnSubscribed() {
 }
 
 void SubscribeReactor::OnMessage(broker::Message message, uint64_t dropped_since_last) {
-  absl::MutexLock lock(&mu_);
-  pending_ = std::move(message);
-  pending_dropped_ = dropped_since_last;
-  MaybeWriteLocked();
+  {
+    absl::MutexLock lock(&mu_);
+    pending_ = std::move(message);
+    pending_dropped_ = dropped_since_last;
+    MaybeWriteLocked();
+  }
+  ReadyIfTaken();
 }
 
 bool SubscribeReactor::TakeNextResponseLocked(v1::SubscribeResponse& response) {
@@ -53,11 +60,24 @@ bool SubscribeReactor::TakeNextResponseLocked(v1::SubscribeResponse& response) {
   ToReceivedMessage(*std::move(pending_), *response.mutable_message());
   response.set_dropped_since_last(pending_dropped_);
   pending_.reset();
+  pending_taken_ = true;
   return true;
 }
 
-void SubscribeReactor::OnWriteCompleted() {
-  if (subscription_ != nullptr) subscription_->Ready();
+void SubscribeReactor::OnWriteCompleted() { ReadyIfTaken(); }
+
+void SubscribeReactor::ReadyIfTaken() {
+  broker::Subscription* subscription;
+  {
+    absl::MutexLock lock(&mu_);
+    // Without the handle yet, the constructor tells the broker.
+    if (!pending_taken_ || subscription_ == nullptr) return;
+    pending_taken_ = false;
+    subscription = subscription_.get();
+  }
+  // Alive: OnDone destroys it only after every reaction, and its destructor
+  // waits for a sink callback in progress.
+  subscription->Ready();
 }
 
 void SubscribeReactor::OnClosed(absl::Status status) {
@@ -72,7 +92,14 @@ void SubscribeReactor::Drain() {
 }
 
 void SubscribeReactor::OnDone() {
-  subscription_.reset();  // No sink callback runs after this.
+  std::unique_ptr<broker::Subscription> subscription;
+  {
+    absl::MutexLock lock(&mu_);
+    subscription = std::move(subscription_);
+  }
+  // Outside `mu_`: this waits for a sink callback in progress, which may
+  // need `mu_`. No sink callback runs after it.
+  subscription.reset();
   AwaitLockedSections();
   delete this;
 }

@@ -105,12 +105,13 @@ redis_xadd() {
     XADD bench.redis MAXLEN '~' 1000000 '*' p "$payload" |
     tail -1 | cut -d, -f2 | tr -d '"') $2"
 }
-# About DURATION seconds of redis_xadd at pipeline depth $1, sized by a probe.
-redis_xadd_timed() {
+# The requests redis_xadd at pipeline depth $1 makes in about DURATION
+# seconds, from a probe.
+timed_requests() {
   local probe
   read -r probe _ < <(redis_xadd "$1" $((20000 * $1)))
   rcli flushall >/dev/null
-  redis_xadd "$1" "$(python3 -c "print(max(1000, int($probe * $duration)))")"
+  python3 -c "print(max(1000, int($probe * $duration)))"
 }
 # sbctl bench publish with $1 streams at batch $2, to a new topic:
 # "MSGS_PER_SEC MSGS".
@@ -122,8 +123,8 @@ publish() {
   echo "$(field msgs_per_sec <<<"$line") $(field msgs <<<"$line")"
 }
 
-read -r ceiling ceiling_cpu < <(median_runs redis_xadd_timed 32)
-read -r direct direct_cpu < <(median_runs redis_xadd_timed 1)
+read -r ceiling ceiling_cpu < <(median_runs redis_xadd 32 "$(timed_requests 32)")
+read -r direct direct_cpu < <(median_runs redis_xadd 1 "$(timed_requests 1)")
 read -r batch1 batch1_cpu < <(median_runs publish 50 1)
 read -r batch100 batch100_cpu < <(median_runs publish 8 100)
 

@@ -9,7 +9,9 @@
 #       talking to Redis directly);
 #   (c) `sbctl bench publish` through switchboard to a durable topic (XADD):
 #       50 streams at batch 1, and 8 streams at batch 100, each stream keeping
-#       WINDOW requests in flight (default 16);
+#       WINDOW requests in flight (default 16, sbctl's default); and, for
+#       comparison with (b), 50 streams at batch 1 with one request in flight
+#       each;
 #   (d) `sbctl bench latency`: publish-to-delivery latency at a steady RATE
 #       msgs/s (default 5000), received by a Consume stream (durable topic,
 #       acked at once) and by a Subscribe stream (ephemeral topic).
@@ -19,7 +21,7 @@
 # DURATION seconds (default 10); Redis is flushed between runs. Prints one
 # Markdown table, then the load average before and after (the machine's
 # other work skews every figure). Not part of the default test run: it takes
-# about 7 * RUNS * DURATION seconds.
+# about 8 * RUNS * DURATION seconds.
 #
 #   tests/perf/bench_redis.sh [BUILD_DIR]   (default build/release)
 set -euo pipefail
@@ -113,20 +115,21 @@ timed_requests() {
   rcli flushall >/dev/null
   python3 -c "print(max(1000, int($probe * $duration)))"
 }
-# sbctl bench publish with $1 streams at batch $2, to a new topic:
-# "MSGS_PER_SEC MSGS".
+# sbctl bench publish with $1 streams at batch $2, $3 requests in flight per
+# stream, to a new topic: "MSGS_PER_SEC MSGS".
 publish() {
   local line
   line=$("$sbctl" --server="127.0.0.1:$grpc_port" bench publish --topic="bench.$(date +%s%N)" \
-    --streams="$1" --batch="$2" --window="$window" --size=100 --duration="$duration" \
+    --streams="$1" --batch="$2" --window="$3" --size=100 --duration="$duration" \
     2>/dev/null | tail -1)
   echo "$(field msgs_per_sec <<<"$line") $(field msgs <<<"$line")"
 }
 
 read -r ceiling ceiling_cpu < <(median_runs redis_xadd 32 "$(timed_requests 32)")
 read -r direct direct_cpu < <(median_runs redis_xadd 1 "$(timed_requests 1)")
-read -r batch1 batch1_cpu < <(median_runs publish 50 1)
-read -r batch100 batch100_cpu < <(median_runs publish 8 100)
+read -r batch1 batch1_cpu < <(median_runs publish 50 1 "$window")
+read -r batch100 batch100_cpu < <(median_runs publish 8 100 "$window")
+read -r unpipelined unpipelined_cpu < <(median_runs publish 50 1 1)
 
 # sbctl bench latency RUNS times, on a new topic under prefix $1 each time,
 # with the rest of the arguments (--group): prints the medians of p50, p99
@@ -150,11 +153,13 @@ durable=$(latency bench.durable --group=g | xargs)
 ephemeral=$(latency bench.ephemeral.latency | xargs)
 
 python3 - "$runs" "$duration" "$window" "$rate" "$ceiling" "$ceiling_cpu" "$direct" \
-  "$direct_cpu" "$batch1" "$batch1_cpu" "$batch100" "$batch100_cpu" "$durable" "$ephemeral" <<'EOF'
+  "$direct_cpu" "$batch1" "$batch1_cpu" "$batch100" "$batch100_cpu" "$unpipelined" \
+  "$unpipelined_cpu" "$durable" "$ephemeral" <<'EOF'
 import sys
 (runs, duration, window, rate, ceiling, ceiling_cpu, direct, direct_cpu, batch1, batch1_cpu,
- batch100, batch100_cpu, durable, ephemeral) = sys.argv[1:]
-ceiling, direct, batch1, batch100 = map(float, (ceiling, direct, batch1, batch100))
+ batch100, batch100_cpu, unpipelined, unpipelined_cpu, durable, ephemeral) = sys.argv[1:]
+ceiling, direct, batch1, batch100, unpipelined = map(
+    float, (ceiling, direct, batch1, batch100, unpipelined))
 met = lambda ok: "yes" if ok else "**no**"
 def latency(figures):
     p50, p99, top, received = map(float, figures.split())
@@ -175,6 +180,9 @@ print(f"| (c) | Switchboard, 50 streams × {window} in flight, batch 1 "
 print(f"| (c) | Switchboard, 8 streams × {window} in flight, batch 100 "
       f"| {batch100:,.0f} msgs/s = **{100 * batch100 / ceiling:.0f}% of (a)** | {batch100_cpu} µs "
       f"| ≥ 35% of (a) | {met(batch100 >= 0.35 * ceiling)} |")
+print(f"| (c) | Switchboard, 50 streams × 1 in flight, batch 1 (as (b): each waits for its answer) "
+      f"| {unpipelined:,.0f} msgs/s = {unpipelined / direct:.2f}× (b) | {unpipelined_cpu} µs "
+      "| | |")
 print(f"| (d) | Publish to delivery at {float(rate):,.0f} msgs/s, durable (Consume, acked) "
       f"| {durable_text} | | p99 ≤ 2 ms | {met(durable_p99 <= 2000)} |")
 print(f"| (d) | Publish to delivery at {float(rate):,.0f} msgs/s, ephemeral (Subscribe) "

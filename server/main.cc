@@ -13,6 +13,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/synchronization/mutex.h"
 #include "server/app/server.h"
 #include "server/common/log.h"
 #include "server/config/config.h"
@@ -41,6 +42,9 @@ int main(int argc, char** argv) {
       "Usage: switchboard [--config=FILE] [--listen=HOST:PORT] [--metrics_listen=HOST:PORT] "
       "[--broker=URL]");
   absl::ParseCommandLine(argc, argv);
+  // Debian's Abseil checks every lock for deadlock cycles; the tests (which
+  // do not run main) keep that check, production saves its cost.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   namespace config = switchboard::config;
   config::FlagOverrides overrides;

@@ -554,6 +554,7 @@ class RedisBroker::State {
     std::vector<TopicGroup*> topics;
     bool blocking = false;
     std::vector<TopicGroup*> blocking_topics;
+    uint32_t blocking_count = 0;  // The read's COUNT, per topic.
     bool unblock_requested = false;
   };
 
@@ -987,7 +988,7 @@ class RedisBroker::State {
                     topic_group.existence = TopicGroup::Existence::kFailed;
                     return;
                   }
-                  const size_t read = TakeReadEntries(reply, {&topic_group});
+                  const size_t read = TakeReadEntries(reply, {&topic_group})[0];
                   // Fewer than asked: nothing more is there for now.
                   topic_group.drained = read < count;
                   Kick(topic_group);
@@ -1007,11 +1008,12 @@ class RedisBroker::State {
   }
 
   // Queues the entries of an XREADGROUP reply ([[stream, [entry...]]...],
-  // nil when there were none) for their groups. Returns how many.
-  size_t TakeReadEntries(const absl::StatusOr<Reply>& reply,
-                         const std::vector<TopicGroup*>& topics) {
-    if (!reply.ok() || !reply->is_array()) return 0;
-    size_t taken = 0;
+  // nil when there were none) for their groups. Returns how many per topic,
+  // index-aligned with `topics`.
+  std::vector<size_t> TakeReadEntries(const absl::StatusOr<Reply>& reply,
+                                      const std::vector<TopicGroup*>& topics) {
+    std::vector<size_t> taken(topics.size(), 0);
+    if (!reply.ok() || !reply->is_array()) return taken;
     for (const Reply& stream : reply->elements) {
       if (!stream.is_array() || stream.elements.size() != 2) continue;
       auto topic_group = std::find_if(topics.begin(), topics.end(), [&](const TopicGroup* t) {
@@ -1023,7 +1025,7 @@ class RedisBroker::State {
             redis::MessageFromStreamEntry(entry, (*topic_group)->topic);
         if (!message) continue;
         Own(**topic_group, std::move(*message), /*attempt=*/1);
-        ++taken;
+        ++taken[topic_group - topics.begin()];
       }
     }
     return taken;
@@ -1294,6 +1296,7 @@ class RedisBroker::State {
     // topic).
     group.blocking = true;
     group.blocking_topics = wanted;
+    group.blocking_count = count;
     slot.reading = name;
     Anchor<State> self = self_;
     io_.Run([index = group.reader, command = ReadCommand(name, wanted, count, block),
@@ -1323,9 +1326,13 @@ class RedisBroker::State {
       for (TopicGroup* topic_group : topics) {
         topic_group->existence = TopicGroup::Existence::kFailed;
       }
-    } else if (TakeReadEntries(reply, topics) > 0) {
-      // More may be waiting behind what arrived: probe again.
-      for (TopicGroup* topic_group : topics) topic_group->drained = false;
+    } else {
+      // A topic that filled the read's COUNT may have more waiting behind:
+      // probe it before blocking again.
+      const std::vector<size_t> taken = TakeReadEntries(reply, topics);
+      for (size_t i = 0; i < topics.size(); ++i) {
+        topics[i]->drained = taken[i] < group.blocking_count;
+      }
     }
     ReleaseReaderIfIdle(name);
     // Another group's turn on a shared reader, then this group's next read.

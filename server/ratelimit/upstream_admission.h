@@ -1,0 +1,182 @@
+// UpstreamAdmission: where calls to one JSON-RPC upstream wait for its rate
+// limit (DESIGN.md §4, "Admission is queueing, not only rejection").
+//
+// One per upstream, owned by the upstream pool. Construct it on any thread;
+// use and destroy it on its dispatcher's thread only (not thread-safe). Time
+// comes from the dispatcher's clock, so under a SimulatedClock calls are
+// admitted when the test advances time.
+//
+// A call is queued with its client, the client's weight, its cost (the
+// method's cost), a priority and a deadline. The queue is weighted-fair across
+// clients (WeightedFairQueue) and the limiter is a GCRA (Gcra) steered by the
+// provider's pushback (AimdRateControl). The head of the fair order leaves the
+// queue the moment the limiter lets its cost through: one dispatcher timer is
+// armed at that time, nothing polls.
+//
+// Enqueue decides at once whether the call can make it: when it estimates, from
+// the cost the fair order serves before it and the limiter's state (pause
+// included), that the call would be admitted after its deadline, or when the
+// queue is full, the call is refused with RESOURCE_EXHAUSTED and a retry
+// delay, without waiting. A call that is queued may still see its deadline
+// pass (the provider pushed back, higher-priority calls of its client came
+// in): it is then never admitted, and ends with DEADLINE_EXCEEDED when its
+// turn comes, using no capacity.
+//
+// Callbacks: each queued call's callback runs exactly once, on the dispatcher
+// thread, unless the call is cancelled first. Callbacks never run inside
+// Enqueue, Cancel, OnThrottled or OnSucceeded: they run from the admission's
+// own timer. An outcome decided inside Enqueue (a refusal) is delivered on the
+// dispatcher's next loop iteration, at the same clock time. So a caller may
+// keep the ticket Enqueue returns without fearing that its callback already
+// ran, and callbacks may call any method here (but must not destroy the
+// UpstreamAdmission). Destroying the UpstreamAdmission drops every pending
+// callback without running it: cancel or drain calls first.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "server/event/dispatcher.h"
+#include "server/ratelimit/admission_result.h"
+#include "server/ratelimit/aimd_rate_control.h"
+#include "server/ratelimit/gcra.h"
+#include "server/ratelimit/weighted_fair_queue.h"
+
+namespace switchboard::ratelimit {
+
+// Why a call was not admitted.
+enum class RejectionReason {
+  // RESOURCE_EXHAUSTED: max_queue_depth calls were already waiting.
+  kQueueFull,
+  // RESOURCE_EXHAUSTED: the call could not be admitted before its deadline.
+  kDeadline,
+  // DEADLINE_EXCEEDED: the deadline passed while the call waited.
+  kDeadlinePassed,
+};
+
+// Learns what an UpstreamAdmission does, for metrics. Called on the
+// dispatcher thread, inline; implementations must be cheap and must not call
+// back into the UpstreamAdmission.
+class AdmissionObserver {
+ public:
+  virtual ~AdmissionObserver() = default;
+
+  // A call left the queue for the upstream after waiting `queue_wait`.
+  virtual void OnAdmitted(absl::string_view client_id, absl::Duration queue_wait) = 0;
+
+  // A call was refused (at Enqueue), or dropped when its deadline passed.
+  virtual void OnRejected(absl::string_view client_id, RejectionReason reason) = 0;
+
+  // The limiter's rate changed (AIMD), in cost units per second.
+  virtual void OnRateChanged(double rate) = 0;
+};
+
+struct UpstreamAdmissionOptions {
+  // The provider's limit: cost units per second (> 0), and the cost units
+  // that may go at one instant after a quiet spell (>= 1).
+  double rate = 1;
+  double burst = 1;
+  // Calls waiting at most; more are refused at once.
+  size_t max_queue_depth = 10000;
+  AimdOptions aimd;
+};
+
+// One call asking for admission.
+struct AdmissionRequest {
+  std::string client_id;
+  // The client's share relative to other clients (>= 1).
+  uint32_t weight = 1;
+  // The method's cost in limiter units (>= 1).
+  uint32_t cost = 1;
+  // Higher goes first among the same client's calls.
+  uint32_t priority = 0;
+  // The call must be admitted by then.
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+class UpstreamAdmission {
+ public:
+  // Names a call for Cancel(). Never reused by one UpstreamAdmission.
+  using Ticket = uint64_t;
+  using Callback = absl::AnyInvocable<void(AdmissionResult)>;
+
+  // `dispatcher` and `observer` must outlive this object.
+  UpstreamAdmission(event::Dispatcher& dispatcher, UpstreamAdmissionOptions options,
+                    AdmissionObserver& observer);
+
+  UpstreamAdmission(const UpstreamAdmission&) = delete;
+  UpstreamAdmission& operator=(const UpstreamAdmission&) = delete;
+
+  // Queues `request`, or refuses it at once (see the file comment). `done`
+  // runs once with OK when the call is admitted; with RESOURCE_EXHAUSTED and
+  // a retry delay when it is refused here; with DEADLINE_EXCEEDED when its
+  // deadline passes in the queue.
+  Ticket Enqueue(AdmissionRequest request, Callback done);
+
+  // Withdraws a call whose callback has not run: it leaves the queue and its
+  // callback never runs. Returns false when `ticket` has nothing pending (its
+  // callback ran, or it was cancelled before).
+  bool Cancel(Ticket ticket);
+
+  // The provider throttled a call (HTTP 429, or a JSON-RPC rate-limit error),
+  // asking to wait `retry_after` (absent when it did not say). Pauses
+  // admission and lowers the rate; see AimdRateControl.
+  void OnThrottled(std::optional<absl::Duration> retry_after);
+
+  // A call of `cost` got its answer from the provider. Raises the rate back
+  // towards the configured rate; see AimdRateControl.
+  void OnSucceeded(uint32_t cost);
+
+  // Calls waiting in the queue.
+  size_t queue_depth() const { return queue_.size(); }
+
+  // The limiter's current rate, in cost units per second.
+  double rate() const { return limiter_.rate(); }
+
+ private:
+  // A call whose callback has not run yet: queued, or refused and awaiting
+  // delivery.
+  struct PendingCall {
+    Callback done;
+    absl::Time deadline;
+    absl::Time enqueued_at;
+  };
+
+  // Refuses `ticket` now; its callback runs on the next loop iteration.
+  void Refuse(Ticket ticket, absl::string_view client_id, RejectionReason reason,
+              AdmissionResult result);
+  // Runs `ticket`'s callback with `result`, unless it was cancelled.
+  void Complete(Ticket ticket, AdmissionResult result);
+  // The timer: delivers refusals, admits every call the limiter lets through
+  // now, and re-arms.
+  void OnTimer();
+  void AdmitConforming();
+  // Points the timer at the next moment something is due.
+  void ArmTimer();
+
+  event::Dispatcher& dispatcher_;
+  AdmissionObserver& observer_;
+  const size_t max_queue_depth_;
+  Gcra limiter_;
+  AimdRateControl rate_control_;
+  WeightedFairQueue queue_;
+  Ticket next_ticket_ = 1;
+  absl::flat_hash_map<Ticket, PendingCall> pending_;
+  // Refusals decided in Enqueue, in order, for the next timer run.
+  std::deque<std::pair<Ticket, AdmissionResult>> refused_;
+  // Created on first use, so the object may be constructed off the
+  // dispatcher thread.
+  std::unique_ptr<event::Timer> timer_;
+  absl::Time armed_at_ = absl::InfiniteFuture();
+};
+
+}  // namespace switchboard::ratelimit

@@ -687,7 +687,9 @@ class RedisBroker::State {
 
   // -- Connection events ----------------------------------------------------------
 
-  bool serving() const { return command_ready() && subscriber_ready_; }
+  // After a reconnect, serving waits until the subscriptions are back, so a
+  // publisher that trusts health never publishes past a subscriber.
+  bool serving() const { return command_ready() && subscriber_ready_ && !restoring_; }
 
   void UpdateHealth(absl::AnyInvocable<void()> change) {
     const bool before = serving();
@@ -713,7 +715,10 @@ class RedisBroker::State {
   }
 
   void OnSubscriberState(bool ready) {
-    UpdateHealth([&] { subscriber_ready_ = ready; });
+    UpdateHealth([&] {
+      subscriber_ready_ = ready;
+      restoring_ = ready;
+    });
     if (!ready) {
       // Redis dropped every subscription with the connection.
       for (auto& [pattern, channel] : channels_) channel.upstream = Upstream::kNone;
@@ -723,6 +728,16 @@ class RedisBroker::State {
     std::vector<std::string> patterns;
     for (const auto& [pattern, channel] : channels_) patterns.push_back(pattern);
     for (const std::string& pattern : patterns) Reconcile(pattern);
+    EndRestoringIfDone();
+  }
+
+  // Serving again once every wanted channel is subscribed.
+  void EndRestoringIfDone() {
+    if (!restoring_) return;
+    for (const auto& [pattern, channel] : channels_) {
+      if (channel.wanted && channel.upstream != Upstream::kSubscribed) return;
+    }
+    UpdateHealth([&] { restoring_ = false; });
   }
 
   void OnReaderState(size_t index, bool ready) {
@@ -744,6 +759,7 @@ class RedisBroker::State {
     Channel& channel = it->second;
     if (!channel.wanted && channel.upstream == Upstream::kNone) {
       channels_.erase(it);
+      EndRestoringIfDone();
       return;
     }
     if (!subscriber_ready_) return;
@@ -794,6 +810,7 @@ class RedisBroker::State {
       if (subscriber != subscribers_.end()) Confirm(subscriber->second);
     }
     Reconcile(pattern);
+    EndRestoringIfDone();
   }
 
   void Confirm(Subscriber& subscriber) {
@@ -1518,6 +1535,7 @@ class RedisBroker::State {
   std::vector<bool> lane_ready_ = {false};
   std::map<const TopicPolicy*, size_t> exclusive_lanes_;
   bool subscriber_ready_ = false;
+  bool restoring_ = false;  // Subscriptions are being renewed after a reconnect.
   std::vector<absl::AnyInvocable<void(bool)>> health_watchers_;
   bool shutting_down_ = false;
   absl::AnyInvocable<void()> on_idle_;

@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/event/dispatcher_impl.h"
+#include "tests/testing/run_on_dispatcher.h"
 #include "tests/testing/status_matchers.h"
 
 namespace switchboard::broker {
@@ -27,15 +28,8 @@ class LeaseTableTest : public ::testing::Test {
     RunOnDispatcher([&] { table_.reset(); });
   }
 
-  // Runs `fn` on the dispatcher thread, after everything posted before, and
-  // waits for it.
   void RunOnDispatcher(absl::AnyInvocable<void()> fn) {
-    absl::Notification done;
-    dispatcher_.Post([&] {
-      fn();
-      done.Notify();
-    });
-    done.WaitForNotification();
+    testing::RunOnDispatcher(dispatcher_, std::move(fn));
   }
 
   void CreateTable() {

@@ -3,6 +3,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "server/event/dispatcher_impl.h"
+#include "tests/testing/run_on_dispatcher.h"
 
 namespace switchboard::event {
 namespace {
@@ -11,14 +12,8 @@ class DispatcherTest : public ::testing::Test {
  protected:
   DispatcherTest() : dispatcher_("test", clock_) { dispatcher_.Start(); }
 
-  // Runs `fn` on the dispatcher thread and waits for it.
   void RunOnDispatcher(absl::AnyInvocable<void()> fn) {
-    absl::Notification done;
-    dispatcher_.Post([&] {
-      fn();
-      done.Notify();
-    });
-    done.WaitForNotification();
+    testing::RunOnDispatcher(dispatcher_, std::move(fn));
   }
 
   common::SimulatedClock clock_;

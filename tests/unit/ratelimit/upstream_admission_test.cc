@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/event/dispatcher_impl.h"
+#include "tests/testing/run_on_dispatcher.h"
 
 namespace switchboard::ratelimit {
 namespace {
@@ -56,15 +57,8 @@ class UpstreamAdmissionTest : public ::testing::Test {
     RunOnDispatcher([&] { admission_.reset(); });
   }
 
-  // Runs `fn` on the dispatcher thread, after everything posted before, and
-  // waits for it.
   void RunOnDispatcher(absl::AnyInvocable<void()> fn) {
-    absl::Notification done;
-    dispatcher_.Post([&] {
-      fn();
-      done.Notify();
-    });
-    done.WaitForNotification();
+    testing::RunOnDispatcher(dispatcher_, std::move(fn));
   }
 
   void Create(double rate, double burst, size_t max_queue_depth = 10000) {

@@ -12,7 +12,7 @@ packages=(
   libabsl-dev libhiredis-dev libcurl4-openssl-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libevent-dev libyaml-cpp-dev
   # Real servers the integration tests start on loopback.
-  redis-server redis-tools nginx-light curl
+  redis-server redis-tools nginx-light curl openssl
 )
 
 missing=()

@@ -1,0 +1,87 @@
+// The nginx harness itself, through the HTTP pool: limit_req answers 429 past
+// rate and burst, the access log parses (statuses, connections, rate over a
+// window), and Stop() / Restart() serve again on the same port.
+#include "tests/testing/nginx_server.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/http/pool_harness.h"
+#include "tests/testing/status_matchers.h"
+
+namespace switchboard::testing {
+namespace {
+
+using ::switchboard::http::PoolHarness;
+using ::switchboard::http::Request;
+using ::switchboard::http::Response;
+using ::testing::ElementsAre;
+using ::testing::Pair;
+using ::testing::SizeIs;
+
+Request Post(std::string url) {
+  Request request;
+  request.url = std::move(url);
+  request.body = R"({"jsonrpc":"2.0","id":1,"method":"getSlot"})";
+  return request;
+}
+
+int StatusOf(const absl::StatusOr<Response>& response) {
+  return response.ok() ? response->status : -1;
+}
+
+TEST(NginxServerTest, RateLimitAnswers429PastRateAndBurst) {
+  NginxServer::Options options;
+  options.rate_limit = "6r/m";  // One request per 10 s: none refills during the test.
+  options.burst = 2;
+  absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start(options);
+  ASSERT_THAT(nginx, IsOk());
+  PoolHarness harness;
+
+  std::vector<int> statuses;
+  for (int i = 0; i < 5; ++i) statuses.push_back(StatusOf(harness.Call(Post((*nginx)->url()))));
+
+  // One at the rate, two in the burst (nodelay), then refused.
+  EXPECT_THAT(statuses, ElementsAre(200, 200, 200, 429, 429));
+  absl::StatusOr<AccessLog> log = (*nginx)->WaitForAccessLog(5);
+  ASSERT_THAT(log, IsOk());
+  EXPECT_THAT(log->CountByStatus(), ElementsAre(Pair(200, 3), Pair(429, 2)));
+  EXPECT_THAT(log->Connections(), SizeIs(1));
+  const absl::Time first = log->entries.front().time;
+  EXPECT_DOUBLE_EQ(log->RequestsPerSecond(first, first + absl::Seconds(10)), 0.5);
+  EXPECT_DOUBLE_EQ(log->RequestsPerSecond(first - absl::Seconds(10), first), 0.0);
+}
+
+TEST(NginxServerTest, RestartServesAgainOnTheSamePort) {
+  absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start();
+  ASSERT_THAT(nginx, IsOk());
+  const int port = (*nginx)->port();
+  PoolHarness harness;
+  ASSERT_EQ(StatusOf(harness.Call(Post((*nginx)->url()))), 200);
+  ASSERT_THAT((*nginx)->WaitForAccessLog(1), IsOk());  // Stop() would lose a line to come.
+
+  (*nginx)->Stop();
+  EXPECT_THAT(harness.Call(Post((*nginx)->url())), StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_THAT((*nginx)->Restart(), IsOk());
+
+  EXPECT_EQ((*nginx)->port(), port);
+  EXPECT_EQ(StatusOf(harness.Call(Post((*nginx)->url()))), 200);
+  absl::StatusOr<AccessLog> log = (*nginx)->WaitForAccessLog(2);
+  ASSERT_THAT(log, IsOk());
+  EXPECT_THAT(log->CountByStatus(), ElementsAre(Pair(200, 2)));
+}
+
+TEST(NginxServerTest, RefusesAnswersItCannotQuote) {
+  NginxServer::Options options;
+  options.answer = R"({"result":"it's"})";
+  EXPECT_THAT(NginxServer::Start(options), StatusIs(absl::StatusCode::kInvalidArgument));
+  options.answer = R"({"result":"$5"})";
+  EXPECT_THAT(NginxServer::Start(options), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace switchboard::testing

@@ -116,6 +116,28 @@ int Consume(const client::Client& client, const std::string& topic, const std::s
   return 0;
 }
 
+int Call(const client::Client& client, const std::string& upstream, const std::string& method,
+         const std::string& params_json) {
+  v1::CallRequest request;
+  request.set_upstream(upstream);
+  request.set_method(method);
+  request.set_params_json(params_json);
+  absl::Duration retry_after = absl::ZeroDuration();
+  absl::StatusOr<v1::CallResponse> response = client.Call(request, &retry_after);
+  if (!response.ok()) {
+    if (retry_after > absl::ZeroDuration()) {
+      std::cerr << "retry after " << absl::FormatDuration(retry_after) << std::endl;
+    }
+    return ReportFailure(response.status());
+  }
+  if (response->has_error_json()) {
+    std::cerr << response->error_json() << std::endl;
+    return kExitFailure;
+  }
+  std::cout << response->result_json() << std::endl;
+  return 0;
+}
+
 int Health(const client::Client& client, const std::string& service) {
   using grpc::health::v1::HealthCheckResponse;
   absl::StatusOr<HealthCheckResponse::ServingStatus> serving = client.CheckHealth(service);

@@ -36,6 +36,13 @@ int Subscribe(const client::Client& client, const std::string& topic, int64_t co
 int Consume(const client::Client& client, const std::string& topic, const std::string& group,
             int64_t count, uint32_t max_in_flight);
 
+// Calls `method` with `params_json` (empty: none) on `upstream` and prints
+// the provider's result JSON on stdout; a JSON-RPC error object is printed on
+// stderr and exits 1, as does a failed call (with its retry delay when the
+// server gave one).
+int Call(const client::Client& client, const std::string& upstream, const std::string& method,
+         const std::string& params_json);
+
 // Exits 0 and prints SERVING when `service` is serving; otherwise prints its
 // status (or the call's error) on stderr and exits 1.
 int Health(const client::Client& client, const std::string& service);

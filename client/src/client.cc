@@ -6,6 +6,7 @@
 
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "status_conversion.h"
 
 namespace switchboard::client {
@@ -34,6 +35,7 @@ Client::Client(ClientOptions options)
     : options_(std::move(options)),
       channel_(CreateChannel(options_)),
       broker_(v1::Broker::NewStub(channel_)),
+      rpc_(v1::Rpc::NewStub(channel_)),
       health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
 void Client::PrepareContext(grpc::ClientContext& context) const {
@@ -60,6 +62,23 @@ absl::StatusOr<std::vector<std::string>> Client::Publish(
   grpc::Status status = broker_->Publish(&context, request, &response);
   if (!status.ok()) return internal::FromGrpcStatus(status);
   return std::vector<std::string>(response.message_ids().begin(), response.message_ids().end());
+}
+
+absl::StatusOr<v1::CallResponse> Client::Call(const v1::CallRequest& request,
+                                              absl::Duration* retry_after) const {
+  grpc::ClientContext context;
+  PrepareUnaryContext(context);
+  v1::CallResponse response;
+  grpc::Status status = rpc_->Call(&context, request, &response);
+  if (status.ok()) return response;
+  const auto& trailers = context.GetServerTrailingMetadata();
+  auto it = trailers.find("retry-after-ms");
+  int64_t milliseconds = 0;
+  if (retry_after != nullptr && it != trailers.end() &&
+      absl::SimpleAtoi(absl::string_view(it->second.data(), it->second.size()), &milliseconds)) {
+    *retry_after = absl::Milliseconds(milliseconds);
+  }
+  return internal::FromGrpcStatus(status);
 }
 
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::CheckHealth(

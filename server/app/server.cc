@@ -22,8 +22,12 @@
 #include "server/common/status_macros.h"
 #include "server/config/broker_url.h"
 #include "server/event/dispatcher_impl.h"
+#include "server/http/http_pool_impl.h"
 #include "server/metrics/metrics.h"
+#include "server/ratelimit/client_quotas.h"
 #include "server/service/broker_service.h"
+#include "server/service/rpc_service.h"
+#include "server/upstream/upstreams.h"
 
 namespace switchboard::app {
 namespace {
@@ -36,7 +40,9 @@ class ServerImpl final : public Server {
   explicit ServerImpl(const config::Config& config)
       : config_(config),
         broker_dispatcher_("sb-broker", common::RealClock::Get()),
+        upstream_dispatcher_("sb-upstream", common::RealClock::Get()),
         clients_(config),
+        client_quotas_(ClientRequestRates(config), common::RealClock::Get()),
         streams_(config.limits().max_streams_per_client() == 0
                      ? std::numeric_limits<uint32_t>::max()
                      : config.limits().max_streams_per_client()),
@@ -46,8 +52,11 @@ class ServerImpl final : public Server {
 
   absl::Status Init() {
     broker_dispatcher_.Start();
+    upstream_dispatcher_.Start();
     SB_ASSIGN_OR_RETURN(config::BrokerUrl url, config::ParseBrokerUrl(config_.broker().url()));
     broker_ = MakeBroker(url);
+    upstreams_ = std::make_unique<upstream::Upstreams>(upstream_dispatcher_, UpstreamDefinitions(),
+                                                       client_quotas_, metrics_);
     try {
       exposer_ = std::make_unique<prometheus::Exposer>(config_.server().metrics_listen());
     } catch (const std::exception& e) {
@@ -61,8 +70,9 @@ class ServerImpl final : public Server {
     limits.max_message_bytes = config_.limits().max_message_bytes();
     limits.max_batch_messages = config_.limits().max_batch_messages();
     context_ = std::make_unique<service::ServiceContext>(
-        service::ServiceContext{*broker_, clients_, metrics_, streams_, limits});
-    service_ = std::make_unique<service::BrokerService>(*context_);
+        service::ServiceContext{*broker_, *upstreams_, clients_, metrics_, streams_, limits});
+    broker_service_ = std::make_unique<service::BrokerService>(*context_);
+    rpc_service_ = std::make_unique<service::RpcService>(*context_);
 
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -71,7 +81,8 @@ class ServerImpl final : public Server {
                              &grpc_port_);
     builder.SetMaxReceiveMessageSize(static_cast<int>(
         std::max<uint64_t>(kMinReceiveMessageBytes, limits.max_message_bytes + (64 << 10))));
-    builder.RegisterService(service_.get());
+    builder.RegisterService(broker_service_.get());
+    builder.RegisterService(rpc_service_.get());
     grpc_server_ = builder.BuildAndStart();
     if (grpc_server_ == nullptr || grpc_port_ == 0) {
       return absl::UnavailableError(
@@ -117,6 +128,8 @@ class ServerImpl final : public Server {
     }
     if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
     broker_dispatcher_.Shutdown();
+    if (upstreams_ != nullptr) upstreams_->Shutdown();  // Answers calls still open.
+    upstream_dispatcher_.Shutdown();
     // civetweb takes up to its 2 s poll quantum to stop.
     exposer_.reset();
     SB_LOG(kInfo, "shutdown complete");
@@ -136,6 +149,55 @@ class ServerImpl final : public Server {
             config::BuildTopicPolicies(config_), metrics_, metrics_);
     }
     return nullptr;
+  }
+
+  static absl::flat_hash_map<std::string, double> ClientRequestRates(const config::Config& config) {
+    absl::flat_hash_map<std::string, double> rates;
+    for (const config::v1::Client& client : config.clients()) {
+      rates[client.id()] = client.requests_per_second();
+    }
+    return rates;
+  }
+
+  std::vector<upstream::Upstreams::Definition> UpstreamDefinitions() {
+    std::vector<upstream::Upstreams::Definition> definitions;
+    for (const config::v1::Upstream& upstream : config_.upstreams()) {
+      http::HttpPoolOptions pool;
+      pool.max_connections_per_host = static_cast<int>(upstream.max_connections());
+      pool.http2 = upstream.http2();
+      pool.verify_tls = upstream.tls_verify();
+      pool.max_response_bytes = upstream.max_response_bytes();
+      definitions.push_back(
+          {UpstreamOptionsOf(upstream), [this, pool](http::HttpPoolObserver& observer) {
+             return std::make_unique<http::HttpPoolImpl>(upstream_dispatcher_, pool, observer);
+           }});
+    }
+    return definitions;
+  }
+
+  static upstream::UpstreamOptions UpstreamOptionsOf(const config::v1::Upstream& upstream) {
+    upstream::UpstreamOptions options;
+    options.name = upstream.name();
+    options.urls.assign(upstream.urls().begin(), upstream.urls().end());
+    options.request_timeout = absl::Milliseconds(upstream.timeout_ms());
+    options.method_cost.insert(upstream.method_cost().begin(), upstream.method_cost().end());
+    options.max_attempts = upstream.retry().max_attempts();
+    options.retry_methods.insert(upstream.retry().methods().begin(),
+                                 upstream.retry().methods().end());
+    options.retry_backoff = absl::Milliseconds(upstream.retry().backoff_ms());
+    for (const auto& [method, ttl_ms] : upstream.cache_ttl_ms()) {
+      options.cache_ttl[method] = absl::Milliseconds(ttl_ms);
+    }
+    options.coalescing = upstream.coalescing().enabled();
+    options.never_coalesce.insert(upstream.coalescing().never().begin(),
+                                  upstream.coalescing().never().end());
+    options.breaker_failure_threshold = upstream.circuit_breaker().failure_threshold();
+    options.breaker_open_time = absl::Milliseconds(upstream.circuit_breaker().open_ms());
+    options.rate_limited = upstream.rate_limit().requests_per_second() > 0;
+    options.admission.rate = upstream.rate_limit().requests_per_second();
+    options.admission.burst = upstream.rate_limit().burst();
+    options.admission.max_queue_depth = upstream.max_queue_depth();
+    return options;
   }
 
   static broker::RedisBrokerOptions RedisOptions(const config::BrokerUrl& url,
@@ -160,12 +222,16 @@ class ServerImpl final : public Server {
   const config::Config config_;
   metrics::Metrics metrics_;
   event::DispatcherImpl broker_dispatcher_;
+  event::DispatcherImpl upstream_dispatcher_;
   std::unique_ptr<broker::Broker> broker_;
   auth::ClientRegistry clients_;
+  ratelimit::ClientQuotas client_quotas_;
+  std::unique_ptr<upstream::Upstreams> upstreams_;
   service::StreamTracker streams_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<service::ServiceContext> context_;
-  std::unique_ptr<service::BrokerService> service_;
+  std::unique_ptr<service::BrokerService> broker_service_;
+  std::unique_ptr<service::RpcService> rpc_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   int grpc_port_ = 0;
   const absl::Duration drain_timeout_;

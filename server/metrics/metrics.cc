@@ -7,6 +7,25 @@
 namespace switchboard::metrics {
 namespace {
 
+// Seconds, from 100 µs to 30 s.
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+      0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30};
+  return kBuckets;
+}
+
+prometheus::Family<prometheus::Gauge>& Gauge(prometheus::Registry& registry,
+                                             const std::string& name, const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(registry);
+}
+
+prometheus::Family<prometheus::Histogram>& Histogram(prometheus::Registry& registry,
+                                                     const std::string& name,
+                                                     const std::string& help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry);
+}
+
 prometheus::Family<prometheus::Counter>& Counter(prometheus::Registry& registry,
                                                  const std::string& name, const std::string& help) {
   return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
@@ -22,6 +41,8 @@ absl::string_view StreamMethodName(StreamMethod method) {
       return "Subscribe";
     case StreamMethod::kConsume:
       return "Consume";
+    case StreamMethod::kCallStream:
+      return "CallStream";
   }
   return "unknown";
 }
@@ -45,29 +66,47 @@ Metrics::Metrics(size_t max_topic_labels)
                                  "Leases that ran past their ack deadline, per topic.")),
       subscriber_drops_(Counter(*registry_, "switchboard_subscriber_dropped_total",
                                 "Messages lost to a full subscriber buffer, per topic.")),
-      open_streams_(prometheus::BuildGauge()
-                        .Name("switchboard_grpc_streams_open")
-                        .Help("Open gRPC streams, per method and client id.")
-                        .Register(*registry_)),
+      open_streams_(Gauge(*registry_, "switchboard_grpc_streams_open",
+                          "Open gRPC streams, per method and client id.")),
       rejected_(Counter(*registry_, "switchboard_requests_rejected_total",
                         "Requests refused before reaching the broker, per method and code.")),
-      consumer_lag_(prometheus::BuildGauge()
-                        .Name("switchboard_consumer_lag")
-                        .Help("Entries of a durable topic not yet delivered to a consumer group, "
-                              "per topic and group (sampled while the group has consumers).")
-                        .Register(*registry_)),
-      redis_connections_(prometheus::BuildGauge()
-                             .Name("switchboard_redis_connections")
-                             .Help("Redis connections, per role and state (connecting, ready).")
-                             .Register(*registry_)),
+      consumer_lag_(Gauge(*registry_, "switchboard_consumer_lag",
+                          "Entries of a durable topic not yet delivered to a consumer group, "
+                          "per topic and group (sampled while the group has consumers).")),
+      redis_connections_(Gauge(*registry_, "switchboard_redis_connections",
+                               "Redis connections, per role and state (connecting, ready).")),
       redis_reconnects_(Counter(*registry_, "switchboard_redis_reconnects_total",
                                 "Redis connection attempts after a loss or a failed attempt, "
                                 "per role.")),
-      redis_pipeline_depth_(prometheus::BuildHistogram()
-                                .Name("switchboard_redis_pipeline_depth")
-                                .Help("Commands carried by one write to a Redis connection "
-                                      "(automatic pipelining), per role.")
-                                .Register(*registry_)) {
+      redis_pipeline_depth_(Histogram(*registry_, "switchboard_redis_pipeline_depth",
+                                      "Commands carried by one write to a Redis connection "
+                                      "(automatic pipelining), per role.")),
+      upstream_requests_(Counter(*registry_, "switchboard_upstream_requests_total",
+                                 "Requests sent to JSON-RPC upstreams, per upstream, method and "
+                                 "outcome.")),
+      upstream_latency_(Histogram(*registry_, "switchboard_upstream_request_duration_seconds",
+                                  "Time from sending an upstream request to its outcome, per "
+                                  "upstream.")),
+      upstream_throttled_(Counter(*registry_, "switchboard_upstream_throttled_total",
+                                  "Provider pushback seen (HTTP 429 or a JSON-RPC rate-limit "
+                                  "error), per upstream.")),
+      upstream_cache_hits_(Counter(*registry_, "switchboard_upstream_cache_hits_total",
+                                   "Calls answered from the cache, per upstream and method.")),
+      upstream_coalesced_(Counter(*registry_, "switchboard_upstream_coalesced_total",
+                                  "Calls that shared an identical call's upstream request, per "
+                                  "upstream and method.")),
+      upstream_queue_wait_(Histogram(*registry_, "switchboard_upstream_queue_wait_seconds",
+                                     "Time admitted calls waited for the upstream's rate limit, "
+                                     "per upstream.")),
+      upstream_rejections_(Counter(*registry_, "switchboard_upstream_rejections_total",
+                                   "Calls refused admission, per upstream and reason.")),
+      upstream_rate_(Gauge(*registry_, "switchboard_upstream_rate",
+                           "The rate the upstream's limiter admits now (cost units per second; "
+                           "below the configured rate after provider pushback).")),
+      upstream_queue_depth_(Gauge(*registry_, "switchboard_upstream_queue_depth",
+                                  "Calls waiting for admission, per upstream.")),
+      upstream_connections_(Gauge(*registry_, "switchboard_upstream_connections",
+                                  "Open TCP connections to the upstream's hosts.")) {
   prometheus::BuildGauge()
       .Name("switchboard_metrics_topic_label_limit")
       .Help("Distinct topic label values kept before counting under \"__other__\".")
@@ -151,6 +190,62 @@ void Metrics::OnWrite(absl::string_view role, size_t commands) {
       1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
   redis_pipeline_depth_.Add({{"role", std::string(role)}}, kDepthBuckets)
       .Observe(static_cast<double>(commands));
+}
+
+void Metrics::OnUpstreamRequest(absl::string_view upstream, absl::string_view method,
+                                absl::string_view outcome, absl::Duration latency) {
+  upstream_requests_
+      .Add({{"upstream", std::string(upstream)},
+            {"method", MethodLabel(method)},
+            {"outcome", std::string(outcome)}})
+      .Increment();
+  upstream_latency_.Add({{"upstream", std::string(upstream)}}, LatencyBuckets())
+      .Observe(absl::ToDoubleSeconds(latency));
+}
+
+void Metrics::OnThrottled(absl::string_view upstream) {
+  upstream_throttled_.Add({{"upstream", std::string(upstream)}}).Increment();
+}
+
+void Metrics::OnCacheHit(absl::string_view upstream, absl::string_view method) {
+  upstream_cache_hits_.Add({{"upstream", std::string(upstream)}, {"method", MethodLabel(method)}})
+      .Increment();
+}
+
+void Metrics::OnCoalesced(absl::string_view upstream, absl::string_view method) {
+  upstream_coalesced_.Add({{"upstream", std::string(upstream)}, {"method", MethodLabel(method)}})
+      .Increment();
+}
+
+void Metrics::OnAdmitted(absl::string_view upstream, absl::Duration queue_wait) {
+  upstream_queue_wait_.Add({{"upstream", std::string(upstream)}}, LatencyBuckets())
+      .Observe(absl::ToDoubleSeconds(queue_wait));
+}
+
+void Metrics::OnRejected(absl::string_view upstream, absl::string_view reason) {
+  upstream_rejections_.Add({{"upstream", std::string(upstream)}, {"reason", std::string(reason)}})
+      .Increment();
+}
+
+void Metrics::OnRateChanged(absl::string_view upstream, double rate) {
+  upstream_rate_.Add({{"upstream", std::string(upstream)}}).Set(rate);
+}
+
+void Metrics::OnQueueDepth(absl::string_view upstream, size_t depth) {
+  upstream_queue_depth_.Add({{"upstream", std::string(upstream)}}).Set(static_cast<double>(depth));
+}
+
+void Metrics::OnConnectionsChanged(absl::string_view upstream, int delta) {
+  upstream_connections_.Add({{"upstream", std::string(upstream)}})
+      .Increment(static_cast<double>(delta));
+}
+
+std::string Metrics::MethodLabel(absl::string_view method) {
+  absl::MutexLock lock(&mu_);
+  if (methods_.contains(method)) return std::string(method);
+  if (methods_.size() >= max_topic_labels_) return kOverflowLabel;
+  methods_.emplace(method);
+  return std::string(method);
 }
 
 prometheus::Gauge& Metrics::RedisConnections(absl::string_view role,

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
@@ -27,6 +28,7 @@
 #include "prometheus/registry.h"
 #include "server/broker/broker.h"
 #include "server/broker/redis/connection.h"
+#include "server/upstream/upstream_client.h"
 
 namespace switchboard::metrics {
 
@@ -46,10 +48,12 @@ struct TopicMetrics {
 };
 
 // The gRPC methods that hold streams open, for the open-streams gauge.
-enum class StreamMethod { kPublishStream, kSubscribe, kConsume };
+enum class StreamMethod { kPublishStream, kSubscribe, kConsume, kCallStream };
 absl::string_view StreamMethodName(StreamMethod method);
 
-class Metrics final : public broker::BrokerObserver, public broker::redis::ConnectionObserver {
+class Metrics final : public broker::BrokerObserver,
+                      public broker::redis::ConnectionObserver,
+                      public upstream::UpstreamObserver {
  public:
   explicit Metrics(size_t max_topic_labels = 1000);
 
@@ -79,8 +83,23 @@ class Metrics final : public broker::BrokerObserver, public broker::redis::Conne
   void OnReconnectAttempt(absl::string_view role) override;
   void OnWrite(absl::string_view role, size_t commands) override;
 
+  // upstream::UpstreamObserver. Upstream names come from configuration;
+  // method labels are capped like topics.
+  void OnUpstreamRequest(absl::string_view upstream, absl::string_view method,
+                         absl::string_view outcome, absl::Duration latency) override;
+  void OnThrottled(absl::string_view upstream) override;
+  void OnCacheHit(absl::string_view upstream, absl::string_view method) override;
+  void OnCoalesced(absl::string_view upstream, absl::string_view method) override;
+  void OnAdmitted(absl::string_view upstream, absl::Duration queue_wait) override;
+  void OnRejected(absl::string_view upstream, absl::string_view reason) override;
+  void OnRateChanged(absl::string_view upstream, double rate) override;
+  void OnQueueDepth(absl::string_view upstream, size_t depth) override;
+  void OnConnectionsChanged(absl::string_view upstream, int delta) override;
+
  private:
   prometheus::Gauge& RedisConnections(absl::string_view role, broker::redis::ConnectionState state);
+  // `method`, or "__other__" once max_topic_labels methods were seen.
+  std::string MethodLabel(absl::string_view method);
 
   std::shared_ptr<prometheus::Registry> registry_;
   const size_t max_topic_labels_;
@@ -99,11 +118,22 @@ class Metrics final : public broker::BrokerObserver, public broker::redis::Conne
   prometheus::Family<prometheus::Gauge>& redis_connections_;
   prometheus::Family<prometheus::Counter>& redis_reconnects_;
   prometheus::Family<prometheus::Histogram>& redis_pipeline_depth_;
+  prometheus::Family<prometheus::Counter>& upstream_requests_;
+  prometheus::Family<prometheus::Histogram>& upstream_latency_;
+  prometheus::Family<prometheus::Counter>& upstream_throttled_;
+  prometheus::Family<prometheus::Counter>& upstream_cache_hits_;
+  prometheus::Family<prometheus::Counter>& upstream_coalesced_;
+  prometheus::Family<prometheus::Histogram>& upstream_queue_wait_;
+  prometheus::Family<prometheus::Counter>& upstream_rejections_;
+  prometheus::Family<prometheus::Gauge>& upstream_rate_;
+  prometheus::Family<prometheus::Gauge>& upstream_queue_depth_;
+  prometheus::Family<prometheus::Gauge>& upstream_connections_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<TopicMetrics>> topics_ ABSL_GUARDED_BY(mu_);
   // By "topic/group".
   absl::flat_hash_map<std::string, prometheus::Gauge*> lags_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> methods_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::metrics

@@ -1,5 +1,5 @@
-// What every Broker RPC handler needs, bundled so reactors take one
-// reference. Owned by server/app, which keeps it alive until every RPC has
+// What every RPC handler (Broker and Rpc services) needs, bundled so
+// reactors take one reference. Owned by server/app, which keeps it alive until every RPC has
 // ended (gRPC server shutdown completes before it is destroyed).
 #pragma once
 
@@ -11,11 +11,13 @@
 #include "server/metrics/metrics.h"
 #include "server/service/request_validation.h"
 #include "server/service/stream_tracker.h"
+#include "server/upstream/upstreams.h"
 
 namespace switchboard::service {
 
 struct ServiceContext {
   broker::Broker& broker;
+  upstream::Upstreams& upstreams;
   const auth::ClientRegistry& clients;
   metrics::Metrics& metrics;
   StreamTracker& streams;

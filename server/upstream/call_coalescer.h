@@ -20,7 +20,8 @@ namespace switchboard::upstream {
 template <typename Result>
 class CallCoalescer {
  public:
-  using Waiter = absl::AnyInvocable<void(const Result& result)>;
+  // `shared` is false for the leader, true for the calls that joined it.
+  using Waiter = absl::AnyInvocable<void(const Result& result, bool shared)>;
 
   // Adds `waiter` under `key`. True when no call with this key was in
   // flight: the caller leads and must Complete(key, ...) once.
@@ -37,8 +38,14 @@ class CallCoalescer {
     if (it == in_flight_.end()) return 0;
     std::vector<Waiter> waiters = std::move(it->second);
     in_flight_.erase(it);
-    for (Waiter& waiter : waiters) waiter(result);
+    for (size_t i = 0; i < waiters.size(); ++i) waiters[i](result, /*shared=*/i > 0);
     return waiters.size();
+  }
+
+  // Calls waiting under `key`, the leader included.
+  size_t waiters(const std::string& key) const {
+    auto it = in_flight_.find(key);
+    return it == in_flight_.end() ? 0 : it->second.size();
   }
 
   size_t in_flight() const { return in_flight_.size(); }

@@ -31,6 +31,7 @@
 #include "absl/time/time.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "switchboard/v1/broker.grpc.pb.h"
+#include "switchboard/v1/rpc.grpc.pb.h"
 
 namespace switchboard::client {
 
@@ -65,17 +66,29 @@ class Client {
   // The shared channel, e.g. to wait for it to connect.
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
 
-  // The Broker stub on the shared channel. Thread-safe.
+  // The Broker and Rpc stubs on the shared channel. Thread-safe.
   v1::Broker::StubInterface& broker() const { return *broker_; }
+  v1::Rpc::StubInterface& rpc() const { return *rpc_; }
 
   // Adds the authorization metadata to a call's context. Every call this
   // library makes goes through here.
   void PrepareContext(grpc::ClientContext& context) const;
 
+  // PrepareContext, plus the unary-call deadline (ClientOptions::rpc_timeout
+  // from now), for a unary call made on a stub directly.
+  void PrepareUnaryContext(grpc::ClientContext& context) const;
+
   // Publishes one batch with the unary Publish RPC and blocks until the server
   // answers: the message ids in request order, or the server's error.
   absl::StatusOr<std::vector<std::string>> Publish(const std::string& topic,
                                                    std::vector<v1::OutgoingMessage> messages) const;
+
+  // Makes one JSON-RPC call through the Rpc service and blocks until it is
+  // answered: the provider's result or error object, or the call's status.
+  // A RESOURCE_EXHAUSTED carries the server's `retry-after-ms` trailer in
+  // `retry_after` when given.
+  absl::StatusOr<v1::CallResponse> Call(const v1::CallRequest& request,
+                                        absl::Duration* retry_after = nullptr) const;
 
   // Asks the standard gRPC health service about `service` ("" is the whole
   // server, "switchboard.v1.Broker" the broker). Blocks.
@@ -83,12 +96,10 @@ class Client {
       const std::string& service) const;
 
  private:
-  // Sets the unary-call deadline on top of PrepareContext.
-  void PrepareUnaryContext(grpc::ClientContext& context) const;
-
   const ClientOptions options_;
   const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<v1::Broker::StubInterface> broker_;
+  const std::unique_ptr<v1::Rpc::StubInterface> rpc_;
   const std::unique_ptr<grpc::health::v1::Health::StubInterface> health_;
 };
 

@@ -1,0 +1,74 @@
+#include "server/service/call_validation.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/common/names.h"
+#include "server/common/status_macros.h"
+#include "server/upstream/json_rpc.h"
+
+namespace switchboard::service {
+namespace {
+
+absl::Status FieldError(absl::string_view field, absl::string_view message) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", message));
+}
+
+absl::Status CheckSize(absl::string_view field, absl::string_view text,
+                       const RequestLimits& limits) {
+  if (text.size() <= limits.max_message_bytes) return absl::OkStatus();
+  return FieldError(field, absl::StrCat(text.size(), " bytes exceeds the ",
+                                        limits.max_message_bytes, "-byte limit"));
+}
+
+absl::Status CheckJson(absl::string_view field, absl::string_view text) {
+  absl::Status valid = upstream::ValidateJson(text);
+  if (!valid.ok()) return FieldError(field, valid.message());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<upstream::UpstreamCall> ValidateCallRequest(const v1::CallRequest& request,
+                                                           const auth::ClientIdentity& client,
+                                                           const upstream::Upstreams& upstreams,
+                                                           const RequestLimits& limits,
+                                                           absl::Time deadline) {
+  SB_RETURN_IF_ERROR(common::ValidateUpstreamName(request.upstream(), "upstream"));
+  if (!upstreams.Contains(request.upstream())) {
+    return absl::NotFoundError(
+        absl::StrCat("upstream: no upstream named \"", request.upstream(), "\" is configured"));
+  }
+  if (request.timeout_ms() > kMaxCallTimeoutMs) {
+    return FieldError("timeout_ms", absl::StrCat("must be at most ", kMaxCallTimeoutMs, ", got ",
+                                                 request.timeout_ms()));
+  }
+  upstream::UpstreamCall call;
+  call.client_id = client.id;
+  call.client_weight = client.weight;
+  call.priority = request.priority();
+  call.deadline = deadline;
+  if (!request.raw_body().empty()) {
+    if (!request.method().empty() || !request.params_json().empty()) {
+      return FieldError("raw_body", "is exclusive with method and params_json");
+    }
+    SB_RETURN_IF_ERROR(CheckSize("raw_body", request.raw_body(), limits));
+    SB_RETURN_IF_ERROR(CheckJson("raw_body", request.raw_body()));
+    call.raw_body = request.raw_body();
+    return call;
+  }
+  if (request.method().empty()) return FieldError("method", "is required unless raw_body is set");
+  SB_RETURN_IF_ERROR(common::ValidateMethodName(request.method(), "method"));
+  if (!request.params_json().empty()) {
+    SB_RETURN_IF_ERROR(CheckSize("params_json", request.params_json(), limits));
+    SB_RETURN_IF_ERROR(CheckJson("params_json", request.params_json()));
+    const size_t first = request.params_json().find_first_not_of(" \t\r\n");
+    const char opening = request.params_json()[first];
+    if (opening != '[' && opening != '{') {
+      return FieldError("params_json", "must be a JSON array or object");
+    }
+  }
+  call.method = request.method();
+  call.params_json = request.params_json();
+  return call;
+}
+
+}  // namespace switchboard::service

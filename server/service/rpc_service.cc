@@ -1,0 +1,175 @@
+#include "server/service/rpc_service.h"
+
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "server/service/call_validation.h"
+#include "server/service/pipelined_stream.h"
+#include "server/service/status_conversion.h"
+
+namespace switchboard::service {
+namespace {
+
+constexpr char kRetryAfterTrailer[] = "retry-after-ms";
+
+// The gRPC deadline of `call`, or the upstream's request timeout from now
+// when the caller set none.
+absl::Time CallDeadline(const grpc::CallbackServerContext& call, absl::Duration fallback) {
+  const absl::Time deadline = absl::FromChrono(call.deadline());
+  const absl::Time bound = absl::Now() + fallback;
+  return deadline < bound ? deadline : bound;
+}
+
+void FillAnswer(upstream::Answer answer, v1::CallResponse& response) {
+  switch (answer.kind) {
+    case upstream::Answer::Kind::kResult:
+      response.set_result_json(std::move(answer.json));
+      break;
+    case upstream::Answer::Kind::kError:
+      response.set_error_json(std::move(answer.json));
+      break;
+    case upstream::Answer::Kind::kRawBody:
+      response.set_raw_body(std::move(answer.json));
+      break;
+  }
+  response.set_cached(answer.cached);
+  response.set_coalesced(answer.coalesced);
+  response.set_upstream_attempts(answer.upstream_attempts);
+}
+
+uint32_t RetryAfterMs(const absl::Status& status) {
+  std::optional<absl::Duration> retry_after = upstream::RetryAfter(status);
+  return retry_after.has_value() ? static_cast<uint32_t>(absl::ToInt64Milliseconds(*retry_after))
+                                 : 0;
+}
+
+// One unary Call. Lives until its answer has been sent (the upstream proxy
+// answers every call exactly once).
+class CallReactor final : public grpc::ServerUnaryReactor {
+ public:
+  CallReactor(ServiceContext& context, grpc::CallbackServerContext& call,
+              const v1::CallRequest& request, v1::CallResponse& response)
+      : context_(context), call_(call), response_(response) {
+    absl::StatusOr<upstream::UpstreamCall> upstream_call = Validate(request);
+    if (!upstream_call.ok()) {
+      context_.metrics.CountRejected("Call", StatusCodeName(upstream_call.status().code()));
+      Finish(ToGrpcStatus(upstream_call.status()));
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    handle_ = context_.upstreams.Call(
+        request.upstream(), *std::move(upstream_call),
+        [this](absl::StatusOr<upstream::Answer> answer) { OnAnswer(std::move(answer)); });
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    if (handle_.has_value()) context_.upstreams.Cancel(*handle_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::StatusOr<upstream::UpstreamCall> Validate(const v1::CallRequest& request) {
+    absl::StatusOr<auth::ClientIdentity> client = AuthenticateCall(context_, call_);
+    if (!client.ok()) return client.status();
+    const absl::Duration fallback = context_.upstreams.Contains(request.upstream())
+                                        ? context_.upstreams.request_timeout(request.upstream())
+                                        : absl::ZeroDuration();
+    return ValidateCallRequest(request, *client, context_.upstreams, context_.limits,
+                               CallDeadline(call_, fallback));
+  }
+
+  void OnAnswer(absl::StatusOr<upstream::Answer> answer) {
+    {
+      absl::MutexLock lock(&mu_);  // The constructor has stored the handle.
+      handle_.reset();
+    }
+    if (!answer.ok()) {
+      if (const uint32_t retry_after_ms = RetryAfterMs(answer.status()); retry_after_ms > 0) {
+        call_.AddTrailingMetadata(kRetryAfterTrailer, absl::StrCat(retry_after_ms));
+      }
+      Finish(ToGrpcStatus(answer.status()));
+      return;
+    }
+    FillAnswer(*std::move(answer), response_);
+    Finish(grpc::Status::OK);
+  }
+
+  ServiceContext& context_;
+  grpc::CallbackServerContext& call_;
+  v1::CallResponse& response_;
+  absl::Mutex mu_;
+  std::optional<upstream::Upstreams::CallHandle> handle_ ABSL_GUARDED_BY(mu_);
+};
+
+// One CallStream: each request is answered by its request_id, in completion
+// order.
+class CallStreamReactor final : public PipelinedStream<v1::CallRequest, v1::CallResponse> {
+ public:
+  CallStreamReactor(ServiceContext& context, grpc::CallbackServerContext& call)
+      : PipelinedStream(context, call, metrics::StreamMethod::kCallStream) {
+    Start();
+  }
+
+ private:
+  void Handle(v1::CallRequest& request) override {
+    const uint64_t request_id = request.request_id();
+    absl::StatusOr<upstream::UpstreamCall> upstream_call = Validate(request);
+    if (!upstream_call.ok()) {
+      context_.metrics.CountRejected("CallStream", StatusCodeName(upstream_call.status().code()));
+      Respond(Failure(request_id, upstream_call.status()));
+      return;
+    }
+    BeginAsync();
+    context_.upstreams.Call(request.upstream(), *std::move(upstream_call),
+                            [this, request_id](absl::StatusOr<upstream::Answer> answer) {
+                              if (!answer.ok()) {
+                                CompleteAsync(Failure(request_id, answer.status()));
+                                return;
+                              }
+                              v1::CallResponse response;
+                              response.set_request_id(request_id);
+                              FillAnswer(*std::move(answer), response);
+                              CompleteAsync(std::move(response));
+                            });
+  }
+
+  absl::StatusOr<upstream::UpstreamCall> Validate(const v1::CallRequest& request) {
+    if (!context_.upstreams.Contains(request.upstream())) {
+      return ValidateCallRequest(request, client(), context_.upstreams, context_.limits,
+                                 absl::Now());
+    }
+    const absl::Duration timeout = request.timeout_ms() > 0
+                                       ? absl::Milliseconds(request.timeout_ms())
+                                       : context_.upstreams.request_timeout(request.upstream());
+    return ValidateCallRequest(request, client(), context_.upstreams, context_.limits,
+                               CallDeadline(call(), timeout));
+  }
+
+  static v1::CallResponse Failure(uint64_t request_id, const absl::Status& status) {
+    v1::CallResponse response;
+    response.set_request_id(request_id);
+    *response.mutable_status() = ToErrorStatus(status);
+    response.set_retry_after_ms(RetryAfterMs(status));
+    return response;
+  }
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* RpcService::Call(grpc::CallbackServerContext* call,
+                                           const v1::CallRequest* request,
+                                           v1::CallResponse* response) {
+  return new CallReactor(context_, *call, *request, *response);
+}
+
+grpc::ServerBidiReactor<v1::CallRequest, v1::CallResponse>* RpcService::CallStream(
+    grpc::CallbackServerContext* call) {
+  return new CallStreamReactor(context_, *call);
+}
+
+}  // namespace switchboard::service

@@ -1,0 +1,223 @@
+// UpstreamClient: every call to one JSON-RPC upstream, from admission to
+// answer (DESIGN.md §4).
+//
+// One per configured upstream, owned by Upstreams (upstreams.h). A call goes:
+//   1. to the cache, for a method with a TTL: a fresh answer ends it;
+//   2. to the coalescer, for a read method: an identical call in flight
+//      shares its answer, and no request of its own is made;
+//   3. to the upstream's admission queue (GCRA limiter, weighted-fair across
+//      clients), which admits it or refuses it at once with
+//      RESOURCE_EXHAUSTED and a retry delay. A call waits there only while
+//      enough of its time is left for its request (the upstream's smoothed
+//      response time and then some), so it is not admitted only to time
+//      out upstream;
+//   4. to the HTTP pool, at the first URL whose circuit breaker is closed
+//      (primary first, then fallbacks);
+//   5. back: a provider 429 or JSON-RPC rate-limit error throttles the
+//      admission (pause, AIMD); a transport failure or 5xx counts against
+//      the URL's breaker; a method on the retry list is admitted and sent
+//      again (preferring another URL) with backoff while attempts and the
+//      deadline allow. A method not on the list is never sent twice.
+//
+// The provider's answer comes back byte for byte: the JSON-RPC `result`, the
+// `error` object, or for a raw call the whole body.
+//
+// Threading: construct, use and destroy on the dispatcher's thread only.
+// Callbacks run on that thread, never inline in Start() or Cancel().
+// Destroying the client answers every call still open with UNAVAILABLE.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "server/event/dispatcher.h"
+#include "server/http/http_pool.h"
+#include "server/ratelimit/upstream_admission.h"
+#include "server/upstream/call_coalescer.h"
+#include "server/upstream/circuit_breaker.h"
+#include "server/upstream/response_cache.h"
+
+namespace switchboard::upstream {
+
+// One upstream's configuration, resolved.
+struct UpstreamOptions {
+  std::string name;
+  std::vector<std::string> urls;  // Primary first.
+  // One upstream request's timeout (also bounded by the call's deadline).
+  absl::Duration request_timeout = absl::Seconds(10);
+  absl::flat_hash_map<std::string, uint32_t> method_cost;  // Absent: 1.
+  uint32_t max_attempts = 1;
+  absl::flat_hash_set<std::string> retry_methods;
+  absl::Duration retry_backoff = absl::Milliseconds(50);  // Doubles per attempt.
+  absl::flat_hash_map<std::string, absl::Duration> cache_ttl;
+  bool coalescing = true;
+  // Never coalesced, besides kTransactionSubmissions.
+  absl::flat_hash_set<std::string> never_coalesce;
+  uint32_t breaker_failure_threshold = 5;
+  absl::Duration breaker_open_time = absl::Seconds(5);
+  size_t cache_max_entries = 10000;
+  size_t cache_max_bytes = 64 << 20;
+  ratelimit::UpstreamAdmissionOptions admission;
+  // False: no rate limit (calls are admitted at once).
+  bool rate_limited = true;
+};
+
+// Methods that submit transactions: never coalesced, whatever the
+// configuration says.
+inline constexpr const char* kTransactionSubmissions[] = {
+    "sendTransaction", "sendRawTransaction", "eth_sendTransaction", "eth_sendRawTransaction"};
+
+// One call.
+struct UpstreamCall {
+  std::string client_id;
+  uint32_t client_weight = 1;
+  // A JSON-RPC call: its method and params (JSON text, empty for none).
+  std::string method;
+  std::string params_json;
+  // A raw call: a whole JSON-RPC body (one request or a batch), sent as is.
+  // Never cached, coalesced or retried.
+  std::string raw_body;
+  uint32_t priority = 0;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+// What the provider answered.
+struct Answer {
+  enum class Kind { kResult, kError, kRawBody };
+  Kind kind = Kind::kResult;
+  std::string json;  // The `result` value, the `error` object, or the body.
+  bool cached = false;
+  bool coalesced = false;
+  uint32_t upstream_attempts = 0;
+};
+
+using AnswerCallback = absl::AnyInvocable<void(absl::StatusOr<Answer> answer)>;
+
+// A RESOURCE_EXHAUSTED status that tells the caller when to come back: the
+// service layer sends it as the `retry-after-ms` trailer.
+absl::Status WithRetryAfter(absl::Status status, absl::Duration retry_after);
+std::optional<absl::Duration> RetryAfter(const absl::Status& status);
+
+// Metric hooks of every upstream, called on the dispatcher thread. Labels
+// come from configuration (upstream names) or are bounded by the observer
+// (methods, client ids).
+class UpstreamObserver {
+ public:
+  virtual ~UpstreamObserver() = default;
+
+  // One upstream request ended with `outcome` ("ok", "rpc_error",
+  // "rpc_throttled", "http_429", "http_4xx", "http_5xx", "unavailable",
+  // "timeout", "too_large", "invalid").
+  virtual void OnUpstreamRequest(absl::string_view upstream, absl::string_view method,
+                                 absl::string_view outcome, absl::Duration latency) = 0;
+  // The provider throttled a call (HTTP 429 or a JSON-RPC rate-limit error).
+  virtual void OnThrottled(absl::string_view upstream) = 0;
+  virtual void OnCacheHit(absl::string_view upstream, absl::string_view method) = 0;
+  virtual void OnCoalesced(absl::string_view upstream, absl::string_view method) = 0;
+  // Admission: a call waited `queue_wait`; a call was refused; the rate moved.
+  virtual void OnAdmitted(absl::string_view upstream, absl::Duration queue_wait) = 0;
+  virtual void OnRejected(absl::string_view upstream, absl::string_view reason) = 0;
+  virtual void OnRateChanged(absl::string_view upstream, double rate) = 0;
+  virtual void OnQueueDepth(absl::string_view upstream, size_t depth) = 0;
+  // Open TCP connections to the upstream went up or down by one.
+  virtual void OnConnectionsChanged(absl::string_view upstream, int delta) = 0;
+};
+
+class UpstreamClient {
+ public:
+  // Makes the client's HTTP pool, reporting to `observer`.
+  using PoolFactory =
+      absl::AnyInvocable<std::unique_ptr<http::HttpPool>(http::HttpPoolObserver& observer)>;
+  using CallId = uint64_t;
+
+  // `dispatcher` and `observer` must outlive the client.
+  UpstreamClient(event::Dispatcher& dispatcher, UpstreamOptions options, PoolFactory make_pool,
+                 UpstreamObserver& observer);
+  ~UpstreamClient();
+
+  UpstreamClient(const UpstreamClient&) = delete;
+  UpstreamClient& operator=(const UpstreamClient&) = delete;
+
+  // Starts `call` under `id`, which the caller keeps unique; `done` runs
+  // exactly once. INVALID_ARGUMENT (through `done`) for a raw body that
+  // names no method.
+  void Start(CallId id, UpstreamCall call, AnswerCallback done);
+
+  // Withdraws a call still waiting for admission: its `done` runs with
+  // CANCELLED. A call already sent, or whose request others share, runs to
+  // its end.
+  void Cancel(CallId id);
+
+  const UpstreamOptions& options() const { return options_; }
+
+ private:
+  class Observers;
+
+  // A call that makes its own upstream requests (not a coalesced follower).
+  struct Flight {
+    UpstreamCall call;
+    uint32_t cost = 1;
+    std::optional<std::string> coalescing_key;  // Set when others may join.
+    AnswerCallback done;                        // Unset when coalescing.
+    uint32_t attempts = 0;
+    std::optional<size_t> last_failed_url;
+    std::optional<ratelimit::UpstreamAdmission::Ticket> ticket;
+    std::optional<http::RequestId> request;
+    std::unique_ptr<event::Timer> backoff;
+  };
+
+  uint32_t CostOf(const UpstreamCall& call, absl::Status* error) const;
+  bool MayCoalesce(const UpstreamCall& call) const;
+  bool MayRetry(const Flight& flight) const;
+
+  void Admit(CallId id);
+  // The time by which a call with `deadline`, queued at `now`, must leave
+  // the admission queue: early enough to keep RequestReserve() for its
+  // request, but with at least half its time left to wait.
+  absl::Time AdmissionDeadline(absl::Time deadline, absl::Time now) const;
+  // The time a call keeps for its request after admission.
+  absl::Duration RequestReserve() const;
+  // Folds one upstream response time into the estimate.
+  void SampleResponseTime(absl::Duration response_time);
+  void OnAdmission(CallId id, ratelimit::AdmissionResult result);
+  void Send(CallId id);
+  void OnResponse(CallId id, size_t url_index, absl::Time sent_at,
+                  absl::StatusOr<http::Response> response);
+  // Feedback to the admission's rate control (when rate limited).
+  void Throttle(std::optional<absl::Duration> retry_after);
+  void Succeeded(uint32_t cost);
+  // The attempt failed with `error`: try again if allowed, else end.
+  void RetryOrFinish(CallId id, absl::Status error);
+  void Finish(CallId id, absl::StatusOr<Answer> result);
+  // Runs `done` with `result` on a later loop iteration.
+  void AnswerSoon(AnswerCallback done, absl::StatusOr<Answer> result);
+
+  event::Dispatcher& dispatcher_;
+  const UpstreamOptions options_;
+  UpstreamObserver& observer_;
+  std::unique_ptr<Observers> observers_;
+  ratelimit::UpstreamAdmission admission_;
+  std::unique_ptr<http::HttpPool> pool_;
+  std::vector<CircuitBreaker> breakers_;  // By URL index.
+  ResponseCache cache_;
+  CallCoalescer<absl::StatusOr<Answer>> coalescer_;
+  std::map<CallId, Flight> flights_;
+  // The upstream's response time, smoothed as TCP smooths round-trip times
+  // (RFC 6298), and its mean deviation; zero until the first response.
+  absl::Duration smoothed_response_time_;
+  absl::Duration response_time_deviation_;
+  uint64_t next_rpc_id_ = 1;
+};
+
+}  // namespace switchboard::upstream

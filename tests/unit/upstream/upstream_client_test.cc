@@ -1,0 +1,364 @@
+#include "server/upstream/upstream_client.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/common/clock.h"
+#include "server/event/dispatcher_impl.h"
+#include "tests/testing/run_on_dispatcher.h"
+#include "tests/testing/status_matchers.h"
+
+namespace switchboard::upstream {
+namespace {
+
+using ::switchboard::testing::IsOk;
+using ::switchboard::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// An HttpPool that records requests; the test answers them. Dispatcher
+// thread only.
+class FakeHttpPool final : public http::HttpPool {
+ public:
+  struct Sent {
+    http::Request request;
+    http::ResponseCallback done;
+  };
+
+  http::RequestId Send(http::Request request, http::ResponseCallback done) override {
+    sent.push_back({std::move(request), std::move(done)});
+    return sent.size();
+  }
+  bool Cancel(http::RequestId id) override {
+    sent[id - 1].done = nullptr;
+    return true;
+  }
+  int open_connections() const override { return 0; }
+
+  // Answers request `index` (0-based).
+  void Answer(size_t index, absl::StatusOr<http::Response> response) {
+    http::ResponseCallback done = std::move(sent.at(index).done);
+    ASSERT_TRUE(done != nullptr) << "request " << index << " was answered or cancelled";
+    done(std::move(response));
+  }
+
+  std::vector<Sent> sent;
+};
+
+http::Response Http(int status, std::string body,
+                    std::optional<absl::Duration> retry_after = std::nullopt) {
+  return http::Response{status, std::move(body), retry_after};
+}
+
+http::Response Result(absl::string_view result) {
+  return Http(200, absl::StrCat(R"({"jsonrpc":"2.0","id":1,"result":)", result, "}"));
+}
+
+class NullObserver final : public UpstreamObserver {
+ public:
+  void OnUpstreamRequest(absl::string_view, absl::string_view, absl::string_view,
+                         absl::Duration) override {}
+  void OnThrottled(absl::string_view) override { ++throttled; }
+  void OnCacheHit(absl::string_view, absl::string_view) override { ++cache_hits; }
+  void OnCoalesced(absl::string_view, absl::string_view) override { ++coalesced; }
+  void OnAdmitted(absl::string_view, absl::Duration) override {}
+  void OnRejected(absl::string_view, absl::string_view) override {}
+  void OnRateChanged(absl::string_view, double) override {}
+  void OnQueueDepth(absl::string_view, size_t) override {}
+  void OnConnectionsChanged(absl::string_view, int) override {}
+
+  int throttled = 0;
+  int cache_hits = 0;
+  int coalesced = 0;
+};
+
+class UpstreamClientTest : public ::testing::Test {
+ protected:
+  UpstreamClientTest() : dispatcher_("upstream-client-test", clock_) { dispatcher_.Start(); }
+
+  ~UpstreamClientTest() override {
+    Run([&] { client_.reset(); });
+  }
+
+  void Run(absl::AnyInvocable<void()> fn) { testing::RunOnDispatcher(dispatcher_, std::move(fn)); }
+
+  // Lets everything due now run: timers at the current simulated time, and
+  // what they post, a few steps deep.
+  void Settle() {
+    for (int step = 0; step < 3; ++step) {
+      clock_.Advance(absl::ZeroDuration());
+      Run([] {});
+    }
+  }
+
+  // A client on URLs "http://primary" and "http://fallback", without a rate
+  // limit unless the test sets one.
+  void Create(UpstreamOptions options) {
+    options.name = "solana";
+    if (options.urls.empty()) options.urls = {"http://primary", "http://fallback"};
+    Run([&] {
+      client_ = std::make_unique<UpstreamClient>(
+          dispatcher_, std::move(options),
+          [this](http::HttpPoolObserver&) {
+            auto pool = std::make_unique<FakeHttpPool>();
+            pool_ = pool.get();
+            return pool;
+          },
+          observer_);
+    });
+  }
+
+  static UpstreamOptions Unlimited() {
+    UpstreamOptions options;
+    options.rate_limited = false;
+    return options;
+  }
+
+  // Starts a call; its answer lands in answers_[index].
+  size_t Start(std::string method, std::string params = "", std::string raw_body = "") {
+    const size_t index = answers_.size();
+    answers_.emplace_back(absl::UnknownError("not answered"));
+    UpstreamCall call;
+    call.client_id = "worker";
+    call.method = std::move(method);
+    call.params_json = std::move(params);
+    call.raw_body = std::move(raw_body);
+    call.deadline = clock_.Now() + absl::Seconds(30);
+    Run([&] {
+      client_->Start(
+          index + 1, std::move(call),
+          [this, index](absl::StatusOr<upstream::Answer> answer) { answers_[index] = answer; });
+    });
+    return index;
+  }
+
+  size_t SentCount() {
+    Settle();
+    size_t count = 0;
+    Run([&] { count = pool_->sent.size(); });
+    return count;
+  }
+
+  void Respond(size_t index, absl::StatusOr<http::Response> response) {
+    Settle();
+    Run([&] { pool_->Answer(index, std::move(response)); });
+  }
+
+  std::string SentUrl(size_t index) {
+    Settle();
+    std::string url;
+    Run([&] { url = pool_->sent.at(index).request.url; });
+    return url;
+  }
+
+  absl::StatusOr<upstream::Answer> AnswerOf(size_t index) {
+    Settle();
+    absl::StatusOr<upstream::Answer> answer = absl::UnknownError("");
+    Run([&] { answer = answers_.at(index); });
+    return answer;
+  }
+
+  common::SimulatedClock clock_{absl::FromUnixSeconds(1000)};
+  event::DispatcherImpl dispatcher_;
+  NullObserver observer_;
+  std::unique_ptr<UpstreamClient> client_;
+  FakeHttpPool* pool_ = nullptr;
+  std::vector<absl::StatusOr<upstream::Answer>> answers_;
+};
+
+TEST_F(UpstreamClientTest, ResultAndErrorComeBackByteForByte) {
+  Create(Unlimited());
+  const size_t slot = Start("getBalance", R"(["Abc"])");
+  Settle();
+  Run([&] {
+    EXPECT_EQ(pool_->sent[0].request.body,
+              R"({"jsonrpc":"2.0","id":1,"method":"getBalance","params":["Abc"]})");
+    EXPECT_EQ(pool_->sent[0].request.url, "http://primary");
+  });
+  Respond(0, Result(R"({"context":{"slot":1},"value":18446744073709551615})"));
+  ASSERT_THAT(AnswerOf(slot), IsOk());
+  EXPECT_EQ(AnswerOf(slot)->kind, Answer::Kind::kResult);
+  EXPECT_EQ(AnswerOf(slot)->json, R"({"context":{"slot":1},"value":18446744073709551615})");
+  EXPECT_EQ(AnswerOf(slot)->upstream_attempts, 1u);
+
+  const size_t failing = Start("getFoo");
+  Respond(1, Http(200, R"({"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"nope"}})"));
+  EXPECT_EQ(AnswerOf(failing)->kind, Answer::Kind::kError);
+  EXPECT_EQ(AnswerOf(failing)->json, R"({"code":-32601,"message":"nope"})");
+}
+
+TEST_F(UpstreamClientTest, AMethodNotOnTheRetryListIsNeverSentTwice) {
+  UpstreamOptions options = Unlimited();
+  options.max_attempts = 3;
+  options.retry_methods = {"getSlot"};
+  Create(options);
+  const size_t unavailable = Start("sendTransaction", R"(["tx"])");
+  Respond(0, absl::UnavailableError("connection reset"));
+  const size_t server_error = Start("sendTransaction", R"(["tx2"])");
+  Respond(1, Http(503, "busy"));
+  const size_t throttled = Start("sendTransaction", R"(["tx3"])");
+  Respond(2, Http(429, "", absl::Seconds(2)));
+  clock_.Advance(absl::Seconds(10));
+  Settle();
+  EXPECT_EQ(SentCount(), 3u);
+  EXPECT_THAT(AnswerOf(unavailable), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(AnswerOf(server_error),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("answered HTTP 503")));
+  EXPECT_THAT(AnswerOf(throttled), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(RetryAfter(AnswerOf(throttled).status()), absl::Seconds(2));
+  EXPECT_EQ(observer_.throttled, 1);
+}
+
+TEST_F(UpstreamClientTest, ARetryMethodIsSentAgainToAnotherUrlAfterBackoff) {
+  UpstreamOptions options = Unlimited();
+  options.max_attempts = 3;
+  options.retry_methods = {"getSlot"};
+  options.retry_backoff = absl::Milliseconds(50);
+  Create(options);
+  const size_t slot = Start("getSlot");
+  Respond(0, absl::UnavailableError("connection refused"));
+  EXPECT_EQ(SentCount(), 1u) << "waits for the backoff";
+  clock_.Advance(absl::Milliseconds(50));
+  Settle();
+  ASSERT_EQ(SentCount(), 2u);
+  EXPECT_EQ(SentUrl(1), "http://fallback");
+  Respond(1, Result("42"));
+  ASSERT_THAT(AnswerOf(slot), IsOk());
+  EXPECT_EQ(AnswerOf(slot)->json, "42");
+  EXPECT_EQ(AnswerOf(slot)->upstream_attempts, 2u);
+}
+
+TEST_F(UpstreamClientTest, AnOpenBreakerSendsCallsToTheFallbackUntilItsProbe) {
+  UpstreamOptions options = Unlimited();
+  options.breaker_failure_threshold = 2;
+  options.breaker_open_time = absl::Seconds(5);
+  Create(options);
+  Start("getBalance");
+  Respond(0, absl::UnavailableError("connection refused"));
+  Start("getBalance");
+  Respond(1, absl::UnavailableError("connection refused"));
+  const size_t third = Start("getBalance");
+  EXPECT_EQ(SentUrl(2), "http://fallback");
+  Respond(2, Result("7"));
+  EXPECT_THAT(AnswerOf(third), IsOk());
+
+  clock_.Advance(absl::Seconds(5));
+  Start("getBalance");
+  EXPECT_EQ(SentUrl(3), "http://primary") << "the probe";
+  Respond(3, Result("7"));
+  Start("getBalance");
+  EXPECT_EQ(SentUrl(4), "http://primary") << "closed again";
+}
+
+TEST_F(UpstreamClientTest, IdenticalReadCallsInFlightShareOneRequest) {
+  Create(Unlimited());
+  std::vector<size_t> slots;
+  for (int i = 0; i < 100; ++i) slots.push_back(Start("getSlot"));
+  const size_t other_params = Start("getSlot", R"([{"commitment":"finalized"}])");
+  EXPECT_EQ(SentCount(), 2u);
+  Respond(0, Result("1234"));
+  int coalesced = 0;
+  for (size_t slot : slots) {
+    ASSERT_THAT(AnswerOf(slot), IsOk());
+    EXPECT_EQ(AnswerOf(slot)->json, "1234");
+    coalesced += AnswerOf(slot)->coalesced ? 1 : 0;
+  }
+  EXPECT_EQ(coalesced, 99);
+  EXPECT_EQ(observer_.coalesced, 99);
+  EXPECT_THAT(AnswerOf(other_params), StatusIs(absl::StatusCode::kUnknown)) << "still in flight";
+  Start("getSlot");
+  EXPECT_EQ(SentCount(), 3u) << "a call after the answer makes its own request";
+}
+
+TEST_F(UpstreamClientTest, TransactionSubmissionsAndRawBodiesAreNeverCoalesced) {
+  UpstreamOptions options = Unlimited();
+  options.never_coalesce = {"getHealth"};
+  Create(options);
+  for (int i = 0; i < 3; ++i) Start("sendTransaction", R"(["same"])");
+  for (int i = 0; i < 3; ++i) Start("eth_sendRawTransaction", R"(["0xf8"])");
+  for (int i = 0; i < 2; ++i) Start("getHealth");
+  for (int i = 0; i < 2; ++i) Start("", "", R"({"jsonrpc":"2.0","id":1,"method":"getSlot"})");
+  EXPECT_EQ(SentCount(), 10u);
+}
+
+TEST_F(UpstreamClientTest, ACachedMethodIsAnsweredFromTheCacheWithinItsTtl) {
+  UpstreamOptions options = Unlimited();
+  options.cache_ttl = {{"getGenesisHash", absl::Seconds(60)}};
+  Create(options);
+  const size_t first = Start("getGenesisHash");
+  Respond(0, Result(R"("5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d")"));
+  ASSERT_THAT(AnswerOf(first), IsOk());
+  EXPECT_FALSE(AnswerOf(first)->cached);
+  const size_t second = Start("getGenesisHash");
+  ASSERT_THAT(AnswerOf(second), IsOk());
+  EXPECT_TRUE(AnswerOf(second)->cached);
+  EXPECT_EQ(AnswerOf(second)->json, R"("5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d")");
+  EXPECT_EQ(AnswerOf(second)->upstream_attempts, 0u);
+  EXPECT_EQ(SentCount(), 1u);
+  clock_.Advance(absl::Seconds(60));
+  Start("getGenesisHash");
+  EXPECT_EQ(SentCount(), 2u) << "expired";
+  EXPECT_EQ(observer_.cache_hits, 1);
+}
+
+TEST_F(UpstreamClientTest, ARawBatchPassesThroughAndCostsEachOfItsMethods) {
+  UpstreamOptions options;
+  options.method_cost = {{"getProgramAccounts", 10}};
+  options.admission.rate = 100;
+  options.admission.burst = 11;
+  Create(options);
+  const std::string batch =
+      R"([{"jsonrpc":"2.0","id":1,"method":"getProgramAccounts"},{"jsonrpc":"2.0","id":2,"method":"getSlot"}])";
+  const size_t raw = Start("", "", batch);
+  ASSERT_EQ(SentCount(), 1u) << "a cost of 11 fits the burst of 11";
+  Run([&] { EXPECT_EQ(pool_->sent[0].request.body, batch); });
+  Respond(0, Http(200, R"([{"id":1,"result":[]},{"id":2,"result":5}])"));
+  EXPECT_EQ(AnswerOf(raw)->kind, Answer::Kind::kRawBody);
+  EXPECT_EQ(AnswerOf(raw)->json, R"([{"id":1,"result":[]},{"id":2,"result":5}])");
+
+  Start("getSlot");
+  EXPECT_EQ(SentCount(), 1u) << "the bucket is empty for 10 ms";
+  clock_.Advance(absl::Milliseconds(10));
+  Settle();
+  EXPECT_EQ(SentCount(), 2u);
+}
+
+TEST_F(UpstreamClientTest, ARawBodyWithoutAMethodIsRefused) {
+  Create(Unlimited());
+  const size_t raw = Start("", "", R"({"jsonrpc":"2.0","id":1})");
+  EXPECT_THAT(AnswerOf(raw), StatusIs(absl::StatusCode::kInvalidArgument,
+                                      "raw_body: a request has no string method"));
+  EXPECT_EQ(SentCount(), 0u);
+}
+
+TEST_F(UpstreamClientTest, CancelWithdrawsACallWaitingForAdmission) {
+  UpstreamOptions options;
+  options.admission.rate = 1;
+  options.admission.burst = 1;
+  options.coalescing = false;
+  Create(options);
+  Start("getSlot");
+  const size_t waiting = Start("getSlot");
+  EXPECT_EQ(SentCount(), 1u);
+  Run([&] { client_->Cancel(waiting + 1); });
+  EXPECT_THAT(AnswerOf(waiting), StatusIs(absl::StatusCode::kCancelled));
+  clock_.Advance(absl::Seconds(2));
+  Settle();
+  EXPECT_EQ(SentCount(), 1u);
+}
+
+TEST_F(UpstreamClientTest, DestroyingTheClientAnswersOpenCallsWithUnavailable) {
+  Create(Unlimited());
+  const size_t open = Start("getSlot");
+  Run([&] { client_.reset(); });
+  EXPECT_THAT(AnswerOf(open),
+              StatusIs(absl::StatusCode::kUnavailable, "upstream solana is shutting down"));
+}
+
+}  // namespace
+}  // namespace switchboard::upstream

@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "commands.h"
@@ -43,13 +45,18 @@ constexpr char kSentAtAttribute[] = "sbctl.sent_at_ns";
 constexpr int64_t kPrepublishBatchBytes = 1 << 20;
 constexpr int64_t kPrepublishBatchMessages = 1000;
 
+// The JSON-RPC error answers of the call mode, among its errors.
+constexpr char kJsonRpcError[] = "JSON_RPC_ERROR";
+
 // Thread-safe tallies of one run, fed from gRPC callback threads. What
 // arrives after Stop() (answers drained, deliveries during the close) is
 // outside the measured interval and not counted.
 class Tally {
  public:
   // `target` > 0: finished() is notified once that many messages are counted.
-  explicit Tally(int64_t target) : target_(target) {}
+  // `unit` names what is counted, in the progress lines and the JSON (`msgs`,
+  // `msgs_per_sec`).
+  explicit Tally(int64_t target, absl::string_view unit = "msgs") : target_(target), unit_(unit) {}
 
   void AddMessages(int64_t count) {
     absl::MutexLock lock(&mu_);
@@ -67,9 +74,15 @@ class Tally {
   // Counts `status` by code; the first error of each code is also printed on
   // stderr, so a run that fails says why.
   void AddError(const absl::Status& status) {
+    AddError(absl::StatusCodeToString(status.code()), status.ToString());
+  }
+
+  // Counts an error of kind `name` (a status code name, or kJsonRpcError);
+  // `description` is printed for the first error of each kind.
+  void AddError(absl::string_view name, absl::string_view description) {
     absl::MutexLock lock(&mu_);
     if (stopped_) return;
-    if (++errors_[status.code()] == 1) std::cerr << "error: " << status.ToString() << "\n";
+    if (++errors_[std::string(name)] == 1) std::cerr << "error: " << description << "\n";
   }
 
   // Ends the measured interval.
@@ -85,6 +98,8 @@ class Tally {
 
   absl::Notification& finished() { return finished_; }
 
+  const std::string& unit() const { return unit_; }
+
   // The JSON summary: `fields` (already formatted, e.g. `"mode":"publish"`)
   // followed by the figures.
   std::string Json(const std::string& fields, absl::Duration elapsed) {
@@ -96,14 +111,13 @@ class Tally {
       return latencies_us_[std::min(index, latencies_us_.size() - 1)];
     };
     std::string errors;
-    for (const auto& [code, count] : errors_) {
-      absl::StrAppend(&errors, errors.empty() ? "" : ",", "\"", absl::StatusCodeToString(code),
-                      "\":", count);
+    for (const auto& [name, count] : errors_) {
+      absl::StrAppend(&errors, errors.empty() ? "" : ",", "\"", name, "\":", count);
     }
     return absl::StrFormat(
-        "{%s,\"elapsed_s\":%.3f,\"msgs\":%d,\"msgs_per_sec\":%.1f,\"samples\":%d,"
+        "{%s,\"elapsed_s\":%.3f,\"%s\":%d,\"%s_per_sec\":%.1f,\"samples\":%d,"
         "\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d,\"errors\":{%s}}",
-        fields, absl::ToDoubleSeconds(elapsed), messages_,
+        fields, absl::ToDoubleSeconds(elapsed), unit_, messages_, unit_,
         messages_ / std::max(absl::ToDoubleSeconds(elapsed), 1e-9), latencies_us_.size(),
         percentile(0.50), percentile(0.99), latencies_us_.empty() ? 0 : latencies_us_.back(),
         errors);
@@ -111,11 +125,12 @@ class Tally {
 
  private:
   const int64_t target_;
+  const std::string unit_;
   mutable absl::Mutex mu_;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   int64_t messages_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<int64_t> latencies_us_ ABSL_GUARDED_BY(mu_);
-  std::map<absl::StatusCode, int64_t> errors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> errors_ ABSL_GUARDED_BY(mu_);
   absl::Notification finished_;
 };
 
@@ -127,11 +142,23 @@ void RunClock(Tally& tally, absl::Time start, absl::Duration duration) {
   for (absl::Time tick = start + absl::Seconds(1);; tick += absl::Seconds(1)) {
     if (tally.finished().WaitForNotificationWithDeadline(std::min(tick, end))) return;
     const int64_t messages = tally.messages();
-    std::cerr << absl::StrFormat("[%5.1fs] %d msgs, %d msgs/s\n",
-                                 absl::ToDoubleSeconds(absl::Now() - start), messages,
-                                 messages - previous);
+    std::cerr << absl::StrFormat("[%5.1fs] %d %s, %d %s/s\n",
+                                 absl::ToDoubleSeconds(absl::Now() - start), messages, tally.unit(),
+                                 messages - previous, tally.unit());
     previous = messages;
     if (tick >= end) return;
+  }
+}
+
+// Runs `send` `rate` times per second from `start` until `end`, open loop:
+// send i is due at start + i / rate, and runs at once when the pacing is late.
+void RunPaced(double rate, absl::Time start, absl::Time end, absl::FunctionRef<void()> send) {
+  const absl::Duration interval = absl::Seconds(1) / rate;
+  for (int64_t sent = 0;; ++sent) {
+    const absl::Time due = start + sent * interval;
+    if (due >= end) return;
+    if (const absl::Time now = absl::Now(); now < due) absl::SleepFor(due - now);
+    send();
   }
 }
 
@@ -302,19 +329,14 @@ class ProbedConsumeStream {
 };
 
 // Publishes one stamped message per request on `stream` at `options.rate`
-// from `start` until `end`: message i is due at start + i / rate, and is sent
-// at once when the pacing is late. Counts the publishes acknowledged in
+// from `start` until `end` (RunPaced). Counts the publishes acknowledged in
 // `acknowledged`, and the failed ones as errors of `tally`.
 void PublishPaced(client::PublishStream& stream, const LatencyBenchOptions& options,
                   absl::Time start, absl::Time end, Tally& tally,
                   std::atomic<int64_t>& acknowledged) {
-  const absl::Duration interval = absl::Seconds(1) / options.rate;
   v1::OutgoingMessage message;
   message.set_payload(std::string(options.size, 'x'));
-  for (int64_t sent = 0;; ++sent) {
-    const absl::Time due = start + sent * interval;
-    if (due >= end) return;
-    if (const absl::Time now = absl::Now(); now < due) absl::SleepFor(due - now);
+  RunPaced(options.rate, start, end, [&] {
     (*message.mutable_attributes())[kSentAtAttribute] =
         absl::StrCat(absl::ToUnixNanos(absl::Now()));
     // Refused only once the stream has ended, whose requests counted the error.
@@ -328,8 +350,90 @@ void PublishPaced(client::PublishStream& stream, const LatencyBenchOptions& opti
                 }
               })
         .IgnoreError();
-  }
+  });
 }
+
+// Unary Calls made with the Rpc stub's callback API, each tallied with its
+// latency from start to answer, or as an error. Answers arrive on gRPC
+// callback threads.
+class CallLoad {
+ public:
+  CallLoad(const client::Client& client, const CallBenchOptions& options, Tally& tally)
+      : client_(client), tally_(tally), vary_params_(options.params_json.empty()) {
+    request_.set_upstream(options.upstream);
+    request_.set_method(options.method);
+    request_.set_params_json(options.params_json);
+  }
+
+  // Closed loop: starts `callers` calls, and each answer before `end` starts
+  // the next one.
+  void RunCallers(int callers, absl::Time end) {
+    for (int i = 0; i < callers; ++i) Start(end);
+  }
+
+  // Open loop: starts one call that no other follows.
+  void StartOne() { Start(absl::InfinitePast()); }
+
+  // Blocks until every call started has been answered.
+  void WaitForAnswers() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](int64_t* in_flight) { return *in_flight == 0; }, &in_flight_));
+  }
+
+ private:
+  // One call's state, from its start to its answer.
+  struct InFlightCall {
+    grpc::ClientContext context;
+    v1::CallRequest request;
+    v1::CallResponse response;
+    absl::Time started;
+  };
+
+  void Start(absl::Time repeat_until) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++in_flight_;
+    }
+    auto* call = new InFlightCall;
+    call->request = request_;
+    if (vary_params_) {
+      call->request.set_params_json(
+          absl::StrCat("[", next_params_.fetch_add(1, std::memory_order_relaxed), "]"));
+    }
+    client_.PrepareUnaryContext(call->context);
+    call->started = absl::Now();
+    client_.rpc().async()->Call(&call->context, &call->request, &call->response,
+                                [this, call, repeat_until](grpc::Status status) {
+                                  TallyAnswer(*call, status);
+                                  delete call;
+                                  if (absl::Now() < repeat_until) Start(repeat_until);
+                                  absl::MutexLock lock(&mu_);
+                                  --in_flight_;
+                                });
+  }
+
+  void TallyAnswer(const InFlightCall& call, const grpc::Status& status) {
+    const absl::Time now = absl::Now();
+    if (!status.ok()) {
+      tally_.AddError(
+          absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message()));
+    } else if (call.response.has_error_json()) {
+      tally_.AddError(kJsonRpcError, call.response.error_json());
+    } else {
+      tally_.AddMessages(1);
+      tally_.AddLatency(now - call.started);
+    }
+  }
+
+  const client::Client& client_;
+  Tally& tally_;
+  const bool vary_params_;
+  v1::CallRequest request_;
+  std::atomic<uint64_t> next_params_{0};
+  absl::Mutex mu_;
+  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+};
 
 }  // namespace
 
@@ -427,6 +531,36 @@ int BenchLatency(const client::Client& client, const LatencyBenchOptions& option
                                           "\"rate\":%.1f,\"size\":%d,\"published\":%d",
                                           consume_stream != nullptr ? "consume" : "subscribe",
                                           options.rate, options.size, published),
+                          elapsed)
+            << std::endl;
+  return 0;
+}
+
+int BenchCall(const client::Client& client, const CallBenchOptions& options) {
+  Tally tally(/*target=*/0, "calls");
+  CallLoad load(client, options, tally);
+  const absl::Time start = absl::Now();
+  const absl::Time end = start + options.duration;
+  absl::Duration elapsed;
+  if (options.rate > 0) {
+    std::thread pacer([&] { RunPaced(options.rate, start, end, [&] { load.StartOne(); }); });
+    RunClock(tally, start, options.duration);
+    pacer.join();
+    elapsed = absl::Now() - start;
+    load.WaitForAnswers();  // Every call started is measured.
+    tally.Stop();
+  } else {
+    load.RunCallers(options.concurrency, end);
+    RunClock(tally, start, options.duration);
+    tally.Stop();
+    elapsed = absl::Now() - start;
+    load.WaitForAnswers();
+  }
+  std::cout << tally.Json(absl::StrFormat("\"mode\":\"call\",\"upstream\":\"%s\",\"method\":\"%s\","
+                                          "\"params\":\"%s\",\"concurrency\":%d,\"rate\":%.1f",
+                                          options.upstream, options.method,
+                                          options.params_json.empty() ? "counter" : "fixed",
+                                          options.rate > 0 ? 0 : options.concurrency, options.rate),
                           elapsed)
             << std::endl;
   return 0;

@@ -3,11 +3,13 @@
 // stdout, one JSON object:
 //   {"mode":"publish", ..., "msgs":N, "msgs_per_sec":X, "p50_us":P, "p99_us":Q,
 //    "max_us":M, "errors":{"UNAVAILABLE":3}}
-// `errors` counts failed requests (publish) or ended streams (consume) by
-// status code; it is {} on a clean run. Only what completes within the
-// measured interval counts. Concurrency is bounded: each stream keeps a fixed
-// window of requests (publish) or credits (consume) in flight; the latency
-// mode instead publishes at a fixed rate.
+// (the call mode counts "calls" and "calls_per_sec" instead). `errors` counts
+// failed requests (publish, call) or ended streams (consume) by status code;
+// it is {} on a clean run. Only what completes within the measured interval
+// counts. Concurrency is bounded: each stream keeps a fixed window of requests
+// (publish) or credits (consume) in flight, and the call mode keeps a fixed
+// number of calls in flight; the latency mode, and the call mode with a rate,
+// instead send at a fixed rate.
 #pragma once
 
 #include <cstdint>
@@ -69,5 +71,28 @@ struct LatencyBenchOptions {
 // acknowledged); `msgs` counts stamped messages received, and
 // `msgs_per_sec` is that over the publishing interval.
 int BenchLatency(const client::Client& client, const LatencyBenchOptions& options);
+
+struct CallBenchOptions {
+  std::string upstream;
+  std::string method;
+  // The params of every call. Empty: call i sends `[i]`, so that no two
+  // calls in flight are identical; the server coalesces identical calls into
+  // one upstream request, which would measure the coalescer, not the proxy.
+  std::string params_json;
+  int concurrency = 16;  // Calls in flight (closed loop).
+  // Above 0: open loop instead, starting this many calls per second whatever
+  // the answers (how many are in flight follows).
+  double rate = 0;
+  absl::Duration duration = absl::Seconds(10);
+};
+
+// JSON-RPC calls through the Rpc service for `duration`, each a unary Call
+// made with the stub's callback API (no thread per call), timed from its
+// start to its answer. Closed loop: `concurrency` callers, each starting its
+// next call when its last one is answered. A call answered with a JSON-RPC
+// error object counts as an error under JSON_RPC_ERROR, not as a call. The
+// JSON adds `upstream`, `method`, `params` ("counter" or "fixed"),
+// `concurrency` (0 with a rate) and `rate` (0 without).
+int BenchCall(const client::Client& client, const CallBenchOptions& options);
 
 }  // namespace switchboard::sbctl

@@ -1,16 +1,20 @@
 // The sbctl binary against an in-process server: publish from stdin then
 // consume exactly those lines, error reporting and exit codes, health,
-// subscribe --count, and the bench summaries.
+// subscribe --count, JSON-RPC calls through a real nginx provider, and the
+// bench summaries.
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/in_process_server.h"
+#include "tests/testing/nginx_server.h"
 #include "tests/testing/subprocess.h"
 
 namespace switchboard {
@@ -45,8 +49,10 @@ std::string LastLine(const std::string& text) {
 
 class SbctlTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    absl::StatusOr<testing::InProcessServer> server = testing::StartInProcessServer(kTopicsYaml);
+  void SetUp() override { StartServer(kTopicsYaml); }
+
+  void StartServer(const std::string& yaml) {
+    absl::StatusOr<testing::InProcessServer> server = testing::StartInProcessServer(yaml);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
   }
@@ -172,6 +178,105 @@ TEST_F(SbctlTest, BenchLatencyReceivesEveryMessageItPublished) {
                                           "\"msgs\":200,.*\"p50_us\":[0-9]+,\"p99_us\":[0-9]+,"
                                           "\"max_us\":[0-9]+,\"errors\":\\{\\}\\}")));
   }
+}
+
+// Upstream `chain` answers every call with kResult; upstream `failing` with a
+// JSON-RPC error object. Both are real nginx servers without a rate limit.
+class SbctlCallTest : public SbctlTest {
+ protected:
+  static constexpr char kResult[] = R"({"slot":42})";
+  static constexpr char kError[] = R"({"code":-32601,"message":"Method not found"})";
+
+  void SetUp() override {
+    testing::NginxServer::Options answering;
+    answering.answer = absl::StrCat(R"({"jsonrpc":"2.0","result":)", kResult, R"(,"id":1})");
+    absl::StatusOr<std::unique_ptr<testing::NginxServer>> chain =
+        testing::NginxServer::Start(answering);
+    ASSERT_TRUE(chain.ok()) << chain.status();
+    chain_ = *std::move(chain);
+    testing::NginxServer::Options failing;
+    failing.answer = absl::StrCat(R"({"jsonrpc":"2.0","error":)", kError, R"(,"id":1})");
+    absl::StatusOr<std::unique_ptr<testing::NginxServer>> failing_server =
+        testing::NginxServer::Start(failing);
+    ASSERT_TRUE(failing_server.ok()) << failing_server.status();
+    failing_ = *std::move(failing_server);
+    StartServer(absl::StrCat("upstreams:\n  - name: chain\n    urls: [\"", chain_->url(),
+                             "\"]\n  - name: failing\n    urls: [\"", failing_->url(), "\"]\n"));
+  }
+
+  std::unique_ptr<testing::NginxServer> chain_;
+  std::unique_ptr<testing::NginxServer> failing_;
+};
+
+TEST_F(SbctlCallTest, CallPrintsTheResult) {
+  testing::RunResult call = Sbctl({"call", "chain", "getSlot", "[]"});
+  ASSERT_EQ(call.exit_code, 0) << call.stderr_text;
+  EXPECT_EQ(call.stdout_text, absl::StrCat(kResult, "\n"));
+}
+
+TEST_F(SbctlCallTest, CallOfAJsonRpcErrorPrintsTheErrorAndExitsOne) {
+  testing::RunResult call = Sbctl({"call", "failing", "getSlot"});
+  EXPECT_EQ(call.exit_code, 1);
+  EXPECT_EQ(call.stdout_text, "");
+  EXPECT_EQ(call.stderr_text, absl::StrCat(kError, "\n"));
+}
+
+TEST_F(SbctlCallTest, CallOfAnUnknownUpstreamFailsWithTheServersStatus) {
+  testing::RunResult call = Sbctl({"call", "nowhere", "getSlot"});
+  EXPECT_EQ(call.exit_code, 1);
+  EXPECT_THAT(call.stderr_text, StartsWith("NOT_FOUND"));
+}
+
+TEST_F(SbctlCallTest, BenchCallEndsWithItsJsonSummaryAndCoalescesNothing) {
+  testing::RunResult bench = Sbctl(
+      {"bench", "call", "--upstream=chain", "--method=getSlot", "--concurrency=8", "--duration=1"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+  const std::string summary = LastLine(bench.stdout_text);
+  EXPECT_THAT(summary,
+              MatchesRegex("\\{\"mode\":\"call\",\"upstream\":\"chain\",\"method\":\"getSlot\","
+                           "\"params\":\"counter\",\"concurrency\":8,\"rate\":0.0,.*"
+                           "\"calls\":[1-9][0-9]*,\"calls_per_sec\":[0-9.]+,.*\"p50_us\":[0-9]+,"
+                           "\"p99_us\":[0-9]+,\"max_us\":[0-9]+,\"errors\":\\{\\}\\}"));
+  EXPECT_THAT(bench.stderr_text, HasSubstr("calls/s"));
+  // Every call counted made its own upstream request: none was coalesced.
+  const std::vector<std::string> calls_field =
+      absl::StrSplit(summary.substr(summary.find("\"calls\":") + 8), ',');
+  int64_t calls = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(calls_field.front(), &calls)) << summary;
+  EXPECT_TRUE(chain_->WaitForAccessLog(static_cast<size_t>(calls)).ok());
+}
+
+TEST_F(SbctlCallTest, BenchCallWithARateMakesExactlyThatManyCalls) {
+  // 200 calls/s for 1 s is 200 calls by the schedule, however late the pacing.
+  testing::RunResult bench = Sbctl({"bench", "call", "--upstream=chain", "--method=getSlot",
+                                    "--params=[]", "--rate=200", "--duration=1"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+  EXPECT_THAT(LastLine(bench.stdout_text),
+              MatchesRegex("\\{\"mode\":\"call\",.*\"params\":\"fixed\",\"concurrency\":0,"
+                           "\"rate\":200.0,.*\"calls\":200,.*\"errors\":\\{\\}\\}"));
+}
+
+TEST_F(SbctlCallTest, BenchCallCountsErrorsByCode) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--upstream=nowhere", "NOT_FOUND"}, {"--upstream=failing", "JSON_RPC_ERROR"}};
+  for (const auto& [upstream, code] : cases) {
+    testing::RunResult bench =
+        Sbctl({"bench", "call", upstream, "--method=getSlot", "--concurrency=2", "--duration=0.3"});
+    ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+    EXPECT_THAT(LastLine(bench.stdout_text),
+                MatchesRegex(absl::StrCat(".*\"calls\":0,.*\"errors\":\\{\"", code,
+                                          "\":[1-9][0-9]*\\}\\}")));
+  }
+}
+
+TEST_F(SbctlCallTest, BenchCallUsageErrorsExitTwo) {
+  EXPECT_EQ(Sbctl({"bench", "call", "--method=getSlot"}).exit_code, 2);  // No --upstream.
+  EXPECT_EQ(Sbctl({"bench", "call", "--upstream=chain"}).exit_code, 2);  // No --method.
+  EXPECT_EQ(
+      Sbctl({"bench", "call", "--upstream=chain", "--method=getSlot", "--concurrency=0"}).exit_code,
+      2);
+  EXPECT_EQ(Sbctl({"bench", "call", "--upstream=chain", "--method=getSlot", "--rate=0"}).exit_code,
+            2);
 }
 
 }  // namespace

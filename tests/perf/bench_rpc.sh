@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# The JSON-RPC proxy benchmark of issue 4, as in the README table.
+#
+# Starts, on loopback ports picked at run time, in a temporary directory:
+#   - a provider: nginx (one worker) answering every POST with a JSON-RPC
+#     result (`return 200`), no limit_req;
+#   - a reverse proxy: nginx (worker_processes auto) with `proxy_pass` to an
+#     upstream block that keeps CONCURRENCY connections alive;
+#   - switchboard with that provider as upstream `bench`: no rate limit,
+#     max_connections MAX_CONNECTIONS (default 8), and a cache for
+#     getGenesisHash;
+# then measures, in this one run, with the same JSON-RPC request shape:
+#   (a) wrk POSTing to the provider directly, CONCURRENCY connections
+#       (default 64), 2 threads;
+#   (b) the same wrk through the reverse proxy;
+#   (c) `sbctl bench call` through switchboard, CONCURRENCY calls in flight
+#       (unary Calls on one gRPC channel, params varied per call so that
+#       none is coalesced); and, to split the cost, the same for a method
+#       switchboard answers from its cache (gRPC and switchboard's own path,
+#       without the upstream request);
+#   (d) latency at about RATE calls/s (default 1000), one request at a time:
+#       wrk with one connection that waits 1000/RATE ms between an answer and
+#       its next request (wrk's `delay()`; it times each request from its
+#       write to its answer), to the provider directly and through the
+#       reverse proxy, against `sbctl bench call --rate=RATE` through
+#       switchboard (open loop, timed from the call's start to its answer),
+#       also for the cached method. "Added" is a figure minus the direct one.
+# Throughput rows also show the proxy's own CPU time per call (nginx proxy
+# workers, or switchboard), from /proc. Each figure is the median of RUNS
+# runs (default 3) of DURATION seconds (default 10). Prints one Markdown
+# table, then the load average before and after (the machine's other work
+# skews every figure). Not part of the default test run: it takes about
+# 8 * RUNS * DURATION seconds. On a shared machine run it as
+# `nice -n -10 tests/perf/bench_rpc.sh` (as root).
+#
+#   tests/perf/bench_rpc.sh [BUILD_DIR]   (default build/release)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build/release}
+runs=${RUNS:-3}
+duration=${DURATION:-10}
+concurrency=${CONCURRENCY:-64}
+max_connections=${MAX_CONNECTIONS:-8}
+rate=${RATE:-1000}
+method=getSlot
+sbctl=$build/client/sbctl
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+
+if [[ ! -x $build/server/switchboard || ! -x $sbctl ]]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  ninja -C "$build" switchboard sbctl >/dev/null
+fi
+
+work=$(mktemp -d)
+provider= proxy= server=
+cleanup() {
+  for pid in $server $proxy $provider; do
+    kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for_port() {
+  for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null &&
+      return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+# nginx in the foreground with its master process; workers run as the
+# current user. $1 names the instance, $2 is worker_processes, stdin the
+# http block's contents.
+start_nginx() {
+  mkdir -p "$work/$1"
+  cat >"$work/$1/nginx.conf" <<EOF
+user $(id -un) $(id -gn);
+daemon off;
+worker_processes $2;
+pid $work/$1/nginx.pid;
+error_log $work/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path $work/$1/body;
+  proxy_temp_path $work/$1/proxy;
+  $(cat)
+}
+EOF
+  nginx -p "$work/$1" -c "$work/$1/nginx.conf" -e "$work/$1/error.log" &
+}
+
+answer='{"jsonrpc":"2.0","result":1234,"id":1}'
+provider_port=$(free_port)
+start_nginx provider 1 <<EOF
+server {
+    listen 127.0.0.1:$provider_port;
+    location / { default_type application/json; return 200 '$answer'; }
+  }
+EOF
+provider=$!
+proxy_port=$(free_port)
+start_nginx proxy auto <<EOF
+upstream provider {
+    server 127.0.0.1:$provider_port;
+    keepalive $concurrency;
+    keepalive_requests 100000000;
+  }
+  server {
+    listen 127.0.0.1:$proxy_port;
+    location / {
+      proxy_pass http://provider;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+EOF
+proxy=$!
+wait_for_port "$provider_port"
+wait_for_port "$proxy_port"
+
+grpc_port=$(free_port)
+metrics_port=$(free_port)
+cat >"$work/switchboard.yaml" <<EOF
+upstreams:
+  - name: bench
+    urls: ["http://127.0.0.1:$provider_port/"]
+    max_connections: $max_connections
+    cache_ttl_ms: {getGenesisHash: 3600000}
+EOF
+"$build/server/switchboard" --config="$work/switchboard.yaml" --listen="127.0.0.1:$grpc_port" \
+  --metrics_listen="127.0.0.1:$metrics_port" 2>"$work/switchboard.log" &
+server=$!
+for _ in $(seq 100); do
+  "$sbctl" --server="127.0.0.1:$grpc_port" health >/dev/null 2>&1 && break
+  sleep 0.1
+done
+# One call end to end, so that a broken setup fails here and not as a row
+# of zeros.
+"$sbctl" --server="127.0.0.1:$grpc_port" call bench "$method" '[]' >/dev/null
+
+# wrk's script: POST a JSON-RPC request; with WRK_DELAY_MS, wait that long
+# between an answer and the next request; print a JSON summary at the end.
+cat >"$work/jsonrpc.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '{"jsonrpc":"2.0","id":1,"method":"$method","params":[]}'
+wrk.headers["Content-Type"] = "application/json"
+local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "")
+if delay_ms then
+  function delay() return delay_ms end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"calls_per_sec":%.1f,"p50_us":%.0f,"p99_us":%.0f,"max_us":%.0f,"errors":%d}\n',
+    summary.requests / (summary.duration / 1e6), latency:percentile(50),
+    latency:percentile(99), latency.max, e.connect + e.read + e.write + e.status + e.timeout))
+end
+EOF
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+field() { python3 -c "import json,sys; print(json.loads(sys.stdin.readlines()[-1])['$1'])"; }
+# Fails the benchmark when the summary on stdin counted errors.
+clean() {
+  python3 -c "
+import json, sys
+line = sys.stdin.readlines()[-1]
+if json.loads(line)['errors']:
+    sys.exit('errors in: ' + line)
+print(line, end='')"
+}
+ticks_per_second=$(getconf CLK_TCK)
+# CPU ticks (user + system) of the processes named by pid in $@, together.
+cpu_ticks() { for pid in "$@"; do cat "/proc/$pid/stat"; done | awk '{t += $14 + $15} END {print t + 0}'; }
+proxy_workers() { pgrep -P "$proxy"; }
+
+# Runs "$@" (which prints a JSON summary with calls_per_sec) while counting
+# the CPU time of the proxy processes PROXY_PIDS; prints "CALLS_PER_SEC
+# PROXY_CPU_US_PER_CALL".
+with_proxy_cpu() {
+  local before after line calls_per_sec
+  before=$(cpu_ticks $PROXY_PIDS)
+  line=$("$@" | clean)
+  after=$(cpu_ticks $PROXY_PIDS)
+  calls_per_sec=$(field calls_per_sec <<<"$line")
+  awk -v rate="$calls_per_sec" -v ticks=$((after - before)) -v hz="$ticks_per_second" \
+    -v seconds="$duration" \
+    'BEGIN { printf "%s %.1f\n", rate, ticks * 1e6 / hz / (rate > 0 ? rate * seconds : 1) }'
+}
+# RUNS runs of "$@"; prints the median of each of the two columns.
+median_runs() {
+  local results
+  results=$(for _ in $(seq "$runs"); do "$@"; done)
+  echo "$(cut -d' ' -f1 <<<"$results" | median) $(cut -d' ' -f2 <<<"$results" | median)"
+}
+
+# wrk to port $1, closed loop, CONCURRENCY connections.
+wrk_load() {
+  wrk -t2 -c"$concurrency" -d"${duration}s" -s "$work/jsonrpc.lua" "http://127.0.0.1:$1/"
+}
+# sbctl bench call with the arguments, through switchboard.
+sbctl_bench() {
+  "$sbctl" --server="127.0.0.1:$grpc_port" bench call --upstream=bench "$@" \
+    --duration="$duration" 2>/dev/null
+}
+sbctl_load() { sbctl_bench --method="$method" --concurrency="$concurrency"; }
+sbctl_cached_load() { sbctl_bench --method=getGenesisHash --params='[]' --concurrency="$concurrency"; }
+# wrk to port $1, one connection paced to about RATE requests per second.
+wrk_paced() {
+  WRK_DELAY_MS=$(python3 -c "print(max(1, round(1000 / $rate)))") \
+    wrk -t1 -c1 -d"${duration}s" -s "$work/jsonrpc.lua" "http://127.0.0.1:$1/"
+}
+sbctl_paced() { sbctl_bench --method="$method" --rate="$rate"; }
+sbctl_cached_paced() { sbctl_bench --method=getGenesisHash --params='[]' --rate="$rate"; }
+# RUNS runs of "$@" (a latency probe); prints the medians of calls_per_sec,
+# p50_us and p99_us.
+latency() {
+  local lines=()
+  for _ in $(seq "$runs"); do lines+=("$("$@" | clean)"); done
+  for key in calls_per_sec p50_us p99_us; do
+    for line in "${lines[@]}"; do field "$key" <<<"$line"; done | median
+  done | xargs
+}
+
+read -r direct _ < <(PROXY_PIDS= median_runs with_proxy_cpu wrk_load "$provider_port")
+read -r proxied proxied_cpu < <(PROXY_PIDS=$(proxy_workers | xargs) median_runs with_proxy_cpu \
+  wrk_load "$proxy_port")
+read -r switchboard switchboard_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load)
+read -r cached cached_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_cached_load)
+direct_latency=$(latency wrk_paced "$provider_port")
+proxied_latency=$(latency wrk_paced "$proxy_port")
+switchboard_latency=$(latency sbctl_paced)
+cached_latency=$(latency sbctl_cached_paced)
+
+python3 - "$runs" "$duration" "$concurrency" "$max_connections" "$rate" "$direct" "$proxied" \
+  "$proxied_cpu" "$switchboard" "$switchboard_cpu" "$cached" "$cached_cpu" "$direct_latency" \
+  "$proxied_latency" "$switchboard_latency" "$cached_latency" "$(nproc)" <<'EOF'
+import sys
+(runs, duration, concurrency, max_connections, rate, direct, proxied, proxied_cpu, switchboard,
+ switchboard_cpu, cached, cached_cpu, direct_latency, proxied_latency, switchboard_latency,
+ cached_latency, cores) = sys.argv[1:]
+direct, proxied, switchboard, cached = map(float, (direct, proxied, switchboard, cached))
+direct_rate, direct_p50, direct_p99 = map(float, direct_latency.split())
+met = lambda ok: "yes" if ok else "**no**"
+def latency(figures):
+    rate, p50, p99 = map(float, figures.split())
+    return (f"p50 {p50:.0f} µs, p99 {p99:.0f} µs at {rate:,.0f} calls/s",
+            p50 - direct_p50, p99 - direct_p99)
+direct_text, _, _ = latency(direct_latency)
+proxied_text, proxied_p50, proxied_p99 = latency(proxied_latency)
+switchboard_text, added_p50, added_p99 = latency(switchboard_latency)
+cached_text, cached_p50, cached_p99 = latency(cached_latency)
+print(f"| Case | Median of {runs} runs of {duration} s | Result | Proxy CPU per call "
+      "| Target | Met |")
+print("|---|---|---|---|---|---|")
+print(f"| (a) | wrk → provider nginx, {concurrency} connections | {direct:,.0f} calls/s | | | |")
+print(f"| (b) | wrk → nginx reverse proxy ({cores} workers, upstream keepalive) → provider, "
+      f"{concurrency} connections | {proxied:,.0f} calls/s = {proxied / direct:.2f}× (a) "
+      f"| {proxied_cpu} µs | | |")
+print(f"| (c) | sbctl bench call → Switchboard (max_connections {max_connections}) → provider, "
+      f"{concurrency} calls in flight on one gRPC channel | {switchboard:,.0f} calls/s = "
+      f"**{switchboard / proxied:.2f}× (b)** | {switchboard_cpu} µs | ≥ 0.8× (b) "
+      f"| {met(switchboard >= 0.8 * proxied)} |")
+print(f"| (c) | the same, for a method Switchboard answers from its cache (no upstream request) "
+      f"| {cached:,.0f} calls/s = {cached / proxied:.2f}× (b) | {cached_cpu} µs | | |")
+print(f"| (d) | wrk → provider, one request at a time, ~{float(rate):,.0f}/s | {direct_text} "
+      "| | | |")
+print(f"| (d) | wrk → nginx reverse proxy → provider, the same | {proxied_text}: "
+      f"adds {proxied_p50:.0f} µs p50, {proxied_p99:.0f} µs p99 | | | |")
+print(f"| (d) | sbctl bench call --rate={rate} → Switchboard → provider | {switchboard_text}: "
+      f"**adds {added_p50:.0f} µs p50**, {added_p99:.0f} µs p99 | | ≤ 150 µs p50 added "
+      f"| {met(added_p50 <= 150)} |")
+print(f"| (d) | the same, for a method Switchboard answers from its cache (no upstream request) "
+      f"| {cached_text}: adds {cached_p50:.0f} µs p50, {cached_p99:.0f} µs p99 | | | |")
+EOF
+echo
+echo "Load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -18,9 +18,10 @@ namespace {
 constexpr char kRetryAfterPayload[] = "type.switchboard.dev/retry-after-ms";
 
 // What a call keeps for its request after admission besides the upstream's
-// response time: the dispatcher's timer granularity (a millisecond) and the
-// answer's way back to the caller.
-constexpr absl::Duration kRequestReserveFloor = absl::Milliseconds(5);
+// response time: the answer's way back to the caller (whose deadline comes
+// before the one the server sees, by the request's transit time), the
+// dispatcher's timer granularity, and scheduling delays on a busy host.
+constexpr absl::Duration kRequestReserveFloor = absl::Milliseconds(20);
 
 std::string CoalescingKey(const UpstreamCall& call) {
   // Method names never contain '\0'.

@@ -119,8 +119,10 @@ class UpstreamClientTest : public ::testing::Test {
     return options;
   }
 
-  // Starts a call; its answer lands in answers_[index].
-  size_t Start(std::string method, std::string params = "", std::string raw_body = "") {
+  // Starts a call with a deadline `timeout` from now; its answer lands in
+  // answers_[index].
+  size_t Start(std::string method, std::string params = "", std::string raw_body = "",
+               absl::Duration timeout = absl::Seconds(30)) {
     const size_t index = answers_.size();
     answers_.emplace_back(absl::UnknownError("not answered"));
     UpstreamCall call;
@@ -128,7 +130,7 @@ class UpstreamClientTest : public ::testing::Test {
     call.method = std::move(method);
     call.params_json = std::move(params);
     call.raw_body = std::move(raw_body);
-    call.deadline = clock_.Now() + absl::Seconds(30);
+    call.deadline = clock_.Now() + timeout;
     Run([&] {
       client_->Start(
           index + 1, std::move(call),
@@ -350,6 +352,39 @@ TEST_F(UpstreamClientTest, CancelWithdrawsACallWaitingForAdmission) {
   clock_.Advance(absl::Seconds(2));
   Settle();
   EXPECT_EQ(SentCount(), 1u);
+}
+
+TEST_F(UpstreamClientTest, ACallWaitsForAdmissionOnlyWhileTimeIsLeftForItsRequest) {
+  UpstreamOptions options;
+  options.admission.rate = 10;  // A call every 100 ms.
+  options.admission.burst = 1;
+  options.coalescing = false;
+  Create(options);
+  Start("getSlot");
+  ASSERT_EQ(SentCount(), 1u);  // Sent now, at once.
+  clock_.Advance(absl::Milliseconds(40));
+  // The first response time: a call now keeps 20 ms + 40 ms + 4 x 20 ms =
+  // 140 ms for its request (RFC 6298's estimator plus a floor).
+  Respond(0, Result("1"));
+  // The limiter admits one call 60 ms from now, the next 160 ms from now.
+  // Each call may wait until its deadline less that reserve, but at least
+  // half its time: 90 ms for this one, which is queued...
+  const size_t admitted_in_60ms = Start("getSlot", "", "", absl::Milliseconds(180));
+  // ...110 ms for this one, which would be admitted with 90 ms left: refused.
+  const size_t refused = Start("getSlot", "", "", absl::Milliseconds(250));
+  // 260 ms for this one: queued.
+  const size_t admitted_in_160ms = Start("getSlot", "", "", absl::Milliseconds(400));
+  EXPECT_THAT(AnswerOf(refused), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(RetryAfter(AnswerOf(refused).status()), absl::Milliseconds(160));
+  EXPECT_EQ(SentCount(), 1u);
+  clock_.Advance(absl::Milliseconds(60));
+  EXPECT_EQ(SentCount(), 2u);
+  clock_.Advance(absl::Milliseconds(100));
+  EXPECT_EQ(SentCount(), 3u);
+  Respond(1, Result("2"));
+  Respond(2, Result("3"));
+  EXPECT_THAT(AnswerOf(admitted_in_60ms), IsOk());
+  EXPECT_THAT(AnswerOf(admitted_in_160ms), IsOk());
 }
 
 TEST_F(UpstreamClientTest, DestroyingTheClientAnswersOpenCallsWithUnavailable) {

@@ -1,0 +1,114 @@
+// Issue 4's "Fairness" acceptance test: two clients (bearer tokens) that both
+// demand twice the upstream's whole rate share it in proportion to their
+// weights (weighted-fair queueing in front of the limiter): 50/50 with equal
+// weights, 67/33 with weights 2:1, each within 5 points.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/rpc/rpc_harness.h"
+#include "tests/testing/in_process_server.h"
+#include "tests/testing/nginx_server.h"
+#include "tests/testing/status_matchers.h"
+
+namespace switchboard::testing {
+namespace {
+
+using ::testing::DoubleNear;
+
+constexpr char kUpstream[] = "provider";
+constexpr double kUpstreamRate = 50;
+// Each client alone demands twice the upstream's rate.
+constexpr double kDemandPerClient = 2 * kUpstreamRate;
+constexpr int kCallersPerClient = 10;
+// A call is queued only when its client's fair share can admit it within
+// this deadline, and refused at once otherwise.
+constexpr absl::Duration kCallDeadline = absl::Milliseconds(200);
+constexpr absl::Duration kLoadDuration = absl::Seconds(3);
+// The first calls of each client go out in the order they arrive, before
+// both have calls queued: shares are counted after this.
+constexpr absl::Duration kSettling = absl::Milliseconds(500);
+constexpr double kTolerance = 0.05;
+
+// What the suite's tests share: one Switchboard whose clients `even-a` and
+// `even-b` have weight 1, and `double` and `single` weights 2 and 1. Each
+// test loads one pair; the other pair stays idle, and an idle client takes
+// no share.
+struct FairnessServers {
+  std::unique_ptr<NginxServer> nginx;
+  InProcessServer server;
+};
+
+class RpcFairnessTest : public SharedServersTest<FairnessServers> {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start();
+    ASSERT_THAT(nginx, IsOk());
+    // A burst of 2 lets the limiter keep its rate when its timer fires a
+    // little late.
+    absl::StatusOr<InProcessServer> server = StartInProcessServer(
+        absl::StrCat(LoadTestConfigYaml(kUpstream, (*nginx)->url(), kUpstreamRate, 2), R"(
+clients:
+  - {id: even-a, token: even-a-token, weight: 1}
+  - {id: even-b, token: even-b-token, weight: 1}
+  - {id: double, token: double-token, weight: 2}
+  - {id: single, token: single-token, weight: 1}
+)"));
+    ASSERT_THAT(server, IsOk());
+    shared_.reset(new FairnessServers{*std::move(nginx), *std::move(server)});
+  }
+
+  // Loads the upstream with clients `first` and `second` (by id; the token
+  // is "<id>-token") together for kLoadDuration, each demanding twice the
+  // upstream's rate, and returns the share of the answered calls that
+  // `first` got.
+  static void MeasureShare(const std::string& first, const std::string& second,
+                           double* first_share) {
+    std::unique_ptr<client::Client> first_client =
+        MakeRpcClient(shared_->server.target, kCallDeadline, first + "-token");
+    std::unique_ptr<client::Client> second_client =
+        MakeRpcClient(shared_->server.target, kCallDeadline, second + "-token");
+    const v1::CallRequest request = RpcRequest(kUpstream, "getSlot");
+    const absl::Time start = absl::Now();
+    CallLoad first_load(*first_client, {kCallersPerClient, kDemandPerClient, request});
+    CallLoad second_load(*second_client, {kCallersPerClient, kDemandPerClient, request});
+    absl::SleepFor(kLoadDuration);
+    // Counted until both still over-demand: one load stopping first would
+    // leave the other alone for the last calls.
+    const absl::Time stop = absl::Now();
+    first_load.Stop();
+    second_load.Stop();
+
+    const int first_calls = CountOkEndedIn(first_load.outcomes(), start + kSettling, stop);
+    const int second_calls = CountOkEndedIn(second_load.outcomes(), start + kSettling, stop);
+    // Both over-demanded the whole time.
+    EXPECT_GT(CountByCode(first_load.outcomes())[absl::StatusCode::kResourceExhausted], 0);
+    EXPECT_GT(CountByCode(second_load.outcomes())[absl::StatusCode::kResourceExhausted], 0);
+    ASSERT_GT(first_calls + second_calls, 0);
+    *first_share = static_cast<double>(first_calls) / (first_calls + second_calls);
+    ReportFigure(first + "_calls", first_calls);
+    ReportFigure(second + "_calls", second_calls);
+    ReportFigure(first + "_share", *first_share);
+    ReportFigure("upstream_calls_per_second",
+                 (first_calls + second_calls) / absl::ToDoubleSeconds(stop - start - kSettling));
+  }
+};
+
+TEST_F(RpcFairnessTest, TwoClientsOfEqualWeightGetHalfTheUpstreamEach) {
+  double share = 0;
+  ASSERT_NO_FATAL_FAILURE(MeasureShare("even-a", "even-b", &share));
+  EXPECT_THAT(share, DoubleNear(0.5, kTolerance));
+}
+
+TEST_F(RpcFairnessTest, ClientsWeightedTwoToOneGetTwoThirdsAndOneThird) {
+  double share = 0;
+  ASSERT_NO_FATAL_FAILURE(MeasureShare("double", "single", &share));
+  EXPECT_THAT(share, DoubleNear(2.0 / 3, kTolerance));
+}
+
+}  // namespace
+}  // namespace switchboard::testing

@@ -1,0 +1,157 @@
+// Helpers shared by the Rpc service's acceptance tests (issue 4), which speak
+// gRPC through the client library to an in-process Switchboard whose
+// upstreams are real nginx servers (tests/testing/nginx_server.h) or
+// ScriptedHttpServers: unary calls with their outcome and timing, a paced
+// multi-threaded call load, access-log windows and metric polling.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "switchboard/client/client.h"
+#include "switchboard/v1/rpc.pb.h"
+#include "tests/testing/nginx_server.h"
+
+namespace switchboard::testing {
+
+// How long a test waits for something that must happen.
+inline constexpr absl::Duration kRpcWaitTimeout = absl::Seconds(10);
+
+// The share of its rate limit a load test must get from an upstream (the
+// issue's 95%). Sanitizer builds run unoptimized and several times slower,
+// and a limiter loses the time its dispatcher is busy beyond one call's
+// interval: there the bound is looser. Everything else the tests assert
+// holds in every build.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr double kMinShareOfRateLimit = 0.9;
+#else
+inline constexpr double kMinShareOfRateLimit = 0.95;
+#endif
+
+// A configuration with one upstream, `name` at `url`, whose limiter admits
+// `rate` calls per second with `burst`, over at most `max_connections`, and
+// which never coalesces: load tests make the same call over and over, which
+// would otherwise share requests rather than load the provider.
+std::string LoadTestConfigYaml(absl::string_view name, absl::string_view url, double rate,
+                               double burst, int max_connections = 2);
+
+// Base of a suite whose tests share servers that its SetUpTestSuite()
+// starts once and keeps in `shared_`: starting a Switchboard costs seconds
+// (its metrics endpoint takes up to 2 s to stop). Each test fails at once
+// when they did not start.
+template <typename Shared>
+class SharedServersTest : public ::testing::Test {
+ protected:
+  static void TearDownTestSuite() { shared_.reset(); }
+  void SetUp() override { ASSERT_NE(shared_, nullptr) << "the suite's servers did not start"; }
+
+  static inline std::unique_ptr<Shared> shared_;
+};
+
+// A JSON-RPC call of `method` on `upstream`.
+v1::CallRequest RpcRequest(absl::string_view upstream, absl::string_view method,
+                           absl::string_view params_json = "");
+
+// A client of the server at `target` whose unary calls carry `deadline` and,
+// when `token` is not empty, `authorization: Bearer <token>`.
+std::unique_ptr<client::Client> MakeRpcClient(const std::string& target, absl::Duration deadline,
+                                              const std::string& token = "");
+
+// One unary Call as its caller saw it.
+struct CallOutcome {
+  absl::Status status;
+  v1::CallResponse response;  // When OK.
+  // The `retry-after-ms` trailer, when the server sent one.
+  std::optional<absl::Duration> retry_after;
+  absl::Time start;
+  absl::Time end;
+};
+
+// For gMock's messages.
+void PrintTo(const CallOutcome& outcome, std::ostream* os);
+void PrintTo(const AccessLogEntry& entry, std::ostream* os);
+
+// Makes one unary call and times it. Thread-safe.
+CallOutcome TimedCall(const client::Client& client, const v1::CallRequest& request);
+
+// Outcomes by status code.
+std::map<absl::StatusCode, int> CountByCode(const std::vector<CallOutcome>& outcomes);
+
+// Successful calls that ended in [from, to).
+int CountOkEndedIn(const std::vector<CallOutcome>& outcomes, absl::Time from, absl::Time to);
+
+// Caller threads, each making unary calls with `client` at a steady pace
+// until Stop(), together demanding `calls_per_second`: a caller waits for
+// its call to end, then for its next turn (at once when it is late), so
+// calls refused at once leave the demand where it is.
+class CallLoad {
+ public:
+  struct Options {
+    int callers = 50;
+    double calls_per_second = 500;
+    v1::CallRequest request;
+  };
+
+  // Starts the callers. `client` must outlive this object.
+  CallLoad(const client::Client& client, Options options);
+  ~CallLoad();  // Stops.
+
+  CallLoad(const CallLoad&) = delete;
+  CallLoad& operator=(const CallLoad&) = delete;
+
+  // Stops the callers and waits for their last calls. Idempotent.
+  void Stop();
+
+  // Every call made, in completion order; complete after Stop().
+  std::vector<CallOutcome> outcomes() const;
+
+ private:
+  void RunCaller(int index);
+
+  const client::Client& client_;
+  const Options options_;
+  absl::Notification stop_;
+  std::vector<std::thread> callers_;
+  mutable absl::Mutex mu_;
+  std::vector<CallOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
+};
+
+// The access log entries of requests answered in [from, to).
+std::vector<AccessLogEntry> EntriesIn(const AccessLog& log, absl::Time from, absl::Time to);
+
+// The most connections nginx had in use at once according to `log`: a
+// connection is in use from the start of its first request to the end of its
+// last.
+int PeakConnectionsInUse(const AccessLog& log);
+
+// The most requests nginx's limit_req (leaky bucket, millisecond clock) held
+// in excess at once while answering `entries` at `rate` per second: nginx
+// refuses a request that would take it past its `burst`. The log's times are
+// when nginx answered, so this approximates what limit_req saw: it shows
+// how close a run came to a 429.
+double PeakLimitReqExcess(const std::vector<AccessLogEntry>& entries, double rate);
+
+// Scrapes `series` from the metrics page on `port` until its value
+// satisfies `done`, or kRpcWaitTimeout passes; returns the last value.
+absl::StatusOr<double> WaitForMetric(int port, absl::string_view series,
+                                     absl::FunctionRef<bool(double)> done);
+
+// Prints a measured figure of a test and records it in the test's XML
+// properties.
+void ReportFigure(const std::string& name, double value);
+
+}  // namespace switchboard::testing

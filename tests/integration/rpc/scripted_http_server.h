@@ -1,0 +1,85 @@
+// ScriptedHttpServer: a loopback HTTP/1.1 server whose answers the test
+// scripts, for the provider behaviours that stock nginx-light (NginxServer)
+// cannot play: answering 5xx, reading a request and hanging up without an
+// answer, holding every answer until the test releases them.
+//
+// Used by the Rpc service's acceptance tests (this folder). It records every
+// request it has read in full (its body), which is what those tests count:
+// nginx logs a request only once it has answered it, and never one whose
+// connection it merely dropped.
+//
+// One thread accepts; each connection gets a thread that reads its requests
+// one after another (keep-alive) and answers each by the script in force
+// when the request arrived. The destructor wakes every thread (held answers
+// are dropped) and joins them. Thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+
+namespace switchboard::testing {
+
+class ScriptedHttpServer {
+ public:
+  // How the server answers a request.
+  struct Script {
+    int status = 200;
+    std::string body = R"({"jsonrpc":"2.0","result":0,"id":1})";
+    // Closes the connection after reading the request, without answering.
+    bool hang_up = false;
+  };
+
+  static absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> Start(Script script);
+  ~ScriptedHttpServer();
+
+  ScriptedHttpServer(const ScriptedHttpServer&) = delete;
+  ScriptedHttpServer& operator=(const ScriptedHttpServer&) = delete;
+
+  // Applies to requests read from now on.
+  void SetScript(Script script);
+
+  // While answers are held, requests are read and recorded, and their
+  // answers wait until ReleaseAnswers().
+  void HoldAnswers();
+  void ReleaseAnswers();
+
+  // "http://127.0.0.1:<port>/".
+  std::string url() const;
+
+  // The bodies of the requests read so far, in arrival order.
+  std::vector<std::string> requests() const;
+
+  // Connections accepted so far.
+  int connections() const;
+
+ private:
+  ScriptedHttpServer(int listen_fd, int port, Script script)
+      : listen_fd_(listen_fd), port_(port), script_(std::move(script)) {}
+
+  void AcceptLoop();
+  void Serve(int fd);
+  bool MayAnswer() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !held_ || stopping_; }
+  // Reads one request's body from `fd`, `buffered` holding bytes read
+  // before; false at the end of the connection.
+  bool ReadRequest(int fd, std::string& buffered, std::string& body);
+
+  const int listen_fd_;
+  const int port_;
+  std::thread acceptor_;
+
+  mutable absl::Mutex mu_;
+  Script script_ ABSL_GUARDED_BY(mu_);
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::string> requests_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> connection_fds_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> connection_threads_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace switchboard::testing

@@ -34,6 +34,10 @@ namespace {
 
 constexpr char kBrokerServiceName[] = "switchboard.v1.Broker";
 constexpr size_t kMinReceiveMessageBytes = 16 << 20;
+// Of the drain budget, what the steps after the gRPC server's shutdown keep:
+// the broker's flush and the metrics endpoint's stop (civetweb polls every
+// 2 s). At most half the budget.
+constexpr absl::Duration kAfterGrpcReserve = absl::Milliseconds(2500);
 
 class ServerImpl final : public Server {
  public:
@@ -115,16 +119,21 @@ class ServerImpl final : public Server {
       if (shut_down_) return;
       shut_down_ = true;
     }
-    const absl::Time deadline = absl::Now() + drain_timeout_;
+    // The gRPC part of the drain ends early enough to leave the steps after
+    // it (flushing the broker, stopping the metrics endpoint) their share of
+    // the budget: the process exits within drain_timeout.
+    const absl::Time grpc_deadline =
+        absl::Now() + drain_timeout_ - std::min(kAfterGrpcReserve, drain_timeout_ / 2);
     if (grpc_server_ != nullptr) {
       SB_LOG(kInfo, "draining: ending open streams");
       grpc_server_->GetHealthCheckService()->Shutdown();
       streams_.DrainAll();
-      if (!streams_.WaitUntilEmpty(deadline)) {
+      if (!streams_.WaitUntilEmpty(grpc_deadline)) {
         SB_LOG(kWarning, "drain budget spent with streams still open; cancelling them");
       }
-      // Stops accepting, lets unary calls finish, then cancels what is left.
-      grpc_server_->Shutdown(absl::ToChronoTime(deadline));
+      // Stops accepting, lets unary calls finish, then cancels what is left
+      // (Health.Watch calls, which only end here, among them).
+      grpc_server_->Shutdown(absl::ToChronoTime(grpc_deadline));
     }
     if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
     broker_dispatcher_.Shutdown();

@@ -47,16 +47,26 @@ absl::Status SwitchboardProcess::Start(absl::Duration timeout) {
 }
 
 absl::Status SwitchboardProcess::Kill(absl::Duration timeout) {
-  if (!process_) return absl::FailedPreconditionError("switchboard is not running");
-  process_->Signal(SIGKILL);
-  const std::optional<int> exit_code = process_->Wait(timeout);
-  last_stderr_ = process_->stderr_text();
-  process_.reset();
-  if (exit_code != 128 + SIGKILL) {
-    return absl::InternalError(absl::StrCat("switchboard did not die of SIGKILL: exit code ",
-                                            exit_code ? absl::StrCat(*exit_code) : "none"));
+  absl::StatusOr<int> exit_code = SignalAndWait(SIGKILL, timeout);
+  if (!exit_code.ok()) return exit_code.status();
+  if (*exit_code != 128 + SIGKILL) {
+    return absl::InternalError(
+        absl::StrCat("switchboard did not die of SIGKILL: exit code ", *exit_code));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<int> SwitchboardProcess::SignalAndWait(int signal_number, absl::Duration timeout) {
+  if (!process_) return absl::FailedPreconditionError("switchboard is not running");
+  process_->Signal(signal_number);
+  const std::optional<int> exit_code = process_->Wait(timeout);
+  if (!exit_code) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("switchboard did not exit within ", absl::FormatDuration(timeout)));
+  }
+  last_stderr_ = process_->stderr_text();
+  process_.reset();
+  return *exit_code;
 }
 
 std::string SwitchboardProcess::stderr_text() const {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "tests/testing/subprocess.h"
 
@@ -37,6 +38,10 @@ class SwitchboardProcess {
 
   // SIGKILLs the process and waits for it to exit.
   absl::Status Kill(absl::Duration timeout = absl::Seconds(10));
+
+  // Sends `signal_number` and waits up to `timeout` for the process to exit;
+  // returns its exit code (128 + the signal when a signal ended it).
+  absl::StatusOr<int> SignalAndWait(int signal_number, absl::Duration timeout);
 
   // What the process logged so far (or last, once it exited).
   std::string stderr_text() const;

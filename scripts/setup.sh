@@ -13,6 +13,8 @@ packages=(
   libgtest-dev libgmock-dev libevent-dev libyaml-cpp-dev
   # Real servers the integration tests start on loopback.
   redis-server redis-tools nginx-light curl openssl
+  # The real Prometheus that tests/integration/metrics/ points at Switchboard.
+  prometheus
   # The HTTP load generator of tests/perf/bench_rpc.sh.
   wrk
 )

@@ -112,6 +112,11 @@ UpstreamClient::UpstreamClient(event::Dispatcher& dispatcher, UpstreamOptions op
   for (size_t i = 0; i < options_.urls.size(); ++i) {
     breakers_.emplace_back(options_.breaker_failure_threshold, options_.breaker_open_time);
   }
+  // The limiter's gauges exist from the start, not from their first change.
+  if (options_.rate_limited) {
+    observer_.OnRateChanged(options_.name, admission_.rate());
+    observer_.OnQueueDepth(options_.name, 0);
+  }
 }
 
 UpstreamClient::~UpstreamClient() {

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -171,6 +172,17 @@ class BrokerObserver {
   // A sample of a group's lag: entries of `topic` not yet delivered to the
   // group. Taken periodically while the group has consumers.
   virtual void OnConsumerLag(absl::string_view topic, absl::string_view group, uint64_t lag) = 0;
+
+  // A sample of the leases this replica's consume streams in `group` hold:
+  // messages delivered and not yet acked, nacked or expired. Taken with the
+  // lag, and once more (0) after the group's last consumer here left.
+  virtual void OnLeasesInFlight(absl::string_view topic, absl::string_view group,
+                                uint64_t leases) = 0;
+
+  // A sample of every subscriber buffer: per subscribed topic or pattern,
+  // the fill (0 to 1) of its fullest buffer. Taken with the lag; a pattern
+  // missing from `fill` has no subscriber any more.
+  virtual void OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>& fill) = 0;
 };
 
 // Observes nothing.
@@ -181,6 +193,8 @@ class NullBrokerObserver final : public BrokerObserver {
   void OnSubscriberDropped(absl::string_view, uint64_t) override {}
   void OnLeaseExpired(absl::string_view, absl::string_view) override {}
   void OnConsumerLag(absl::string_view, absl::string_view, uint64_t) override {}
+  void OnLeasesInFlight(absl::string_view, absl::string_view, uint64_t) override {}
+  void OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>&) override {}
 };
 
 using PublishCallback = absl::AnyInvocable<void(absl::StatusOr<std::vector<std::string>>)>;

@@ -68,6 +68,14 @@ class LeaseTable {
   // How many leases `session` holds: its used credits.
   size_t HeldBy(uint64_t session) const;
 
+  // How many leases `sessions` (pointers to anything with an `id`) hold.
+  template <typename Sessions>
+  size_t HeldByAll(const Sessions& sessions) const {
+    size_t held = 0;
+    for (const auto* session : sessions) held += HeldBy(session->id);
+    return held;
+  }
+
  private:
   using LeaseMap = absl::flat_hash_map<uint64_t, Lease>;
 

@@ -73,6 +73,12 @@ Metrics::Metrics(size_t max_topic_labels)
       consumer_lag_(Gauge(*registry_, "switchboard_consumer_lag",
                           "Entries of a durable topic not yet delivered to a consumer group, "
                           "per topic and group (sampled while the group has consumers).")),
+      leases_in_flight_(Gauge(*registry_, "switchboard_leases_in_flight",
+                              "Messages delivered to this replica's consumers and not yet acked, "
+                              "nacked or expired, per topic and group (sampled).")),
+      subscriber_buffer_fill_(Gauge(*registry_, "switchboard_subscriber_buffer_fill",
+                                    "Fill (0 to 1) of the fullest subscriber buffer, per "
+                                    "subscribed topic or pattern (sampled).")),
       redis_connections_(Gauge(*registry_, "switchboard_redis_connections",
                                "Redis connections, per role and state (connecting, ready).")),
       redis_reconnects_(Counter(*registry_, "switchboard_redis_reconnects_total",
@@ -159,20 +165,43 @@ void Metrics::OnLeaseExpired(absl::string_view topic, absl::string_view) {
   ForTopic(topic).lease_expirations.Increment();
 }
 
+Metrics::GroupGauges* Metrics::ForGroup(absl::string_view topic, absl::string_view group) {
+  const std::string key = absl::StrCat(topic, "/", group);
+  auto it = groups_.find(key);
+  if (it != groups_.end()) return &it->second;
+  if (groups_.size() >= max_topic_labels_) return nullptr;
+  const std::map<std::string, std::string> labels = {{"topic", std::string(topic)},
+                                                     {"group", std::string(group)}};
+  return &groups_
+              .emplace(key, GroupGauges{&consumer_lag_.Add(labels), &leases_in_flight_.Add(labels)})
+              .first->second;
+}
+
 void Metrics::OnConsumerLag(absl::string_view topic, absl::string_view group, uint64_t lag) {
-  prometheus::Gauge* gauge = nullptr;
-  {
-    absl::MutexLock lock(&mu_);
-    const std::string key = absl::StrCat(topic, "/", group);
-    auto it = lags_.find(key);
-    if (it != lags_.end()) {
-      gauge = it->second;
-    } else if (lags_.size() < max_topic_labels_) {
-      gauge = &consumer_lag_.Add({{"topic", std::string(topic)}, {"group", std::string(group)}});
-      lags_.emplace(key, gauge);
-    }
+  absl::MutexLock lock(&mu_);
+  if (GroupGauges* gauges = ForGroup(topic, group)) gauges->lag->Set(static_cast<double>(lag));
+}
+
+void Metrics::OnLeasesInFlight(absl::string_view topic, absl::string_view group, uint64_t leases) {
+  absl::MutexLock lock(&mu_);
+  if (GroupGauges* gauges = ForGroup(topic, group)) {
+    gauges->leases_in_flight->Set(static_cast<double>(leases));
   }
-  if (gauge != nullptr) gauge->Set(static_cast<double>(lag));
+}
+
+void Metrics::OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>& fill) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [pattern, gauge] : buffer_fill_) {
+    if (!fill.contains(pattern)) gauge->Set(0);
+  }
+  for (const auto& [pattern, ratio] : fill) {
+    auto it = buffer_fill_.find(pattern);
+    if (it == buffer_fill_.end()) {
+      if (buffer_fill_.size() >= max_topic_labels_) continue;
+      it = buffer_fill_.emplace(pattern, &subscriber_buffer_fill_.Add({{"topic", pattern}})).first;
+    }
+    it->second->Set(ratio);
+  }
 }
 
 void Metrics::OnStateChanged(absl::string_view role, broker::redis::ConnectionState from,

@@ -5,9 +5,9 @@
 // connections' ConnectionObserver). All families are named
 // `switchboard_*`. Label sets are bounded on purpose: topic label values are
 // capped at `max_topic_labels` distinct names; later topics are counted under
-// the label value "__other__", and the cap is itself exported as a gauge. Consumer lag is kept for
-// at most that many (topic, group) pairs; later pairs are not reported. Redis connection roles are
-// a fixed set.
+// the label value "__other__", and the cap is itself exported as a gauge. Consumer lag and leases
+// in flight are kept for at most that many (topic, group) pairs, subscriber buffer fill for that
+// many patterns; later ones are not reported. Redis connection roles are a fixed set.
 //
 // Hot paths hold the Counter references of a TopicMetrics (one lookup per
 // stream or per publish call, never per message). Thread-safe.
@@ -76,6 +76,8 @@ class Metrics final : public broker::BrokerObserver,
   void OnSubscriberDropped(absl::string_view topic, uint64_t count) override;
   void OnLeaseExpired(absl::string_view topic, absl::string_view group) override;
   void OnConsumerLag(absl::string_view topic, absl::string_view group, uint64_t lag) override;
+  void OnLeasesInFlight(absl::string_view topic, absl::string_view group, uint64_t leases) override;
+  void OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>& fill) override;
 
   // broker::redis::ConnectionObserver.
   void OnStateChanged(absl::string_view role, broker::redis::ConnectionState from,
@@ -97,6 +99,15 @@ class Metrics final : public broker::BrokerObserver,
   void OnConnectionsChanged(absl::string_view upstream, int delta) override;
 
  private:
+  // The gauges of one consumer group.
+  struct GroupGauges {
+    prometheus::Gauge* lag;
+    prometheus::Gauge* leases_in_flight;
+  };
+  // The gauges of `group` of `topic`; nullptr past max_topic_labels groups.
+  GroupGauges* ForGroup(absl::string_view topic, absl::string_view group)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   prometheus::Gauge& RedisConnections(absl::string_view role, broker::redis::ConnectionState state);
   // `method`, or "__other__" once max_topic_labels methods were seen.
   std::string MethodLabel(absl::string_view method);
@@ -115,6 +126,8 @@ class Metrics final : public broker::BrokerObserver,
   prometheus::Family<prometheus::Gauge>& open_streams_;
   prometheus::Family<prometheus::Counter>& rejected_;
   prometheus::Family<prometheus::Gauge>& consumer_lag_;
+  prometheus::Family<prometheus::Gauge>& leases_in_flight_;
+  prometheus::Family<prometheus::Gauge>& subscriber_buffer_fill_;
   prometheus::Family<prometheus::Gauge>& redis_connections_;
   prometheus::Family<prometheus::Counter>& redis_reconnects_;
   prometheus::Family<prometheus::Histogram>& redis_pipeline_depth_;
@@ -132,7 +145,10 @@ class Metrics final : public broker::BrokerObserver,
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<TopicMetrics>> topics_ ABSL_GUARDED_BY(mu_);
   // By "topic/group".
-  absl::flat_hash_map<std::string, prometheus::Gauge*> lags_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, GroupGauges> groups_ ABSL_GUARDED_BY(mu_);
+  // By subscribed topic or pattern: the last sample's, set to 0 when a
+  // sample no longer has the pattern.
+  absl::flat_hash_map<std::string, prometheus::Gauge*> buffer_fill_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> methods_ ABSL_GUARDED_BY(mu_);
 };
 

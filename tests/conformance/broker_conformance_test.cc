@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -27,11 +29,14 @@ using broker::OverflowPolicy;
 using broker::TopicDeclaration;
 using broker::TopicKind;
 using ::testing::AllOf;
+using ::testing::DoubleEq;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
+using ::testing::Pair;
+using ::testing::UnorderedElementsAre;
 
 std::vector<TopicDeclaration> ConformanceTopics() {
   auto ephemeral = [](std::string pattern, uint32_t buffer, OverflowPolicy overflow) {
@@ -291,6 +296,53 @@ TEST_P(BrokerConformanceTest, ConsumerLagCountsEntriesTheGroupHasNotRead) {
   }
   EXPECT_EQ(observer_.lag("work", "g"), std::optional<uint64_t>(7));
   EXPECT_EQ(sink.count(), 3u);
+}
+
+// DESIGN.md §7: a group's leases in flight on this replica are sampled
+// with its lag, and reported as 0 once its consumer has left.
+TEST_P(BrokerConformanceTest, LeasesInFlightAreSampledPerGroupAndDropToZeroWhenTheConsumerLeaves) {
+  PublishNumbered("work", 10);
+  RecordingConsumerSink sink;
+  auto session = Consume("work", "g", sink, 3);
+  ASSERT_NE(session, nullptr);
+  ASSERT_TRUE(sink.WaitForCount(3));
+  const auto sampled = [&](uint64_t leases) {
+    const absl::Time deadline = absl::Now() + kWaitTimeout;
+    while (observer_.leases_in_flight("work", "g") != std::optional<uint64_t>(leases) &&
+           absl::Now() < deadline) {
+      Advance(absl::Milliseconds(100));
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return observer_.leases_in_flight("work", "g");
+  };
+  EXPECT_EQ(sampled(3), std::optional<uint64_t>(3));
+  session.reset();
+  EXPECT_EQ(sampled(0), std::optional<uint64_t>(0));
+}
+
+// DESIGN.md §7: subscriber buffer fill is sampled per subscribed topic or
+// pattern (the fullest buffer), and a pattern without subscribers reports
+// none.
+TEST_P(BrokerConformanceTest, SubscriberBufferFillIsSampledPerPatternUntilTheSubscriberLeaves) {
+  RecordingSubscriberSink sink(RecordingSubscriberSink::Readiness::kManual);
+  auto subscription = Subscribe("slow.oldest", sink);
+  ASSERT_NE(subscription, nullptr);
+  // m0 is outstanding at the sink; two of the buffer's three places fill.
+  PublishNumbered("slow.oldest", 3);
+  ASSERT_TRUE(sink.WaitForCount(1));
+  const auto sampled =
+      [&](absl::FunctionRef<bool(const absl::flat_hash_map<std::string, double>&)> done) {
+        const absl::Time deadline = absl::Now() + kWaitTimeout;
+        while (!done(observer_.buffer_fill()) && absl::Now() < deadline) {
+          Advance(absl::Milliseconds(100));
+          absl::SleepFor(absl::Milliseconds(20));
+        }
+        return observer_.buffer_fill();
+      };
+  EXPECT_THAT(sampled([](const auto& fill) { return fill.contains("slow.oldest"); }),
+              UnorderedElementsAre(Pair("slow.oldest", DoubleEq(2.0 / 3))));
+  subscription.reset();
+  EXPECT_THAT(sampled([](const auto& fill) { return fill.empty(); }), IsEmpty());
 }
 
 TEST_P(BrokerConformanceTest, ConsumersOfOneGroupShareTheWorkEachMessageOnce) {

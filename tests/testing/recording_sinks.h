@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -264,6 +265,15 @@ class RecordingObserver final : public broker::BrokerObserver {
     absl::MutexLock lock(&mu_);
     lags_[Key(topic, group)] = lag;
   }
+  void OnLeasesInFlight(absl::string_view topic, absl::string_view group,
+                        uint64_t leases) override {
+    absl::MutexLock lock(&mu_);
+    leases_in_flight_[Key(topic, group)] = leases;
+  }
+  void OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>& fill) override {
+    absl::MutexLock lock(&mu_);
+    buffer_fill_ = fill;
+  }
 
   uint64_t redelivered(absl::string_view topic, absl::string_view group) const {
     return Get(redelivered_, Key(topic, group));
@@ -281,6 +291,18 @@ class RecordingObserver final : public broker::BrokerObserver {
     auto it = lags_.find(Key(topic, group));
     if (it == lags_.end()) return std::nullopt;
     return it->second;
+  }
+  // The last sample of leases in flight, if any.
+  std::optional<uint64_t> leases_in_flight(absl::string_view topic, absl::string_view group) const {
+    absl::MutexLock lock(&mu_);
+    auto it = leases_in_flight_.find(Key(topic, group));
+    if (it == leases_in_flight_.end()) return std::nullopt;
+    return it->second;
+  }
+  // The last subscriber buffer sample.
+  absl::flat_hash_map<std::string, double> buffer_fill() const {
+    absl::MutexLock lock(&mu_);
+    return buffer_fill_;
   }
 
  private:
@@ -306,7 +328,9 @@ class RecordingObserver final : public broker::BrokerObserver {
   Counts dead_lettered_ ABSL_GUARDED_BY(mu_);
   Counts dropped_ ABSL_GUARDED_BY(mu_);
   Counts expired_ ABSL_GUARDED_BY(mu_);
-  Counts lags_ ABSL_GUARDED_BY(mu_);  // Last sample, not a sum.
+  Counts lags_ ABSL_GUARDED_BY(mu_);              // Last sample, not a sum.
+  Counts leases_in_flight_ ABSL_GUARDED_BY(mu_);  // Last sample.
+  absl::flat_hash_map<std::string, double> buffer_fill_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::testing

@@ -26,7 +26,7 @@ using SubscriberGuard = SinkGuard<SubscriberSink>;
 using ConsumerGuard = SinkGuard<ConsumerSink>;
 
 // How often each group's lag is reported (on the dispatcher's clock).
-constexpr absl::Duration kLagSampleInterval = absl::Seconds(1);
+constexpr absl::Duration kSampleInterval = absl::Seconds(1);
 
 }  // namespace
 
@@ -38,7 +38,7 @@ class MemoryBroker::State {
         policies_(policies),
         observer_(observer),
         leases_(dispatcher, [this](Lease lease) { OnLeaseExpired(std::move(lease)); }),
-        lag_timer_(dispatcher.CreateTimer([this] { SampleLag(); })) {}
+        sample_timer_(dispatcher.CreateTimer([this] { Sample(); })) {}
 
   void Publish(const std::string& topic, std::vector<OutgoingMessage> messages,
                PublishCallback done) {
@@ -58,6 +58,7 @@ class MemoryBroker::State {
                                         std::move(sink)})
             .first->second;
     subscriber.sink->Invoke([](SubscriberSink& sink) { sink.OnSubscribed(); });
+    KeepSampling();
   }
 
   void RemoveSubscriber(uint64_t id) {
@@ -74,7 +75,7 @@ class MemoryBroker::State {
   }
 
   void AddSession(uint64_t id, ConsumeOptions options, std::shared_ptr<ConsumerGuard> sink) {
-    if (!lag_timer_->Enabled()) lag_timer_->Enable(kLagSampleInterval);
+    KeepSampling();
     DurableTopic& topic = GetDurableTopic(options.topic);
     Group& group =
         topic.groups.try_emplace(options.group, topic, topic.stream, options.group).first->second;
@@ -299,17 +300,24 @@ class MemoryBroker::State {
     }
   }
 
-  // Reports the lag of every group with a consumer, and rearms while there
-  // are consumers.
-  void SampleLag() {
+  void KeepSampling() {
+    if (!sample_timer_->Enabled()) sample_timer_->Enable(kSampleInterval);
+  }
+
+  // Reports the lag of every group with a consumer, every group's leases in
+  // flight and the subscriber buffers; rearms while there are consumers or
+  // subscribers (so the sample after the last one left reports them gone).
+  void Sample() {
     for (const auto& [name, topic] : durable_topics_) {
       for (const auto& [group_name, group] : topic.groups) {
         if (!group.sessions.empty()) {
           observer_.OnConsumerLag(name, group_name, group.progress.lag());
         }
+        observer_.OnLeasesInFlight(name, group_name, leases_.HeldByAll(group.sessions));
       }
     }
-    if (!sessions_.empty()) lag_timer_->Enable(kLagSampleInterval);
+    observer_.OnSubscriberBufferFill(FullestBufferByPattern(subscribers_));
+    if (!sessions_.empty() || !subscribers_.empty()) sample_timer_->Enable(kSampleInterval);
   }
 
   static void HandOver(Subscriber& subscriber, const SubscriberBuffer::Handoff& handoff) {
@@ -335,7 +343,7 @@ class MemoryBroker::State {
   SubscriberIndex subscriber_index_;
   // Last: their callbacks use the members above.
   LeaseTable leases_;
-  std::unique_ptr<event::Timer> lag_timer_;
+  std::unique_ptr<event::Timer> sample_timer_;
 };
 
 MemoryBroker::MemoryBroker(event::Dispatcher& dispatcher, TopicPolicies policies,

@@ -1369,7 +1369,9 @@ class RedisBroker::State {
   // -- Maintenance (every maintenance_interval, real time) ------------------------
 
   void Maintain() {
-    if (shutting_down_ || !command_ready()) return;
+    if (shutting_down_) return;
+    SampleLocalState();
+    if (!command_ready()) return;
     for (auto& [key, topic_group] : topic_groups_) {
       if (!lane_ready_[topic_group.lane]) continue;
       if (topic_group.existence == TopicGroup::Existence::kFailed) {
@@ -1380,6 +1382,16 @@ class RedisBroker::State {
       SampleLag(topic_group);
       Kick(topic_group);
     }
+  }
+
+  // What this process holds, whatever Redis' state: every group's leases in
+  // flight, and the subscriber buffers.
+  void SampleLocalState() {
+    for (const auto& [key, topic_group] : topic_groups_) {
+      observer_.OnLeasesInFlight(topic_group.topic, topic_group.group,
+                                 leases_.HeldByAll(topic_group.sessions));
+    }
+    observer_.OnSubscriberBufferFill(FullestBufferByPattern(subscribers_));
   }
 
   // Redis' own count of the entries the group has not read yet (XINFO

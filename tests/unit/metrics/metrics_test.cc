@@ -64,6 +64,34 @@ TEST(MetricsTest, ConsumerLagKeepsTheLastSampleForAtMostTheCapOfPairs) {
   EXPECT_EQ(Collect(metrics, "switchboard_consumer_lag").size(), 2u);
 }
 
+TEST(MetricsTest, LeasesInFlightShareTheConsumerLagsCapOfPairs) {
+  Metrics metrics(/*max_topic_labels=*/2);
+  metrics.OnLeasesInFlight("jobs", "a", 4);
+  metrics.OnConsumerLag("jobs", "b", 3);
+  metrics.OnLeasesInFlight("jobs", "a", 2);
+  metrics.OnLeasesInFlight("jobs", "c", 1);  // A third pair: past the cap.
+  EXPECT_EQ(Gauge(metrics, "switchboard_leases_in_flight", {{"topic", "jobs"}, {"group", "a"}}), 2);
+  EXPECT_EQ(Gauge(metrics, "switchboard_leases_in_flight", {{"topic", "jobs"}, {"group", "b"}}), 0);
+  EXPECT_EQ(Collect(metrics, "switchboard_leases_in_flight").size(), 2u);
+}
+
+TEST(MetricsTest, SubscriberBufferFillFollowsTheSamplesAndZeroesPatternsThatLeft) {
+  Metrics metrics(/*max_topic_labels=*/2);
+  const auto fill = [&](const std::string& pattern) {
+    return Gauge(metrics, "switchboard_subscriber_buffer_fill", {{"topic", pattern}});
+  };
+  metrics.OnSubscriberBufferFill({{"prices", 0.5}, {"events.*", 0.25}});
+  EXPECT_EQ(fill("prices"), 0.5);
+  EXPECT_EQ(fill("events.*"), 0.25);
+  // "prices" lost its subscribers; "third" is past the cap of 2 patterns.
+  metrics.OnSubscriberBufferFill({{"events.*", 0.75}, {"third", 1}});
+  EXPECT_EQ(fill("prices"), 0);
+  EXPECT_EQ(fill("events.*"), 0.75);
+  EXPECT_EQ(fill("third"), std::nullopt);
+  metrics.OnSubscriberBufferFill({});
+  EXPECT_EQ(fill("events.*"), 0);
+}
+
 TEST(MetricsTest, RedisConnectionsFollowTheirStates) {
   Metrics metrics;
   const auto connections = [&](const std::string& state) {

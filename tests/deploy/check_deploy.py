@@ -583,6 +583,15 @@ class DockerfileTest(unittest.TestCase):
         self.assertIn("setup.sh --runtime", runtime_runs)
         self.assertGreater(docker_user()[0], 0, "the runtime stage must not run as root")
 
+    def test_readme_shows_the_real_build_steps(self):
+        # The README quotes the Dockerfile's setup.sh lines: they must stay true.
+        dockerfile_text = read("deploy", "docker", "Dockerfile")
+        blocks = re.findall(r"```dockerfile\n(.*?)```", read("README.md"), re.S)
+        self.assertTrue(blocks, "README.md quotes no Dockerfile lines")
+        for block in blocks:
+            self.assertIn(block, dockerfile_text, "README.md quotes lines the Dockerfile lacks")
+        self.assertTrue(any("scripts/setup.sh" in b for b in blocks))
+
     def test_runtime_packages_cover_the_binaries(self):
         listed = set(re.sub(r"#.*", "", read("scripts", "runtime-packages.txt")).split())
         libraries = {}  # soname -> path, of the libraries the binaries link directly

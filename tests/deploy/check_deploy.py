@@ -322,8 +322,8 @@ class KubernetesTest(unittest.TestCase):
             secrets.setdefault("switchboard-secrets", read_env_file(example))
 
         # Command line: only flags the binary knows.
-        self.assertIn(container.get("command", ["switchboard"]), (["switchboard"],),
-                      f"{what}: container command")
+        self.assertEqual(container.get("command", ["switchboard"]), ["switchboard"],
+                         f"{what}: container command")
         flags = check_switchboard_flags(self, container.get("args", []), what)
 
         # The config file: --config names a file of the mounted ConfigMap.
@@ -477,9 +477,12 @@ class ComposeTest(unittest.TestCase):
         with open(config_source, encoding="utf-8") as f:
             config_text = f.read()
         listen, metrics_listen, drain_ms = effective_server(flags, yaml.safe_load(config_text))
-        published = {int(str(p["target"]) if isinstance(p, dict) else str(p).split(":")[-1]
-                         .split("/")[0])
-                     for p in self.services["switchboard"].get("ports", [])}
+        published = set()
+        for port in self.services["switchboard"].get("ports", []):
+            # `docker-compose config` writes "127.0.0.1:7070:7070/tcp" (v1) or
+            # {target: 7070, ...} (v2): the container port is the last one.
+            published.add(int(port["target"]) if isinstance(port, dict)
+                          else int(str(port).split("/")[0].split(":")[-1]))
         for address in (listen, metrics_listen):
             host, port = port_of(address)
             self.assertEqual(host, "0.0.0.0", f"{address}: unreachable from other containers")

@@ -2,22 +2,48 @@
 # Installs every Debian package Switchboard needs to build, test and run.
 # Used by the README's two commands, .ci/run and the Dockerfile, so the three can
 # never disagree about dependencies. Idempotent: installs only what is missing.
+#
+#   scripts/setup.sh            everything: toolchain, libraries, test servers
+#   scripts/setup.sh --runtime  only the shared libraries the binaries load
+#                               (scripts/runtime-packages.txt), for the
+#                               Dockerfile's runtime stage
 set -euo pipefail
+cd "$(dirname "$0")"
 
-packages=(
-  # Toolchain.
-  build-essential cmake ninja-build pkg-config clang-format git ca-certificates
-  # Libraries.
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libhiredis-dev libcurl4-openssl-dev prometheus-cpp-dev
-  libgtest-dev libgmock-dev libevent-dev libyaml-cpp-dev
-  # Real servers the integration tests start on loopback.
-  redis-server redis-tools nginx-light curl openssl
-  # The real Prometheus that tests/integration/metrics/ points at Switchboard.
-  prometheus
-  # The HTTP load generator of tests/perf/bench_rpc.sh.
-  wrk
-)
+# The runtime list lives in its own file so the Dockerfile's slim stage and
+# tests/deploy (which checks it against `ldd`) read the same list.
+mapfile -t runtime_packages < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' runtime-packages.txt)
+
+case "${1:-}" in
+  --runtime)
+    packages=("${runtime_packages[@]}")
+    ;;
+  "")
+    packages=(
+      "${runtime_packages[@]}"
+      # Toolchain.
+      build-essential cmake ninja-build pkg-config clang-format git ca-certificates
+      # Libraries.
+      libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+      libabsl-dev libhiredis-dev libcurl4-openssl-dev prometheus-cpp-dev
+      libgtest-dev libgmock-dev libevent-dev libyaml-cpp-dev
+      # Real servers the integration tests start on loopback.
+      redis-server redis-tools nginx-light curl openssl
+      # The real Prometheus that tests/integration/metrics/ points at Switchboard.
+      prometheus
+      # The HTTP load generator of tests/perf/bench_rpc.sh.
+      wrk
+      # tests/deploy: the manifest checks (Python + PyYAML) and
+      # `docker-compose config`. kubectl (for `kubectl kustomize`) is not in
+      # Debian; the test says so when neither kubectl nor kustomize is found.
+      python3 python3-yaml docker-compose
+    )
+    ;;
+  *)
+    echo "usage: $0 [--runtime]" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

@@ -684,6 +684,7 @@ class DashboardTest(unittest.TestCase):
         "switchboard_upstream_throttled_total", "switchboard_redis_connections",
         "switchboard_upstream_connections", "switchboard_consumer_lag",
         "switchboard_dead_letters_total", "switchboard_subscriber_dropped_total",
+        "switchboard_leases_in_flight", "switchboard_subscriber_buffer_fill",
     ]
 
     @classmethod

@@ -72,6 +72,9 @@ upstreams:
     EXPECT_EQ(AnsweredBy(TimedCall(*client, sent_once)), R"("primary")");
   }
 
+  // nginx logs a request after answering it: stopping it sooner could lose
+  // the last lines.
+  ASSERT_THAT(primary->WaitForAccessLog(kCallsPerStep), IsOk());
   primary->Stop();
   // A retried method succeeds from the very first call: the attempt on the
   // primary fails (connection refused), the second goes to the fallback.

@@ -1,6 +1,6 @@
 // example_rpc_workers (seed 004's five workers) as a real process against an
 // in-process Switchboard whose one upstream is a real, rate-limited nginx.
-// The workers together demand about three times what Switchboard admits, so
+// The workers together demand more than twice what Switchboard admits, so
 // calls are refused with RESOURCE_EXHAUSTED and retry-after-ms; the workers
 // wait and call again. Every worker gets answers, and the provider never
 // answers 429: that comes from nginx's own access log.
@@ -26,9 +26,9 @@ namespace {
 using ::testing::Gt;
 using ::testing::SizeIs;
 
-// nginx allows 25 requests/s (burst 5); Switchboard admits 20 units/s, a
-// getProgramAccounts costing 3. At --pace=4 the workers ask for about 55
-// units/s.
+// nginx allows 25 requests/s (burst 5); Switchboard admits 20 units/s
+// (burst 3), a getProgramAccounts costing 2. At --pace=4 the workers ask for
+// about 50 units/s, and a call not admitted within its 250 ms is refused.
 constexpr char kProviderRate[] = "25r/s";
 constexpr int kProviderBurst = 5;
 
@@ -38,8 +38,8 @@ upstreams:
   - name: solana
     urls: ["$0"]
     max_connections: 2
-    rate_limit: {requests_per_second: 20, burst: 1}
-    method_cost: {getProgramAccounts: 3}
+    rate_limit: {requests_per_second: 20, burst: 3}
+    method_cost: {getProgramAccounts: 2}
 )",
                           url);
 }
@@ -56,7 +56,7 @@ TEST(ExampleRpcWorkersTest, FiveWorkersShareARateLimitedUpstreamWithoutA429) {
 
   const RunResult run =
       testing::Run({EXAMPLE_RPC_WORKERS_BINARY, absl::StrCat("--server=", server->target),
-                    "--duration=3s", "--pace=4", "--call_timeout=200ms"},
+                    "--duration=3s", "--pace=4", "--call_timeout=250ms"},
                    std::nullopt, kExampleTimeout);
   ASSERT_EQ(run.exit_code, 0) << run.stderr_text;
   const auto workers = KeyValueLines(run.stdout_text, "worker=");

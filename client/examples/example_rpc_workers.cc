@@ -95,6 +95,8 @@ struct WorkerStats {
   int64_t failed = 0;  // Given up on.
 };
 
+// One worker: runs its plan's rounds on the thread that calls Run(), until
+// shutdown, and counts what its calls came to.
 class RpcWorker {
  public:
   RpcWorker(const client::Client& client, Shutdown& shutdown, std::string upstream, WorkerPlan plan,
@@ -270,8 +272,8 @@ int Run() {
               << " throttled_wait_ms=" << absl::ToInt64Milliseconds(stats.throttled_wait)
               << " failed=" << stats.failed << std::endl;
     if (!worker->failure().ok()) {
-      std::cerr << "rpc_workers: " << worker->plan().name << " stopped every worker: the server "
-                << "refused " << worker->plan().method << " on upstream "
+      std::cerr << "rpc_workers: " << worker->plan().name << " gave up, and stopped the others: "
+                << "the server refused " << worker->plan().method << " on upstream "
                 << absl::GetFlag(FLAGS_upstream) << ": " << worker->failure() << std::endl;
       exit_code = kExitFailure;
     }

@@ -135,8 +135,9 @@ StopOnShutdown::~StopOnShutdown() { shutdown_.Unregister(id_); }
 absl::Duration Backoff::Next() {
   const absl::Duration step = step_;
   step_ = std::min(step_ * 2, max_);
-  const int64_t step_ns = absl::ToInt64Nanoseconds(step);
-  return absl::Nanoseconds(absl::Uniform<int64_t>(random_, step_ns / 2, step_ns));
+  // Whole milliseconds: finer jitter buys nothing, and logs read better.
+  const int64_t step_ms = absl::ToInt64Milliseconds(step);
+  return absl::Milliseconds(absl::Uniform<int64_t>(random_, step_ms / 2, step_ms));
 }
 
 bool IsPermanentFailure(const absl::Status& status) {

@@ -109,8 +109,8 @@ class StopOnShutdown {
 };
 
 // Delays between retries that start at `initial` and double up to `max`;
-// each is drawn uniformly from [d/2, d) of the current step d, so that a
-// fleet of workers does not retry in lockstep. Not thread-safe: one per
+// each is drawn uniformly from [d/2, d) of the current step d, in whole
+// milliseconds, so that a fleet of workers does not retry in lockstep. Not thread-safe: one per
 // retry loop.
 class Backoff {
  public:

@@ -177,5 +177,20 @@ TEST_F(ExampleJobsSceneTest, AKilledRunnersJobsAreRunAgainAndTheApiStillCountsOn
   ExpectNothingPending("results", "api");
 }
 
+TEST_F(ExampleJobsSceneTest, ARunnerWithMaxJobsExitsByItselfOnceItRanThatMany) {
+  constexpr int kMaxJobs = 10;
+  Subprocess runner = StartRunner({absl::StrCat("--max_jobs=", kMaxJobs)});
+  absl::StatusOr<Subprocess> api = StartExample(EXAMPLE_JOBS_API_BINARY, switchboard_->target(),
+                                                {absl::StrCat("--jobs=", kMaxJobs)});
+  ASSERT_THAT(api, IsOk());
+  EXPECT_EQ(IntField(RunApi(*api), "distinct_results"), kMaxJobs);
+  ASSERT_EQ(runner.Wait(kExampleTimeout), std::optional<int>(0)) << runner.stderr_text();
+  const auto summaries = KeyValueLines(runner.stdout_text(), "summary:");
+  ASSERT_THAT(summaries, SizeIs(1)) << runner.stdout_text();
+  EXPECT_EQ(IntField(summaries[0], "jobs_run"), kMaxJobs);
+  EXPECT_EQ(summaries[0].at("stopped_by"), "max_jobs");
+  ExpectNothingPending("jobs", "runners");
+}
+
 }  // namespace
 }  // namespace switchboard::testing

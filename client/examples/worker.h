@@ -48,8 +48,9 @@ client::ClientOptions ClientOptionsFromFlags();
 // the worker itself (its work is done, or it cannot go on). Construct it
 // first in main(), before any other thread exists: it blocks SIGTERM and
 // SIGINT in the calling thread, so every thread started later inherits the
-// mask, and one thread of its own takes them with sigwait(). One per
-// process. Thread-safe.
+// mask, and one thread of its own takes them with sigwait(). A second
+// signal is ignored: the worker is already stopping. One per process.
+// Thread-safe.
 class Shutdown {
  public:
   Shutdown();

@@ -292,11 +292,11 @@ print(f"| (d) | wrk → nginx reverse proxy → provider, the same | {proxied_te
 print(f"| (d) | sbctl bench call --rate={rate} → Switchboard → provider | {switchboard_text}: "
       f"**adds {added_p50:.0f} µs p50**, {added_p99:.0f} µs p99 | | ≤ 150 µs p50 added "
       f"| {met(added_p50 <= 150)} |")
+print(f"| (d) | the same, for a method Switchboard answers from its cache (no upstream request) "
+      f"| {cached_text}: adds {cached_p50:.0f} µs p50, {cached_p99:.0f} µs p99 | | | |")
 print(f"| (d) | sbctl bench call --stream --rate={rate} → Switchboard → provider | {stream_text}: "
       f"**adds {stream_p50:.0f} µs p50**, {stream_p99:.0f} µs p99 | | ≤ 150 µs p50 added "
       f"| {met(stream_p50 <= 150)} |")
-print(f"| (d) | the same, for a method Switchboard answers from its cache (no upstream request) "
-      f"| {cached_text}: adds {cached_p50:.0f} µs p50, {cached_p99:.0f} µs p99 | | | |")
 EOF
 echo
 echo "Load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -353,29 +355,80 @@ void PublishPaced(client::PublishStream& stream, const LatencyBenchOptions& opti
   });
 }
 
-// Unary Calls made with the Rpc stub's callback API, each tallied with its
-// latency from start to answer, or as an error. Answers arrive on gRPC
-// callback threads.
+// The requests of the call mode: all alike, except that without fixed
+// params call i sends `[i]`. Thread-safe.
+class CallRequests {
+ public:
+  explicit CallRequests(const CallBenchOptions& options)
+      : vary_params_(options.params_json.empty()) {
+    prototype_.set_upstream(options.upstream);
+    prototype_.set_method(options.method);
+    prototype_.set_params_json(options.params_json);
+  }
+
+  v1::CallRequest Next() {
+    v1::CallRequest request = prototype_;
+    const uint64_t number = next_.fetch_add(1, std::memory_order_relaxed);
+    request.set_request_id(number);
+    if (vary_params_) request.set_params_json(absl::StrCat("[", number, "]"));
+    return request;
+  }
+
+ private:
+  const bool vary_params_;
+  v1::CallRequest prototype_;
+  std::atomic<uint64_t> next_{0};
+};
+
+// Tallies one call's answer: a call with its latency, or an error.
+void TallyAnswer(Tally& tally, const grpc::Status& status, const v1::CallResponse& response,
+                 absl::Time started) {
+  const absl::Time now = absl::Now();
+  if (!status.ok()) {
+    tally.AddError(
+        absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message()));
+  } else if (response.has_status()) {
+    tally.AddError(absl::Status(static_cast<absl::StatusCode>(response.status().code()),
+                                response.status().message()));
+  } else if (response.has_error_json()) {
+    tally.AddError(kJsonRpcError, response.error_json());
+  } else {
+    tally.AddMessages(1);
+    tally.AddLatency(now - started);
+  }
+}
+
+// A way of making calls: closed loop (RunCallers) or open loop (StartOne).
 class CallLoad {
  public:
-  CallLoad(const client::Client& client, const CallBenchOptions& options, Tally& tally)
-      : client_(client), tally_(tally), vary_params_(options.params_json.empty()) {
-    request_.set_upstream(options.upstream);
-    request_.set_method(options.method);
-    request_.set_params_json(options.params_json);
-  }
+  virtual ~CallLoad() = default;
 
   // Closed loop: starts `callers` calls, and each answer before `end` starts
   // the next one.
-  void RunCallers(int callers, absl::Time end) {
+  virtual void RunCallers(int callers, absl::Time end) = 0;
+
+  // Open loop: starts one call that no other follows.
+  virtual void StartOne() = 0;
+
+  // Blocks until every call started has been answered.
+  virtual void WaitForAnswers() = 0;
+};
+
+// Unary Calls made with the Rpc stub's callback API, each tallied with its
+// latency from start to answer, or as an error. Answers arrive on gRPC
+// callback threads.
+class UnaryCallLoad final : public CallLoad {
+ public:
+  UnaryCallLoad(const client::Client& client, const CallBenchOptions& options, Tally& tally)
+      : client_(client), tally_(tally), requests_(options) {}
+
+  void RunCallers(int callers, absl::Time end) override {
     for (int i = 0; i < callers; ++i) Start(end);
   }
 
-  // Open loop: starts one call that no other follows.
-  void StartOne() { Start(absl::InfinitePast()); }
+  void StartOne() override { Start(absl::InfinitePast()); }
 
-  // Blocks until every call started has been answered.
-  void WaitForAnswers() {
+  void WaitForAnswers() override {
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](int64_t* in_flight) { return *in_flight == 0; }, &in_flight_));
@@ -396,16 +449,12 @@ class CallLoad {
       ++in_flight_;
     }
     auto* call = new InFlightCall;
-    call->request = request_;
-    if (vary_params_) {
-      call->request.set_params_json(
-          absl::StrCat("[", next_params_.fetch_add(1, std::memory_order_relaxed), "]"));
-    }
+    call->request = requests_.Next();
     client_.PrepareUnaryContext(call->context);
     call->started = absl::Now();
     client_.rpc().async()->Call(&call->context, &call->request, &call->response,
                                 [this, call, repeat_until](grpc::Status status) {
-                                  TallyAnswer(*call, status);
+                                  TallyAnswer(tally_, status, call->response, call->started);
                                   delete call;
                                   if (absl::Now() < repeat_until) Start(repeat_until);
                                   absl::MutexLock lock(&mu_);
@@ -413,26 +462,129 @@ class CallLoad {
                                 });
   }
 
-  void TallyAnswer(const InFlightCall& call, const grpc::Status& status) {
-    const absl::Time now = absl::Now();
+  const client::Client& client_;
+  Tally& tally_;
+  CallRequests requests_;
+  absl::Mutex mu_;
+  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Calls multiplexed on one CallStream, each answered by its request_id and
+// tallied with its latency from being queued for writing to its answer. At
+// most one write is in flight; a read is always pending. Reactions run on
+// gRPC callback threads, never inline in a Start* call, so those are made
+// with `mu_` held. The stream is opened by the constructor and ended by the
+// destructor (after every call was answered), which waits for OnDone.
+class StreamCallLoad final : public CallLoad,
+                             public grpc::ClientBidiReactor<v1::CallRequest, v1::CallResponse> {
+ public:
+  StreamCallLoad(const client::Client& client, const CallBenchOptions& options, Tally& tally)
+      : tally_(tally), requests_(options) {
+    client.PrepareContext(context_);
+    client.rpc().async()->CallStream(&context_, this);
+    StartRead(&response_);
+    StartCall();
+  }
+
+  ~StreamCallLoad() override {
+    {
+      absl::MutexLock lock(&mu_);
+      closing_ = true;
+      MaybeWriteLocked();
+    }
+    done_.WaitForNotification();
+  }
+
+  void RunCallers(int callers, absl::Time end) override {
+    absl::MutexLock lock(&mu_);
+    repeat_until_ = end;
+    for (int i = 0; i < callers; ++i) QueueLocked();
+  }
+
+  void StartOne() override {
+    absl::MutexLock lock(&mu_);
+    QueueLocked();
+  }
+
+  void WaitForAnswers() override {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](StreamCallLoad* load) ABSL_EXCLUSIVE_LOCKS_REQUIRED(load->mu_) {
+          return load->started_.empty() || load->ended_;
+        },
+        this));
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (ok) MaybeWriteLocked();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // The stream ended: OnDone follows.
+    absl::MutexLock lock(&mu_);
+    auto started = started_.find(response_.request_id());
+    if (started != started_.end()) {
+      TallyAnswer(tally_, grpc::Status::OK, response_, started->second);
+      started_.erase(started);
+    }
+    if (absl::Now() < repeat_until_) QueueLocked();
+    MaybeWriteLocked();
+    StartRead(&response_);
+  }
+
+  void OnDone(const grpc::Status& status) override {
+    {
+      absl::MutexLock lock(&mu_);
+      ended_ = true;
+      started_.clear();  // Never answered.
+    }
     if (!status.ok()) {
-      tally_.AddError(
-          absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message()));
-    } else if (call.response.has_error_json()) {
-      tally_.AddError(kJsonRpcError, call.response.error_json());
-    } else {
-      tally_.AddMessages(1);
-      tally_.AddLatency(now - call.started);
+      tally_.AddError(absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                                   absl::StrCat("the stream ended: ", status.error_message())));
+    }
+    done_.Notify();
+  }
+
+ private:
+  void QueueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ended_ || closing_) return;
+    v1::CallRequest request = requests_.Next();
+    started_.emplace(request.request_id(), absl::Now());
+    queued_.push_back(std::move(request));
+    MaybeWriteLocked();
+  }
+
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || ended_) return;
+    if (!queued_.empty()) {
+      writing_ = true;
+      write_ = std::move(queued_.front());
+      queued_.pop_front();
+      StartWrite(&write_);
+    } else if (closing_ && !writes_done_) {
+      writes_done_ = true;
+      StartWritesDone();
     }
   }
 
-  const client::Client& client_;
   Tally& tally_;
-  const bool vary_params_;
-  v1::CallRequest request_;
-  std::atomic<uint64_t> next_params_{0};
+  CallRequests requests_;
+  grpc::ClientContext context_;
+  v1::CallResponse response_;  // Owned by the pending read.
+  absl::Notification done_;
+
   absl::Mutex mu_;
-  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time repeat_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // By request_id: when each call not yet answered was queued.
+  absl::flat_hash_map<uint64_t, absl::Time> started_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::CallRequest> queued_ ABSL_GUARDED_BY(mu_);
+  v1::CallRequest write_ ABSL_GUARDED_BY(mu_);  // Owned by the write in flight.
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool writes_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
@@ -538,28 +690,36 @@ int BenchLatency(const client::Client& client, const LatencyBenchOptions& option
 
 int BenchCall(const client::Client& client, const CallBenchOptions& options) {
   Tally tally(/*target=*/0, "calls");
-  CallLoad load(client, options, tally);
+  std::unique_ptr<CallLoad> load;
+  if (options.stream) {
+    load = std::make_unique<StreamCallLoad>(client, options, tally);
+  } else {
+    load = std::make_unique<UnaryCallLoad>(client, options, tally);
+  }
   const absl::Time start = absl::Now();
   const absl::Time end = start + options.duration;
   absl::Duration elapsed;
   if (options.rate > 0) {
-    std::thread pacer([&] { RunPaced(options.rate, start, end, [&] { load.StartOne(); }); });
+    std::thread pacer([&] { RunPaced(options.rate, start, end, [&] { load->StartOne(); }); });
     RunClock(tally, start, options.duration);
     pacer.join();
     elapsed = absl::Now() - start;
-    load.WaitForAnswers();  // Every call started is measured.
+    load->WaitForAnswers();  // Every call started is measured.
     tally.Stop();
   } else {
-    load.RunCallers(options.concurrency, end);
+    load->RunCallers(options.concurrency, end);
     RunClock(tally, start, options.duration);
     tally.Stop();
     elapsed = absl::Now() - start;
-    load.WaitForAnswers();
+    load->WaitForAnswers();
   }
+  load.reset();
   std::cout << tally.Json(absl::StrFormat("\"mode\":\"call\",\"upstream\":\"%s\",\"method\":\"%s\","
-                                          "\"params\":\"%s\",\"concurrency\":%d,\"rate\":%.1f",
+                                          "\"params\":\"%s\",\"transport\":\"%s\","
+                                          "\"concurrency\":%d,\"rate\":%.1f",
                                           options.upstream, options.method,
                                           options.params_json.empty() ? "counter" : "fixed",
+                                          options.stream ? "stream" : "unary",
                                           options.rate > 0 ? 0 : options.concurrency, options.rate),
                           elapsed)
             << std::endl;

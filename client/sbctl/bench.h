@@ -80,6 +80,8 @@ struct CallBenchOptions {
   // one upstream request, which would measure the coalescer, not the proxy.
   std::string params_json;
   int concurrency = 16;  // Calls in flight (closed loop).
+  // Multiplex every call on one CallStream instead of making unary Calls.
+  bool stream = false;
   // Above 0: open loop instead, starting this many calls per second whatever
   // the answers (how many are in flight follows).
   double rate = 0;
@@ -87,12 +89,14 @@ struct CallBenchOptions {
 };
 
 // JSON-RPC calls through the Rpc service for `duration`, each a unary Call
-// made with the stub's callback API (no thread per call), timed from its
-// start to its answer. Closed loop: `concurrency` callers, each starting its
-// next call when its last one is answered. A call answered with a JSON-RPC
-// error object counts as an error under JSON_RPC_ERROR, not as a call. The
-// JSON adds `upstream`, `method`, `params` ("counter" or "fixed"),
-// `concurrency` (0 with a rate) and `rate` (0 without).
+// made with the stub's callback API (no thread per call), or with `stream`
+// all multiplexed on one CallStream (as a busy worker would make them), timed
+// from its start to its answer. Closed loop: `concurrency` callers, each
+// starting its next call when its last one is answered. A call answered with
+// a JSON-RPC error object counts as an error under JSON_RPC_ERROR, not as a
+// call. The JSON adds `upstream`, `method`, `params` ("counter" or "fixed"),
+// `transport` ("unary" or "stream"), `concurrency` (0 with a rate) and
+// `rate` (0 without).
 int BenchCall(const client::Client& client, const CallBenchOptions& options);
 
 }  // namespace switchboard::sbctl

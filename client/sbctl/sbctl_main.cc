@@ -48,6 +48,8 @@ ABSL_FLAG(std::string, params, "",
           "bench call: the params of every call, as JSON; empty: call i sends [i], so that "
           "the server coalesces no two calls.");
 ABSL_FLAG(int, concurrency, 16, "bench call: calls in flight (closed loop).");
+ABSL_FLAG(bool, stream, false,
+          "bench call: multiplex every call on one CallStream instead of unary Calls.");
 ABSL_FLAG(int64_t, messages, 100000,
           "bench consume: messages to publish before the clock starts; 0 consumes the backlog.");
 
@@ -73,12 +75,14 @@ constexpr char kUsage[] = R"(the Switchboard command line.
   bench consume --topic=T --group=G --streams=S --duration=SEC [--messages=N]
   bench latency --topic=T --rate=R --duration=SEC [--group=G] [--size=BYTES]
   bench call --upstream=U --method=M [--params=JSON] --concurrency=C --duration=SEC [--rate=R]
+             [--stream]
                                load generators; progress on stderr, a JSON summary
                                as the last line on stdout. latency publishes R msgs/s
                                and times each to its delivery: consumed in group G,
                                or subscribed without --group. call keeps C calls in
                                flight (or starts R per second); without --params
-                               call i sends [i], so that none is coalesced
+                               call i sends [i], so that none is coalesced; unary
+                               Calls, or with --stream all on one CallStream
 
 Exit codes: 0 success; 1 an error from the server or the connection, printed
 on stderr as `CODE: message`; 2 a usage error.)";
@@ -140,6 +144,7 @@ int RunBench(const client::Client& client, const std::vector<std::string>& args)
     options.method = absl::GetFlag(FLAGS_method);
     options.params_json = absl::GetFlag(FLAGS_params);
     options.concurrency = absl::GetFlag(FLAGS_concurrency);
+    options.stream = absl::GetFlag(FLAGS_stream);
     const std::optional<double> rate = absl::GetFlag(FLAGS_rate);
     options.rate = rate.value_or(0);
     options.duration = duration;

@@ -23,11 +23,10 @@
 
 namespace switchboard::http {
 
-// One POST.
+// One POST of a JSON body.
 struct Request {
   std::string url;  // http:// or https://; may carry an API key (never logged).
   std::string body;
-  std::string content_type = "application/json";
   // Covers the whole request from Send(): waiting for a free connection,
   // connecting, sending and receiving the whole response.
   absl::Duration timeout = absl::Seconds(10);

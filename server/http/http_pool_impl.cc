@@ -8,6 +8,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,9 @@
 
 namespace switchboard::http {
 namespace {
+
+// Idle easy handles a pool keeps: the requests in flight of a busy upstream.
+constexpr size_t kMaxIdleEasyHandles = 64;
 
 void InitializeCurlOnce() {
   // curl_global_init is not thread-safe in every libcurl build; a
@@ -38,11 +42,6 @@ struct HttpPoolImpl::Transfer {
   Transfer(RequestId id, Request request, ResponseCallback done, absl::Time start,
            HttpPoolImpl& pool)
       : id(id), request(std::move(request)), done(std::move(done)), start(start), pool(pool) {}
-  ~Transfer() {
-    if (easy != nullptr) curl_easy_cleanup(easy);
-    curl_slist_free_all(headers);
-  }
-
   // Marks the response complete once the final response's body has arrived
   // in full, by its Content-Length, and tells the pool.
   void NoteIfComplete() {
@@ -92,9 +91,10 @@ struct HttpPoolImpl::Transfer {
   const absl::Time start;
   HttpPoolImpl& pool;
   absl::Time deadline = absl::InfiniteFuture();
-  CURL* easy = nullptr;  // Null for a request that failed before reaching curl.
+  // While the request is the pool's; null for a request that failed before
+  // reaching curl.
+  CURL* easy = nullptr;
   bool in_multi = false;
-  curl_slist* headers = nullptr;
   Response response;
   bool complete = false;
   bool too_large = false;
@@ -176,6 +176,9 @@ HttpPoolImpl::HttpPoolImpl(event::DispatcherImpl& io, HttpPoolOptions options,
                            HttpPoolObserver& observer)
     : io_(io), options_(std::move(options)), observer_(observer) {
   InitializeCurlOnce();
+  // Large bodies go at once, without waiting for a 100 Continue.
+  headers_ =
+      curl_slist_append(curl_slist_append(nullptr, "Content-Type: application/json"), "Expect:");
   curl_timer_ = io_.CreateTimer([this] { Drive(CURL_SOCKET_TIMEOUT, 0); });
   deadline_timer_ = io_.CreateTimer([this] { ExpireDue(); });
   failure_timer_ = io_.CreateTimer([this] { RunDueFailures(); });
@@ -201,8 +204,10 @@ HttpPoolImpl::~HttpPoolImpl() {
   std::vector<std::unique_ptr<Transfer>> cut_short;
   while (!transfers_.empty()) cut_short.push_back(Release(transfers_.begin()->first));
   curl_multi_cleanup(multi_);  // Closes the connections.
-  NoteSocketsClosedUnseen();
+  NoteConnectingSocketsClosedUnseen();
   socket_events_.clear();
+  for (CURL* easy : idle_easy_handles_) curl_easy_cleanup(easy);
+  curl_slist_free_all(headers_);
   for (std::unique_ptr<Transfer>& transfer : cut_short) {
     absl::Status destroyed =
         absl::UnavailableError(absl::StrCat(Describe(transfer->request), ": the pool was closed"));
@@ -234,38 +239,21 @@ RequestId HttpPoolImpl::Send(Request request, ResponseCallback done) {
 }
 
 absl::Status HttpPoolImpl::Start(Transfer& transfer) {
-  transfer.easy = curl_easy_init();
-  curl_slist* headers = curl_slist_append(
-      nullptr, absl::StrCat("Content-Type: ", transfer.request.content_type).c_str());
-  // Large bodies go at once, without waiting for a 100 Continue.
-  if (headers != nullptr) transfer.headers = curl_slist_append(headers, "Expect:");
-  if (transfer.easy == nullptr || transfer.headers == nullptr) {
-    curl_slist_free_all(headers);
-    transfer.headers = nullptr;
+  transfer.easy = TakeEasyHandle();
+  if (transfer.easy == nullptr) {
     return absl::ResourceExhaustedError(
         absl::StrCat(Describe(transfer.request), ": out of memory for a curl transfer"));
   }
+  // Every option that differs between requests is set here, each time.
   CURL* easy = transfer.easy;
   const Request& request = transfer.request;
   curl_easy_setopt(easy, CURLOPT_PRIVATE, &transfer);
   curl_easy_setopt(easy, CURLOPT_URL, request.url.c_str());
-  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.body.data());
   curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
-  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, transfer.headers);
-  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &CurlCallbacks::OnBodyData);
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &transfer);
-  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &CurlCallbacks::OnHeaderLine);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, &transfer);
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, transfer.error);
-  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &CurlCallbacks::OpenSocket);
-  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
-  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &CurlCallbacks::CloseSocket);
-  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
-  if (!options_.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, options_.ca_file.c_str());
   long http_version = CURL_HTTP_VERSION_1_1;
   if (options_.http2 && absl::StartsWithIgnoreCase(request.url, "https://")) {
     http_version = CURL_HTTP_VERSION_2TLS;
@@ -274,7 +262,7 @@ absl::Status HttpPoolImpl::Start(Transfer& transfer) {
   }
   curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, http_version);
   // Wait for a connection that can multiplex rather than open another.
-  if (http_version != CURL_HTTP_VERSION_1_1) curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+  curl_easy_setopt(easy, CURLOPT_PIPEWAIT, http_version != CURL_HTTP_VERSION_1_1 ? 1L : 0L);
   const CURLMcode added = curl_multi_add_handle(multi_, easy);
   if (added != CURLM_OK) {
     return absl::InternalError(
@@ -282,6 +270,38 @@ absl::Status HttpPoolImpl::Start(Transfer& transfer) {
   }
   transfer.in_multi = true;
   return absl::OkStatus();
+}
+
+CURL* HttpPoolImpl::TakeEasyHandle() {
+  if (!idle_easy_handles_.empty()) {
+    CURL* easy = idle_easy_handles_.back();
+    idle_easy_handles_.pop_back();
+    return easy;
+  }
+  if (headers_ == nullptr) return nullptr;
+  CURL* easy = curl_easy_init();
+  if (easy == nullptr) return nullptr;
+  curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers_);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &CurlCallbacks::OnBodyData);
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &CurlCallbacks::OnHeaderLine);
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, &CurlCallbacks::OpenSocket);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, this);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, &CurlCallbacks::CloseSocket);
+  curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, this);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
+  if (!options_.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, options_.ca_file.c_str());
+  return easy;
+}
+
+void HttpPoolImpl::RecycleEasyHandle(CURL* easy) {
+  if (idle_easy_handles_.size() < kMaxIdleEasyHandles) {
+    idle_easy_handles_.push_back(easy);
+  } else {
+    curl_easy_cleanup(easy);
+  }
 }
 
 bool HttpPoolImpl::Cancel(RequestId id) {
@@ -323,6 +343,7 @@ void HttpPoolImpl::Drive(int socket, int curl_events) {
     curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, &transfer);
     // `message` dies with the handle's removal: read it first.
     absl::StatusOr<Response> result = transfer->Result(message->data.result);
+    NoteEstablished(message->easy_handle);
     Finish(transfer->id, std::move(result));
   }
   // libcurl 7.88 holds an HTTP/2 transfer whose server answered before
@@ -339,25 +360,38 @@ void HttpPoolImpl::Drive(int socket, int curl_events) {
     curl_easy_getinfo(it->second->easy, CURLINFO_HTTP_VERSION, &http_version);
     if (http_version == CURL_HTTP_VERSION_2_0) Finish(id, it->second->Result(CURLE_OK));
   }
-  NoteSocketsClosedUnseen();
+  NoteConnectingSocketsClosedUnseen();
 }
 
 void HttpPoolImpl::NoteOpened(int socket) {
   struct stat status;
   if (fstat(socket, &status) != 0) return;
   // A descriptor still on the books was closed unseen and is reused now.
-  if (sockets_.contains(socket)) NoteClosed(socket);
-  sockets_.emplace(socket, status.st_ino);
+  NoteClosed(socket);
+  connecting_sockets_.emplace(socket, status.st_ino);
   observer_.OnConnectionOpened();
 }
 
-void HttpPoolImpl::NoteClosed(int socket) {
-  if (sockets_.erase(socket) > 0) observer_.OnConnectionClosed();
+void HttpPoolImpl::NoteEstablished(CURL* easy) {
+  // The socket of the connection the transfer leaves in curl's cache; none
+  // when curl closed it.
+  curl_socket_t socket = CURL_SOCKET_BAD;
+  if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &socket) != CURLE_OK ||
+      socket == CURL_SOCKET_BAD) {
+    return;
+  }
+  if (connecting_sockets_.erase(socket) > 0) established_sockets_.insert(socket);
 }
 
-void HttpPoolImpl::NoteSocketsClosedUnseen() {
+void HttpPoolImpl::NoteClosed(int socket) {
+  if (connecting_sockets_.erase(socket) > 0 || established_sockets_.erase(socket) > 0) {
+    observer_.OnConnectionClosed();
+  }
+}
+
+void HttpPoolImpl::NoteConnectingSocketsClosedUnseen() {
   std::vector<int> closed;
-  for (const auto& [socket, inode] : sockets_) {
+  for (const auto& [socket, inode] : connecting_sockets_) {
     struct stat status;
     if (fstat(socket, &status) != 0 || status.st_ino != inode) closed.push_back(socket);
   }
@@ -373,7 +407,7 @@ void HttpPoolImpl::Report(std::unique_ptr<Transfer> transfer, absl::StatusOr<Res
   observer_.OnRequestDone({result.ok() ? absl::StatusCode::kOk : result.status().code(),
                            result.ok() ? result->status : 0, io_.clock().Now() - transfer->start});
   ResponseCallback done = std::move(transfer->done);
-  transfer.reset();  // Frees the curl handle before the callback sends more.
+  transfer.reset();  // Frees the request before the callback sends more.
   done(std::move(result));
 }
 
@@ -396,7 +430,12 @@ std::unique_ptr<HttpPoolImpl::Transfer> HttpPoolImpl::Release(RequestId id) {
   if (deadlines_.erase({transfer->deadline, id}) > 0) ArmDeadlineTimer();
   if (transfer->in_multi) {
     curl_multi_remove_handle(multi_, transfer->easy);
-    NoteSocketsClosedUnseen();
+    transfer->in_multi = false;
+    NoteConnectingSocketsClosedUnseen();
+  }
+  if (transfer->easy != nullptr) {
+    RecycleEasyHandle(transfer->easy);
+    transfer->easy = nullptr;
   }
   return transfer;
 }

@@ -7,9 +7,10 @@
 // curl_multi_socket_action. curl keeps finished connections alive for the
 // next request, caps the connections to each host and makes requests beyond
 // the cap wait for a free one (or, with HTTP/2, for a stream on an open one).
-// The pool opens and closes the TCP sockets itself, and checks for sockets
-// curl closed without telling it, so its count of open connections is
-// exact. An HTTP/2 response whose body has arrived in full
+// The pool opens and closes the TCP sockets itself, and checks the sockets
+// still connecting for closes curl made without telling it, so its count of
+// open connections is exact. Finished transfers' easy handles are kept for
+// the next requests (a few dozen at most). An HTTP/2 response whose body has arrived in full
 // (by its Content-Length) is the request's answer even while curl keeps
 // waiting: libcurl 7.88 holds a transfer until it times out when the server
 // answered before reading a request body larger than the stream window.
@@ -37,10 +38,13 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "server/event/dispatcher_impl.h"
 #include "server/http/http_pool.h"
 
 struct event;
+struct curl_slist;
+typedef void CURL;  // As curl/curl.h declares it.
 
 namespace switchboard::http {
 
@@ -85,7 +89,9 @@ class HttpPoolImpl final : public HttpPool {
 
   RequestId Send(Request request, ResponseCallback done) override;
   bool Cancel(RequestId id) override;
-  int open_connections() const override { return static_cast<int>(sockets_.size()); }
+  int open_connections() const override {
+    return static_cast<int>(connecting_sockets_.size() + established_sockets_.size());
+  }
 
  private:
   struct Transfer;
@@ -115,22 +121,38 @@ class HttpPoolImpl final : public HttpPool {
   std::unique_ptr<Transfer> Release(RequestId id);
   void ExpireDue();
   void ArmDeadlineTimer();
-  // Connection accounting. libcurl 7.88 closes the socket of a connection
-  // still connecting (cancelled, timed out, or the pool destroyed) without
-  // calling CURLOPT_CLOSESOCKETFUNCTION, so after each curl call that can
-  // close sockets the pool also notes the ones whose descriptor no longer
-  // holds the socket it opened.
+  // An easy handle with the options every request shares: an idle one, or
+  // a new one. Null when out of memory.
+  CURL* TakeEasyHandle();
+  // Keeps `easy`, out of the multi handle, for a later request, or frees it
+  // when enough are kept.
+  void RecycleEasyHandle(CURL* easy);
+  // Connection accounting. libcurl calls CURLOPT_CLOSESOCKETFUNCTION for the
+  // socket of every connection it established, but 7.88 closes a socket
+  // still connecting (a losing happy-eyeballs attempt, a connect cut short
+  // by a cancel, a timeout or the pool's destruction) without calling it.
+  // So a socket counts as connecting until a transfer over it finishes with
+  // the connection kept alive, and after each curl call that can close
+  // sockets the pool notes the connecting ones whose descriptor no longer
+  // holds the socket it opened (an fstat each). Once every connection has
+  // carried a response there is nothing to check.
   void NoteOpened(int socket);
+  // The connection `easy` finished its transfer on is established.
+  void NoteEstablished(CURL* easy);
   void NoteClosed(int socket);
-  void NoteSocketsClosedUnseen();
+  void NoteConnectingSocketsClosedUnseen();
 
   event::DispatcherImpl& io_;
   const HttpPoolOptions options_;
   HttpPoolObserver& observer_;
   void* multi_ = nullptr;  // CURLM*, which curl's public headers define as void.
-  // The sockets the pool opened and has not seen closed: descriptor to the
-  // inode of the socket behind it.
-  absl::flat_hash_map<int, uint64_t> sockets_;
+  // The request headers, the same for every request.
+  curl_slist* headers_ = nullptr;
+  std::vector<CURL*> idle_easy_handles_;
+  // The sockets the pool opened and has not seen closed. Connecting ones
+  // map their descriptor to the inode of the socket behind it.
+  absl::flat_hash_map<int, uint64_t> connecting_sockets_;
+  absl::flat_hash_set<int> established_sockets_;
 
   RequestId next_id_ = 1;
   std::map<RequestId, std::unique_ptr<Transfer>> transfers_;  // In sending order.

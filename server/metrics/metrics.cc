@@ -1,5 +1,6 @@
 #include "server/metrics/metrics.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -223,13 +224,29 @@ void Metrics::OnWrite(absl::string_view role, size_t commands) {
 
 void Metrics::OnUpstreamRequest(absl::string_view upstream, absl::string_view method,
                                 absl::string_view outcome, absl::Duration latency) {
-  upstream_requests_
-      .Add({{"upstream", std::string(upstream)},
-            {"method", MethodLabel(method)},
-            {"outcome", std::string(outcome)}})
-      .Increment();
-  upstream_latency_.Add({{"upstream", std::string(upstream)}}, LatencyBuckets())
-      .Observe(absl::ToDoubleSeconds(latency));
+  const std::string key = absl::StrCat(upstream, absl::string_view("\0", 1), method,
+                                       absl::string_view("\0", 1), outcome);
+  std::optional<UpstreamRequestMetrics> children;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = upstream_request_children_.find(key);
+    if (it != upstream_request_children_.end()) children = it->second;
+  }
+  if (!children.has_value()) {
+    const std::string method_label = MethodLabel(method);
+    children = UpstreamRequestMetrics{
+        &upstream_requests_.Add({{"upstream", std::string(upstream)},
+                                 {"method", method_label},
+                                 {"outcome", std::string(outcome)}}),
+        &upstream_latency_.Add({{"upstream", std::string(upstream)}}, LatencyBuckets())};
+    // Methods past the label cap are not kept, so neither is the cache.
+    if (method_label == method) {
+      absl::MutexLock lock(&mu_);
+      upstream_request_children_.emplace(key, *children);
+    }
+  }
+  children->requests->Increment();
+  children->latency->Observe(absl::ToDoubleSeconds(latency));
 }
 
 void Metrics::OnThrottled(absl::string_view upstream) {

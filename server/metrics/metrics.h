@@ -150,6 +150,15 @@ class Metrics final : public broker::BrokerObserver,
   // sample no longer has the pattern.
   absl::flat_hash_map<std::string, prometheus::Gauge*> buffer_fill_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> methods_ ABSL_GUARDED_BY(mu_);
+  // The children an upstream request updates, by "upstream\0method\0outcome",
+  // so that a request costs one lookup instead of building three labels
+  // sets and searching two families.
+  struct UpstreamRequestMetrics {
+    prometheus::Counter* requests;
+    prometheus::Histogram* latency;
+  };
+  absl::flat_hash_map<std::string, UpstreamRequestMetrics> upstream_request_children_
+      ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::metrics

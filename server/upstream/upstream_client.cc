@@ -312,7 +312,8 @@ void UpstreamClient::OnResponse(CallId id, size_t url_index, absl::Time sent_at,
     observer_.OnUpstreamRequest(options_.name, method, outcome, now - sent_at);
   };
   CircuitBreaker& breaker = breakers_[url_index];
-  const std::string url_name = http::MaskUrl(options_.urls[url_index]);
+  // For error messages only: masking costs a parse of the URL.
+  const auto url_name = [&] { return http::MaskUrl(options_.urls[url_index]); };
   if (response.ok()) SampleResponseTime(now - sent_at);
 
   if (!response.ok()) {
@@ -331,7 +332,7 @@ void UpstreamClient::OnResponse(CallId id, size_t url_index, absl::Time sent_at,
     breaker.OnSuccess();  // The host is up; it asks us to slow down.
     Throttle(response->retry_after);
     RetryOrFinish(id, WithRetryAfter(absl::ResourceExhaustedError(
-                                         absl::StrCat("upstream ", options_.name, " (", url_name,
+                                         absl::StrCat("upstream ", options_.name, " (", url_name(),
                                                       ") is rate limiting: HTTP 429")),
                                      response->retry_after.value_or(absl::Seconds(1))));
     return;
@@ -341,7 +342,7 @@ void UpstreamClient::OnResponse(CallId id, size_t url_index, absl::Time sent_at,
     breaker.OnFailure(now);
     flight.last_failed_url = url_index;
     RetryOrFinish(id,
-                  absl::UnavailableError(absl::StrCat("upstream ", options_.name, " (", url_name,
+                  absl::UnavailableError(absl::StrCat("upstream ", options_.name, " (", url_name(),
                                                       ") answered HTTP ", response->status)));
     return;
   }
@@ -357,8 +358,8 @@ void UpstreamClient::OnResponse(CallId id, size_t url_index, absl::Time sent_at,
   if (!parts.ok()) {
     count(http_ok ? "invalid" : "http_4xx");
     Finish(id, absl::UnavailableError(absl::StrCat(
-                   "upstream ", options_.name, " (", url_name, ") answered HTTP ", response->status,
-                   " without a JSON-RPC response: ", parts.status().message())));
+                   "upstream ", options_.name, " (", url_name(), ") answered HTTP ",
+                   response->status, " without a JSON-RPC response: ", parts.status().message())));
     return;
   }
   if (parts->error.has_value()) {

@@ -13,24 +13,25 @@
 #   (a) wrk POSTing to the provider directly, CONCURRENCY connections
 #       (default 64), 2 threads;
 #   (b) the same wrk through the reverse proxy;
-#   (c) `sbctl bench call` through switchboard, CONCURRENCY calls in flight
-#       (unary Calls on one gRPC channel, params varied per call so that
-#       none is coalesced); and, to split the cost, the same for a method
-#       switchboard answers from its cache (gRPC and switchboard's own path,
-#       without the upstream request);
+#   (c) `sbctl bench call` through switchboard, CONCURRENCY calls in flight,
+#       params varied per call so that none is coalesced: unary Calls on one
+#       gRPC channel, and the same calls multiplexed on one CallStream
+#       (`--stream`, as a busy worker would make them); and, to split the
+#       cost, both for a method switchboard answers from its cache (gRPC and
+#       switchboard's own path, without the upstream request);
 #   (d) latency at about RATE calls/s (default 1000), one request at a time:
 #       wrk with one connection that waits 1000/RATE ms between an answer and
 #       its next request (wrk's `delay()`; it times each request from its
 #       write to its answer), to the provider directly and through the
 #       reverse proxy, against `sbctl bench call --rate=RATE` through
 #       switchboard (open loop, timed from the call's start to its answer),
-#       also for the cached method. "Added" is a figure minus the direct one.
+#       also on a CallStream and for the cached method. "Added" is a figure minus the direct one.
 # Throughput rows also show the proxy's own CPU time per call (nginx proxy
 # workers, or switchboard), from /proc. Each figure is the median of RUNS
 # runs (default 3) of DURATION seconds (default 10). Prints one Markdown
 # table, then the load average before and after (the machine's other work
 # skews every figure). Not part of the default test run: it takes about
-# 8 * RUNS * DURATION seconds. On a shared machine run it as
+# 11 * RUNS * DURATION seconds. On a shared machine run it as
 # `nice -n -10 tests/perf/bench_rpc.sh` (as root).
 #
 #   tests/perf/bench_rpc.sh [BUILD_DIR]   (default build/release)
@@ -208,14 +209,17 @@ sbctl_bench() {
   "$sbctl" --server="127.0.0.1:$grpc_port" bench call --upstream=bench "$@" \
     --duration="$duration" 2>/dev/null
 }
-sbctl_load() { sbctl_bench --method="$method" --concurrency="$concurrency"; }
-sbctl_cached_load() { sbctl_bench --method=getGenesisHash --params='[]' --concurrency="$concurrency"; }
+# Extra arguments (--stream) go to sbctl bench call.
+sbctl_load() { sbctl_bench --method="$method" --concurrency="$concurrency" "$@"; }
+sbctl_cached_load() {
+  sbctl_bench --method=getGenesisHash --params='[]' --concurrency="$concurrency" "$@"
+}
 # wrk to port $1, one connection paced to about RATE requests per second.
 wrk_paced() {
   WRK_DELAY_MS=$(python3 -c "print(max(1, round(1000 / $rate)))") \
     wrk -t1 -c1 -d"${duration}s" -s "$work/jsonrpc.lua" "http://127.0.0.1:$1/"
 }
-sbctl_paced() { sbctl_bench --method="$method" --rate="$rate"; }
+sbctl_paced() { sbctl_bench --method="$method" --rate="$rate" "$@"; }
 sbctl_cached_paced() { sbctl_bench --method=getGenesisHash --params='[]' --rate="$rate"; }
 # RUNS runs of "$@" (a latency probe); prints the medians of calls_per_sec,
 # p50_us and p99_us.
@@ -232,19 +236,26 @@ read -r proxied proxied_cpu < <(PROXY_PIDS=$(proxy_workers | xargs) median_runs 
   wrk_load "$proxy_port")
 read -r switchboard switchboard_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load)
 read -r cached cached_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_cached_load)
+read -r stream stream_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load --stream)
+read -r cached_stream cached_stream_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu \
+  sbctl_cached_load --stream)
 direct_latency=$(latency wrk_paced "$provider_port")
 proxied_latency=$(latency wrk_paced "$proxy_port")
 switchboard_latency=$(latency sbctl_paced)
+stream_latency=$(latency sbctl_paced --stream)
 cached_latency=$(latency sbctl_cached_paced)
 
 python3 - "$runs" "$duration" "$concurrency" "$max_connections" "$rate" "$direct" "$proxied" \
-  "$proxied_cpu" "$switchboard" "$switchboard_cpu" "$cached" "$cached_cpu" "$direct_latency" \
-  "$proxied_latency" "$switchboard_latency" "$cached_latency" "$(nproc)" <<'EOF'
+  "$proxied_cpu" "$switchboard" "$switchboard_cpu" "$cached" "$cached_cpu" "$stream" \
+  "$stream_cpu" "$cached_stream" "$cached_stream_cpu" "$direct_latency" "$proxied_latency" \
+  "$switchboard_latency" "$stream_latency" "$cached_latency" "$(nproc)" <<'EOF'
 import sys
 (runs, duration, concurrency, max_connections, rate, direct, proxied, proxied_cpu, switchboard,
- switchboard_cpu, cached, cached_cpu, direct_latency, proxied_latency, switchboard_latency,
- cached_latency, cores) = sys.argv[1:]
-direct, proxied, switchboard, cached = map(float, (direct, proxied, switchboard, cached))
+ switchboard_cpu, cached, cached_cpu, stream, stream_cpu, cached_stream, cached_stream_cpu,
+ direct_latency, proxied_latency, switchboard_latency, stream_latency, cached_latency,
+ cores) = sys.argv[1:]
+direct, proxied, switchboard, cached, stream, cached_stream = map(
+    float, (direct, proxied, switchboard, cached, stream, cached_stream))
 direct_rate, direct_p50, direct_p99 = map(float, direct_latency.split())
 met = lambda ok: "yes" if ok else "**no**"
 def latency(figures):
@@ -254,6 +265,7 @@ def latency(figures):
 direct_text, _, _ = latency(direct_latency)
 proxied_text, proxied_p50, proxied_p99 = latency(proxied_latency)
 switchboard_text, added_p50, added_p99 = latency(switchboard_latency)
+stream_text, stream_p50, stream_p99 = latency(stream_latency)
 cached_text, cached_p50, cached_p99 = latency(cached_latency)
 print(f"| Case | Median of {runs} runs of {duration} s | Result | Proxy CPU per call "
       "| Target | Met |")
@@ -268,6 +280,11 @@ print(f"| (c) | sbctl bench call → Switchboard (max_connections {max_connectio
       f"| {met(switchboard >= 0.8 * proxied)} |")
 print(f"| (c) | the same, for a method Switchboard answers from its cache (no upstream request) "
       f"| {cached:,.0f} calls/s = {cached / proxied:.2f}× (b) | {cached_cpu} µs | | |")
+print(f"| (c) | sbctl bench call --stream → Switchboard → provider, {concurrency} calls in flight "
+      f"multiplexed on one CallStream | {stream:,.0f} calls/s = **{stream / proxied:.2f}× (b)** "
+      f"| {stream_cpu} µs | ≥ 0.8× (b) | {met(stream >= 0.8 * proxied)} |")
+print(f"| (c) | the same, for the cached method | {cached_stream:,.0f} calls/s = "
+      f"{cached_stream / proxied:.2f}× (b) | {cached_stream_cpu} µs | | |")
 print(f"| (d) | wrk → provider, one request at a time, ~{float(rate):,.0f}/s | {direct_text} "
       "| | | |")
 print(f"| (d) | wrk → nginx reverse proxy → provider, the same | {proxied_text}: "
@@ -277,6 +294,9 @@ print(f"| (d) | sbctl bench call --rate={rate} → Switchboard → provider | {s
       f"| {met(added_p50 <= 150)} |")
 print(f"| (d) | the same, for a method Switchboard answers from its cache (no upstream request) "
       f"| {cached_text}: adds {cached_p50:.0f} µs p50, {cached_p99:.0f} µs p99 | | | |")
+print(f"| (d) | sbctl bench call --stream --rate={rate} → Switchboard → provider | {stream_text}: "
+      f"**adds {stream_p50:.0f} µs p50**, {stream_p99:.0f} µs p99 | | ≤ 150 µs p50 added "
+      f"| {met(stream_p50 <= 150)} |")
 EOF
 echo
 echo "Load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"

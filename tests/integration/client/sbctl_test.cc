@@ -228,22 +228,31 @@ TEST_F(SbctlCallTest, CallOfAnUnknownUpstreamFailsWithTheServersStatus) {
 }
 
 TEST_F(SbctlCallTest, BenchCallEndsWithItsJsonSummaryAndCoalescesNothing) {
-  testing::RunResult bench = Sbctl(
-      {"bench", "call", "--upstream=chain", "--method=getSlot", "--concurrency=8", "--duration=1"});
-  ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
-  const std::string summary = LastLine(bench.stdout_text);
-  EXPECT_THAT(summary,
-              MatchesRegex("\\{\"mode\":\"call\",\"upstream\":\"chain\",\"method\":\"getSlot\","
-                           "\"params\":\"counter\",\"concurrency\":8,\"rate\":0.0,.*"
-                           "\"calls\":[1-9][0-9]*,\"calls_per_sec\":[0-9.]+,.*\"p50_us\":[0-9]+,"
-                           "\"p99_us\":[0-9]+,\"max_us\":[0-9]+,\"errors\":\\{\\}\\}"));
-  EXPECT_THAT(bench.stderr_text, HasSubstr("calls/s"));
-  // Every call counted made its own upstream request: none was coalesced.
-  const std::vector<std::string> calls_field =
-      absl::StrSplit(summary.substr(summary.find("\"calls\":") + 8), ',');
-  int64_t calls = 0;
-  ASSERT_TRUE(absl::SimpleAtoi(calls_field.front(), &calls)) << summary;
-  EXPECT_TRUE(chain_->WaitForAccessLog(static_cast<size_t>(calls)).ok());
+  size_t logged = 0;  // Upstream requests so far, by the provider's access log.
+  for (const std::string transport : {"unary", "stream"}) {
+    SCOPED_TRACE(transport);
+    std::vector<std::string> args = {
+        "bench", "call", "--upstream=chain", "--method=getSlot", "--concurrency=8", "--duration=1"};
+    if (transport == "stream") args.push_back("--stream");
+    testing::RunResult bench = Sbctl(args);
+    ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+    const std::string summary = LastLine(bench.stdout_text);
+    EXPECT_THAT(summary, MatchesRegex(absl::StrCat(
+                             "\\{\"mode\":\"call\",\"upstream\":\"chain\",\"method\":\"getSlot\","
+                             "\"params\":\"counter\",\"transport\":\"",
+                             transport,
+                             "\",\"concurrency\":8,\"rate\":0.0,.*"
+                             "\"calls\":[1-9][0-9]*,\"calls_per_sec\":[0-9.]+,.*\"p50_us\":[0-9]+,"
+                             "\"p99_us\":[0-9]+,\"max_us\":[0-9]+,\"errors\":\\{\\}\\}")));
+    EXPECT_THAT(bench.stderr_text, HasSubstr("calls/s"));
+    // Every call counted made its own upstream request: none was coalesced.
+    const std::vector<std::string> calls_field =
+        absl::StrSplit(summary.substr(summary.find("\"calls\":") + 8), ',');
+    int64_t calls = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(calls_field.front(), &calls)) << summary;
+    logged += static_cast<size_t>(calls);
+    EXPECT_TRUE(chain_->WaitForAccessLog(logged).ok());
+  }
 }
 
 TEST_F(SbctlCallTest, BenchCallWithARateMakesExactlyThatManyCalls) {
@@ -251,21 +260,25 @@ TEST_F(SbctlCallTest, BenchCallWithARateMakesExactlyThatManyCalls) {
   testing::RunResult bench = Sbctl({"bench", "call", "--upstream=chain", "--method=getSlot",
                                     "--params=[]", "--rate=200", "--duration=1"});
   ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
-  EXPECT_THAT(LastLine(bench.stdout_text),
-              MatchesRegex("\\{\"mode\":\"call\",.*\"params\":\"fixed\",\"concurrency\":0,"
-                           "\"rate\":200.0,.*\"calls\":200,.*\"errors\":\\{\\}\\}"));
+  EXPECT_THAT(
+      LastLine(bench.stdout_text),
+      MatchesRegex(
+          "\\{\"mode\":\"call\",.*\"params\":\"fixed\",\"transport\":\"unary\",\"concurrency\":0,"
+          "\"rate\":200.0,.*\"calls\":200,.*\"errors\":\\{\\}\\}"));
 }
 
 TEST_F(SbctlCallTest, BenchCallCountsErrorsByCode) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--upstream=nowhere", "NOT_FOUND"}, {"--upstream=failing", "JSON_RPC_ERROR"}};
   for (const auto& [upstream, code] : cases) {
-    testing::RunResult bench =
-        Sbctl({"bench", "call", upstream, "--method=getSlot", "--concurrency=2", "--duration=0.3"});
-    ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
-    EXPECT_THAT(LastLine(bench.stdout_text),
-                MatchesRegex(absl::StrCat(".*\"calls\":0,.*\"errors\":\\{\"", code,
-                                          "\":[1-9][0-9]*\\}\\}")));
+    for (const std::string transport : {"--stream=false", "--stream"}) {
+      testing::RunResult bench = Sbctl({"bench", "call", upstream, "--method=getSlot",
+                                        "--concurrency=2", "--duration=0.3", transport});
+      ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+      EXPECT_THAT(LastLine(bench.stdout_text),
+                  MatchesRegex(absl::StrCat(".*\"calls\":0,.*\"errors\":\\{\"", code,
+                                            "\":[1-9][0-9]*\\}\\}")));
+    }
   }
 }
 

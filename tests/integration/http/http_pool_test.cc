@@ -5,7 +5,9 @@
 // failures as statuses, timeouts (including the wait for a free
 // connection), the response size limit, the in-flight limit, cancelling,
 // and destroying the pool with requests in flight. Connections are counted
-// both by nginx (its access log) and by the pool's observer.
+// both by nginx (its access log) and by the pool's observer. An echo server
+// shows what each request carried over reused curl handles, and closes
+// kept-alive connections as an idle timeout does.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -22,6 +24,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/integration/http/echo_server.h"
 #include "tests/integration/http/pool_harness.h"
 #include "tests/testing/nginx_server.h"
 #include "tests/testing/status_matchers.h"
@@ -189,6 +192,50 @@ TEST(HttpPoolTest, KeepAliveCarriesSequentialRequestsOverOneConnection) {
   EXPECT_THAT(log.Connections(), SizeIs(1));
   EXPECT_EQ(harness.observer().opened(), 1);
   EXPECT_EQ(harness.open_connections(), 1);
+}
+
+TEST(HttpPoolTest, ReusedHandlesSendEachRequestsOwnBody) {
+  EchoServer echo;
+  PoolHarness harness;
+  const std::string long_body(100 * 1024, 'L');
+
+  // One after another, so every request after the first reuses the curl
+  // handle (and the connection) of the one before.
+  Request request = Post(echo.url());
+  request.body = long_body;
+  absl::StatusOr<Response> long_answer = harness.Call(request);
+  request.body = "s";
+  absl::StatusOr<Response> short_answer = harness.Call(request);
+  request.body = "";
+  absl::StatusOr<Response> empty_answer = harness.Call(request);
+
+  ASSERT_THAT(long_answer, HasStatus(200));
+  EXPECT_EQ(long_answer->body, long_body);
+  ASSERT_THAT(short_answer, HasStatus(200));
+  EXPECT_EQ(short_answer->body, "s");
+  ASSERT_THAT(empty_answer, HasStatus(200));
+  EXPECT_EQ(empty_answer->body, "");
+  EXPECT_EQ(echo.accepted(), 1);
+}
+
+TEST(HttpPoolTest, CountsAKeptAliveConnectionTheServerClosed) {
+  EchoServer echo;
+  PoolHarness harness;
+
+  ASSERT_THAT(harness.Call(Post(echo.url())), HasStatus(200));
+  EXPECT_EQ(harness.open_connections(), 1);
+  // The provider's idle timeout: curl finds the connection dead when it
+  // next wants it, closes it and opens another.
+  echo.CloseIdleConnection();
+  absl::SleepFor(absl::Milliseconds(100));
+  ASSERT_THAT(harness.Call(Post(echo.url())), HasStatus(200));
+
+  EXPECT_EQ(echo.accepted(), 2);
+  EXPECT_EQ(harness.observer().opened(), 2);
+  EXPECT_EQ(harness.observer().closed(), 1);
+  EXPECT_EQ(harness.open_connections(), 1);
+  harness.DestroyPool();
+  EXPECT_EQ(harness.observer().closed(), 2);
 }
 
 TEST(HttpPoolTest, ConnectionCapHoldsUnderTwoHundredConcurrentRequests) {

@@ -3,9 +3,11 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/metric_family.h"
@@ -51,6 +53,31 @@ TEST(MetricsTest, TopicsBeyondTheCapShareTheOverflowLabel) {
     published[Labels(metric)["topic"]] = metric.counter.value;
   }
   EXPECT_EQ(published, (std::map<std::string, double>{{"a", 1}, {"b", 1}, {kOverflowLabel, 5}}));
+}
+
+TEST(MetricsTest, UpstreamRequestsCountPerLabelsWithMethodsPastTheCapAsOverflow) {
+  Metrics metrics(/*max_topic_labels=*/1);
+  for (int i = 0; i < 3; ++i)
+    metrics.OnUpstreamRequest("chain", "getSlot", "ok", absl::Milliseconds(1));
+  metrics.OnUpstreamRequest("chain", "getSlot", "http_5xx", absl::Milliseconds(1));
+  for (const char* method : {"getBlock", "getBalance", "getBlock"}) {
+    metrics.OnUpstreamRequest("chain", method, "ok", absl::Milliseconds(1));
+  }
+  std::map<std::pair<std::string, std::string>, double> requests;
+  for (const prometheus::ClientMetric& metric :
+       Collect(metrics, "switchboard_upstream_requests_total")) {
+    std::map<std::string, std::string> labels = Labels(metric);
+    EXPECT_EQ(labels["upstream"], "chain");
+    requests[{labels["method"], labels["outcome"]}] = metric.counter.value;
+  }
+  EXPECT_EQ(
+      requests,
+      (std::map<std::pair<std::string, std::string>, double>{
+          {{"getSlot", "ok"}, 3}, {{"getSlot", "http_5xx"}, 1}, {{kOverflowLabel, "ok"}, 3}}));
+  const std::vector<prometheus::ClientMetric> latency =
+      Collect(metrics, "switchboard_upstream_request_duration_seconds");
+  ASSERT_EQ(latency.size(), 1u);
+  EXPECT_EQ(latency[0].histogram.sample_count, 7u);
 }
 
 TEST(MetricsTest, ConsumerLagKeepsTheLastSampleForAtMostTheCapOfPairs) {

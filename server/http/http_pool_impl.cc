@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -95,6 +97,8 @@ struct HttpPoolImpl::Transfer {
   // reaching curl.
   CURL* easy = nullptr;
   bool in_multi = false;
+  // Bytes of request.body handed to curl so far.
+  size_t body_sent = 0;
   Response response;
   bool complete = false;
   bool too_large = false;
@@ -138,6 +142,25 @@ struct CurlCallbacks {
   static int CloseSocket(void* pool, curl_socket_t socket) noexcept {
     static_cast<HttpPoolImpl*>(pool)->NoteClosed(socket);
     return close(socket);
+  }
+
+  static size_t ReadRequestBody(char* buffer, size_t size, size_t count, void* data) noexcept {
+    auto& transfer = *static_cast<HttpPoolImpl::Transfer*>(data);
+    const std::string& body = transfer.request.body;
+    const size_t length = std::min(size * count, body.size() - transfer.body_sent);
+    std::memcpy(buffer, body.data() + transfer.body_sent, length);
+    transfer.body_sent += length;
+    return length;
+  }
+
+  // Only to where the body starts, and only before any of it was sent: no
+  // byte of the request's body leaves twice.
+  static int SeekRequestBody(void* data, curl_off_t offset, int origin) noexcept {
+    auto& transfer = *static_cast<HttpPoolImpl::Transfer*>(data);
+    if (origin != SEEK_SET || offset != 0 || transfer.body_sent != 0) {
+      return CURL_SEEKFUNC_CANTSEEK;
+    }
+    return CURL_SEEKFUNC_OK;
   }
 
   static size_t OnBodyData(char* data, size_t size, size_t count, void* transfer) noexcept {
@@ -249,7 +272,16 @@ absl::Status HttpPoolImpl::Start(Transfer& transfer) {
   const Request& request = transfer.request;
   curl_easy_setopt(easy, CURLOPT_PRIVATE, &transfer);
   curl_easy_setopt(easy, CURLOPT_URL, request.url.c_str());
-  curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.body.data());
+  // The body goes through a read callback that cannot rewind, not as
+  // CURLOPT_POSTFIELDS: libcurl silently sends a request again on a new
+  // connection when a reused one dies before any byte of the answer, which
+  // only rewinding the body allows. A request must reach the provider at
+  // most once: retries belong to the layer above, which knows which methods
+  // are safe to repeat. Without the rewind the transfer fails
+  // (CURLE_SEND_FAIL_REWIND) instead.
+  curl_easy_setopt(easy, CURLOPT_POST, 1L);
+  curl_easy_setopt(easy, CURLOPT_READDATA, &transfer);
+  curl_easy_setopt(easy, CURLOPT_SEEKDATA, &transfer);
   curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &transfer);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, &transfer);
@@ -283,6 +315,8 @@ CURL* HttpPoolImpl::TakeEasyHandle() {
   if (easy == nullptr) return nullptr;
   curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers_);
+  curl_easy_setopt(easy, CURLOPT_READFUNCTION, &CurlCallbacks::ReadRequestBody);
+  curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, &CurlCallbacks::SeekRequestBody);
   curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &CurlCallbacks::OnBodyData);
   curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &CurlCallbacks::OnHeaderLine);
   curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);

@@ -119,18 +119,11 @@ TEST_F(RpcRetrySafetyTest, MethodOffTheRetryListIsSentOnceWhenTheProviderAnswers
   EXPECT_THAT(http_5xx(kRetriedMethod), IsOkAndHolds(kMaxAttempts));
 }
 
-// DISABLED until the HTTP pool keeps libcurl from sending a request again:
-// libcurl 7.88 silently re-sends a request on a fresh connection when a
+// libcurl 7.88 would send a request again on a fresh connection when a
 // reused one dies before any byte of the answer ("Connection died, retrying
-// a fresh connect"), and the pool hands it the body as CURLOPT_POSTFIELDS,
-// which curl can always rewind. Measured here: sendTransaction reaches the
-// provider twice. The fix belongs in server/http/http_pool_impl.cc: give
-// curl the body through CURLOPT_READFUNCTION with a CURLOPT_SEEKFUNCTION
-// answering CURL_SEEKFUNC_CANTSEEK, so that curl fails the request
-// (CURLE_SEND_FAIL_REWIND) instead of sending it twice; retries belong to
-// the upstream client, which knows which methods are safe to repeat.
-TEST_F(RpcRetrySafetyTest,
-       DISABLED_MethodOffTheRetryListIsSentOnceWhenTheConnectionDropsWithoutAnAnswer) {
+// a fresh connect"); the HTTP pool's body cannot be rewound, so curl fails
+// the request instead, and only the retry list decides what is sent again.
+TEST_F(RpcRetrySafetyTest, MethodOffTheRetryListIsSentOnceWhenTheConnectionDropsWithoutAnAnswer) {
   // A kept-alive connection first: a request that fails on a reused
   // connection is the one an HTTP client is most tempted to send again.
   shared_->hanging_up->SetScript(ScriptedHttpServer::Script());

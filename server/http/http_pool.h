@@ -48,8 +48,19 @@ using RequestId = uint64_t;
 // reset, DNS or TLS failure, pool destroyed), DEADLINE_EXCEEDED (the
 // request's timeout passed), RESOURCE_EXHAUSTED (response over the size
 // limit, too many requests in flight) or INVALID_ARGUMENT (malformed URL,
-// scheme other than http and https).
+// scheme other than http and https). An UNAVAILABLE for a request that
+// never reached the server (no connection could be made: refused, DNS, TLS
+// handshake) is marked so: RequestNeverSent() tells.
 using ResponseCallback = absl::AnyInvocable<void(absl::StatusOr<Response> response)>;
+
+// The mark of a failure whose request never reached the server.
+inline constexpr char kRequestNeverSentPayload[] = "type.switchboard.dev/http-request-never-sent";
+
+// True when `status` failed a request that never reached the server, so
+// that sending it elsewhere cannot make the server act on it twice.
+inline bool RequestNeverSent(const absl::Status& status) {
+  return status.GetPayload(kRequestNeverSentPayload).has_value();
+}
 
 // What became of one request, for metrics.
 struct RequestOutcome {

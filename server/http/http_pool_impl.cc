@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -82,6 +83,16 @@ struct HttpPoolImpl::Transfer {
         return absl::InvalidArgumentError(message);
       case CURLE_OUT_OF_MEMORY:
         return absl::ResourceExhaustedError(message);
+      case CURLE_COULDNT_RESOLVE_PROXY:
+      case CURLE_COULDNT_RESOLVE_HOST:
+      case CURLE_COULDNT_CONNECT:
+      case CURLE_SSL_CONNECT_ERROR:
+      case CURLE_PEER_FAILED_VERIFICATION: {
+        // No connection, so no byte of the request left.
+        absl::Status never_sent = absl::UnavailableError(message);
+        never_sent.SetPayload(kRequestNeverSentPayload, absl::Cord());
+        return never_sent;
+      }
       default:  // Refused, reset, DNS, TLS, HTTP/2 stream errors, empty reply.
         return absl::UnavailableError(message);
     }

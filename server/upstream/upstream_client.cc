@@ -324,6 +324,7 @@ void UpstreamClient::OnResponse(CallId id, size_t url_index, absl::Time sent_at,
     }
     breaker.OnFailure(now);
     flight.last_failed_url = url_index;
+    if (http::RequestNeverSent(response.status()) && FailOver(id)) return;
     RetryOrFinish(id, response.status());
     return;
   }
@@ -394,6 +395,14 @@ void UpstreamClient::Throttle(std::optional<absl::Duration> retry_after) {
 
 void UpstreamClient::Succeeded(uint32_t cost) {
   if (options_.rate_limited) admission_.OnSucceeded(cost);
+}
+
+bool UpstreamClient::FailOver(CallId id) {
+  Flight& flight = flights_.at(id);
+  if (flight.never_sent_failovers + 1 >= options_.urls.size()) return false;
+  ++flight.never_sent_failovers;
+  Admit(id);
+  return true;
 }
 
 void UpstreamClient::RetryOrFinish(CallId id, absl::Status error) {

@@ -17,7 +17,9 @@
 //      admission (pause, AIMD); a transport failure or 5xx counts against
 //      the URL's breaker; a method on the retry list is admitted and sent
 //      again (preferring another URL) with backoff while attempts and the
-//      deadline allow. A method not on the list is never sent twice.
+//      deadline allow. A method not on the list is never sent twice. A
+//      request that never reached its URL (no connection could be made)
+//      goes to the next URL at once, whatever its method, once per URL.
 //
 // The provider's answer comes back byte for byte: the JSON-RPC `result`, the
 // `error` object, or for a raw call the whole body.
@@ -172,6 +174,8 @@ class UpstreamClient {
     AnswerCallback done;                        // Unset when coalescing.
     uint32_t attempts = 0;
     std::optional<size_t> last_failed_url;
+    // Requests that never reached their URL and went to the next at once.
+    size_t never_sent_failovers = 0;
     std::optional<ratelimit::UpstreamAdmission::Ticket> ticket;
     std::optional<http::RequestId> request;
     std::unique_ptr<event::Timer> backoff;
@@ -180,6 +184,9 @@ class UpstreamClient {
   uint32_t CostOf(const UpstreamCall& call, absl::Status* error) const;
   bool MayCoalesce(const UpstreamCall& call) const;
   bool MayRetry(const Flight& flight) const;
+  // Sends call `id`, whose request never reached its URL, to the next URL
+  // (through admission again). False when every URL was tried so.
+  bool FailOver(CallId id);
 
   void Admit(CallId id);
   // The time by which a call with `deadline`, queued at `now`, must leave

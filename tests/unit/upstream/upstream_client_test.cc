@@ -5,11 +5,14 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/common/clock.h"
 #include "server/event/dispatcher_impl.h"
+#include "server/http/http_pool.h"
 #include "tests/testing/run_on_dispatcher.h"
 #include "tests/testing/status_matchers.h"
 
@@ -214,6 +217,29 @@ TEST_F(UpstreamClientTest, AMethodNotOnTheRetryListIsNeverSentTwice) {
   EXPECT_THAT(AnswerOf(throttled), StatusIs(absl::StatusCode::kResourceExhausted));
   EXPECT_EQ(RetryAfter(AnswerOf(throttled).status()), absl::Seconds(2));
   EXPECT_EQ(observer_.throttled, 1);
+}
+
+TEST_F(UpstreamClientTest, ARequestThatNeverReachedItsUrlGoesToTheNextAtOnceWhateverItsMethod) {
+  Create(Unlimited());  // No method may be retried.
+  const auto never_sent = [] {
+    absl::Status status = absl::UnavailableError("connection refused");
+    status.SetPayload(http::kRequestNeverSentPayload, absl::Cord());
+    return status;
+  };
+  const size_t submitted = Start("sendTransaction", R"(["tx"])");
+  Respond(0, never_sent());
+  ASSERT_EQ(SentCount(), 2u) << "no backoff";
+  EXPECT_EQ(SentUrl(1), "http://fallback");
+  Respond(1, Result(R"("sig")"));
+  ASSERT_THAT(AnswerOf(submitted), IsOk());
+  EXPECT_EQ(AnswerOf(submitted)->upstream_attempts, 2u);
+  // Once per URL: when the fallback was not reached either, the call fails.
+  const size_t unreachable = Start("sendTransaction", R"(["tx2"])");
+  Respond(2, never_sent());
+  Respond(3, never_sent());
+  clock_.Advance(absl::Seconds(10));
+  EXPECT_EQ(SentCount(), 4u);
+  EXPECT_THAT(AnswerOf(unreachable), StatusIs(absl::StatusCode::kUnavailable));
 }
 
 TEST_F(UpstreamClientTest, ARetryMethodIsSentAgainToAnotherUrlAfterBackoff) {

@@ -21,7 +21,6 @@ using ::switchboard::http::Request;
 using ::switchboard::http::Response;
 using ::testing::ElementsAre;
 using ::testing::Pair;
-using ::testing::SizeIs;
 
 Request Post(std::string url) {
   Request request;
@@ -50,7 +49,13 @@ TEST(NginxServerTest, RateLimitAnswers429PastRateAndBurst) {
   absl::StatusOr<AccessLog> log = (*nginx)->WaitForAccessLog(5);
   ASSERT_THAT(log, IsOk());
   EXPECT_THAT(log->CountByStatus(), ElementsAre(Pair(200, 3), Pair(429, 2)));
-  EXPECT_THAT(log->Connections(), SizeIs(1));
+  // The answers up to the first 429 share one kept-alive connection. nginx
+  // may close it after a 429: limit_req answers from the request's headers,
+  // and when the body (which the pool sends in a write of its own) arrives
+  // later, nginx discards it with a lingering close.
+  for (int i = 1; i <= 3; ++i) {
+    EXPECT_EQ(log->entries[i].connection, log->entries[0].connection) << "request " << i;
+  }
   const absl::Time first = log->entries.front().time;
   EXPECT_DOUBLE_EQ(log->RequestsPerSecond(first, first + absl::Seconds(10)), 0.5);
   EXPECT_DOUBLE_EQ(log->RequestsPerSecond(first - absl::Seconds(10), first), 0.0);

@@ -3,6 +3,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -107,7 +108,9 @@ class CallReactor final : public grpc::ServerUnaryReactor {
 };
 
 // One CallStream: each request is answered by its request_id, in completion
-// order.
+// order. When the client cancels the stream, its calls still waiting for
+// admission are withdrawn (each still answered, CANCELLED, so the reactor's
+// outstanding work ends).
 class CallStreamReactor final : public PipelinedStream<v1::CallRequest, v1::CallResponse> {
  public:
   CallStreamReactor(ServiceContext& context, grpc::CallbackServerContext& call)
@@ -116,6 +119,11 @@ class CallStreamReactor final : public PipelinedStream<v1::CallRequest, v1::Call
   }
 
  private:
+  void OnCancelled() override {
+    absl::MutexLock lock(&calls_mu_);
+    for (const auto& [sequence, handle] : calls_) context_.upstreams.Cancel(handle);
+  }
+
   void Handle(v1::CallRequest& request) override {
     const uint64_t request_id = request.request_id();
     absl::StatusOr<upstream::UpstreamCall> upstream_call = Validate(request);
@@ -125,17 +133,25 @@ class CallStreamReactor final : public PipelinedStream<v1::CallRequest, v1::Call
       return;
     }
     BeginAsync();
-    context_.upstreams.Call(request.upstream(), *std::move(upstream_call),
-                            [this, request_id](absl::StatusOr<upstream::Answer> answer) {
-                              if (!answer.ok()) {
-                                CompleteAsync(Failure(request_id, answer.status()));
-                                return;
-                              }
-                              v1::CallResponse response;
-                              response.set_request_id(request_id);
-                              FillAnswer(*std::move(answer), response);
-                              CompleteAsync(std::move(response));
-                            });
+    absl::MutexLock lock(&calls_mu_);  // The answer comes later, never inline.
+    const uint64_t sequence = next_sequence_++;
+    calls_.emplace(sequence,
+                   context_.upstreams.Call(
+                       request.upstream(), *std::move(upstream_call),
+                       [this, request_id, sequence](absl::StatusOr<upstream::Answer> answer) {
+                         {
+                           absl::MutexLock lock(&calls_mu_);
+                           calls_.erase(sequence);
+                         }
+                         if (!answer.ok()) {
+                           CompleteAsync(Failure(request_id, answer.status()));
+                           return;
+                         }
+                         v1::CallResponse response;
+                         response.set_request_id(request_id);
+                         FillAnswer(*std::move(answer), response);
+                         CompleteAsync(std::move(response));
+                       }));
   }
 
   absl::StatusOr<upstream::UpstreamCall> Validate(const v1::CallRequest& request) {
@@ -157,6 +173,12 @@ class CallStreamReactor final : public PipelinedStream<v1::CallRequest, v1::Call
     response.set_retry_after_ms(RetryAfterMs(status));
     return response;
   }
+
+  absl::Mutex calls_mu_;
+  // The calls not yet answered, by the order they were made (request ids
+  // are the client's and need not be unique).
+  absl::flat_hash_map<uint64_t, upstream::Upstreams::CallHandle> calls_ ABSL_GUARDED_BY(calls_mu_);
+  uint64_t next_sequence_ ABSL_GUARDED_BY(calls_mu_) = 0;
 };
 
 }  // namespace

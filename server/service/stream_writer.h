@@ -37,8 +37,11 @@ class StreamWriter : public ReactorBase {
 
   // Every RPC must be finished, even a cancelled one, before OnDone runs.
   void OnCancel() final {
-    absl::MutexLock lock(&mu_);
-    RequestFinishLocked(grpc::Status::CANCELLED);
+    {
+      absl::MutexLock lock(&mu_);
+      RequestFinishLocked(grpc::Status::CANCELLED);
+    }
+    OnCancelled();
   }
 
  protected:
@@ -48,6 +51,10 @@ class StreamWriter : public ReactorBase {
 
   // Runs after a successful write, without `mu_`; may call into the broker.
   virtual void OnWriteCompleted() {}
+
+  // Runs once the client cancelled the call (before OnDone), without `mu_`:
+  // withdraw work started for it.
+  virtual void OnCancelled() {}
 
   // Starts a write if none is in flight and there is something to send.
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {

@@ -179,6 +179,7 @@ void UpstreamClient::Cancel(CallId id) {
   }
   admission_.Cancel(*it->second.ticket);
   it->second.ticket.reset();
+  observer_.OnQueueDepth(options_.name, admission_.queue_depth());
   Finish(id, absl::CancelledError("the call was cancelled"));
 }
 

@@ -3,7 +3,8 @@
 // byte for byte, raw and batch bodies pass through both ways, bad input is
 // refused naming its field before reaching the provider, an unknown upstream
 // is NOT_FOUND, a provider that does not answer in time is
-// DEADLINE_EXCEEDED, and CallStream multiplexes calls answered by request_id.
+// DEADLINE_EXCEEDED, CallStream multiplexes calls answered by request_id,
+// and cancelling a CallStream withdraws its calls waiting for admission.
 //
 // The tests share one Switchboard, each on upstreams of its own.
 #include <map>
@@ -13,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/substitute.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/rpc/rpc_harness.h"
@@ -38,7 +40,8 @@ constexpr char kBatchAnswer[] =
 // What the suite's tests share: one Switchboard whose upstreams are
 // `answering` and `erring` (nginx answering kResult and kError), `raw` (a
 // ScriptedHttpServer answering kBatchAnswer), `plain` (nginx answering
-// result 0) and `slow` (another nginx's /slow, which never answers, with a
+// result 0), `limited` (the same nginx behind a limiter admitting one call
+// a second) and `slow` (another nginx's /slow, which never answers, with a
 // 300 ms timeout).
 struct CallApiServers {
   std::unique_ptr<NginxServer> answering_nginx;
@@ -77,6 +80,10 @@ upstreams:
   - {name: raw, urls: ["$2"]}
   - {name: plain, urls: ["$3"]}
   - {name: slow, urls: ["$4"], timeout_ms: 300}
+  - name: limited
+    urls: ["$3"]
+    rate_limit: {requests_per_second: 1, burst: 1}
+    coalescing: {enabled: false}
 )",
         (*answering_nginx)->url(), (*erring_nginx)->url(), (*raw)->url(), (*plain_nginx)->url(),
         (*silent_nginx)->url("/slow")));
@@ -198,6 +205,40 @@ TEST_F(RpcCallApiTest, CallStreamMultiplexesCallsAnsweredByRequestId) {
       shared_->plain_nginx->WaitForAccessLog(before->entries.size() + kCalls / 2);
   ASSERT_THAT(after, IsOk());
   EXPECT_EQ(after->entries.size(), before->entries.size() + kCalls / 2);
+}
+
+TEST_F(RpcCallApiTest, CancellingACallStreamWithdrawsItsCallsWaitingForAdmission) {
+  // One is admitted at once; the others would be, one a second.
+  constexpr int kCalls = 4;
+  const std::string queue_depth = R"(switchboard_upstream_queue_depth{upstream="limited"})";
+  absl::StatusOr<AccessLog> before = shared_->plain_nginx->ReadAccessLog();
+  ASSERT_THAT(before, IsOk());
+  grpc::ClientContext context;
+  shared_->client->PrepareContext(context);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kRpcWaitTimeout));
+  auto stream = shared_->client->rpc().CallStream(&context);
+  for (int i = 0; i < kCalls; ++i) {
+    v1::CallRequest request = RpcRequest("limited", "getBlock", absl::StrCat("[", i, "]"));
+    request.set_request_id(i);
+    request.set_timeout_ms(absl::ToInt64Milliseconds(kRpcWaitTimeout));
+    ASSERT_TRUE(stream->Write(request));
+  }
+  ASSERT_THAT(WaitForMetric(shared_->server.metrics_port, queue_depth,
+                            [](double depth) { return depth == kCalls - 1; }),
+              IsOk());
+  const absl::Time cancelled = absl::Now();
+  context.TryCancel();
+  EXPECT_THAT(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  // Withdrawn at once, not admitted one a second.
+  EXPECT_THAT(WaitForMetric(shared_->server.metrics_port, queue_depth,
+                            [](double depth) { return depth == 0; }),
+              IsOkAndHolds(0));
+  EXPECT_LT(absl::Now() - cancelled, absl::Milliseconds(900));
+  // The provider got the one call admitted before the cancel, and no more.
+  absl::SleepFor(absl::Seconds(1));
+  absl::StatusOr<AccessLog> after = shared_->plain_nginx->ReadAccessLog();
+  ASSERT_THAT(after, IsOk());
+  EXPECT_EQ(after->entries.size(), before->entries.size() + 1);
 }
 
 }  // namespace

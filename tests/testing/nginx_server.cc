@@ -1,9 +1,6 @@
 #include "tests/testing/nginx_server.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,23 +42,6 @@ absl::Status CheckQuotable(absl::string_view what, absl::string_view text, char 
         absl::StrCat(what, " must not contain any of ", forbidden, ": ", text));
   }
   return absl::OkStatus();
-}
-
-// A loopback socket that listens and never accepts: the kernel completes
-// connections into its backlog, and nothing is ever answered on them.
-absl::StatusOr<std::pair<int, int>> ListenSilently() {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      listen(fd, 128) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    if (fd >= 0) close(fd);
-    return absl::InternalError("cannot open a listening socket for /slow");
-  }
-  return std::make_pair(fd, static_cast<int>(ntohs(address.sin_port)));
 }
 
 std::optional<AccessLogEntry> ParseAccessLogLine(absl::string_view line) {
@@ -119,14 +99,16 @@ absl::StatusOr<std::unique_ptr<NginxServer>> NginxServer::Start(Options options)
     if (mkdtemp(dir.data()) == nullptr) {
       return absl::InternalError("cannot create a directory for nginx");
     }
-    absl::StatusOr<std::pair<int, int>> silent = ListenSilently();
+    // A loopback socket that listens and never accepts (/slow): the kernel
+    // completes connections into its backlog, and nothing is ever answered.
+    absl::StatusOr<LoopbackListener> silent = ListenOnLoopback(128);
     if (!silent.ok()) {
       std::filesystem::remove_all(dir);
       return silent.status();
     }
     const int answer_port = options.rate_limit.empty() ? 0 : PickUnusedPort();
-    std::unique_ptr<NginxServer> server(new NginxServer(
-        options, std::move(dir), PickUnusedPort(), answer_port, silent->first, silent->second));
+    std::unique_ptr<NginxServer> server(new NginxServer(options, std::move(dir), PickUnusedPort(),
+                                                        answer_port, silent->fd, silent->port));
     launched = server->WriteFiles();
     if (!launched.ok()) return launched;
     launched = server->Launch();

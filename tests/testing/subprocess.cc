@@ -54,6 +54,19 @@ int PickUnusedPort() {
   return ntohs(address.sin_port);
 }
 
+absl::StatusOr<LoopbackListener> ListenOnLoopback(int backlog) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address = Loopback(0);
+  socklen_t length = sizeof(address);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      listen(fd, backlog) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    if (fd >= 0) close(fd);
+    return absl::InternalError("cannot open a listening socket on 127.0.0.1");
+  }
+  return LoopbackListener{fd, ntohs(address.sin_port)};
+}
+
 bool WaitForPort(int port, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {

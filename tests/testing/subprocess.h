@@ -18,6 +18,16 @@ namespace switchboard::testing {
 // Picks a free TCP port on 127.0.0.1 (bind to port 0, read it back, close).
 int PickUnusedPort();
 
+// A TCP socket listening on 127.0.0.1, at a port the kernel picked.
+struct LoopbackListener {
+  int fd = -1;
+  int port = 0;
+};
+
+// Opens a close-on-exec listening socket with `backlog` (the caller closes
+// it). INTERNAL when the kernel refuses.
+absl::StatusOr<LoopbackListener> ListenOnLoopback(int backlog);
+
 // Waits until something accepts TCP connections on 127.0.0.1:`port`.
 bool WaitForPort(int port, absl::Duration timeout);
 

@@ -9,8 +9,6 @@
 // headers and a Content-Length body, nothing else.
 #pragma once
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -25,22 +23,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "tests/testing/subprocess.h"
 
 namespace switchboard::http {
 
 class EchoServer {
  public:
-  EchoServer() {
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-    listen(listener_, 16);
-    getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
-    port_ = ntohs(address.sin_port);
-    thread_ = std::thread([this] { Serve(); });
-  }
+  EchoServer() : EchoServer(testing::ListenOnLoopback(16).value()) {}
 
   ~EchoServer() {
     stopping_ = true;
@@ -115,8 +104,13 @@ class EchoServer {
     return 0;
   }
 
-  const int listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int port_ = 0;
+  explicit EchoServer(testing::LoopbackListener listener)
+      : listener_(listener.fd), port_(listener.port) {
+    thread_ = std::thread([this] { Serve(); });
+  }
+
+  const int listener_;
+  const int port_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> close_requested_{false};
   std::atomic<int> accepted_{0};

@@ -117,15 +117,15 @@ AccessLog SendAtOnce(PoolHarness& harness, const NginxServer& nginx, int count) 
 class PortThatNeverAccepts {
  public:
   PortThatNeverAccepts() {
+    // Backlog 0: full with one connection waiting.
+    const testing::LoopbackListener listener = testing::ListenOnLoopback(0).value();
+    listener_ = listener.fd;
+    port_ = listener.port;
     sockaddr_in address{};
     address.sin_family = AF_INET;
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof(address);
-    bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-    listen(listener_, 0);  // Full with one connection waiting.
-    getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length);
+    address.sin_port = htons(static_cast<uint16_t>(port_));
     connect(filler_, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-    port_ = ntohs(address.sin_port);
   }
   ~PortThatNeverAccepts() {
     close(filler_);
@@ -135,7 +135,7 @@ class PortThatNeverAccepts {
   std::string url() const { return absl::StrCat("http://127.0.0.1:", port_, "/"); }
 
  private:
-  const int listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int listener_ = -1;
   const int filler_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int port_ = 0;
 };

@@ -1,7 +1,5 @@
 #include "tests/integration/rpc/scripted_http_server.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "tests/testing/subprocess.h"
 
 namespace switchboard::testing {
 namespace {
@@ -42,19 +41,10 @@ size_t ContentLength(absl::string_view head) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> ScriptedHttpServer::Start(Script script) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      listen(fd, 512) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    if (fd >= 0) close(fd);
-    return absl::InternalError("cannot open a listening socket");
-  }
+  absl::StatusOr<LoopbackListener> listener = ListenOnLoopback(512);
+  if (!listener.ok()) return listener.status();
   std::unique_ptr<ScriptedHttpServer> server(
-      new ScriptedHttpServer(fd, ntohs(address.sin_port), std::move(script)));
+      new ScriptedHttpServer(listener->fd, listener->port, std::move(script)));
   server->acceptor_ = std::thread([server = server.get()] { server->AcceptLoop(); });
   return server;
 }

@@ -101,7 +101,7 @@ absl::StatusOr<std::unique_ptr<NginxServer>> NginxServer::Start(Options options)
     }
     // A loopback socket that listens and never accepts (/slow): the kernel
     // completes connections into its backlog, and nothing is ever answered.
-    absl::StatusOr<LoopbackListener> silent = ListenOnLoopback(128);
+    absl::StatusOr<LoopbackSocket> silent = ListenOnLoopback(128);
     if (!silent.ok()) {
       std::filesystem::remove_all(dir);
       return silent.status();

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
@@ -42,6 +43,21 @@ std::string ReadFile(const std::string& path) {
   return text.str();
 }
 
+// A close-on-exec socket bound to 127.0.0.1 at a port the kernel picks,
+// listening with `backlog` unless it is nullopt.
+absl::StatusOr<LoopbackSocket> BindLoopback(std::optional<int> backlog) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address = Loopback(0);
+  socklen_t length = sizeof(address);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      (backlog.has_value() && listen(fd, *backlog) != 0) ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    if (fd >= 0) close(fd);
+    return absl::InternalError("cannot bind a socket on 127.0.0.1");
+  }
+  return LoopbackSocket{fd, ntohs(address.sin_port)};
+}
+
 }  // namespace
 
 int PickUnusedPort() {
@@ -54,18 +70,9 @@ int PickUnusedPort() {
   return ntohs(address.sin_port);
 }
 
-absl::StatusOr<LoopbackListener> ListenOnLoopback(int backlog) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in address = Loopback(0);
-  socklen_t length = sizeof(address);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      listen(fd, backlog) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    if (fd >= 0) close(fd);
-    return absl::InternalError("cannot open a listening socket on 127.0.0.1");
-  }
-  return LoopbackListener{fd, ntohs(address.sin_port)};
-}
+absl::StatusOr<LoopbackSocket> ListenOnLoopback(int backlog) { return BindLoopback(backlog); }
+
+absl::StatusOr<LoopbackSocket> BindRefusingPort() { return BindLoopback(std::nullopt); }
 
 bool WaitForPort(int port, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;

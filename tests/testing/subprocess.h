@@ -18,15 +18,20 @@ namespace switchboard::testing {
 // Picks a free TCP port on 127.0.0.1 (bind to port 0, read it back, close).
 int PickUnusedPort();
 
-// A TCP socket listening on 127.0.0.1, at a port the kernel picked.
-struct LoopbackListener {
+// A TCP socket bound to 127.0.0.1, at a port the kernel picked.
+struct LoopbackSocket {
   int fd = -1;
   int port = 0;
 };
 
 // Opens a close-on-exec listening socket with `backlog` (the caller closes
 // it). INTERNAL when the kernel refuses.
-absl::StatusOr<LoopbackListener> ListenOnLoopback(int backlog);
+absl::StatusOr<LoopbackSocket> ListenOnLoopback(int backlog);
+
+// Binds a socket that never listens: connections to its port are refused,
+// and no other socket takes the port while the caller keeps it open (unlike
+// a port from PickUnusedPort()). INTERNAL when the kernel refuses.
+absl::StatusOr<LoopbackSocket> BindRefusingPort();
 
 // Waits until something accepts TCP connections on 127.0.0.1:`port`.
 bool WaitForPort(int port, absl::Duration timeout);

@@ -104,7 +104,7 @@ class EchoServer {
     return 0;
   }
 
-  explicit EchoServer(testing::LoopbackListener listener)
+  explicit EchoServer(testing::LoopbackSocket listener)
       : listener_(listener.fd), port_(listener.port) {
     thread_ = std::thread([this] { Serve(); });
   }

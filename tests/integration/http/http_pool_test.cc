@@ -118,7 +118,7 @@ class PortThatNeverAccepts {
  public:
   PortThatNeverAccepts() {
     // Backlog 0: full with one connection waiting.
-    const testing::LoopbackListener listener = testing::ListenOnLoopback(0).value();
+    const testing::LoopbackSocket listener = testing::ListenOnLoopback(0).value();
     listener_ = listener.fd;
     port_ = listener.port;
     sockaddr_in address{};

@@ -5,6 +5,8 @@
 // fallback URL, which is then the one server that sees it. A method on the list is
 // sent up to retry.max_attempts times. The provider's own record of the
 // requests it read is what each test counts.
+#include <unistd.h>
+
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -45,9 +47,13 @@ int RequestsFor(const std::vector<std::string>& bodies, absl::string_view method
 // Each retries kRetriedMethod up to kMaxAttempts times, and its breakers
 // never open during a test.
 struct RetryServers {
+  ~RetryServers() { close(refusing.fd); }
+
   std::unique_ptr<ScriptedHttpServer> failing;
   std::unique_ptr<ScriptedHttpServer> hanging_up;
   std::unique_ptr<NginxServer> fallback;
+  // Held so that no other server takes `failover`'s unreachable port.
+  LoopbackSocket refusing;
   InProcessServer server;
   std::unique_ptr<client::Client> client;
 };
@@ -66,7 +72,9 @@ class RpcRetrySafetyTest : public SharedServersTest<RetryServers> {
     ASSERT_THAT(failing, IsOk());
     ASSERT_THAT(hanging_up, IsOk());
     ASSERT_THAT(fallback, IsOk());
-    const std::string unreachable = absl::StrCat("http://127.0.0.1:", PickUnusedPort(), "/");
+    absl::StatusOr<LoopbackSocket> refusing = BindRefusingPort();
+    ASSERT_THAT(refusing, IsOk());
+    const std::string unreachable = absl::StrCat("http://127.0.0.1:", refusing->port, "/");
     const std::string policy =
         absl::Substitute(R"(retry: {max_attempts: $0, methods: ["$1"], backoff_ms: 1}, )"
                          R"(circuit_breaker: {failure_threshold: 1000})",
@@ -81,7 +89,7 @@ upstreams:
         (*failing)->url(), (*hanging_up)->url(), unreachable, policy, (*fallback)->url()));
     ASSERT_THAT(server, IsOk());
     shared_.reset(new RetryServers{*std::move(failing), *std::move(hanging_up),
-                                   *std::move(fallback), *std::move(server), nullptr});
+                                   *std::move(fallback), *refusing, *std::move(server), nullptr});
     shared_->client = MakeRpcClient(shared_->server.target, kCallDeadline);
   }
 

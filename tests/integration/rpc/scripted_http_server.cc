@@ -41,7 +41,7 @@ size_t ContentLength(absl::string_view head) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> ScriptedHttpServer::Start(Script script) {
-  absl::StatusOr<LoopbackListener> listener = ListenOnLoopback(512);
+  absl::StatusOr<LoopbackSocket> listener = ListenOnLoopback(512);
   if (!listener.ok()) return listener.status();
   std::unique_ptr<ScriptedHttpServer> server(
       new ScriptedHttpServer(listener->fd, listener->port, std::move(script)));

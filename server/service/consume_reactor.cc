@@ -47,7 +47,7 @@ ConsumeReactor::ConsumeReactor(ServiceContext& context, grpc::CallbackServerCont
     return;
   }
   client_ = *std::move(client);
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   MaybeReadLocked();
 }
 
@@ -62,7 +62,7 @@ void ConsumeReactor::MaybeReadLocked() {
 
 void ConsumeReactor::OnReadDone(bool ok) {
   if (!ok) {  // The client half-closed: the stream is over.
-    absl::MutexLock lock(&mu_);
+    StreamLock lock(*this);
     read_in_flight_ = false;
     RequestFinishLocked(grpc::Status::OK);
     return;
@@ -74,7 +74,7 @@ void ConsumeReactor::OnReadDone(bool ok) {
     FinishWithError(status);
     return;
   }
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   read_in_flight_ = false;
   MaybeReadLocked();
 }
@@ -102,7 +102,7 @@ absl::Status ConsumeReactor::SettleRequest() {
       update.acks.empty() && update.nacks.empty() && update.extensions.empty();
   broker::LeaseUpdate to_broker = update;
   {
-    absl::MutexLock lock(&mu_);
+    StreamLock lock(*this);
     for (v1::AckFailure& failure : validated.failures) failures_.push_back(std::move(failure));
     validated.failures.clear();
     if (nothing_to_settle) {
@@ -121,7 +121,7 @@ absl::Status ConsumeReactor::SettleRequest() {
 }
 
 void ConsumeReactor::OnSettled(ValidatedLeaseUpdate validated, broker::LeaseUpdateResult result) {
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   settle_in_flight_ = false;
   const broker::LeaseUpdate& update = validated.update;
   topic_metrics_->acks.Increment(static_cast<double>(
@@ -135,7 +135,7 @@ void ConsumeReactor::OnSettled(ValidatedLeaseUpdate validated, broker::LeaseUpda
 }
 
 void ConsumeReactor::OnDeliveries(std::vector<broker::Delivery> deliveries) {
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   for (broker::Delivery& delivery : deliveries) deliveries_.push_back(std::move(delivery));
   MaybeWriteLocked();
 }
@@ -158,24 +158,24 @@ bool ConsumeReactor::TakeNextResponseLocked(v1::ConsumeResponse& response) {
 }
 
 void ConsumeReactor::OnWriteCompleted() {
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   MaybeReadLocked();  // Reading may have paused on queued failures.
 }
 
 void ConsumeReactor::OnClosed(absl::Status status) {
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   RequestFinishLocked(ToGrpcStatus(status));
 }
 
 void ConsumeReactor::Drain() {
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   RequestFinishLocked(
       grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is shutting down; reconnect elsewhere"));
 }
 
 void ConsumeReactor::FinishWithError(const absl::Status& status) {
   context_.metrics.CountRejected("Consume", StatusCodeName(status.code()));
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   RequestFinishLocked(ToGrpcStatus(status));
 }
 

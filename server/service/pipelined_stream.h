@@ -38,7 +38,7 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
 
   void OnReadDone(bool ok) final {
     if (!ok) {
-      absl::MutexLock lock(&this->mu_);
+      StreamLock lock(*this);
       read_in_flight_ = false;
       reads_closed_ = true;
       MaybeFinishLocked();
@@ -47,7 +47,7 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
     // read_in_flight_ stays set until request_ is handled, so no other
     // thread starts the next read into it, and requests are handled in order.
     Handle(request_);
-    absl::MutexLock lock(&this->mu_);
+    StreamLock lock(*this);
     read_in_flight_ = false;
     MaybeReadLocked();
   }
@@ -55,7 +55,7 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
   void OnDone() final {
     bool delete_now;
     {
-      absl::MutexLock lock(&this->mu_);
+      StreamLock lock(*this);
       done_ = true;
       delete_now = DeletableLocked();
     }
@@ -63,12 +63,15 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
   }
 
   void Drain() final {
-    absl::MutexLock lock(&this->mu_);
+    StreamLock lock(*this);
     draining_ = true;
     MaybeFinishLocked();
   }
 
  protected:
+  using StreamLock =
+      typename StreamWriter<grpc::ServerBidiReactor<Request, Response>, Response>::StreamLock;
+
   PipelinedStream(ServiceContext& context, grpc::CallbackServerContext& call,
                   metrics::StreamMethod method)
       : context_(context), call_(call), method_(method), registration_(context, method, *this) {}
@@ -81,7 +84,7 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
   // subclass' constructor.
   void Start() {
     absl::StatusOr<auth::ClientIdentity> client = registration_.Open(call_);
-    absl::MutexLock lock(&this->mu_);
+    StreamLock lock(*this);
     if (!client.ok()) {
       context_.metrics.CountRejected(metrics::StreamMethodName(method_),
                                      StatusCodeName(client.status().code()));
@@ -97,7 +100,7 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
 
   // Answers the request being handled, from Handle().
   void Respond(Response response) {
-    absl::MutexLock lock(&this->mu_);
+    StreamLock lock(*this);
     responses_.push_back(std::move(response));
     this->MaybeWriteLocked();
   }
@@ -105,7 +108,7 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
   // From Handle(): work that answers later through CompleteAsync(). Keeps
   // the reactor alive until then.
   void BeginAsync() {
-    absl::MutexLock lock(&this->mu_);
+    StreamLock lock(*this);
     ++outstanding_;
   }
 
@@ -114,7 +117,7 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
   void CompleteAsync(Response response) {
     bool delete_now;
     {
-      absl::MutexLock lock(&this->mu_);
+      StreamLock lock(*this);
       --outstanding_;
       if (!this->finishing()) {
         responses_.push_back(std::move(response));
@@ -138,7 +141,7 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
   }
 
   void OnWriteCompleted() final {
-    absl::MutexLock lock(&this->mu_);
+    StreamLock lock(*this);
     MaybeReadLocked();
     MaybeFinishLocked();
   }

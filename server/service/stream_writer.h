@@ -5,14 +5,21 @@
 // grpc::ServerWriteReactor<Resp>. Subclasses keep their outgoing state under
 // `mu_`, implement TakeNextResponseLocked() to fill the next response, and
 // call MaybeWriteLocked() when they queued something. gRPC runs reactions on
-// its own threads and broker sinks run on dispatcher threads; both meet only
-// under `mu_`. Subclasses must not call into the broker while holding `mu_`
+// its own threads and broker sinks and upstream answers run on dispatcher
+// threads; all meet only under `mu_`, which every section takes through a
+// StreamLock. Subclasses must not call into the broker while holding `mu_`
 // (the broker holds its sink lock while calling into them).
+//
+// A write starts after `mu_` is released: gRPC sends the message inline in
+// StartWrite, a system call that no other thread should wait out on `mu_`
+// (under load, a dispatcher answering calls and gRPC's threads completing
+// writes and reads would otherwise queue on it, each wait a futex sleep).
 #pragma once
 
 #include <grpcpp/support/status.h>
 
 #include <optional>
+#include <utility>
 
 #include "absl/synchronization/mutex.h"
 
@@ -23,7 +30,7 @@ class StreamWriter : public ReactorBase {
  public:
   void OnWriteDone(bool ok) final {
     {
-      absl::MutexLock lock(&mu_);
+      StreamLock lock(*this);
       write_in_flight_ = false;
       if (!ok && !finish_status_) finish_status_ = grpc::Status::CANCELLED;
       if (finish_status_) {
@@ -38,13 +45,31 @@ class StreamWriter : public ReactorBase {
   // Every RPC must be finished, even a cancelled one, before OnDone runs.
   void OnCancel() final {
     {
-      absl::MutexLock lock(&mu_);
+      StreamLock lock(*this);
       RequestFinishLocked(grpc::Status::CANCELLED);
     }
     OnCancelled();
   }
 
  protected:
+  // Holds `mu_` for a section, and once it is released starts the write the
+  // section staged (MaybeWriteLocked), if any. Every section that holds
+  // `mu_` takes it through this, or a staged write would never start.
+  class ABSL_SCOPED_LOCKABLE StreamLock {
+   public:
+    explicit StreamLock(StreamWriter& writer) ABSL_EXCLUSIVE_LOCK_FUNCTION(writer.mu_)
+        : writer_(writer) {
+      writer_.mu_.Lock();
+    }
+    ~StreamLock() ABSL_UNLOCK_FUNCTION() { writer_.UnlockAndStartStagedWrite(); }
+
+    StreamLock(const StreamLock&) = delete;
+    StreamLock& operator=(const StreamLock&) = delete;
+
+   private:
+    StreamWriter& writer_;
+  };
+
   // Fills `response` with the next thing to send. Returns false when there is
   // nothing. Called with `mu_` held.
   virtual bool TakeNextResponseLocked(Response& response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
@@ -56,13 +81,14 @@ class StreamWriter : public ReactorBase {
   // withdraw work started for it.
   virtual void OnCancelled() {}
 
-  // Starts a write if none is in flight and there is something to send.
+  // Stages a write if none is in flight and there is something to send; the
+  // section's StreamLock starts it.
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (write_in_flight_ || finish_status_) return;
     response_.Clear();
     if (!TakeNextResponseLocked(response_)) return;
     write_in_flight_ = true;
-    this->StartWrite(&response_);
+    write_staged_ = true;
   }
 
   // Ends the stream with `status` once the write in flight completes. Later
@@ -77,11 +103,19 @@ class StreamWriter : public ReactorBase {
 
   // Waits out any thread still inside a locked section before the reactor is
   // deleted in OnDone.
-  void AwaitLockedSections() { absl::MutexLock lock(&mu_); }
+  void AwaitLockedSections() { StreamLock lock(*this); }
 
   absl::Mutex mu_;
 
  private:
+  void UnlockAndStartStagedWrite() ABSL_UNLOCK_FUNCTION(mu_) {
+    const bool start = std::exchange(write_staged_, false);
+    mu_.Unlock();
+    // The staged write owns response_ until OnWriteDone, and the stream
+    // cannot finish (nor the reactor go) before that write completes.
+    if (start) this->StartWrite(&response_);
+  }
+
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
@@ -90,6 +124,8 @@ class StreamWriter : public ReactorBase {
 
   Response response_ ABSL_GUARDED_BY(mu_);
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  // A write decided under `mu_`, to start once it is released.
+  bool write_staged_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> finish_status_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -25,13 +25,13 @@ SubscribeReactor::SubscribeReactor(ServiceContext& context, grpc::CallbackServer
     absl::StatusOr<std::unique_ptr<broker::Subscription>> subscription =
         context_.broker.Subscribe(request.topic(), *this);
     if (!subscription.ok()) return subscription.status();
-    absl::MutexLock lock(&mu_);
+    StreamLock lock(*this);
     subscription_ = *std::move(subscription);
     return absl::OkStatus();
   }();
   if (!status.ok()) {
     context_.metrics.CountRejected("Subscribe", StatusCodeName(status.code()));
-    absl::MutexLock lock(&mu_);
+    StreamLock lock(*this);
     RequestFinishLocked(ToGrpcStatus(status));
     return;
   }
@@ -40,13 +40,13 @@ SubscribeReactor::SubscribeReactor(ServiceContext& context, grpc::CallbackServer
 }
 
 void SubscribeReactor::OnSubscribed() {
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   if (!finishing()) StartSendInitialMetadata();
 }
 
 void SubscribeReactor::OnMessage(broker::Message message, uint64_t dropped_since_last) {
   {
-    absl::MutexLock lock(&mu_);
+    StreamLock lock(*this);
     pending_ = std::move(message);
     pending_dropped_ = dropped_since_last;
     MaybeWriteLocked();
@@ -69,7 +69,7 @@ void SubscribeReactor::OnWriteCompleted() { ReadyIfTaken(); }
 void SubscribeReactor::ReadyIfTaken() {
   broker::Subscription* subscription;
   {
-    absl::MutexLock lock(&mu_);
+    StreamLock lock(*this);
     // Without the handle yet, the constructor tells the broker.
     if (!pending_taken_ || subscription_ == nullptr) return;
     pending_taken_ = false;
@@ -81,12 +81,12 @@ void SubscribeReactor::ReadyIfTaken() {
 }
 
 void SubscribeReactor::OnClosed(absl::Status status) {
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   RequestFinishLocked(ToGrpcStatus(status));
 }
 
 void SubscribeReactor::Drain() {
-  absl::MutexLock lock(&mu_);
+  StreamLock lock(*this);
   RequestFinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                                    "server is shutting down; resubscribe elsewhere"));
 }
@@ -94,7 +94,7 @@ void SubscribeReactor::Drain() {
 void SubscribeReactor::OnDone() {
   std::unique_ptr<broker::Subscription> subscription;
   {
-    absl::MutexLock lock(&mu_);
+    StreamLock lock(*this);
     subscription = std::move(subscription_);
   }
   // Outside `mu_`: this waits for a sink callback in progress, which may

@@ -34,6 +34,9 @@ namespace {
 
 constexpr char kBrokerServiceName[] = "switchboard.v1.Broker";
 constexpr size_t kMinReceiveMessageBytes = 16 << 20;
+// Concurrent streams on one HTTP/2 connection to a provider that a call may
+// count on (servers allow at least 100 by default; nginx 128).
+constexpr uint32_t kHttp2StreamsPerConnection = 100;
 // Of the drain budget, what the steps after the gRPC server's shutdown keep:
 // the broker's flush and the metrics endpoint's stop (civetweb polls every
 // 2 s). At most half the budget.
@@ -206,6 +209,10 @@ class ServerImpl final : public Server {
     options.admission.rate = upstream.rate_limit().requests_per_second();
     options.admission.burst = upstream.rate_limit().burst();
     options.admission.max_queue_depth = upstream.max_queue_depth();
+    // What the connections carry at once: one request each over HTTP/1.1,
+    // kHttp2StreamsPerConnection over HTTP/2.
+    options.admission.max_in_flight =
+        upstream.max_connections() * (upstream.http2() ? kHttp2StreamsPerConnection : 1);
     return options;
   }
 

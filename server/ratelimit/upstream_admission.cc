@@ -10,6 +10,7 @@ UpstreamAdmission::UpstreamAdmission(event::Dispatcher& dispatcher,
     : dispatcher_(dispatcher),
       observer_(observer),
       max_queue_depth_(options.max_queue_depth),
+      max_in_flight_(options.max_in_flight),
       limiter_(options.rate, options.burst),
       rate_control_(limiter_, options.aimd) {}
 
@@ -57,6 +58,11 @@ void UpstreamAdmission::OnSucceeded(uint32_t cost) {
   ArmTimer();
 }
 
+void UpstreamAdmission::OnRequestDone() {
+  if (in_flight_ > 0) --in_flight_;
+  ArmTimer();
+}
+
 void UpstreamAdmission::Refuse(Ticket ticket, absl::string_view client_id, RejectionReason reason,
                                AdmissionResult result) {
   observer_.OnRejected(client_id, reason);
@@ -97,8 +103,9 @@ void UpstreamAdmission::AdmitConforming() {
                    "the deadline passed while the call waited for the upstream's rate limit")});
       continue;
     }
-    if (limiter_.ConformingTime(head->cost, now) > now) return;
+    if (InFlightFull() || limiter_.ConformingTime(head->cost, now) > now) return;
     limiter_.Consume(head->cost, now);
+    ++in_flight_;
     observer_.OnAdmitted(head->client_id, now - call.enqueued_at);
     queue_.PopFront();
     Complete(head->ticket, {absl::OkStatus()});
@@ -111,7 +118,8 @@ void UpstreamAdmission::ArmTimer() {
   absl::Time wake = absl::InfiniteFuture();
   if (!refused_.empty()) {
     wake = now;
-  } else if (std::optional<WeightedFairQueue::Head> head = queue_.Front()) {
+  } else if (std::optional<WeightedFairQueue::Head> head = queue_.Front();
+             head.has_value() && !InFlightFull()) {
     wake = limiter_.ConformingTime(head->cost, now);
   }
   if (wake == armed_at_) return;

@@ -13,6 +13,14 @@
 // queue the moment the limiter lets its cost through: one dispatcher timer is
 // armed at that time, nothing polls.
 //
+// Admission paces what reaches the provider, so it counts the requests it
+// let through until UpstreamClient reports each one done (OnRequestDone):
+// with max_in_flight set to what the connections can carry at once, a call
+// leaves the queue only when a connection is free for it. Admitted calls
+// never pile up behind a slow or stalled provider to reach it back to back
+// when it recovers (its limiter would count that as a burst); they wait
+// here, where the limiter spaces them.
+//
 // Enqueue decides at once whether the call can make it: when it estimates, from
 // the cost the fair order serves before it and the limiter's state (pause
 // included), that the call would be admitted after its deadline, or when the
@@ -24,7 +32,8 @@
 //
 // Callbacks: each queued call's callback runs exactly once, on the dispatcher
 // thread, unless the call is cancelled first. Callbacks never run inside
-// Enqueue, Cancel, OnThrottled or OnSucceeded: they run from the admission's
+// Enqueue, Cancel, OnThrottled, OnSucceeded or
+// OnRequestDone: they run from the admission's
 // own timer. An outcome decided inside Enqueue (a refusal) is delivered on the
 // dispatcher's next loop iteration, at the same clock time. So a caller may
 // keep the ticket Enqueue returns without fearing that its callback already
@@ -87,6 +96,8 @@ struct UpstreamAdmissionOptions {
   double burst = 1;
   // Calls waiting at most; more are refused at once.
   size_t max_queue_depth = 10000;
+  // Admitted calls whose request is not done yet, at most; 0: no cap.
+  size_t max_in_flight = 0;
   AimdOptions aimd;
 };
 
@@ -136,8 +147,15 @@ class UpstreamAdmission {
   // towards the configured rate; see AimdRateControl.
   void OnSucceeded(uint32_t cost);
 
+  // The request of an admitted call is done (answered, failed or abandoned):
+  // its place among max_in_flight is free. Once per admitted call.
+  void OnRequestDone();
+
   // Calls waiting in the queue.
   size_t queue_depth() const { return queue_.size(); }
+
+  // Admitted calls whose request is not done.
+  size_t in_flight() const { return in_flight_; }
 
   // The limiter's current rate, in cost units per second.
   double rate() const { return limiter_.rate(); }
@@ -160,12 +178,15 @@ class UpstreamAdmission {
   // now, and re-arms.
   void OnTimer();
   void AdmitConforming();
+  bool InFlightFull() const { return max_in_flight_ > 0 && in_flight_ >= max_in_flight_; }
   // Points the timer at the next moment something is due.
   void ArmTimer();
 
   event::Dispatcher& dispatcher_;
   AdmissionObserver& observer_;
   const size_t max_queue_depth_;
+  const size_t max_in_flight_;
+  size_t in_flight_ = 0;
   Gcra limiter_;
   AimdRateControl rate_control_;
   WeightedFairQueue queue_;

@@ -260,7 +260,13 @@ void UpstreamClient::OnAdmission(CallId id, ratelimit::AdmissionResult result) {
                    : result.status);
     return;
   }
+  it->second.in_flight = true;
   Send(id);
+}
+
+void UpstreamClient::EndInFlight(Flight& flight) {
+  if (!std::exchange(flight.in_flight, false)) return;
+  admission_.OnRequestDone();
 }
 
 void UpstreamClient::Send(CallId id) {
@@ -307,6 +313,7 @@ void UpstreamClient::OnResponse(CallId id, size_t url_index, absl::Time sent_at,
   if (it == flights_.end()) return;
   Flight& flight = it->second;
   flight.request.reset();
+  EndInFlight(flight);
   const absl::Time now = dispatcher_.clock().Now();
   const absl::string_view method = MethodLabel(flight.call);
   const auto count = [&](absl::string_view outcome) {
@@ -429,6 +436,7 @@ void UpstreamClient::Finish(CallId id, absl::StatusOr<Answer> result) {
   auto it = flights_.find(id);
   Flight flight = std::move(it->second);
   flights_.erase(it);
+  EndInFlight(flight);
   if (result.ok()) result->upstream_attempts = flight.attempts;
   if (!flight.coalescing_key.has_value()) {
     flight.done(std::move(result));

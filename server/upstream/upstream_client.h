@@ -177,6 +177,9 @@ class UpstreamClient {
     // Requests that never reached their URL and went to the next at once.
     size_t never_sent_failovers = 0;
     std::optional<ratelimit::UpstreamAdmission::Ticket> ticket;
+    // Admitted, and the request admission let through is not done: it holds
+    // a place among the admission's max_in_flight.
+    bool in_flight = false;
     std::optional<http::RequestId> request;
     std::unique_ptr<event::Timer> backoff;
   };
@@ -198,6 +201,8 @@ class UpstreamClient {
   // Folds one upstream response time into the estimate.
   void SampleResponseTime(absl::Duration response_time);
   void OnAdmission(CallId id, ratelimit::AdmissionResult result);
+  // Frees the place `flight` holds among the admission's in-flight calls.
+  void EndInFlight(Flight& flight);
   void Send(CallId id);
   void OnResponse(CallId id, size_t url_index, absl::Time sent_at,
                   absl::StatusOr<http::Response> response);

@@ -61,11 +61,12 @@ class UpstreamAdmissionTest : public ::testing::Test {
     testing::RunOnDispatcher(dispatcher_, std::move(fn));
   }
 
-  void Create(double rate, double burst, size_t max_queue_depth = 10000) {
+  void Create(double rate, double burst, size_t max_queue_depth = 10000, size_t max_in_flight = 0) {
     UpstreamAdmissionOptions options;
     options.rate = rate;
     options.burst = burst;
     options.max_queue_depth = max_queue_depth;
+    options.max_in_flight = max_in_flight;
     RunOnDispatcher(
         [&] { admission_ = std::make_unique<UpstreamAdmission>(dispatcher_, options, observer_); });
   }
@@ -137,6 +138,40 @@ TEST_F(UpstreamAdmissionTest, AdmitsEachCallWhenTheLimiterAllowsItNeverEarlierOr
                                                    expected[3], expected[4], expected[5]));
     EXPECT_EQ(admission_->queue_depth(), 0u);
   });
+}
+
+TEST_F(UpstreamAdmissionTest, AdmittedCallsWaitForAFreePlaceInFlightAndThenForTheLimiter) {
+  // Two connections' worth in flight; a provider that stalls for 500 ms.
+  Create(/*rate=*/10, /*burst=*/2, /*max_queue_depth=*/100, /*max_in_flight=*/2);
+  RunOnDispatcher([&] {
+    for (int i = 0; i < 6; ++i) Enqueue(absl::StrCat("call", i), Call("a"));
+  });
+  AdvanceInSteps(absl::Milliseconds(500), absl::Milliseconds(1));
+  // The limiter would have let four through by now; two places were free.
+  EXPECT_THAT(Completed(), ElementsAre("call0", "call1"));
+  RunOnDispatcher([&] {
+    EXPECT_EQ(admission_->in_flight(), 2u);
+    EXPECT_EQ(admission_->queue_depth(), 4u);
+    // The provider answers both: the waiting calls go as the limiter spaces
+    // them from now, a burst of 2 and then one per 100 ms, not four at once.
+    admission_->OnRequestDone();
+    admission_->OnRequestDone();
+    EXPECT_EQ(completed_.size(), 2u);  // Never inside OnRequestDone.
+  });
+  Advance(absl::ZeroDuration());
+  EXPECT_THAT(Completed(), ElementsAre("call0", "call1", "call2", "call3"));
+  RunOnDispatcher([&] {
+    admission_->OnRequestDone();
+    admission_->OnRequestDone();
+  });
+  AdvanceInSteps(absl::Milliseconds(200), absl::Milliseconds(1));
+  const std::map<std::string, Outcome> outcomes = Outcomes();
+  ASSERT_EQ(outcomes.size(), 6u);
+  EXPECT_EQ(outcomes.at("call2").at - start_, absl::Milliseconds(500));
+  EXPECT_EQ(outcomes.at("call3").at - start_, absl::Milliseconds(500));
+  EXPECT_EQ(outcomes.at("call4").at - start_, absl::Milliseconds(600));
+  EXPECT_EQ(outcomes.at("call5").at - start_, absl::Milliseconds(700));
+  RunOnDispatcher([&] { EXPECT_EQ(admission_->in_flight(), 2u); });
 }
 
 TEST_F(UpstreamAdmissionTest, CallbacksNeverRunInsideEnqueue) {

@@ -413,6 +413,35 @@ TEST_F(UpstreamClientTest, ACallWaitsForAdmissionOnlyWhileTimeIsLeftForItsReques
   EXPECT_THAT(AnswerOf(admitted_in_160ms), IsOk());
 }
 
+TEST_F(UpstreamClientTest, WhileTheConnectionsAreBusyCallsWaitInAdmissionNotInThePool) {
+  UpstreamOptions options;
+  options.admission.rate = 100;
+  options.admission.burst = 2;
+  options.admission.max_in_flight = 2;
+  options.coalescing = false;
+  Create(options);
+  for (int i = 0; i < 5; ++i) Start("getSlot");
+  EXPECT_EQ(SentCount(), 2u);
+  // The provider is slow: the limiter would let 10 more through meanwhile.
+  clock_.Advance(absl::Milliseconds(100));
+  EXPECT_EQ(SentCount(), 2u);
+  // An answer, or a failure, frees a place for the next call.
+  Respond(0, Result("1"));
+  EXPECT_EQ(SentCount(), 3u);
+  Respond(1, Http(503, "busy"));
+  EXPECT_EQ(SentCount(), 4u);
+  // A free place, but the limiter spaces the calls: the next in 10 ms.
+  Respond(2, Result("3"));
+  EXPECT_EQ(SentCount(), 4u);
+  clock_.Advance(absl::Milliseconds(10));
+  EXPECT_EQ(SentCount(), 5u);
+  Respond(3, Result("4"));
+  Respond(4, Result("5"));
+  EXPECT_THAT(AnswerOf(0), IsOk());
+  EXPECT_THAT(AnswerOf(1), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(AnswerOf(4), IsOk());
+}
+
 TEST_F(UpstreamClientTest, DestroyingTheClientAnswersOpenCallsWithUnavailable) {
   Create(Unlimited());
   const size_t open = Start("getSlot");

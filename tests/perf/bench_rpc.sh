@@ -19,19 +19,25 @@
 #       (`--stream`, as a busy worker would make them); and, to split the
 #       cost, both for a method switchboard answers from its cache (gRPC and
 #       switchboard's own path, without the upstream request);
+#   the stack's floor: the same sbctl load through floor_proxy
+#       (tests/perf/floor_proxy.cc), which serves the same gRPC API with
+#       nothing but gRPC's callback API in front and one libcurl multi
+#       thread behind (same MAX_CONNECTIONS), no validation, admission,
+#       cache or metrics: what any proxy built on this stack costs here;
 #   (d) latency at about RATE calls/s (default 1000), one request at a time:
 #       wrk with one connection that waits 1000/RATE ms between an answer and
 #       its next request (wrk's `delay()`; it times each request from its
 #       write to its answer), to the provider directly and through the
 #       reverse proxy, against `sbctl bench call --rate=RATE` through
 #       switchboard (open loop, timed from the call's start to its answer),
-#       also on a CallStream and for the cached method. "Added" is a figure minus the direct one.
+#       also on a CallStream and for the cached method, and through
+#       floor_proxy. "Added" is a figure minus the direct one.
 # Throughput rows also show the proxy's own CPU time per call (nginx proxy
 # workers, or switchboard), from /proc. Each figure is the median of RUNS
 # runs (default 3) of DURATION seconds (default 10). Prints one Markdown
 # table, then the load average before and after (the machine's other work
 # skews every figure). Not part of the default test run: it takes about
-# 11 * RUNS * DURATION seconds. On a shared machine run it as
+# 15 * RUNS * DURATION seconds. On a shared machine run it as
 # `nice -n -10 tests/perf/bench_rpc.sh` (as root).
 #
 #   tests/perf/bench_rpc.sh [BUILD_DIR]   (default build/release)
@@ -47,15 +53,16 @@ method=getSlot
 sbctl=$build/client/sbctl
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
-if [[ ! -x $build/server/switchboard || ! -x $sbctl ]]; then
+floor_proxy=$build/tests/perf/floor_proxy
+if [[ ! -x $build/server/switchboard || ! -x $sbctl || ! -x $floor_proxy ]]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  ninja -C "$build" switchboard sbctl >/dev/null
+  ninja -C "$build" switchboard sbctl floor_proxy >/dev/null
 fi
 
 work=$(mktemp -d)
-provider= proxy= server=
+provider= proxy= server= floor=
 cleanup() {
-  for pid in $server $proxy $provider; do
+  for pid in $floor $server $proxy $provider; do
     kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
   done
   rm -rf "$work"
@@ -141,9 +148,19 @@ for _ in $(seq 100); do
   "$sbctl" --server="127.0.0.1:$grpc_port" health >/dev/null 2>&1 && break
   sleep 0.1
 done
-# One call end to end, so that a broken setup fails here and not as a row
-# of zeros.
-"$sbctl" --server="127.0.0.1:$grpc_port" call bench "$method" '[]' >/dev/null
+floor_port=$(free_port)
+"$floor_proxy" --listen="127.0.0.1:$floor_port" --upstream_url="http://127.0.0.1:$provider_port/" \
+  --max_connections="$max_connections" &
+floor=$!
+# One call end to end through each, so that a broken setup fails here and
+# not as a row of zeros.
+for port in "$grpc_port" "$floor_port"; do
+  for _ in $(seq 100); do
+    "$sbctl" --server="127.0.0.1:$port" health >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  "$sbctl" --server="127.0.0.1:$port" call bench "$method" '[]' >/dev/null
+done
 
 # wrk's script: POST a JSON-RPC request; with WRK_DELAY_MS, wait that long
 # between an answer and the next request; print a JSON summary at the end.
@@ -204,9 +221,10 @@ median_runs() {
 wrk_load() {
   wrk -t2 -c"$concurrency" -d"${duration}s" -s "$work/jsonrpc.lua" "http://127.0.0.1:$1/"
 }
-# sbctl bench call with the arguments, through switchboard.
+# sbctl bench call with the arguments, through switchboard (or, with
+# TARGET_PORT, floor_proxy).
 sbctl_bench() {
-  "$sbctl" --server="127.0.0.1:$grpc_port" bench call --upstream=bench "$@" \
+  "$sbctl" --server="127.0.0.1:${TARGET_PORT:-$grpc_port}" bench call --upstream=bench "$@" \
     --duration="$duration" 2>/dev/null
 }
 # Extra arguments (--stream) go to sbctl bench call.
@@ -239,64 +257,87 @@ read -r cached cached_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbct
 read -r stream stream_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load --stream)
 read -r cached_stream cached_stream_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu \
   sbctl_cached_load --stream)
+read -r floor_unary floor_unary_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
+  with_proxy_cpu sbctl_load)
+read -r floor_stream floor_stream_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
+  with_proxy_cpu sbctl_load --stream)
 direct_latency=$(latency wrk_paced "$provider_port")
 proxied_latency=$(latency wrk_paced "$proxy_port")
 switchboard_latency=$(latency sbctl_paced)
 stream_latency=$(latency sbctl_paced --stream)
 cached_latency=$(latency sbctl_cached_paced)
+floor_latency=$(TARGET_PORT=$floor_port latency sbctl_paced)
+floor_stream_latency=$(TARGET_PORT=$floor_port latency sbctl_paced --stream)
 
-python3 - "$runs" "$duration" "$concurrency" "$max_connections" "$rate" "$direct" "$proxied" \
-  "$proxied_cpu" "$switchboard" "$switchboard_cpu" "$cached" "$cached_cpu" "$stream" \
-  "$stream_cpu" "$cached_stream" "$cached_stream_cpu" "$direct_latency" "$proxied_latency" \
-  "$switchboard_latency" "$stream_latency" "$cached_latency" "$(nproc)" <<'EOF'
-import sys
-(runs, duration, concurrency, max_connections, rate, direct, proxied, proxied_cpu, switchboard,
- switchboard_cpu, cached, cached_cpu, stream, stream_cpu, cached_stream, cached_stream_cpu,
- direct_latency, proxied_latency, switchboard_latency, stream_latency, cached_latency,
- cores) = sys.argv[1:]
-direct, proxied, switchboard, cached, stream, cached_stream = map(
-    float, (direct, proxied, switchboard, cached, stream, cached_stream))
-direct_rate, direct_p50, direct_p99 = map(float, direct_latency.split())
+export runs duration concurrency max_connections rate direct proxied proxied_cpu switchboard \
+  switchboard_cpu cached cached_cpu stream stream_cpu cached_stream cached_stream_cpu floor_unary \
+  floor_unary_cpu floor_stream floor_stream_cpu direct_latency proxied_latency \
+  switchboard_latency stream_latency cached_latency floor_latency floor_stream_latency
+cores=$(nproc) python3 - <<'EOF'
+import os
+e = os.environ
+rate, runs, duration, concurrency, max_connections, cores = (
+    e["rate"], e["runs"], e["duration"], e["concurrency"], e["max_connections"], e["cores"])
+direct, proxied, switchboard, cached, stream, cached_stream, floor_unary, floor_stream = (
+    float(e[k]) for k in ("direct", "proxied", "switchboard", "cached", "stream",
+                          "cached_stream", "floor_unary", "floor_stream"))
+direct_p50 = float(e["direct_latency"].split()[1])
 met = lambda ok: "yes" if ok else "**no**"
-def latency(figures):
-    rate, p50, p99 = map(float, figures.split())
-    return (f"p50 {p50:.0f} µs, p99 {p99:.0f} µs at {rate:,.0f} calls/s",
-            p50 - direct_p50, p99 - direct_p99)
-direct_text, _, _ = latency(direct_latency)
-proxied_text, proxied_p50, proxied_p99 = latency(proxied_latency)
-switchboard_text, added_p50, added_p99 = latency(switchboard_latency)
-stream_text, stream_p50, stream_p99 = latency(stream_latency)
-cached_text, cached_p50, cached_p99 = latency(cached_latency)
-print(f"| Case | Median of {runs} runs of {duration} s | Result | Proxy CPU per call "
-      "| Target | Met |")
+def latency(key):
+    rate, p50, p99 = map(float, e[key].split())
+    return f"p50 {p50:.0f} µs, p99 {p99:.0f} µs at {rate:,.0f} calls/s", p50
+def added(key, bold=False):
+    text, p50 = latency(key)
+    figure = f"adds {p50 - direct_p50:.0f} µs p50"
+    return f"{text}: {'**' + figure + '**' if bold else figure}", p50 - direct_p50
+def times_b(x, bold=False):
+    figure = f"{x / proxied:.2f}× (b)"
+    return f"{x:,.0f} calls/s = {'**' + figure + '**' if bold else figure}"
+unary_added = added("switchboard_latency", True)
+stream_added = added("stream_latency", True)
+floor_added = added("floor_latency")
+floor_stream_added = added("floor_stream_latency")
+rows = [
+    ("(a)", f"wrk → provider nginx, {concurrency} connections", f"{direct:,.0f} calls/s", "", "", ""),
+    ("(b)", f"wrk → nginx reverse proxy ({cores} workers, upstream keepalive) → provider, "
+     f"{concurrency} connections", f"{proxied:,.0f} calls/s = {proxied / direct:.2f}× (a)",
+     f"{e['proxied_cpu']} µs", "", ""),
+    ("(c)", f"sbctl bench call → Switchboard (max_connections {max_connections}) → provider, "
+     f"{concurrency} calls in flight on one gRPC channel", times_b(switchboard, True),
+     f"{e['switchboard_cpu']} µs", "≥ 0.8× (b)", met(switchboard >= 0.8 * proxied)),
+    ("(c)", "the same through the stack's floor (floor_proxy: gRPC callback API + one libcurl "
+     "multi thread, nothing else)", times_b(floor_unary), f"{e['floor_unary_cpu']} µs", "", ""),
+    ("(c)", "the same through Switchboard, for a method it answers from its cache (no upstream "
+     "request)", times_b(cached), f"{e['cached_cpu']} µs", "", ""),
+    ("(c)", f"sbctl bench call --stream → Switchboard → provider, {concurrency} calls in flight "
+     "multiplexed on one CallStream", times_b(stream, True), f"{e['stream_cpu']} µs",
+     "≥ 0.8× (b)", met(stream >= 0.8 * proxied)),
+    ("(c)", "the same through the stack's floor", times_b(floor_stream),
+     f"{e['floor_stream_cpu']} µs", "", ""),
+    ("(c)", "the same through Switchboard, for the cached method", times_b(cached_stream),
+     f"{e['cached_stream_cpu']} µs", "", ""),
+    ("(d)", f"wrk → provider, one request at a time, ~{float(rate):,.0f}/s",
+     latency("direct_latency")[0], "", "", ""),
+    ("(d)", "wrk → nginx reverse proxy → provider, the same", added("proxied_latency")[0], "",
+     "", ""),
+    ("(d)", f"sbctl bench call --rate={rate} → Switchboard → provider", unary_added[0], "",
+     "≤ 150 µs p50 added", met(unary_added[1] <= 150)),
+    ("(d)", "the same through the stack's floor", floor_added[0], "", "", ""),
+    ("(d)", "the same through Switchboard, for the cached method (no upstream request)",
+     added("cached_latency")[0], "", "", ""),
+    ("(d)", f"sbctl bench call --stream --rate={rate} → Switchboard → provider",
+     stream_added[0], "", "≤ 150 µs p50 added", met(stream_added[1] <= 150)),
+    ("(d)", "the same through the stack's floor", floor_stream_added[0], "", "", ""),
+]
+print(f"| Case | Median of {runs} runs of {duration} s | Result | Proxy CPU per call | Target | Met |")
 print("|---|---|---|---|---|---|")
-print(f"| (a) | wrk → provider nginx, {concurrency} connections | {direct:,.0f} calls/s | | | |")
-print(f"| (b) | wrk → nginx reverse proxy ({cores} workers, upstream keepalive) → provider, "
-      f"{concurrency} connections | {proxied:,.0f} calls/s = {proxied / direct:.2f}× (a) "
-      f"| {proxied_cpu} µs | | |")
-print(f"| (c) | sbctl bench call → Switchboard (max_connections {max_connections}) → provider, "
-      f"{concurrency} calls in flight on one gRPC channel | {switchboard:,.0f} calls/s = "
-      f"**{switchboard / proxied:.2f}× (b)** | {switchboard_cpu} µs | ≥ 0.8× (b) "
-      f"| {met(switchboard >= 0.8 * proxied)} |")
-print(f"| (c) | the same, for a method Switchboard answers from its cache (no upstream request) "
-      f"| {cached:,.0f} calls/s = {cached / proxied:.2f}× (b) | {cached_cpu} µs | | |")
-print(f"| (c) | sbctl bench call --stream → Switchboard → provider, {concurrency} calls in flight "
-      f"multiplexed on one CallStream | {stream:,.0f} calls/s = **{stream / proxied:.2f}× (b)** "
-      f"| {stream_cpu} µs | ≥ 0.8× (b) | {met(stream >= 0.8 * proxied)} |")
-print(f"| (c) | the same, for the cached method | {cached_stream:,.0f} calls/s = "
-      f"{cached_stream / proxied:.2f}× (b) | {cached_stream_cpu} µs | | |")
-print(f"| (d) | wrk → provider, one request at a time, ~{float(rate):,.0f}/s | {direct_text} "
-      "| | | |")
-print(f"| (d) | wrk → nginx reverse proxy → provider, the same | {proxied_text}: "
-      f"adds {proxied_p50:.0f} µs p50, {proxied_p99:.0f} µs p99 | | | |")
-print(f"| (d) | sbctl bench call --rate={rate} → Switchboard → provider | {switchboard_text}: "
-      f"**adds {added_p50:.0f} µs p50**, {added_p99:.0f} µs p99 | | ≤ 150 µs p50 added "
-      f"| {met(added_p50 <= 150)} |")
-print(f"| (d) | the same, for a method Switchboard answers from its cache (no upstream request) "
-      f"| {cached_text}: adds {cached_p50:.0f} µs p50, {cached_p99:.0f} µs p99 | | | |")
-print(f"| (d) | sbctl bench call --stream --rate={rate} → Switchboard → provider | {stream_text}: "
-      f"**adds {stream_p50:.0f} µs p50**, {stream_p99:.0f} µs p99 | | ≤ 150 µs p50 added "
-      f"| {met(stream_p50 <= 150)} |")
+for row in rows:
+    print("| " + " | ".join(row) + " |")
+print()
+print(f"Switchboard against the stack's floor: throughput {switchboard / floor_unary:.2f}× "
+      f"(unary), {stream / floor_stream:.2f}× (stream); p50 latency "
+      f"{unary_added[1] - floor_added[1]:+.0f} µs (unary), "
+      f"{stream_added[1] - floor_stream_added[1]:+.0f} µs (stream).")
 EOF
 echo
 echo "Load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -24,6 +24,8 @@
 #       nothing but gRPC's callback API in front and one libcurl multi
 #       thread behind (same MAX_CONNECTIONS), no validation, admission,
 #       cache or metrics: what any proxy built on this stack costs here;
+#       and gRPC alone: floor_proxy answering getGenesisHash in its gRPC
+#       handler;
 #   (d) latency at about RATE calls/s (default 1000), one request at a time:
 #       wrk with one connection that waits 1000/RATE ms between an answer and
 #       its next request (wrk's `delay()`; it times each request from its
@@ -37,7 +39,7 @@
 # runs (default 3) of DURATION seconds (default 10). Prints one Markdown
 # table, then the load average before and after (the machine's other work
 # skews every figure). Not part of the default test run: it takes about
-# 15 * RUNS * DURATION seconds. On a shared machine run it as
+# 18 * RUNS * DURATION seconds. On a shared machine run it as
 # `nice -n -10 tests/perf/bench_rpc.sh` (as root).
 #
 #   tests/perf/bench_rpc.sh [BUILD_DIR]   (default build/release)
@@ -261,6 +263,10 @@ read -r floor_unary floor_unary_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floo
   with_proxy_cpu sbctl_load)
 read -r floor_stream floor_stream_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
   with_proxy_cpu sbctl_load --stream)
+read -r grpc_unary grpc_unary_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
+  with_proxy_cpu sbctl_cached_load)
+read -r grpc_stream grpc_stream_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
+  with_proxy_cpu sbctl_cached_load --stream)
 direct_latency=$(latency wrk_paced "$provider_port")
 proxied_latency=$(latency wrk_paced "$proxy_port")
 switchboard_latency=$(latency sbctl_paced)
@@ -268,19 +274,23 @@ stream_latency=$(latency sbctl_paced --stream)
 cached_latency=$(latency sbctl_cached_paced)
 floor_latency=$(TARGET_PORT=$floor_port latency sbctl_paced)
 floor_stream_latency=$(TARGET_PORT=$floor_port latency sbctl_paced --stream)
+grpc_latency=$(TARGET_PORT=$floor_port latency sbctl_cached_paced)
 
 export runs duration concurrency max_connections rate direct proxied proxied_cpu switchboard \
   switchboard_cpu cached cached_cpu stream stream_cpu cached_stream cached_stream_cpu floor_unary \
-  floor_unary_cpu floor_stream floor_stream_cpu direct_latency proxied_latency \
-  switchboard_latency stream_latency cached_latency floor_latency floor_stream_latency
+  floor_unary_cpu floor_stream floor_stream_cpu grpc_unary grpc_unary_cpu grpc_stream \
+  grpc_stream_cpu direct_latency proxied_latency switchboard_latency stream_latency \
+  cached_latency floor_latency floor_stream_latency grpc_latency
 cores=$(nproc) python3 - <<'EOF'
 import os
 e = os.environ
 rate, runs, duration, concurrency, max_connections, cores = (
     e["rate"], e["runs"], e["duration"], e["concurrency"], e["max_connections"], e["cores"])
-direct, proxied, switchboard, cached, stream, cached_stream, floor_unary, floor_stream = (
+(direct, proxied, switchboard, cached, stream, cached_stream, floor_unary, floor_stream,
+ grpc_unary, grpc_stream) = (
     float(e[k]) for k in ("direct", "proxied", "switchboard", "cached", "stream",
-                          "cached_stream", "floor_unary", "floor_stream"))
+                          "cached_stream", "floor_unary", "floor_stream", "grpc_unary",
+                          "grpc_stream"))
 direct_p50 = float(e["direct_latency"].split()[1])
 met = lambda ok: "yes" if ok else "**no**"
 def latency(key):
@@ -309,6 +319,8 @@ rows = [
      "multi thread, nothing else)", times_b(floor_unary), f"{e['floor_unary_cpu']} µs", "", ""),
     ("(c)", "the same through Switchboard, for a method it answers from its cache (no upstream "
      "request)", times_b(cached), f"{e['cached_cpu']} µs", "", ""),
+    ("(c)", "gRPC alone: the same load to floor_proxy, which answers that method in its gRPC "
+     "handler", times_b(grpc_unary), f"{e['grpc_unary_cpu']} µs", "", ""),
     ("(c)", f"sbctl bench call --stream → Switchboard → provider, {concurrency} calls in flight "
      "multiplexed on one CallStream", times_b(stream, True), f"{e['stream_cpu']} µs",
      "≥ 0.8× (b)", met(stream >= 0.8 * proxied)),
@@ -316,6 +328,8 @@ rows = [
      f"{e['floor_stream_cpu']} µs", "", ""),
     ("(c)", "the same through Switchboard, for the cached method", times_b(cached_stream),
      f"{e['cached_stream_cpu']} µs", "", ""),
+    ("(c)", "gRPC alone, on a CallStream", times_b(grpc_stream), f"{e['grpc_stream_cpu']} µs",
+     "", ""),
     ("(d)", f"wrk → provider, one request at a time, ~{float(rate):,.0f}/s",
      latency("direct_latency")[0], "", "", ""),
     ("(d)", "wrk → nginx reverse proxy → provider, the same", added("proxied_latency")[0], "",
@@ -325,6 +339,8 @@ rows = [
     ("(d)", "the same through the stack's floor", floor_added[0], "", "", ""),
     ("(d)", "the same through Switchboard, for the cached method (no upstream request)",
      added("cached_latency")[0], "", "", ""),
+    ("(d)", "gRPC alone: floor_proxy answering that method in its gRPC handler",
+     added("grpc_latency")[0], "", "", ""),
     ("(d)", f"sbctl bench call --stream --rate={rate} → Switchboard → provider",
      stream_added[0], "", "≤ 150 µs p50 added", met(stream_added[1] <= 150)),
     ("(d)", "the same through the stack's floor", floor_stream_added[0], "", "", ""),

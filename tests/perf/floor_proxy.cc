@@ -10,10 +10,12 @@
 // whole answer goes back as result_json. No validation, admission, rate
 // limit, cache, coalescing, failover, deadline or metrics: whatever
 // Switchboard costs above this floor is its own; whatever this floor costs,
-// any proxy on gRPC and libcurl pays on this machine.
+// any proxy on gRPC and libcurl pays on this machine. Calls to
+// --inline_method are answered in the gRPC handler itself, without the curl
+// thread: the cost of gRPC alone.
 //
 //   floor_proxy --listen=127.0.0.1:PORT --upstream_url=http://127.0.0.1:PORT/
-//               [--max_connections=8]
+//               [--max_connections=8] [--inline_method=getGenesisHash]
 // Runs until SIGINT or SIGTERM.
 #include <curl/curl.h>
 #include <grpcpp/grpcpp.h>
@@ -38,6 +40,8 @@
 ABSL_FLAG(std::string, listen, "127.0.0.1:0", "gRPC listen address");
 ABSL_FLAG(std::string, upstream_url, "", "the provider's URL");
 ABSL_FLAG(int, max_connections, 8, "kept-alive connections to the provider");
+ABSL_FLAG(std::string, inline_method, "getGenesisHash",
+          "calls to this method are answered at once, in the gRPC handler");
 
 namespace switchboard::floor_proxy {
 namespace {
@@ -160,11 +164,31 @@ void SetAnswer(std::string answer, v1::CallResponse& response) {
   }
 }
 
+// Where calls go: to the curl thread, or for --inline_method, answered at
+// once on the calling thread.
+class Backend {
+ public:
+  Backend(CurlThread& curl, std::string inline_method)
+      : curl_(curl), inline_method_(std::move(inline_method)) {}
+
+  void Call(const v1::CallRequest& request, Answered answered) {
+    if (request.method() == inline_method_) {
+      answered(R"({"jsonrpc":"2.0","result":"inline","id":1})");
+      return;
+    }
+    curl_.Post(JsonRpcBody(request), std::move(answered));
+  }
+
+ private:
+  CurlThread& curl_;
+  const std::string inline_method_;
+};
+
 // CallStream: every request read is sent at once; answers are written one
 // at a time in the order they come back.
 class StreamReactor final : public grpc::ServerBidiReactor<v1::CallRequest, v1::CallResponse> {
  public:
-  explicit StreamReactor(CurlThread& curl) : curl_(curl) { StartRead(&request_); }
+  explicit StreamReactor(Backend& backend) : backend_(backend) { StartRead(&request_); }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
@@ -178,7 +202,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::CallRequest, v1::
       absl::MutexLock lock(&mu_);
       ++outstanding_;
     }
-    curl_.Post(JsonRpcBody(request_), [this, id](std::string answer) {
+    backend_.Call(request_, [this, id](std::string answer) {
       v1::CallResponse response;
       response.set_request_id(id);
       SetAnswer(std::move(answer), response);
@@ -229,7 +253,7 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::CallRequest, v1::
     }
   }
 
-  CurlThread& curl_;
+  Backend& backend_;
   v1::CallRequest request_;  // Owned by the pending read.
   absl::Mutex mu_;
   v1::CallResponse write_ ABSL_GUARDED_BY(mu_);  // Owned by the write in flight.
@@ -244,14 +268,14 @@ class StreamReactor final : public grpc::ServerBidiReactor<v1::CallRequest, v1::
 
 class FloorRpc final : public v1::Rpc::CallbackService {
  public:
-  explicit FloorRpc(CurlThread& curl) : curl_(curl) {}
+  explicit FloorRpc(Backend& backend) : backend_(backend) {}
 
   grpc::ServerUnaryReactor* Call(grpc::CallbackServerContext* context,
                                  const v1::CallRequest* request,
                                  v1::CallResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     response->set_request_id(request->request_id());
-    curl_.Post(JsonRpcBody(*request), [reactor, response](std::string answer) {
+    backend_.Call(*request, [reactor, response](std::string answer) {
       SetAnswer(std::move(answer), *response);
       reactor->Finish(grpc::Status::OK);
     });
@@ -260,11 +284,11 @@ class FloorRpc final : public v1::Rpc::CallbackService {
 
   grpc::ServerBidiReactor<v1::CallRequest, v1::CallResponse>* CallStream(
       grpc::CallbackServerContext*) override {
-    return new StreamReactor(curl_);
+    return new StreamReactor(backend_);
   }
 
  private:
-  CurlThread& curl_;
+  Backend& backend_;
 };
 
 int Run() {
@@ -277,7 +301,8 @@ int Run() {
 
   grpc::EnableDefaultHealthCheckService(true);  // For `sbctl health`.
   CurlThread curl(absl::GetFlag(FLAGS_upstream_url), absl::GetFlag(FLAGS_max_connections));
-  FloorRpc service(curl);
+  Backend backend(curl, absl::GetFlag(FLAGS_inline_method));
+  FloorRpc service(backend);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials());
   builder.RegisterService(&service);

@@ -24,7 +24,6 @@ namespace {
 constexpr char kNginxBinary[] = "/usr/sbin/nginx";
 constexpr char kOpensslBinary[] = "/usr/bin/openssl";
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
-constexpr int kStartAttempts = 3;
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -91,10 +90,8 @@ absl::StatusOr<std::unique_ptr<NginxServer>> NginxServer::Start(Options options)
     valid = CheckQuotable("pushback_retry_after", options.pushback_retry_after, '"');
   }
   if (!valid.ok()) return valid;
-  // Tests running in parallel may pick the same free port: an nginx that
-  // exits at start (it could not bind) gets other ones.
-  absl::Status launched;
-  for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
+  std::unique_ptr<NginxServer> server;
+  const absl::Status started = StartOnPickedPorts("nginx", [&]() -> absl::Status {
     std::string dir = "/tmp/switchboard-nginx-XXXXXX";
     if (mkdtemp(dir.data()) == nullptr) {
       return absl::InternalError("cannot create a directory for nginx");
@@ -106,16 +103,22 @@ absl::StatusOr<std::unique_ptr<NginxServer>> NginxServer::Start(Options options)
       std::filesystem::remove_all(dir);
       return silent.status();
     }
-    const int answer_port = options.rate_limit.empty() ? 0 : PickUnusedPort();
-    std::unique_ptr<NginxServer> server(new NginxServer(options, std::move(dir), PickUnusedPort(),
-                                                        answer_port, silent->fd, silent->port));
-    launched = server->WriteFiles();
-    if (!launched.ok()) return launched;
-    launched = server->Launch();
-    if (launched.ok()) return server;
-    if (launched.code() != absl::StatusCode::kAborted) break;
-  }
-  return launched;
+    const int port = PickUnusedPort();
+    // Two picks can return the same port (the first is closed before the
+    // second): nginx would then serve both server blocks on one socket.
+    int answer_port = 0;
+    while (!options.rate_limit.empty() && (answer_port == 0 || answer_port == port)) {
+      answer_port = PickUnusedPort();
+    }
+    // Replacing a failed attempt's server removes its directory.
+    server.reset(
+        new NginxServer(options, std::move(dir), port, answer_port, silent->fd, silent->port));
+    const absl::Status written = server->WriteFiles();
+    if (!written.ok()) return written;
+    return server->Launch();
+  });
+  if (!started.ok()) return started;
+  return server;
 }
 
 NginxServer::~NginxServer() {
@@ -236,9 +239,13 @@ $8
 absl::Status NginxServer::Launch() {
   const std::string pid_path = absl::StrCat(dir_, "/nginx.pid");
   unlink(pid_path.c_str());
-  absl::StatusOr<Subprocess> process = Subprocess::Start(
-      {kNginxBinary, "-p", absl::StrCat(dir_, "/"), "-c", absl::StrCat(dir_, "/nginx.conf"), "-e",
-       absl::StrCat(dir_, "/error.log")});
+  // The error log outlives restarts: only what this run adds tells why it
+  // failed.
+  const std::string error_log_path = absl::StrCat(dir_, "/error.log");
+  const size_t error_log_start = ReadFile(error_log_path).size();
+  absl::StatusOr<Subprocess> process =
+      Subprocess::Start({kNginxBinary, "-p", absl::StrCat(dir_, "/"), "-c",
+                         absl::StrCat(dir_, "/nginx.conf"), "-e", error_log_path});
   if (!process.ok()) return process.status();
   process_.emplace(*std::move(process));
   // nginx writes its pid file once it has bound every listening socket.
@@ -250,9 +257,10 @@ absl::Status NginxServer::Launch() {
       return absl::OkStatus();
     }
     if (process_->Wait(absl::Milliseconds(20)).has_value()) {
-      const std::string error_log = ReadFile(absl::StrCat(dir_, "/error.log"));
       process_.reset();
-      return absl::AbortedError(absl::StrCat("nginx exited at start: ", error_log));
+      // nginx retries a bind for 2.5 s before it exits with "Address
+      // already in use".
+      return ExitedAtStartError("nginx", ReadFile(error_log_path).substr(error_log_start));
     }
   }
   return absl::DeadlineExceededError(absl::StrCat("nginx on port ", port_, " did not start within ",
@@ -268,7 +276,7 @@ void NginxServer::Stop() {
 
 absl::Status NginxServer::Restart() {
   Stop();
-  return Launch();
+  return RestartOnSamePorts("nginx", [this] { return Launch(); });
 }
 
 absl::Status NginxServer::SetPushback(bool on) {

@@ -92,8 +92,9 @@ class NginxServer {
     size_t large_answer_bytes = 64 * 1024;
   };
 
-  // Starts nginx and waits until it listens. An nginx that exits at start
-  // (a port was taken meanwhile) is started again on other ports.
+  // Starts nginx on picked ports and waits until it listens. An nginx that
+  // could not bind one (taken since it was picked) is started again on
+  // other ports (StartOnPickedPorts).
   static absl::StatusOr<std::unique_ptr<NginxServer>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<NginxServer>> Start() { return Start(Options()); }
 
@@ -115,7 +116,8 @@ class NginxServer {
   void Stop();
 
   // Starts nginx again on the same ports, configuration and access log, and
-  // waits until it listens.
+  // waits until it listens. A port taken since Stop() is tried again for a
+  // while (RestartOnSamePorts).
   absl::Status Restart();
 
   // Turns the 429 pushback of `/` on or off, at once (nginx tests for a

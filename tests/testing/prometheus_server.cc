@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -37,12 +38,22 @@ std::string UrlEncode(absl::string_view text) {
 
 absl::StatusOr<std::unique_ptr<PrometheusServer>> PrometheusServer::Start(absl::string_view job,
                                                                           int target_port) {
-  std::string dir = (std::filesystem::temp_directory_path() / "switchboard-prometheus-XXXXXX");
-  if (mkdtemp(dir.data()) == nullptr) {
-    return absl::InternalError("cannot create a directory for Prometheus");
-  }
-  std::unique_ptr<PrometheusServer> server(new PrometheusServer(dir, PickUnusedPort()));
-  const std::string config_path = absl::StrCat(dir, "/prometheus.yml");
+  std::unique_ptr<PrometheusServer> server;
+  const absl::Status started = StartOnPickedPorts("Prometheus", [&]() -> absl::Status {
+    std::string dir = (std::filesystem::temp_directory_path() / "switchboard-prometheus-XXXXXX");
+    if (mkdtemp(dir.data()) == nullptr) {
+      return absl::InternalError("cannot create a directory for Prometheus");
+    }
+    // Replacing a failed attempt's server removes its directory.
+    server.reset(new PrometheusServer(dir, PickUnusedPort()));
+    return server->Launch(job, target_port);
+  });
+  if (!started.ok()) return started;
+  return server;
+}
+
+absl::Status PrometheusServer::Launch(absl::string_view job, int target_port) {
+  const std::string config_path = absl::StrCat(dir_, "/prometheus.yml");
   std::ofstream(config_path) << absl::StrFormat(R"(global:
   scrape_interval: 1s
   evaluation_interval: 1s
@@ -54,18 +65,32 @@ scrape_configs:
                                                 job, target_port);
   absl::StatusOr<Subprocess> process =
       Subprocess::Start({kPrometheusBinary, absl::StrCat("--config.file=", config_path),
-                         absl::StrCat("--storage.tsdb.path=", dir, "/data"),
-                         absl::StrCat("--web.listen-address=127.0.0.1:", server->port_)});
+                         absl::StrCat("--storage.tsdb.path=", dir_, "/data"),
+                         absl::StrCat("--web.listen-address=127.0.0.1:", port_)});
   if (!process.ok()) return process.status();
-  server->process_.emplace(*std::move(process));
+  process_.emplace(*std::move(process));
+  // Another server on the port (picked by both) would answer too, while
+  // ours exits with "address already in use": the answer must come from a
+  // Prometheus with our data directory.
+  const std::string our_storage_flag = absl::StrCat(R"("storage.tsdb.path":")", dir_, "/data\"");
+  const auto answers_as_ours = [&] {
+    absl::StatusOr<std::string> flags = HttpGet(port_, "/api/v1/status/flags");
+    return flags.ok() && absl::StrContains(*flags, our_storage_flag);
+  };
   const absl::Time deadline = absl::Now() + kStartTimeout;
-  while (!HttpGet(server->port_, "/-/ready").ok() || !server->Query("vector(1)").ok()) {
-    if (absl::Now() > deadline || server->process_->Wait(absl::Milliseconds(100)).has_value()) {
-      return absl::UnavailableError(
-          absl::StrCat("Prometheus did not become ready: ", server->process_->stderr_text()));
+  while (!HttpGet(port_, "/-/ready").ok() || !answers_as_ours() || !Query("vector(1)").ok()) {
+    if (process_->Wait(absl::Milliseconds(100)).has_value()) {
+      // "listen tcp 127.0.0.1:<port>: bind: address already in use" when
+      // its port was taken.
+      return ExitedAtStartError("Prometheus", process_->stderr_text());
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("Prometheus did not become ready within ",
+                                                      absl::FormatDuration(kStartTimeout), ":\n",
+                                                      LogTail(process_->stderr_text())));
     }
   }
-  return server;
+  return absl::OkStatus();
 }
 
 PrometheusServer::~PrometheusServer() {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "tests/testing/subprocess.h"
@@ -18,7 +19,9 @@ namespace switchboard::testing {
 class PrometheusServer {
  public:
   // Starts Prometheus with one scrape job, `job`, on 127.0.0.1:`target_port`
-  // (path /metrics), and waits until its HTTP API answers.
+  // (path /metrics), and waits until its HTTP API answers. Its own port is
+  // picked; a Prometheus that could not bind it (taken since it was picked)
+  // is started again on another (StartOnPickedPorts).
   static absl::StatusOr<std::unique_ptr<PrometheusServer>> Start(absl::string_view job,
                                                                  int target_port);
 
@@ -36,6 +39,9 @@ class PrometheusServer {
 
  private:
   PrometheusServer(std::string dir, int port) : dir_(std::move(dir)), port_(port) {}
+
+  // Writes the configuration, starts Prometheus and waits until it answers.
+  absl::Status Launch(absl::string_view job, int target_port);
 
   const std::string dir_;
   const int port_;

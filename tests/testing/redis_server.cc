@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -18,7 +19,6 @@ namespace switchboard::testing {
 namespace {
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
-constexpr int kStartAttempts = 3;
 
 // redis-server's path, from PATH.
 std::string FindRedisServer() {
@@ -50,21 +50,18 @@ std::string Flatten(const redisReply& reply) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(Options options) {
-  // Tests running in parallel may pick the same free port: a server that
-  // exits at start (it could not bind) gets another one.
-  absl::Status launched;
-  for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
+  std::unique_ptr<RedisServer> server;
+  const absl::Status started = StartOnPickedPorts("redis-server", [&]() -> absl::Status {
     std::string dir_template = "/tmp/switchboard-redis-XXXXXX";
     if (mkdtemp(dir_template.data()) == nullptr) {
       return absl::InternalError("cannot create a data directory for redis-server");
     }
-    std::unique_ptr<RedisServer> server(
-        new RedisServer(options, PickUnusedPort(), std::move(dir_template)));
-    launched = server->Launch();
-    if (launched.ok()) return server;
-    if (launched.code() != absl::StatusCode::kAborted) break;
-  }
-  return launched;
+    // Replacing a failed attempt's server removes its directory.
+    server.reset(new RedisServer(options, PickUnusedPort(), std::move(dir_template)));
+    return server->Launch();
+  });
+  if (!started.ok()) return started;
+  return server;
 }
 
 RedisServer::~RedisServer() {
@@ -103,16 +100,24 @@ absl::Status RedisServer::Launch() {
   process_.emplace(*std::move(process));
   const absl::Time deadline = absl::Now() + kStartTimeout;
   while (absl::Now() < deadline) {
+    // Another test's redis-server on the port (picked by both) would answer
+    // PING too, while ours exits with "Address already in use": the answer
+    // must come from our process. INFO answers while the append-only file
+    // loads; PING waits for it.
+    absl::StatusOr<std::string> info = Command({"INFO", "server"});
     absl::StatusOr<std::string> pong = Command({"PING"});
-    if (pong.ok() && *pong == "PONG") return absl::OkStatus();
+    if (info.ok() &&
+        absl::StrContains(*info, absl::StrCat("\nprocess_id:", process_->pid(), "\r")) &&
+        pong.ok() && *pong == "PONG") {
+      return absl::OkStatus();
+    }
     if (process_->Wait(absl::Milliseconds(20)).has_value()) {
-      return absl::AbortedError(
-          absl::StrCat("redis-server exited at start: ", process_->stdout_text()));
+      return ExitedAtStartError("redis-server", process_->stdout_text());  // Its log.
     }
   }
-  return absl::DeadlineExceededError(absl::StrCat("redis-server on port ", port_,
-                                                  " did not answer PING within ",
-                                                  absl::FormatDuration(kStartTimeout)));
+  return absl::DeadlineExceededError(
+      absl::StrCat("redis-server on port ", port_, " did not answer PING within ",
+                   absl::FormatDuration(kStartTimeout), ":\n", LogTail(process_->stdout_text())));
 }
 
 void RedisServer::Kill() {
@@ -124,7 +129,7 @@ void RedisServer::Kill() {
 
 absl::Status RedisServer::Restart() {
   Kill();
-  return Launch();
+  return RestartOnSamePorts("redis-server", [this] { return Launch(); });
 }
 
 absl::Status RedisServer::Run(const std::vector<std::string>& args,

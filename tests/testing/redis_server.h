@@ -41,8 +41,9 @@ class RedisServer {
     std::string acl_password;
   };
 
-  // Starts a server and waits until it answers PING. A server that exits at
-  // start (its port was taken meanwhile) is started again on another port.
+  // Starts a server on a picked port and waits until it answers PING. A
+  // server that could not bind it (taken since it was picked) is started
+  // again on another port (StartOnPickedPorts).
   static absl::StatusOr<std::unique_ptr<RedisServer>> Start(Options options);
   static absl::StatusOr<std::unique_ptr<RedisServer>> Start() { return Start(Options()); }
 
@@ -57,7 +58,8 @@ class RedisServer {
   void Kill();
 
   // Starts the server again on the same port and data directory, and waits
-  // until it answers PING (after loading its append-only file).
+  // until it answers PING (after loading its append-only file). A port
+  // taken since Kill() is tried again for a while (RestartOnSamePorts).
   absl::Status Restart();
 
   // Runs one command on a fresh blocking connection (authenticated like the

@@ -15,6 +15,8 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -74,17 +76,62 @@ absl::StatusOr<LoopbackSocket> ListenOnLoopback(int backlog) { return BindLoopba
 
 absl::StatusOr<LoopbackSocket> BindRefusingPort() { return BindLoopback(std::nullopt); }
 
-bool WaitForPort(int port, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address = Loopback(port);
-    const bool connected = connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
-    close(fd);
-    if (connected) return true;
-    absl::SleepFor(absl::Milliseconds(20));
+absl::StatusOr<LoopbackSocket> TakeLoopbackPort(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int on = 1;
+  sockaddr_in address = Loopback(port);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+      bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 || listen(fd, 1) != 0) {
+    if (fd >= 0) close(fd);
+    return absl::InternalError(absl::StrCat("cannot listen on 127.0.0.1:", port));
   }
-  return false;
+  return LoopbackSocket{fd, port};
+}
+
+std::string LogTail(absl::string_view log, int lines) {
+  // Past the last line's newline, then back over `lines` more.
+  size_t start = log.size();
+  if (start > 0 && log[start - 1] == '\n') --start;
+  for (int found = 0; start > 0; --start) {
+    if (log[start - 1] == '\n' && ++found == lines) break;
+  }
+  return std::string(log.substr(start));
+}
+
+absl::Status ExitedAtStartError(absl::string_view server, absl::string_view log) {
+  const std::string message = absl::StrCat(server, " exited at start:\n", LogTail(log));
+  if (absl::StrContains(absl::AsciiStrToLower(log), "address already in use")) {
+    return absl::AbortedError(message);
+  }
+  return absl::InternalError(message);
+}
+
+absl::Status StartOnPickedPorts(absl::string_view server, absl::FunctionRef<absl::Status()> start) {
+  absl::Status started;
+  for (int attempt = 1; attempt <= kPickedPortAttempts; ++attempt) {
+    started = start();
+    if (started.code() != absl::StatusCode::kAborted) return started;
+  }
+  return absl::Status(
+      started.code(),
+      absl::StrCat(server, " found a port taken in each of ", kPickedPortAttempts,
+                   " attempts, with new ports each time; the last: ", started.message()));
+}
+
+absl::Status RestartOnSamePorts(absl::string_view server, absl::FunctionRef<absl::Status()> start,
+                                absl::Duration patience) {
+  const absl::Time deadline = absl::Now() + patience;
+  while (true) {
+    const absl::Status started = start();
+    if (started.code() != absl::StatusCode::kAborted) return started;
+    if (absl::Now() >= deadline) {
+      return absl::Status(
+          started.code(),
+          absl::StrCat(server, " could not bind its ports again within ",
+                       absl::FormatDuration(patience), "; the last attempt: ", started.message()));
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
 }
 
 absl::StatusOr<Subprocess> Subprocess::Start(std::vector<std::string> argv,

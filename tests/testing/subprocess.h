@@ -1,7 +1,9 @@
 // Runs a real program (switchboard, sbctl, redis-server, nginx) as a child
 // process for integration tests, with optional stdin text and captured
 // stdout/stderr. The destructor kills and reaps a child still running, so a
-// failing test never leaves servers behind.
+// failing test never leaves servers behind. Also the loopback ports the
+// harness' servers listen on, and starting a server again when its port was
+// taken.
 #pragma once
 
 #include <sys/types.h>
@@ -10,12 +12,22 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace switchboard::testing {
 
-// Picks a free TCP port on 127.0.0.1 (bind to port 0, read it back, close).
+// Picks a TCP port on 127.0.0.1 that is free now (bind to port 0, read it
+// back, close). Racy by nature: another process (a server of a test running
+// in parallel) can bind the port before the caller's server does. Only for
+// servers that must be told their port (nginx, redis-server, Prometheus),
+// and only inside StartOnPickedPorts(), which starts such a server again on
+// other ports when one was taken. A server that can listen on port 0 and
+// report its port is started that way (SwitchboardProcess); an in-process
+// listener holds its socket (ListenOnLoopback(), BindRefusingPort()).
 int PickUnusedPort();
 
 // A TCP socket bound to 127.0.0.1, at a port the kernel picked.
@@ -33,8 +45,39 @@ absl::StatusOr<LoopbackSocket> ListenOnLoopback(int backlog);
 // a port from PickUnusedPort()). INTERNAL when the kernel refuses.
 absl::StatusOr<LoopbackSocket> BindRefusingPort();
 
-// Waits until something accepts TCP connections on 127.0.0.1:`port`.
-bool WaitForPort(int port, absl::Duration timeout);
+// Listens on 127.0.0.1:`port`, as another process taking a server's port
+// would, for tests of the retries below (the caller closes it).
+// SO_REUSEADDR: the connections of the server that had the port may linger
+// in TIME_WAIT. INTERNAL when the port is in use.
+absl::StatusOr<LoopbackSocket> TakeLoopbackPort(int port);
+
+// The last `lines` lines of `log`, for error messages.
+std::string LogTail(absl::string_view log, int lines = 20);
+
+// The status of a server that exited during its start, with the tail of its
+// `log`: ABORTED when `log` says a port was taken ("Address already in use",
+// as nginx, redis-server, Prometheus and gRPC put it), which the retries
+// below get past; INTERNAL otherwise (a bad configuration, say).
+absl::Status ExitedAtStartError(absl::string_view server, absl::string_view log);
+
+// Starts `server` (a name for errors) with `start`, which picks its ports
+// with PickUnusedPort(), starts it on them and returns ExitedAtStartError()
+// when it exits at start. While `start` fails with ABORTED (a picked port
+// was taken before the server bound it), it runs again, with new ports, up
+// to kPickedPortAttempts times in all; `start` cleans up after a failed
+// attempt. Other errors end it at once.
+inline constexpr int kPickedPortAttempts = 5;
+absl::Status StartOnPickedPorts(absl::string_view server, absl::FunctionRef<absl::Status()> start);
+
+// Starts `server` again, with `start`, on the ports its previous process
+// just released, which its clients keep using. Another process can bind one
+// of them in between: while `start` fails with ABORTED it runs again until
+// `patience` has passed, which gets past a port held for a moment (the
+// local port of a connection being made). The risk left: a server that
+// binds that very port (out of the ~28,000 the kernel picks from) in that
+// gap and keeps it; the restart then fails with its log.
+absl::Status RestartOnSamePorts(absl::string_view server, absl::FunctionRef<absl::Status()> start,
+                                absl::Duration patience = absl::Seconds(5));
 
 class Subprocess {
  public:

@@ -1,7 +1,10 @@
-// A real `switchboard` process for integration tests that kill it: its gRPC
-// and metrics ports are picked once, so it can be started again on the same
-// ones, and an optional YAML configuration is written to a file of its own
-// and passed as --config.
+// A real `switchboard` process for integration tests that kill it. The first
+// Start() has it listen on port 0 for gRPC and metrics and reads the ports
+// the kernel gave it from its log, so no other process can take them first
+// (as one could a port picked beforehand). A later Start() listens on the
+// first gRPC port again, which clients keep using, and on a new metrics
+// port. An optional YAML configuration is written to a file of its own and
+// passed as --config.
 //
 // Used by the client reconnect tests and the Redis end-to-end tests. The
 // destructor kills a process still running and removes the configuration
@@ -21,19 +24,29 @@ namespace switchboard::testing {
 class SwitchboardProcess {
  public:
   // `binary` is the switchboard executable; `config_yaml`, when not empty,
-  // its configuration (the listen flags override the file's addresses).
+  // its configuration (the listen flags override the file's addresses; the
+  // log level must stay info or debug, as Start() reads the ports from the
+  // log).
   explicit SwitchboardProcess(std::string binary, std::string config_yaml = "");
   ~SwitchboardProcess();
 
   SwitchboardProcess(const SwitchboardProcess&) = delete;
   SwitchboardProcess& operator=(const SwitchboardProcess&) = delete;
 
-  // "127.0.0.1:<port>" for grpc::CreateChannel.
+  // "127.0.0.1:<port>" for grpc::CreateChannel, once Start() succeeded.
   std::string target() const;
+  // The metrics port of the current (or last) run, once Start() succeeded.
   int metrics_port() const { return metrics_port_; }
 
-  // Starts the process and waits until its gRPC port accepts connections.
-  // FAILED_PRECONDITION when it is already running.
+  // Starts the process and waits until it logs the ports it listens on
+  // (which it does once it accepts connections on both). FAILED_PRECONDITION
+  // when it is already running; DEADLINE_EXCEEDED or INTERNAL, with the
+  // log's tail, when it does not get there within `timeout` or exits. A
+  // restart whose gRPC port was taken meanwhile is tried again for a while
+  // (RestartOnSamePorts), then fails with ABORTED. (gRPC binds with
+  // SO_REUSEPORT: a port that another gRPC server got from the kernel's
+  // port-0 pick in between would be shared, not refused. As unlikely as
+  // the risk RestartOnSamePorts describes.)
   absl::Status Start(absl::Duration timeout = absl::Seconds(10));
 
   // SIGKILLs the process and waits for it to exit.
@@ -47,9 +60,13 @@ class SwitchboardProcess {
   std::string stderr_text() const;
 
  private:
+  // Starts the process once, on port_ (0 the first time), and reads its
+  // ports from its log.
+  absl::Status Launch(absl::Duration timeout);
+
   const std::string binary_;
-  const int port_;
-  const int metrics_port_;
+  int port_ = 0;  // The gRPC port, from the first run on.
+  int metrics_port_ = 0;
   std::string config_path_;  // Empty without a configuration.
   std::optional<Subprocess> process_;
   std::string last_stderr_;

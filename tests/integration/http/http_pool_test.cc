@@ -385,16 +385,21 @@ TEST(HttpPoolTest, RetryAfterAsAnHttpDateIsTheDelayUntilThen) {
 }
 
 TEST(HttpPoolTest, RefusedConnectionIsUnavailableAtOnce) {
-  const int closed_port = testing::PickUnusedPort();
+  // Bound, never listening, held through the call: refused, and no other
+  // server can take the port meanwhile.
+  absl::StatusOr<testing::LoopbackSocket> refusing = testing::BindRefusingPort();
+  ASSERT_THAT(refusing, IsOk());
+  const int refusing_port = refusing->port;
   PoolHarness harness;
 
   absl::StatusOr<Response> response =
-      harness.Call(Post(absl::StrCat("http://127.0.0.1:", closed_port, "/v2/secret-key")));
+      harness.Call(Post(absl::StrCat("http://127.0.0.1:", refusing_port, "/v2/secret-key")));
+  close(refusing->fd);
 
   EXPECT_THAT(
       response,
       StatusIs(absl::StatusCode::kUnavailable,
-               AllOf(HasSubstr(absl::StrCat("POST http://127.0.0.1:", closed_port, "/***/***: ")),
+               AllOf(HasSubstr(absl::StrCat("POST http://127.0.0.1:", refusing_port, "/***/***: ")),
                      Not(HasSubstr("secret-key")))));
   const std::vector<RequestOutcome> outcomes = harness.observer().outcomes();
   ASSERT_THAT(outcomes, SizeIs(1));

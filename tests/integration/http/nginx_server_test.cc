@@ -1,17 +1,26 @@
 // The nginx harness itself, through the HTTP pool: limit_req answers 429 past
 // rate and burst, the access log parses (statuses, connections, rate over a
-// window), and Stop() / Restart() serve again on the same port.
+// window), and Stop() / Restart() serve again on the same port, waiting for
+// it while another process holds it.
 #include "tests/testing/nginx_server.h"
 
+#include <unistd.h>
+
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/http/pool_harness.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/subprocess.h"
 
 namespace switchboard::testing {
 namespace {
@@ -19,7 +28,9 @@ namespace {
 using ::switchboard::http::PoolHarness;
 using ::switchboard::http::Request;
 using ::switchboard::http::Response;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::Pair;
 
 Request Post(std::string url) {
@@ -31,6 +42,13 @@ Request Post(std::string url) {
 
 int StatusOf(const absl::StatusOr<Response>& response) {
   return response.ok() ? response->status : -1;
+}
+
+std::string ErrorLog(const NginxServer& nginx) {
+  std::ifstream in(absl::StrCat(nginx.dir(), "/error.log"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 TEST(NginxServerTest, RateLimitAnswers429PastRateAndBurst) {
@@ -78,6 +96,46 @@ TEST(NginxServerTest, RestartServesAgainOnTheSamePort) {
   absl::StatusOr<AccessLog> log = (*nginx)->WaitForAccessLog(2);
   ASSERT_THAT(log, IsOk());
   EXPECT_THAT(log->CountByStatus(), ElementsAre(Pair(200, 2)));
+}
+
+// Another process takes the port while nginx is stopped (a server of a test
+// running in parallel, say) and lets it go 3 s later: longer than nginx's own
+// bind retries (2.5 s), so the first start fails and Restart() starts it
+// again.
+TEST(NginxServerTest, RestartWaitsForItsPortWhileAnotherProcessHoldsIt) {
+  absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start();
+  ASSERT_THAT(nginx, IsOk());
+  const int port = (*nginx)->port();
+  (*nginx)->Stop();
+  absl::StatusOr<LoopbackSocket> taker = TakeLoopbackPort(port);
+  ASSERT_THAT(taker, IsOk());
+  std::thread releaser([fd = taker->fd] {
+    absl::SleepFor(absl::Seconds(3));
+    close(fd);
+  });
+
+  const absl::Status restarted = (*nginx)->Restart();
+  releaser.join();
+
+  ASSERT_THAT(restarted, IsOk());
+  EXPECT_THAT(ErrorLog(**nginx), HasSubstr("Address already in use"));
+  EXPECT_EQ((*nginx)->port(), port);
+  PoolHarness harness;
+  EXPECT_EQ(StatusOf(harness.Call(Post((*nginx)->url()))), 200);
+}
+
+TEST(NginxServerTest, RestartFailsWithNginxsLogWhenItsPortStaysTaken) {
+  absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start();
+  ASSERT_THAT(nginx, IsOk());
+  (*nginx)->Stop();
+  absl::StatusOr<LoopbackSocket> taker = TakeLoopbackPort((*nginx)->port());
+  ASSERT_THAT(taker, IsOk());
+
+  EXPECT_THAT((*nginx)->Restart(),
+              StatusIs(absl::StatusCode::kAborted,
+                       AllOf(HasSubstr("nginx could not bind its ports again within"),
+                             HasSubstr("Address already in use"))));
+  close(taker->fd);
 }
 
 TEST(NginxServerTest, RefusesAnswersItCannotQuote) {

@@ -31,9 +31,10 @@ using ::testing::HasSubstr;
 constexpr absl::Duration kTimeout = absl::Seconds(10);
 
 int GrpcPort(const SwitchboardProcess& server) {
-  absl::string_view target = server.target();
+  const std::string target = server.target();
+  absl::string_view rest = target;
   int port = 0;
-  if (!absl::ConsumePrefix(&target, "127.0.0.1:") || !absl::SimpleAtoi(target, &port)) return 0;
+  if (!absl::ConsumePrefix(&rest, "127.0.0.1:") || !absl::SimpleAtoi(rest, &port)) return 0;
   return port;
 }
 

@@ -151,4 +151,32 @@ int Health(const client::Client& client, const std::string& service) {
   return 0;
 }
 
+int Limit(const client::Client& client, const std::string& upstream) {
+  absl::StatusOr<v1::DescribeLimitResponse> limit = client.DescribeLimit(upstream);
+  if (!limit.ok()) return ReportFailure(limit.status());
+  std::cout << "upstream: " << limit->upstream() << "\n"
+            << "scope: " << limit->scope() << "\n"
+            << "configured_rate: " << limit->configured_rate() << "\n"
+            << "rate: " << limit->rate() << "\n"
+            << "burst: " << limit->burst() << "\n"
+            << "queue_depth: " << limit->queue_depth() << "\n"
+            << "in_flight: " << limit->in_flight() << "\n";
+  if (limit->scope() == "global") {
+    std::cout << "replica: " << limit->replica_id() << "\n"
+              << "fallback: " << (limit->fallback() ? "yes" : "no") << "\n";
+    if (!limit->shared_error().empty()) {
+      std::cout << "shared_state: unavailable (" << limit->shared_error() << ")\n";
+    } else {
+      std::cout << "live_replicas: " << limit->live_replicas() << "\n"
+                << "paused_for_ms: " << limit->paused_for_ms() << "\n";
+      for (const auto& replica : limit->replicas()) {
+        std::cout << "tokens_ahead[" << replica.replica_id() << "]: " << replica.tokens_ahead()
+                  << "\n";
+      }
+    }
+  }
+  std::cout << std::flush;
+  return 0;
+}
+
 }  // namespace switchboard::sbctl

@@ -47,4 +47,9 @@ int Call(const client::Client& client, const std::string& upstream, const std::s
 // status (or the call's error) on stderr and exits 1.
 int Health(const client::Client& client, const std::string& service);
 
+// `sbctl limit UPSTREAM`: prints the upstream's rate limit, one `key: value`
+// line each: scope, rates, this replica's queue and, for a global limit, the
+// fleet's live replicas, pause, fallback and tokens ahead by replica.
+int Limit(const client::Client& client, const std::string& upstream);
+
 }  // namespace switchboard::sbctl

@@ -68,6 +68,9 @@ constexpr char kUsage[] = R"(the Switchboard command line.
   consume TOPIC --group=G [--count=N] [--max_in_flight=K]
                                print and ack each message of a durable topic
   health [--service=S]         exit 0 when S is SERVING
+  limit UPSTREAM               the upstream's rate limit: scope, rate, queue and,
+                               for a global limit, the fleet's replicas, pause,
+                               fallback and tokens ahead by replica
   call UPSTREAM METHOD [PARAMS_JSON]
                                one JSON-RPC call through Switchboard; prints the
                                result (a JSON-RPC error goes to stderr, exit 1)
@@ -190,6 +193,10 @@ int Run(const std::vector<std::string>& args) {
   if (command == "health") {
     if (args.size() != 1) return UsageError("health takes no argument");
     return Health(client, absl::GetFlag(FLAGS_service));
+  }
+  if (command == "limit") {
+    if (args.size() != 2) return UsageError("limit takes one UPSTREAM");
+    return Limit(client, args[1]);
   }
   if (command == "bench") return RunBench(client, args);
   return UsageError(absl::StrCat("unknown command '", command, "'"));

@@ -81,6 +81,17 @@ absl::StatusOr<v1::CallResponse> Client::Call(const v1::CallRequest& request,
   return internal::FromGrpcStatus(status);
 }
 
+absl::StatusOr<v1::DescribeLimitResponse> Client::DescribeLimit(const std::string& upstream) const {
+  v1::DescribeLimitRequest request;
+  request.set_upstream(upstream);
+  grpc::ClientContext context;
+  PrepareUnaryContext(context);
+  v1::DescribeLimitResponse response;
+  grpc::Status status = rpc_->DescribeLimit(&context, request, &response);
+  if (!status.ok()) return internal::FromGrpcStatus(status);
+  return response;
+}
+
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::CheckHealth(
     const std::string& service) const {
   grpc::health::v1::HealthCheckRequest request;

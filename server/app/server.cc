@@ -5,14 +5,18 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <exception>
 #include <limits>
 #include <utility>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "prometheus/exposer.h"
 #include "server/auth/client_registry.h"
 #include "server/broker/memory/memory_broker.h"
@@ -22,9 +26,12 @@
 #include "server/common/status_macros.h"
 #include "server/config/broker_url.h"
 #include "server/event/dispatcher_impl.h"
+#include "server/fleet/redis_lease_service.h"
 #include "server/http/http_pool_impl.h"
 #include "server/metrics/metrics.h"
 #include "server/ratelimit/client_quotas.h"
+#include "server/ratelimit/global_limiter.h"
+#include "server/ratelimit/local_limiter.h"
 #include "server/service/broker_service.h"
 #include "server/service/rpc_service.h"
 #include "server/upstream/upstreams.h"
@@ -49,7 +56,6 @@ class ServerImpl final : public Server {
         broker_dispatcher_("sb-broker", common::RealClock::Get()),
         upstream_dispatcher_("sb-upstream", common::RealClock::Get()),
         clients_(config),
-        client_quotas_(ClientRequestRates(config), common::RealClock::Get()),
         streams_(config.limits().max_streams_per_client() == 0
                      ? std::numeric_limits<uint32_t>::max()
                      : config.limits().max_streams_per_client()),
@@ -62,8 +68,10 @@ class ServerImpl final : public Server {
     upstream_dispatcher_.Start();
     SB_ASSIGN_OR_RETURN(config::BrokerUrl url, config::ParseBrokerUrl(config_.broker().url()));
     broker_ = MakeBroker(url);
+    if (config::HasGlobalLimits(config_)) StartFleet(url);
     upstreams_ = std::make_unique<upstream::Upstreams>(upstream_dispatcher_, UpstreamDefinitions(),
-                                                       client_quotas_, metrics_);
+                                                       ClientQuotaDefinitions(), metrics_,
+                                                       lease_service_.get());
     try {
       exposer_ = std::make_unique<prometheus::Exposer>(config_.server().metrics_listen());
     } catch (const std::exception& e) {
@@ -76,8 +84,9 @@ class ServerImpl final : public Server {
     service::RequestLimits limits;
     limits.max_message_bytes = config_.limits().max_message_bytes();
     limits.max_batch_messages = config_.limits().max_batch_messages();
-    context_ = std::make_unique<service::ServiceContext>(
-        service::ServiceContext{*broker_, *upstreams_, clients_, metrics_, streams_, limits});
+    context_ = std::make_unique<service::ServiceContext>(service::ServiceContext{
+        *broker_, *upstreams_, clients_, metrics_, streams_, limits,
+        lease_service_ != nullptr ? lease_service_->replica_id() : std::string()});
     broker_service_ = std::make_unique<service::BrokerService>(*context_);
     rpc_service_ = std::make_unique<service::RpcService>(*context_);
 
@@ -141,6 +150,7 @@ class ServerImpl final : public Server {
     if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
     broker_dispatcher_.Shutdown();
     if (upstreams_ != nullptr) upstreams_->Shutdown();  // Answers calls still open.
+    StopFleet();
     upstream_dispatcher_.Shutdown();
     // civetweb takes up to its 2 s poll quantum to stop.
     exposer_.reset();
@@ -163,12 +173,76 @@ class ServerImpl final : public Server {
     return nullptr;
   }
 
-  static absl::flat_hash_map<std::string, double> ClientRequestRates(const config::Config& config) {
-    absl::flat_hash_map<std::string, double> rates;
-    for (const config::v1::Client& client : config.clients()) {
-      rates[client.id()] = client.requests_per_second();
+  // The fleet coordination of the global limits: its connections live on
+  // the upstream dispatcher, beside the limiters that lease through it.
+  void StartFleet(const config::BrokerUrl& url) {
+    const config::v1::Fleet& fleet = config_.fleet();
+    fleet::FleetOptions options;
+    options.connection = RedisOptions(url, config_.broker().redis()).connection;
+    options.connection.command_timeout = absl::Milliseconds(fleet.redis_timeout_ms());
+    options.replica_id = fleet.replica_id().empty() ? DefaultReplicaId() : fleet.replica_id();
+    options.heartbeat_interval = absl::Milliseconds(fleet.heartbeat_ms());
+    options.replica_ttl = absl::Milliseconds(fleet.replica_ttl_ms());
+    options.horizon = absl::Milliseconds(fleet.lease_ms());
+    options.timeout = absl::Milliseconds(fleet.redis_timeout_ms());
+    absl::Notification started;
+    upstream_dispatcher_.Post([this, &options, &started] {
+      lease_service_ = std::make_unique<fleet::RedisLeaseService>(
+          upstream_dispatcher_, std::move(options), metrics_, metrics_);
+      lease_service_->Start();
+      started.Notify();
+    });
+    started.WaitForNotification();
+    SB_LOG(kInfo, "global limits: replica ", lease_service_->replica_id(),
+           " coordinates with the fleet through ", url.Redacted());
+  }
+
+  // Leaves the fleet and closes its connections, on their dispatcher.
+  void StopFleet() {
+    if (lease_service_ == nullptr) return;
+    absl::Notification stopped;
+    upstream_dispatcher_.Post([this, &stopped] {
+      lease_service_.reset();
+      stopped.Notify();
+    });
+    stopped.WaitForNotification();
+  }
+
+  static std::string DefaultReplicaId() {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+      std::snprintf(host, sizeof(host), "switchboard");
     }
-    return rates;
+    return absl::StrCat(host, "-", getpid());
+  }
+
+  // The limit a `global` upstream or client quota shares with the fleet.
+  std::unique_ptr<ratelimit::Limiter> MakeGlobalLimiter(ratelimit::SharedLimit limit) {
+    return std::make_unique<ratelimit::GlobalLimiter>(upstream_dispatcher_, *lease_service_,
+                                                      std::move(limit), metrics_);
+  }
+
+  upstream::Upstreams::Quotas ClientQuotaDefinitions() {
+    upstream::Upstreams::Quotas quotas;
+    absl::flat_hash_set<std::string> global;
+    for (const config::v1::Client& client : config_.clients()) {
+      quotas.requests_per_second[client.id()] = client.requests_per_second();
+      if (client.quota_scope() == config::v1::LIMIT_SCOPE_GLOBAL) global.insert(client.id());
+    }
+    if (global.empty()) return quotas;
+    quotas.make_limiter = [this, global](absl::string_view client_id, double rate,
+                                         double burst) -> std::unique_ptr<ratelimit::Limiter> {
+      if (!global.contains(client_id)) {
+        return std::make_unique<ratelimit::LocalLimiter>(rate, burst);
+      }
+      ratelimit::SharedLimit limit;
+      limit.kind = "client";
+      limit.name = std::string(client_id);
+      limit.rate = rate;
+      limit.burst = burst;
+      return MakeGlobalLimiter(std::move(limit));
+    };
+    return quotas;
   }
 
   std::vector<upstream::Upstreams::Definition> UpstreamDefinitions() {
@@ -179,10 +253,20 @@ class ServerImpl final : public Server {
       pool.http2 = upstream.http2();
       pool.verify_tls = upstream.tls_verify();
       pool.max_response_bytes = upstream.max_response_bytes();
-      definitions.push_back(
-          {UpstreamOptionsOf(upstream), [this, pool](http::HttpPoolObserver& observer) {
-             return std::make_unique<http::HttpPoolImpl>(upstream_dispatcher_, pool, observer);
-           }});
+      upstream::Upstreams::Definition definition{
+          UpstreamOptionsOf(upstream), [this, pool](http::HttpPoolObserver& observer) {
+            return std::make_unique<http::HttpPoolImpl>(upstream_dispatcher_, pool, observer);
+          }};
+      if (upstream.rate_limit().scope() == config::v1::LIMIT_SCOPE_GLOBAL) {
+        ratelimit::SharedLimit limit;
+        limit.kind = "upstream";
+        limit.name = definition.options.name;
+        limit.rate = definition.options.admission.rate;
+        limit.burst = definition.options.admission.burst;
+        limit.aimd = definition.options.admission.aimd;
+        definition.make_limiter = [this, limit] { return MakeGlobalLimiter(limit); };
+      }
+      definitions.push_back(std::move(definition));
     }
     return definitions;
   }
@@ -241,7 +325,8 @@ class ServerImpl final : public Server {
   event::DispatcherImpl upstream_dispatcher_;
   std::unique_ptr<broker::Broker> broker_;
   auth::ClientRegistry clients_;
-  ratelimit::ClientQuotas client_quotas_;
+  // Used and freed on upstream_dispatcher_, after upstreams_.
+  std::unique_ptr<fleet::RedisLeaseService> lease_service_;
   std::unique_ptr<upstream::Upstreams> upstreams_;
   service::StreamTracker streams_;
   std::unique_ptr<prometheus::Exposer> exposer_;

@@ -319,6 +319,60 @@ void WarnAboutExposure(const Config& config) {
   if (warning.has_value()) SB_LOG(kWarning, *warning);
 }
 
+namespace {
+
+// A `global` limit needs the Redis broker the replicas share.
+absl::Status ValidateScopes(const Config& config) {
+  absl::StatusOr<BrokerUrl> url = ParseBrokerUrl(config.broker().url());
+  const bool redis = url.ok() && url->scheme == BrokerUrl::Scheme::kRedis;
+  const auto needs_redis = [&](const std::string& path) {
+    return FieldError(path, absl::StrCat("global needs a redis:// broker that the replicas share, "
+                                         "and broker.url is ",
+                                         url.ok() ? url->Redacted() : config.broker().url()));
+  };
+  for (int i = 0; i < config.upstreams_size(); ++i) {
+    const v1::RateLimit& limit = config.upstreams(i).rate_limit();
+    if (limit.scope() == v1::LIMIT_SCOPE_GLOBAL && limit.requests_per_second() > 0 && !redis) {
+      return needs_redis(absl::StrCat("upstreams[", i, "].rate_limit.scope"));
+    }
+  }
+  for (int i = 0; i < config.clients_size(); ++i) {
+    const v1::Client& client = config.clients(i);
+    if (client.quota_scope() == v1::LIMIT_SCOPE_GLOBAL && client.requests_per_second() > 0 &&
+        !redis) {
+      return needs_redis(absl::StrCat("clients[", i, "].quota_scope"));
+    }
+  }
+  const v1::Fleet& fleet = config.fleet();
+  if (fleet.replica_ttl_ms() <= 2 * fleet.heartbeat_ms()) {
+    return FieldError(
+        "fleet.replica_ttl_ms",
+        absl::StrCat(fleet.replica_ttl_ms(), " must exceed twice fleet.heartbeat_ms (",
+                     fleet.heartbeat_ms(), "), or live replicas would expire"));
+  }
+  if (fleet.has_replica_id() && !fleet.replica_id().empty()) {
+    SB_RETURN_IF_ERROR(common::ValidateGroupName(fleet.replica_id(), "fleet.replica_id"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool HasGlobalLimits(const Config& config) {
+  for (const v1::Upstream& upstream : config.upstreams()) {
+    if (upstream.rate_limit().scope() == v1::LIMIT_SCOPE_GLOBAL &&
+        upstream.rate_limit().requests_per_second() > 0) {
+      return true;
+    }
+  }
+  for (const v1::Client& client : config.clients()) {
+    if (client.quota_scope() == v1::LIMIT_SCOPE_GLOBAL && client.requests_per_second() > 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
 absl::Status ValidateConfig(const Config& config) {
   SB_RETURN_IF_ERROR(CheckFieldBounds(config));
   SB_RETURN_IF_ERROR(ValidateServer(config.server()));
@@ -326,7 +380,8 @@ absl::Status ValidateConfig(const Config& config) {
   SB_RETURN_IF_ERROR(ValidateRedis(config.broker().redis()));
   SB_RETURN_IF_ERROR(ValidateTopics(config));
   SB_RETURN_IF_ERROR(ValidateUpstreams(config));
-  return ValidateClients(config);
+  SB_RETURN_IF_ERROR(ValidateClients(config));
+  return ValidateScopes(config);
 }
 
 broker::TopicPolicies BuildTopicPolicies(const Config& config) {

@@ -70,4 +70,8 @@ void WarnAboutExposure(const Config& config);
 // The broker's view of `topics:`. `config` must be valid.
 broker::TopicPolicies BuildTopicPolicies(const Config& config);
 
+// Whether any upstream rate limit or client quota has `scope: global`, so
+// the replicas must coordinate through Redis.
+bool HasGlobalLimits(const Config& config);
+
 }  // namespace switchboard::config

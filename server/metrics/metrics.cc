@@ -1,5 +1,6 @@
 #include "server/metrics/metrics.h"
 
+#include <map>
 #include <optional>
 #include <utility>
 
@@ -113,7 +114,21 @@ Metrics::Metrics(size_t max_topic_labels)
       upstream_queue_depth_(Gauge(*registry_, "switchboard_upstream_queue_depth",
                                   "Calls waiting for admission, per upstream.")),
       upstream_connections_(Gauge(*registry_, "switchboard_upstream_connections",
-                                  "Open TCP connections to the upstream's hosts.")) {
+                                  "Open TCP connections to the upstream's hosts.")),
+      live_replicas_(Gauge(*registry_, "switchboard_fleet_live_replicas",
+                           "Switchboard replicas alive on the shared Redis (heartbeats), this "
+                           "one included; exported when a global limit is configured.")),
+      lease_round_trips_(Counter(*registry_, "switchboard_global_limit_lease_round_trips_total",
+                                 "Round trips to Redis to lease tokens of a global limit, per "
+                                 "kind (upstream, client), name and outcome (ok, error).")),
+      tokens_leased_(Counter(*registry_, "switchboard_global_limit_tokens_leased_total",
+                             "Tokens (cost units) of a global limit leased by this replica.")),
+      tokens_returned_(Counter(*registry_, "switchboard_global_limit_tokens_returned_total",
+                               "Leased tokens of a global limit given back unused (expired, or "
+                               "voided by a provider pause).")),
+      global_limit_fallback_(Gauge(*registry_, "switchboard_global_limit_fallback",
+                                   "1 while a global limit runs on this replica's fallback share "
+                                   "(Redis unreachable or slow), else 0.")) {
   prometheus::BuildGauge()
       .Name("switchboard_metrics_topic_label_limit")
       .Help("Distinct topic label values kept before counting under \"__other__\".")
@@ -276,6 +291,28 @@ void Metrics::OnRejected(absl::string_view upstream, absl::string_view reason) {
 void Metrics::OnRateChanged(absl::string_view upstream, double rate) {
   upstream_rate_.Add({{"upstream", std::string(upstream)}}).Set(rate);
 }
+
+void Metrics::OnLeaseRoundTrip(absl::string_view kind, absl::string_view name, bool ok,
+                               uint32_t tokens) {
+  const std::map<std::string, std::string> labels{{"kind", std::string(kind)},
+                                                  {"name", std::string(name)}};
+  std::map<std::string, std::string> with_outcome = labels;
+  with_outcome["outcome"] = ok ? "ok" : "error";
+  lease_round_trips_.Add(with_outcome).Increment();
+  if (tokens > 0) tokens_leased_.Add(labels).Increment(tokens);
+}
+
+void Metrics::OnTokensReturned(absl::string_view kind, absl::string_view name, uint32_t tokens) {
+  tokens_returned_.Add({{"kind", std::string(kind)}, {"name", std::string(name)}})
+      .Increment(tokens);
+}
+
+void Metrics::OnFallback(absl::string_view kind, absl::string_view name, bool fallback) {
+  global_limit_fallback_.Add({{"kind", std::string(kind)}, {"name", std::string(name)}})
+      .Set(fallback ? 1 : 0);
+}
+
+void Metrics::OnLiveReplicas(uint32_t replicas) { live_replicas_.Add({}).Set(replicas); }
 
 void Metrics::OnQueueDepth(absl::string_view upstream, size_t depth) {
   upstream_queue_depth_.Add({{"upstream", std::string(upstream)}}).Set(static_cast<double>(depth));

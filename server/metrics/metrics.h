@@ -28,6 +28,8 @@
 #include "prometheus/registry.h"
 #include "server/broker/broker.h"
 #include "server/broker/redis/connection.h"
+#include "server/fleet/redis_lease_service.h"
+#include "server/ratelimit/lease_service.h"
 #include "server/upstream/upstream_client.h"
 
 namespace switchboard::metrics {
@@ -53,7 +55,9 @@ absl::string_view StreamMethodName(StreamMethod method);
 
 class Metrics final : public broker::BrokerObserver,
                       public broker::redis::ConnectionObserver,
-                      public upstream::UpstreamObserver {
+                      public upstream::UpstreamObserver,
+                      public ratelimit::GlobalLimitObserver,
+                      public fleet::FleetObserver {
  public:
   explicit Metrics(size_t max_topic_labels = 1000);
 
@@ -98,6 +102,15 @@ class Metrics final : public broker::BrokerObserver,
   void OnQueueDepth(absl::string_view upstream, size_t depth) override;
   void OnConnectionsChanged(absl::string_view upstream, int delta) override;
 
+  // ratelimit::GlobalLimitObserver. Kinds and names come from configuration.
+  void OnLeaseRoundTrip(absl::string_view kind, absl::string_view name, bool ok,
+                        uint32_t tokens) override;
+  void OnTokensReturned(absl::string_view kind, absl::string_view name, uint32_t tokens) override;
+  void OnFallback(absl::string_view kind, absl::string_view name, bool fallback) override;
+
+  // fleet::FleetObserver.
+  void OnLiveReplicas(uint32_t replicas) override;
+
  private:
   // The gauges of one consumer group.
   struct GroupGauges {
@@ -141,6 +154,11 @@ class Metrics final : public broker::BrokerObserver,
   prometheus::Family<prometheus::Gauge>& upstream_rate_;
   prometheus::Family<prometheus::Gauge>& upstream_queue_depth_;
   prometheus::Family<prometheus::Gauge>& upstream_connections_;
+  prometheus::Family<prometheus::Gauge>& live_replicas_;
+  prometheus::Family<prometheus::Counter>& lease_round_trips_;
+  prometheus::Family<prometheus::Counter>& tokens_leased_;
+  prometheus::Family<prometheus::Counter>& tokens_returned_;
+  prometheus::Family<prometheus::Gauge>& global_limit_fallback_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<TopicMetrics>> topics_ ABSL_GUARDED_BY(mu_);

@@ -28,6 +28,12 @@ void Gcra::Consume(uint64_t cost, absl::Time now) {
   theoretical_arrival_ = std::max(theoretical_arrival_, now) + Interval(cost);
 }
 
+void Gcra::ConsumeDue(uint64_t cost, absl::Time due, absl::Time now) {
+  const absl::Time counted_from = std::clamp(due, now - Interval(cost) / 2, now);
+  theoretical_arrival_ =
+      std::max({theoretical_arrival_, counted_from, paused_until_}) + Interval(cost);
+}
+
 absl::Duration Gcra::TryConsume(uint64_t cost, absl::Time now) {
   const absl::Time conforming = ConformingTime(cost, now);
   if (conforming > now) return conforming - now;

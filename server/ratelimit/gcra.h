@@ -42,6 +42,15 @@ class Gcra {
   // ConformingTime(cost, now): the limiter does not refuse here.
   void Consume(uint64_t cost, absl::Time now);
 
+  // Records a call of `cost` admitted at `now` that its owner could have
+  // admitted from `due` (<= now) on: a queued call whose timer fired late.
+  // The call is counted as if it had left at `due`, but never earlier than
+  // half its own interval before `now`, so a late wake-up does not lose the
+  // time it was late (at `burst: 1`, every late timer would otherwise lower
+  // the long-run rate) while the provider never sees two calls closer than
+  // half an interval beyond what the burst allows.
+  void ConsumeDue(uint64_t cost, absl::Time due, absl::Time now);
+
   // Consumes `cost` when it conforms at `now` and returns zero. Otherwise
   // consumes nothing and returns how long until it would conform.
   absl::Duration TryConsume(uint64_t cost, absl::Time now);

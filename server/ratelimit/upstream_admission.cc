@@ -1,26 +1,43 @@
 #include "server/ratelimit/upstream_admission.h"
 
+#include <algorithm>
+#include <utility>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "server/ratelimit/local_limiter.h"
 
 namespace switchboard::ratelimit {
 
 UpstreamAdmission::UpstreamAdmission(event::Dispatcher& dispatcher,
                                      UpstreamAdmissionOptions options, AdmissionObserver& observer)
+    : UpstreamAdmission(dispatcher, options, observer,
+                        std::make_unique<LocalLimiter>(options.rate, options.burst, options.aimd)) {
+}
+
+UpstreamAdmission::UpstreamAdmission(event::Dispatcher& dispatcher,
+                                     UpstreamAdmissionOptions options, AdmissionObserver& observer,
+                                     std::unique_ptr<Limiter> limiter)
     : dispatcher_(dispatcher),
       observer_(observer),
       max_queue_depth_(options.max_queue_depth),
       max_in_flight_(options.max_in_flight),
-      limiter_(options.rate, options.burst),
-      rate_control_(limiter_, options.aimd) {}
+      limiter_(std::move(limiter)) {
+  // Runs on the dispatcher thread, never inside a call into the limiter.
+  limiter_->SetChangeCallback([this] {
+    observer_.OnRateChanged(limiter_->rate());
+    ArmTimer();
+  });
+}
 
 UpstreamAdmission::Ticket UpstreamAdmission::Enqueue(AdmissionRequest request, Callback done) {
   const Ticket ticket = next_ticket_++;
   const absl::Time now = dispatcher_.clock().Now();
   const uint64_t cost_ahead =
       queue_.CostAhead(request.client_id, request.weight, request.cost, request.priority);
-  const absl::Time admission = limiter_.ConformingTimeAfter(cost_ahead, request.cost, now);
-  pending_.emplace(ticket, PendingCall{std::move(done), request.deadline, now});
+  const absl::Time admission = limiter_->EstimateConformingTime(cost_ahead, request.cost, now);
+  auto [pending, inserted] =
+      pending_.emplace(ticket, PendingCall{std::move(done), request.deadline, now, request.cost});
   if (queue_.size() >= max_queue_depth_) {
     Refuse(ticket, request.client_id, RejectionReason::kQueueFull,
            {absl::ResourceExhaustedError(absl::StrCat("the upstream's admission queue is full (",
@@ -34,31 +51,38 @@ UpstreamAdmission::Ticket UpstreamAdmission::Enqueue(AdmissionRequest request, C
             admission - now});
   } else {
     queue_.Push(ticket, request.client_id, request.weight, request.cost, request.priority);
+    pending->second.queued = true;
+    queued_cost_ += request.cost;
   }
+  limiter_->OnDemand(request.cost, queued_cost_, now);
   ArmTimer();
   return ticket;
 }
 
 bool UpstreamAdmission::Cancel(Ticket ticket) {
-  if (pending_.erase(ticket) == 0) return false;
+  auto call = pending_.find(ticket);
+  if (call == pending_.end()) return false;
+  if (call->second.queued) queued_cost_ -= call->second.cost;
+  pending_.erase(call);
   if (queue_.Remove(ticket)) ArmTimer();
   return true;
 }
 
 void UpstreamAdmission::OnThrottled(std::optional<absl::Duration> retry_after) {
-  if (rate_control_.OnThrottled(retry_after, dispatcher_.clock().Now())) {
-    observer_.OnRateChanged(limiter_.rate());
+  if (limiter_->OnThrottled(retry_after, dispatcher_.clock().Now())) {
+    observer_.OnRateChanged(limiter_->rate());
   }
   ArmTimer();
 }
 
 void UpstreamAdmission::OnSucceeded(uint32_t cost) {
-  if (!rate_control_.OnSucceeded(cost, dispatcher_.clock().Now())) return;
-  observer_.OnRateChanged(limiter_.rate());
+  if (!limiter_->OnSucceeded(cost, dispatcher_.clock().Now())) return;
+  observer_.OnRateChanged(limiter_->rate());
   ArmTimer();
 }
 
 void UpstreamAdmission::OnRequestDone() {
+  if (InFlightFull()) unblocked_at_ = dispatcher_.clock().Now();
   if (in_flight_ > 0) --in_flight_;
   ArmTimer();
 }
@@ -98,15 +122,17 @@ void UpstreamAdmission::AdmitConforming() {
     if (call.deadline < now) {
       observer_.OnRejected(head->client_id, RejectionReason::kDeadlinePassed);
       queue_.Remove(head->ticket);
+      queued_cost_ -= call.cost;
       Complete(head->ticket,
                {absl::DeadlineExceededError(
                    "the deadline passed while the call waited for the upstream's rate limit")});
       continue;
     }
-    if (InFlightFull() || limiter_.ConformingTime(head->cost, now) > now) return;
-    limiter_.Consume(head->cost, now);
+    if (InFlightFull() || limiter_->ConformingTime(head->cost, now) > now) return;
+    limiter_->Consume(head->cost, std::max(call.enqueued_at, unblocked_at_), now);
     ++in_flight_;
     observer_.OnAdmitted(head->client_id, now - call.enqueued_at);
+    queued_cost_ -= call.cost;
     queue_.PopFront();
     Complete(head->ticket, {absl::OkStatus()});
   }
@@ -120,7 +146,7 @@ void UpstreamAdmission::ArmTimer() {
     wake = now;
   } else if (std::optional<WeightedFairQueue::Head> head = queue_.Front();
              head.has_value() && !InFlightFull()) {
-    wake = limiter_.ConformingTime(head->cost, now);
+    wake = limiter_->ConformingTime(head->cost, now);
   }
   if (wake == armed_at_) return;
   armed_at_ = wake;

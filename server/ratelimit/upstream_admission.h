@@ -8,10 +8,12 @@
 //
 // A call is queued with its client, the client's weight, its cost (the
 // method's cost), a priority and a deadline. The queue is weighted-fair across
-// clients (WeightedFairQueue) and the limiter is a GCRA (Gcra) steered by the
-// provider's pushback (AimdRateControl). The head of the fair order leaves the
-// queue the moment the limiter lets its cost through: one dispatcher timer is
-// armed at that time, nothing polls.
+// clients (WeightedFairQueue) and the Limiter decides when: a GCRA of this
+// process steered by the provider's pushback (LocalLimiter), or tokens leased
+// from the fleet's shared limit (GlobalLimiter). The head of the fair order
+// leaves the queue the moment the limiter lets its cost through: one
+// dispatcher timer is armed at that time, nothing polls (a global limiter
+// that is waiting for tokens says when they came).
 //
 // Admission paces what reaches the provider, so it counts the requests it
 // let through until UpstreamClient reports each one done (OnRequestDone):
@@ -57,7 +59,7 @@
 #include "server/event/dispatcher.h"
 #include "server/ratelimit/admission_result.h"
 #include "server/ratelimit/aimd_rate_control.h"
-#include "server/ratelimit/gcra.h"
+#include "server/ratelimit/limiter.h"
 #include "server/ratelimit/weighted_fair_queue.h"
 
 namespace switchboard::ratelimit {
@@ -91,14 +93,15 @@ class AdmissionObserver {
 
 struct UpstreamAdmissionOptions {
   // The provider's limit: cost units per second (> 0), and the cost units
-  // that may go at one instant after a quiet spell (>= 1).
+  // that may go at one instant after a quiet spell (>= 1). For the
+  // LocalLimiter the first constructor builds.
   double rate = 1;
   double burst = 1;
   // Calls waiting at most; more are refused at once.
   size_t max_queue_depth = 10000;
   // Admitted calls whose request is not done yet, at most; 0: no cap.
   size_t max_in_flight = 0;
-  AimdOptions aimd;
+  AimdOptions aimd;  // Of that LocalLimiter.
 };
 
 // One call asking for admission.
@@ -120,9 +123,12 @@ class UpstreamAdmission {
   using Ticket = uint64_t;
   using Callback = absl::AnyInvocable<void(AdmissionResult)>;
 
-  // `dispatcher` and `observer` must outlive this object.
+  // `dispatcher` and `observer` must outlive this object. Admits at
+  // `limiter`'s pace; the first form builds a LocalLimiter from `options`.
   UpstreamAdmission(event::Dispatcher& dispatcher, UpstreamAdmissionOptions options,
                     AdmissionObserver& observer);
+  UpstreamAdmission(event::Dispatcher& dispatcher, UpstreamAdmissionOptions options,
+                    AdmissionObserver& observer, std::unique_ptr<Limiter> limiter);
 
   UpstreamAdmission(const UpstreamAdmission&) = delete;
   UpstreamAdmission& operator=(const UpstreamAdmission&) = delete;
@@ -158,7 +164,9 @@ class UpstreamAdmission {
   size_t in_flight() const { return in_flight_; }
 
   // The limiter's current rate, in cost units per second.
-  double rate() const { return limiter_.rate(); }
+  double rate() const { return limiter_->rate(); }
+
+  const Limiter& limiter() const { return *limiter_; }
 
  private:
   // A call whose callback has not run yet: queued, or refused and awaiting
@@ -167,6 +175,8 @@ class UpstreamAdmission {
     Callback done;
     absl::Time deadline;
     absl::Time enqueued_at;
+    uint32_t cost = 0;
+    bool queued = false;  // False: refused, awaiting delivery.
   };
 
   // Refuses `ticket` now; its callback runs on the next loop iteration.
@@ -187,8 +197,12 @@ class UpstreamAdmission {
   const size_t max_queue_depth_;
   const size_t max_in_flight_;
   size_t in_flight_ = 0;
-  Gcra limiter_;
-  AimdRateControl rate_control_;
+  // When a call last became able to leave as far as max_in_flight goes:
+  // a queued call is due from the later of this and its enqueue time.
+  absl::Time unblocked_at_ = absl::InfinitePast();
+  // The cost of the calls in queue_.
+  uint64_t queued_cost_ = 0;
+  std::unique_ptr<Limiter> limiter_;
   WeightedFairQueue queue_;
   Ticket next_ticket_ = 1;
   absl::flat_hash_map<Ticket, PendingCall> pending_;

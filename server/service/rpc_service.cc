@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "server/common/names.h"
 #include "server/service/call_validation.h"
 #include "server/service/pipelined_stream.h"
 #include "server/service/status_conversion.h"
@@ -192,6 +193,62 @@ grpc::ServerUnaryReactor* RpcService::Call(grpc::CallbackServerContext* call,
 grpc::ServerBidiReactor<v1::CallRequest, v1::CallResponse>* RpcService::CallStream(
     grpc::CallbackServerContext* call) {
   return new CallStreamReactor(context_, *call);
+}
+
+grpc::ServerUnaryReactor* RpcService::DescribeLimit(grpc::CallbackServerContext* call,
+                                                    const v1::DescribeLimitRequest* request,
+                                                    v1::DescribeLimitResponse* response) {
+  grpc::ServerUnaryReactor* reactor = call->DefaultReactor();
+  absl::Status valid = AuthenticateCall(context_, *call).status();
+  if (valid.ok()) valid = common::ValidateUpstreamName(request->upstream(), "upstream");
+  if (valid.ok() && !context_.upstreams.Contains(request->upstream())) {
+    valid = absl::NotFoundError(
+        absl::StrCat("upstream: no upstream named \"", request->upstream(), "\" is configured"));
+  }
+  if (!valid.ok()) {
+    context_.metrics.CountRejected("DescribeLimit", StatusCodeName(valid.code()));
+    reactor->Finish(ToGrpcStatus(valid));
+    return reactor;
+  }
+  context_.upstreams.DescribeLimit(
+      request->upstream(), [this, reactor, response, name = request->upstream()](
+                               absl::StatusOr<upstream::Upstreams::LimitDescription> description) {
+        if (!description.ok()) {
+          reactor->Finish(ToGrpcStatus(description.status()));
+          return;
+        }
+        response->set_upstream(name);
+        response->set_scope(!description->rate_limited ? "none"
+                            : description->global      ? "global"
+                                                       : "local");
+        response->set_configured_rate(description->configured_rate);
+        response->set_rate(description->rate);
+        response->set_burst(description->burst);
+        response->set_queue_depth(description->queue_depth);
+        response->set_in_flight(description->in_flight);
+        if (description->global) {
+          response->set_replica_id(context_.replica_id);
+          response->set_fallback(description->fallback);
+          if (description->shared.ok()) {
+            const ratelimit::SharedLimitState& shared = *description->shared;
+            if (shared.rate > 0) response->set_rate(shared.rate);
+            response->set_live_replicas(shared.live_replicas);
+            const absl::Duration paused = shared.paused_until - absl::Now();
+            if (paused > absl::ZeroDuration()) {
+              response->set_paused_for_ms(absl::ToInt64Milliseconds(paused));
+            }
+            for (const ratelimit::ReplicaLease& lease : shared.replicas) {
+              v1::DescribeLimitResponse::ReplicaTokens* replica = response->add_replicas();
+              replica->set_replica_id(lease.replica_id);
+              replica->set_tokens_ahead(lease.tokens_ahead);
+            }
+          } else {
+            response->set_shared_error(std::string(description->shared.status().message()));
+          }
+        }
+        reactor->Finish(grpc::Status::OK);
+      });
+  return reactor;
 }
 
 }  // namespace switchboard::service

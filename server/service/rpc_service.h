@@ -25,6 +25,10 @@ class RpcService final : public v1::Rpc::CallbackService {
   grpc::ServerBidiReactor<v1::CallRequest, v1::CallResponse>* CallStream(
       grpc::CallbackServerContext* call) override;
 
+  grpc::ServerUnaryReactor* DescribeLimit(grpc::CallbackServerContext* call,
+                                          const v1::DescribeLimitRequest* request,
+                                          v1::DescribeLimitResponse* response) override;
+
  private:
   ServiceContext& context_;
 };

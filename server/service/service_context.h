@@ -5,6 +5,8 @@
 
 #include <grpcpp/server_context.h>
 
+#include <string>
+
 #include "absl/status/statusor.h"
 #include "server/auth/client_registry.h"
 #include "server/broker/broker.h"
@@ -22,6 +24,8 @@ struct ServiceContext {
   metrics::Metrics& metrics;
   StreamTracker& streams;
   RequestLimits limits;
+  // This replica's name in the fleet (empty without global limits).
+  std::string replica_id;
 };
 
 // Identifies the caller from its `authorization` metadata.

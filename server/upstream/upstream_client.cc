@@ -10,6 +10,7 @@
 #include "absl/types/optional.h"
 #include "server/common/log.h"
 #include "server/http/url_mask.h"
+#include "server/ratelimit/local_limiter.h"
 #include "server/upstream/json_rpc.h"
 
 namespace switchboard::upstream {
@@ -100,12 +101,18 @@ class UpstreamClient::Observers final : public ratelimit::AdmissionObserver,
 };
 
 UpstreamClient::UpstreamClient(event::Dispatcher& dispatcher, UpstreamOptions options,
-                               PoolFactory make_pool, UpstreamObserver& observer)
+                               PoolFactory make_pool, UpstreamObserver& observer,
+                               ratelimit::ClientQuotas* quotas, LimiterFactory make_limiter)
     : dispatcher_(dispatcher),
       options_(std::move(options)),
       observer_(observer),
+      quotas_(quotas),
       observers_(std::make_unique<Observers>(options_.name, observer)),
-      admission_(dispatcher, options_.admission, *observers_),
+      admission_(dispatcher, options_.admission, *observers_,
+                 make_limiter ? make_limiter()
+                              : std::make_unique<ratelimit::LocalLimiter>(options_.admission.rate,
+                                                                          options_.admission.burst,
+                                                                          options_.admission.aimd)),
       pool_(make_pool(*observers_)),
       cache_(options_.cache_max_entries, options_.cache_max_bytes) {
   breakers_.reserve(options_.urls.size());
@@ -147,26 +154,58 @@ void UpstreamClient::Start(CallId id, UpstreamCall call, AnswerCallback done) {
       return;
     }
   }
-  Flight flight;
-  flight.cost = cost;
+  std::optional<std::string> coalescing_key;
   if (MayCoalesce(call)) {
-    std::string key = CoalescingKey(call);
-    const bool leads = coalescer_.Join(
-        key, [done = std::move(done)](const absl::StatusOr<Answer>& result, bool shared) mutable {
-          absl::StatusOr<Answer> answer = result;
-          if (answer.ok() && shared) answer->coalesced = true;
-          done(std::move(answer));
-        });
-    if (!leads) {
+    coalescing_key = CoalescingKey(call);
+    if (coalescer_.waiters(*coalescing_key) > 0) {  // An identical call is in flight.
+      coalescer_.Join(*coalescing_key,
+                      [done = std::move(done)](const absl::StatusOr<Answer>& result, bool) mutable {
+                        absl::StatusOr<Answer> answer = result;
+                        if (answer.ok()) answer->coalesced = true;
+                        done(std::move(answer));
+                      });
       observer_.OnCoalesced(options_.name, call.method);
       return;
     }
-    flight.coalescing_key = std::move(key);
+  }
+  // This call makes the upstream request: it takes from its client's quota.
+  bool quota_pending = false;
+  if (quotas_ != nullptr) {
+    std::optional<ratelimit::AdmissionResult> quota = quotas_->TryAcquire(
+        call.client_id,
+        [this, id](ratelimit::AdmissionResult result) { OnQuota(id, std::move(result)); });
+    if (quota.has_value() && !quota->status.ok()) {
+      observer_.OnRejected(options_.name, "client_quota");
+      AnswerSoon(std::move(done), WithRetryAfter(quota->status, quota->retry_after));
+      return;
+    }
+    quota_pending = !quota.has_value();
+  }
+  Flight flight;
+  flight.cost = cost;
+  if (coalescing_key.has_value()) {
+    coalescer_.Join(*coalescing_key, [done = std::move(done)](const absl::StatusOr<Answer>& result,
+                                                              bool shared) mutable {
+      absl::StatusOr<Answer> answer = result;
+      if (answer.ok() && shared) answer->coalesced = true;
+      done(std::move(answer));
+    });
+    flight.coalescing_key = std::move(coalescing_key);
   } else {
     flight.done = std::move(done);
   }
   flight.call = std::move(call);
   flights_.emplace(id, std::move(flight));
+  if (!quota_pending) Admit(id);
+}
+
+void UpstreamClient::OnQuota(CallId id, ratelimit::AdmissionResult result) {
+  if (flights_.find(id) == flights_.end()) return;
+  if (!result.status.ok()) {
+    observer_.OnRejected(options_.name, "client_quota");
+    Finish(id, WithRetryAfter(result.status, result.retry_after));
+    return;
+  }
   Admit(id);
 }
 

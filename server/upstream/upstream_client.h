@@ -5,15 +5,19 @@
 //   1. to the cache, for a method with a TTL: a fresh answer ends it;
 //   2. to the coalescer, for a read method: an identical call in flight
 //      shares its answer, and no request of its own is made;
-//   3. to the upstream's admission queue (GCRA limiter, weighted-fair across
-//      clients), which admits it or refuses it at once with
+//   3. to its client's quota (ClientQuotas), which refuses it at once with
+//      RESOURCE_EXHAUSTED and a retry delay when the client is over it (so
+//      cache hits and coalesced calls use no quota);
+//   4. to the upstream's admission queue (its Limiter: a GCRA of this
+//      process, or tokens leased from the fleet's shared limit; weighted-fair
+//      across clients), which admits it or refuses it at once with
 //      RESOURCE_EXHAUSTED and a retry delay. A call waits there only while
 //      enough of its time is left for its request (the upstream's smoothed
 //      response time and then some), so it is not admitted only to time
 //      out upstream;
-//   4. to the HTTP pool, at the first URL whose circuit breaker is closed
+//   5. to the HTTP pool, at the first URL whose circuit breaker is closed
 //      (primary first, then fallbacks);
-//   5. back: a provider 429 or JSON-RPC rate-limit error throttles the
+//   6. back: a provider 429 or JSON-RPC rate-limit error throttles the
 //      admission (pause, AIMD); a transport failure or 5xx counts against
 //      the URL's breaker; a method on the retry list is admitted and sent
 //      again (preferring another URL) with backoff while attempts and the
@@ -45,6 +49,8 @@
 #include "absl/time/time.h"
 #include "server/event/dispatcher.h"
 #include "server/http/http_pool.h"
+#include "server/ratelimit/client_quotas.h"
+#include "server/ratelimit/limiter.h"
 #include "server/ratelimit/upstream_admission.h"
 #include "server/upstream/call_coalescer.h"
 #include "server/upstream/circuit_breaker.h"
@@ -141,11 +147,16 @@ class UpstreamClient {
   // Makes the client's HTTP pool, reporting to `observer`.
   using PoolFactory =
       absl::AnyInvocable<std::unique_ptr<http::HttpPool>(http::HttpPoolObserver& observer)>;
+  // Makes the limiter of the client's admission (on the dispatcher thread).
+  using LimiterFactory = absl::AnyInvocable<std::unique_ptr<ratelimit::Limiter>()>;
   using CallId = uint64_t;
 
-  // `dispatcher` and `observer` must outlive the client.
+  // `dispatcher`, `observer` and `quotas` must outlive the client. Without
+  // `quotas` no client quota applies; without `make_limiter` the admission
+  // limits at options.admission's rate in this process alone.
   UpstreamClient(event::Dispatcher& dispatcher, UpstreamOptions options, PoolFactory make_pool,
-                 UpstreamObserver& observer);
+                 UpstreamObserver& observer, ratelimit::ClientQuotas* quotas = nullptr,
+                 LimiterFactory make_limiter = nullptr);
   ~UpstreamClient();
 
   UpstreamClient(const UpstreamClient&) = delete;
@@ -162,6 +173,7 @@ class UpstreamClient {
   void Cancel(CallId id);
 
   const UpstreamOptions& options() const { return options_; }
+  const ratelimit::UpstreamAdmission& admission() const { return admission_; }
 
  private:
   class Observers;
@@ -191,6 +203,8 @@ class UpstreamClient {
   // (through admission again). False when every URL was tried so.
   bool FailOver(CallId id);
 
+  // The client's quota answered for call `id`: admission, or the end.
+  void OnQuota(CallId id, ratelimit::AdmissionResult result);
   void Admit(CallId id);
   // The time by which a call with `deadline`, queued at `now`, must leave
   // the admission queue: early enough to keep RequestReserve() for its
@@ -218,6 +232,7 @@ class UpstreamClient {
   event::Dispatcher& dispatcher_;
   const UpstreamOptions options_;
   UpstreamObserver& observer_;
+  ratelimit::ClientQuotas* const quotas_;
   std::unique_ptr<Observers> observers_;
   ratelimit::UpstreamAdmission admission_;
   std::unique_ptr<http::HttpPool> pool_;

@@ -2,10 +2,10 @@
 // front (DESIGN.md §4).
 //
 // Owned by the server (server/app); the Rpc service calls it from gRPC's
-// threads. Each call first takes one request from its client's own quota
-// (ClientQuotas, refused at once with RESOURCE_EXHAUSTED and a retry delay),
-// then runs on the upstream dispatcher in its UpstreamClient. All clients,
-// their admission queues and HTTP pools live on that one dispatcher thread.
+// threads. Each call runs on the upstream dispatcher in its UpstreamClient.
+// All clients, their admission queues and HTTP pools, and the clients'
+// quotas (ClientQuotas, shared by every upstream) live on that one
+// dispatcher thread.
 //
 // Lifetime: the dispatcher must run until Shutdown() returns; Shutdown()
 // answers calls still open with UNAVAILABLE and frees the clients on the
@@ -19,10 +19,12 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/event/dispatcher.h"
 #include "server/event/posting_gate.h"
 #include "server/ratelimit/client_quotas.h"
+#include "server/ratelimit/lease_service.h"
 #include "server/upstream/upstream_client.h"
 
 namespace switchboard::upstream {
@@ -34,6 +36,30 @@ class Upstreams {
   struct Definition {
     UpstreamOptions options;
     UpstreamClient::PoolFactory make_pool;
+    // Null: the rate limit is this process's alone.
+    UpstreamClient::LimiterFactory make_limiter;
+  };
+
+  // The clients' quotas: requests per second by client id, and what builds
+  // a quota's limiter (null: this process's alone).
+  struct Quotas {
+    absl::flat_hash_map<std::string, double> requests_per_second;
+    ratelimit::ClientQuotas::LimiterFactory make_limiter;
+  };
+
+  // An upstream's rate limit as this replica sees it, and for a global
+  // limit as the fleet shares it.
+  struct LimitDescription {
+    bool rate_limited = false;
+    bool global = false;
+    double configured_rate = 0;
+    double burst = 0;
+    double rate = 0;  // Now, after provider pushback (AIMD).
+    size_t queue_depth = 0;
+    size_t in_flight = 0;
+    bool fallback = false;  // Global: running on this replica's share.
+    // Global: the shared state in Redis, or why it could not be read.
+    absl::StatusOr<ratelimit::SharedLimitState> shared = absl::UnavailableError("not global");
   };
 
   // A call in progress, for Cancel().
@@ -42,11 +68,13 @@ class Upstreams {
     UpstreamClient::CallId id = 0;
   };
 
-  // Builds every client on `dispatcher` and returns once they exist.
-  // `quotas` and `observer` must outlive this object. Do not call on the
+  // Builds every client and the quotas on `dispatcher` and returns once
+  // they exist. `observer` must outlive this object. Do not call on the
   // dispatcher thread.
-  Upstreams(event::Dispatcher& dispatcher, std::vector<Definition> definitions,
-            ratelimit::ClientQuotas& quotas, UpstreamObserver& observer);
+  // `lease_service`, when set, serves the global limits (it must outlive
+  // this object, and run on `dispatcher`).
+  Upstreams(event::Dispatcher& dispatcher, std::vector<Definition> definitions, Quotas quotas,
+            UpstreamObserver& observer, ratelimit::LeaseService* lease_service = nullptr);
   ~Upstreams();  // Calls Shutdown().
 
   Upstreams(const Upstreams&) = delete;
@@ -69,6 +97,12 @@ class Upstreams {
   // Withdraws a call still waiting for admission (see UpstreamClient).
   void Cancel(const CallHandle& handle);
 
+  // Describes upstream `name`'s rate limit; `name` must exist. `done` runs
+  // once, on the dispatcher thread (UNAVAILABLE after Shutdown()). Any
+  // thread.
+  void DescribeLimit(absl::string_view name,
+                     absl::AnyInvocable<void(absl::StatusOr<LimitDescription>)> done);
+
   // Answers open calls with UNAVAILABLE and frees the clients. Blocks until
   // done; not on the dispatcher thread. Idempotent.
   void Shutdown();
@@ -77,12 +111,13 @@ class Upstreams {
   using Clients = absl::flat_hash_map<std::string, std::unique_ptr<UpstreamClient>>;
 
   event::Dispatcher& dispatcher_;
-  ratelimit::ClientQuotas& quotas_;
-  UpstreamObserver& observer_;
+  ratelimit::LeaseService* const lease_service_;
   // Immutable: read from any thread.
   absl::flat_hash_map<std::string, absl::Duration> request_timeouts_;
   std::atomic<UpstreamClient::CallId> next_id_{1};
-  // Used and freed on the dispatcher thread.
+  // Used and freed on the dispatcher thread; the quotas after the clients,
+  // which hold them.
+  std::unique_ptr<ratelimit::ClientQuotas> quotas_;
   std::unique_ptr<Clients> clients_;
   event::PostingGate<Clients> gate_;
 };

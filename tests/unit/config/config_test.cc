@@ -344,8 +344,52 @@ INSTANTIATE_TEST_SUITE_P(
                        "clients: [{id: a, token: t, allowed_topics: [jobs, \"*\"]}]",
                        "clients[0].allowed_topics[1]: a '*' pattern needs a prefix"},
         ValidationCase{"EmptyAllowedTopics", "clients: [{id: a, token: t, allowed_topics: []}]",
-                       "clients[0].allowed_topics: must not be empty; omit the key instead"}),
+                       "clients[0].allowed_topics: must not be empty; omit the key instead"},
+        // Global limits need the Redis the replicas share.
+        ValidationCase{"GlobalUpstreamLimitOnMemory",
+                       "upstreams: [{name: p, urls: [\"http://h/\"], rate_limit: "
+                       "{requests_per_second: 10, scope: global}}]",
+                       "upstreams[0].rate_limit.scope: global needs a redis:// broker that the "
+                       "replicas share, and broker.url is memory://"},
+        ValidationCase{"GlobalQuotaOnMemory",
+                       "clients: [{id: a, token: t, requests_per_second: 5, quota_scope: global}]",
+                       "clients[0].quota_scope: global needs a redis:// broker that the replicas "
+                       "share, and broker.url is memory://"},
+        ValidationCase{"UnknownScope",
+                       "upstreams: [{name: p, urls: [\"http://h/\"], rate_limit: {scope: "
+                       "everywhere}}]",
+                       "upstreams[0].rate_limit.scope: must be one of local, global, got "
+                       "\"everywhere\""},
+        ValidationCase{"ReplicaTtlWithinTwoHeartbeats",
+                       "fleet: {heartbeat_ms: 500, replica_ttl_ms: 1000}",
+                       "fleet.replica_ttl_ms: 1000 must exceed twice fleet.heartbeat_ms (500), or "
+                       "live replicas would expire"},
+        ValidationCase{"BadReplicaId", "fleet: {replica_id: \"a b\"}",
+                       "fleet.replica_id: character 1 is not allowed; use [A-Za-z0-9._:-]"}),
     [](const ::testing::TestParamInfo<ValidationCase>& info) { return info.param.name; });
+
+TEST(ConfigTest, GlobalLimitsOnRedisAreAccepted) {
+  absl::StatusOr<Config> config = ParseConfig(R"yaml(
+broker: {url: "redis://127.0.0.1:6379"}
+fleet: {lease_ms: 50}
+upstreams:
+  - name: p
+    urls: ["http://h/"]
+    rate_limit: {requests_per_second: 98, burst: 2, scope: global}
+clients:
+  - {id: a, token: t, requests_per_second: 5, quota_scope: global}
+  - {id: b, token: u, requests_per_second: 5}
+)yaml",
+                                              FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  EXPECT_TRUE(HasGlobalLimits(*config));
+  EXPECT_EQ(config->upstreams(0).rate_limit().scope(), v1::LIMIT_SCOPE_GLOBAL);
+  EXPECT_EQ(config->clients(0).quota_scope(), v1::LIMIT_SCOPE_GLOBAL);
+  EXPECT_EQ(config->clients(1).quota_scope(), v1::LIMIT_SCOPE_LOCAL);
+  EXPECT_EQ(config->fleet().lease_ms(), 50u);
+  EXPECT_EQ(config->fleet().heartbeat_ms(), 500u);
+  EXPECT_FALSE(HasGlobalLimits(DefaultConfig()));
+}
 
 TEST(ConfigTest, EmptyTokenFromTheEnvironmentIsRejected) {
   EXPECT_THAT(

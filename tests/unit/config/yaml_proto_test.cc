@@ -120,7 +120,7 @@ INSTANTIATE_TEST_SUITE_P(
         ReadErrorCase{
             "UnknownTopLevelKey", "srever: {}",
             "srever: unknown field; expected one of server, broker, limits, topics, clients, "
-            "logging, upstreams"},
+            "logging, upstreams, fleet"},
         ReadErrorCase{"UnknownNestedKey", "server: {listen_addr: x}",
                       "server.listen_addr: unknown field; expected one of listen, "
                       "metrics_listen, drain_timeout_ms"},
@@ -271,7 +271,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 27);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 31);
 }
 
 }  // namespace

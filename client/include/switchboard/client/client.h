@@ -90,6 +90,11 @@ class Client {
   absl::StatusOr<v1::CallResponse> Call(const v1::CallRequest& request,
                                         absl::Duration* retry_after = nullptr) const;
 
+  // Describes upstream `upstream`'s rate limit (Rpc.DescribeLimit): as the
+  // answering replica sees it, and for a global limit as the fleet shares it.
+  // Blocks.
+  absl::StatusOr<v1::DescribeLimitResponse> DescribeLimit(const std::string& upstream) const;
+
   // Asks the standard gRPC health service about `service` ("" is the whole
   // server, "switchboard.v1.Broker" the broker). Blocks.
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> CheckHealth(

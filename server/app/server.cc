@@ -48,6 +48,8 @@ constexpr uint32_t kHttp2StreamsPerConnection = 100;
 // the broker's flush and the metrics endpoint's stop (civetweb polls every
 // 2 s). At most half the budget.
 constexpr absl::Duration kAfterGrpcReserve = absl::Milliseconds(2500);
+// The ceiling of the fleet coordination's reconnect backoff.
+constexpr absl::Duration kFleetReconnectMax = absl::Seconds(1);
 
 class ServerImpl final : public Server {
  public:
@@ -180,6 +182,10 @@ class ServerImpl final : public Server {
     fleet::FleetOptions options;
     options.connection = RedisOptions(url, config_.broker().redis()).connection;
     options.connection.command_timeout = absl::Milliseconds(fleet.redis_timeout_ms());
+    // Back to global coordination soon after Redis is: the limits run on
+    // their fallback share meanwhile.
+    options.connection.reconnect_max =
+        std::min(options.connection.reconnect_max, kFleetReconnectMax);
     options.replica_id = fleet.replica_id().empty() ? DefaultReplicaId() : fleet.replica_id();
     options.heartbeat_interval = absl::Milliseconds(fleet.heartbeat_ms());
     options.replica_ttl = absl::Milliseconds(fleet.replica_ttl_ms());

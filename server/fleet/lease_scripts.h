@@ -5,7 +5,10 @@
 // Keys, under the prefix `switchboard:`:
 //   limit:<kind>:<name>          hash: tat (theoretical arrival time, us),
 //                                rate (current, AIMD), paused (until, us),
-//                                conf and burst (as configured)
+//                                conf and burst (as configured), hold and
+//                                hold_live (a fallback recovery's end, us,
+//                                and the replicas it waits for)
+//   limit:<kind>:<name>:recovered set: replicas back during the recovery
 //   limit:<kind>:<name>:leases   hash: replica -> "<tokens> <last slot us>
 //                                <interval us>" of its latest lease (for
 //                                `sbctl limit`)
@@ -19,25 +22,53 @@
 
 namespace switchboard::fleet {
 
-// KEYS: state, replicas, leases. ARGV: replica, wanted, at_once, configured
-// rate, burst, horizon (us), succeeded cost since the last lease, rate
-// increase per succeeded cost unit, key TTL (ms).
+// KEYS: state, replicas, leases, recovered. ARGV: replica, wanted, at_once,
+// configured rate, burst, horizon (us), succeeded cost since the last lease,
+// rate increase per succeeded cost unit, key TTL (ms), recovery hold (us; 0
+// unless the replica comes back from its fallback share), replicas the
+// replica last knew alive.
 // Returns {granted, not_before, first_slot, interval, rate, paused, now,
 // live replicas}: slot k at max(not_before, first_slot + k * interval).
+//
+// Recovery: replicas on their fallback share send rate / live each, unseen
+// by the schedule, and come back one by one (each on its own reconnect
+// backoff). The first one back opens a hold of the given length; during it
+// the schedule runs at rate x (replicas back) / (replicas alive), so that
+// the replicas back and those still on their share never send more than
+// the rate together. The hold ends when every live replica is back.
 inline constexpr char kLeaseScript[] = R"lua(
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local conf, burst = tonumber(ARGV[4]), tonumber(ARGV[5])
-local s = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'paused', 'conf', 'burst')
+local s = redis.call('HMGET', KEYS[1], 'tat', 'rate', 'paused', 'conf', 'burst', 'hold',
+  'hold_live')
 local tat = tonumber(s[1]) or 0
 local rate = tonumber(s[2]) or conf
 local paused = tonumber(s[3]) or 0
+local hold = tonumber(s[6]) or 0
+local hold_live = tonumber(s[7]) or 1
 if tonumber(s[4]) ~= conf or tonumber(s[5]) ~= burst then rate = conf end
 local succeeded = tonumber(ARGV[7])
 if succeeded > 0 and now >= paused and rate < conf then
   rate = math.min(conf, rate + succeeded * tonumber(ARGV[8]))
 end
-local interval = 1000000 / rate
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now / 1000))
+local live = redis.call('ZCARD', KEYS[2])
+local recovery = tonumber(ARGV[10])
+if recovery > 0 and now >= hold then
+  hold = now + recovery
+  hold_live = math.max(live, tonumber(ARGV[11]))
+  redis.call('DEL', KEYS[4])
+end
+local share = 1
+if now < hold then
+  redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('PEXPIRE', KEYS[4], math.floor((hold - now) / 1000) + 1000)
+  local back = redis.call('SCARD', KEYS[4])
+  local alive = math.max(live, hold_live)
+  if back >= alive then hold = now else share = back / alive end
+end
+local interval = 1000000 / (rate * share)
 local not_before = math.max(now, paused)
 local base = math.max(tat, not_before)
 local first = base - (burst - 1) * interval
@@ -56,13 +87,11 @@ if n > 0 then
 end
 redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat), 'rate',
   string.format('%.17g', rate), 'paused', string.format('%.0f', paused), 'conf', ARGV[4],
-  'burst', ARGV[5])
+  'burst', ARGV[5], 'hold', string.format('%.0f', hold), 'hold_live', tostring(hold_live))
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%.0f', now / 1000))
-local live = redis.call('ZCARD', KEYS[2])
 return {tostring(n), string.format('%.0f', not_before), string.format('%.3f', first),
-  string.format('%.3f', interval), string.format('%.17g', rate), string.format('%.0f', paused),
-  string.format('%.0f', now), tostring(live)}
+  string.format('%.3f', interval), string.format('%.17g', rate * share),
+  string.format('%.0f', paused), string.format('%.0f', now), tostring(live)}
 )lua";
 
 // KEYS: state. ARGV: pause (us), configured rate, burst, decrease factor,

@@ -9,6 +9,7 @@
 #include "server/broker/redis/command.h"
 #include "server/common/log.h"
 #include "server/fleet/lease_scripts.h"
+#include "server/ratelimit/global_limiter.h"
 
 namespace switchboard::fleet {
 namespace {
@@ -34,6 +35,9 @@ std::string StateKey(const ratelimit::SharedLimit& limit) {
 }
 std::string LeasesKey(const ratelimit::SharedLimit& limit) {
   return absl::StrCat(kPrefix, "limit:", limit.key(), ":leases");
+}
+std::string RecoveredKey(const ratelimit::SharedLimit& limit) {
+  return absl::StrCat(kPrefix, "limit:", limit.key(), ":recovered");
 }
 std::string ReplicasKey() { return absl::StrCat(kPrefix, "replicas"); }
 
@@ -174,12 +178,14 @@ void RedisLeaseService::Lease(const ratelimit::SharedLimit& limit, ratelimit::Le
   const absl::Time sent = io_.clock().Now();
   const double increase_per_unit = 1 / absl::ToDoubleSeconds(limit.aimd.recovery_time);
   std::weak_ptr<RedisLeaseService*> self = self_;
-  Run(Script::kLease, {StateKey(limit), ReplicasKey(), LeasesKey(limit)},
+  Run(Script::kLease, {StateKey(limit), ReplicasKey(), LeasesKey(limit), RecoveredKey(limit)},
       {options_.replica_id, absl::StrCat(request.tokens), absl::StrCat(request.at_once),
        Number(limit.rate), Number(limit.burst),
        absl::StrCat(absl::ToInt64Microseconds(options_.horizon)),
        absl::StrCat(request.succeeded_cost), Number(increase_per_unit),
-       absl::StrCat(absl::ToInt64Milliseconds(kStateTtl))},
+       absl::StrCat(absl::ToInt64Milliseconds(kStateTtl)),
+       absl::StrCat(request.recovering ? absl::ToInt64Microseconds(RecoveryHold()) : 0),
+       absl::StrCat(request.live_replicas)},
       [self, sent, done = std::move(done)](absl::StatusOr<Reply> reply) mutable {
         std::shared_ptr<RedisLeaseService*> service = self.lock();
         if (service == nullptr) {
@@ -313,6 +319,14 @@ void RedisLeaseService::SampleOffset(double redis_now_us, absl::Time sent, absl:
   if (round_trip > best_round_trip_ * 1.5 + absl::Microseconds(100)) return;
   best_round_trip_ = std::min(best_round_trip_, round_trip);
   offset_ = absl::Microseconds(redis_now_us) - ((sent - absl::UnixEpoch()) + round_trip / 2);
+}
+
+absl::Duration RedisLeaseService::RecoveryHold() const {
+  // Every other replica's limiter connection is back within its reconnect
+  // backoff's ceiling, and its limiter leases within its fallback retry
+  // period and a round trip.
+  return options_.connection.reconnect_max + 2 * options_.timeout +
+         ratelimit::GlobalLimiter::kFallbackRetry;
 }
 
 absl::Time RedisLeaseService::LocalTime(double redis_us) const {

@@ -105,6 +105,9 @@ class RedisLeaseService final : public ratelimit::LeaseService {
   // between `sent` and `received`.
   void SampleOffset(double redis_now_us, absl::Time sent, absl::Time received);
   absl::Time LocalTime(double redis_us) const;
+  // How long the shared schedule waits for the other replicas to come back
+  // from their fallback share after the first one did.
+  absl::Duration RecoveryHold() const;
 
   event::DispatcherImpl& io_;
   const FleetOptions options_;

@@ -170,6 +170,8 @@ void GlobalLimiter::MaybeLease(absl::Time now) {
       std::clamp<uint64_t>(wanted > held ? wanted - held : 1, 1, std::max(most, cost_short_)));
   request.at_once = static_cast<uint32_t>(std::clamp<uint64_t>(cost_short_, 1, request.tokens));
   request.succeeded_cost = std::exchange(succeeded_since_lease_, 0);
+  request.recovering = fallback_ != nullptr;
+  request.live_replicas = live_replicas_;
   lease_pending_ = true;
   std::weak_ptr<GlobalLimiter*> self = self_;
   service_.Lease(limit_, request, [self, wanted = request.tokens](absl::StatusOr<Lease> lease) {

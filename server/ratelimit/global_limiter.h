@@ -32,9 +32,10 @@
 // shared rate divided by the replicas last known alive, the burst likewise.
 // It drops its leased tokens and starts the fallback bucket full, so the
 // switch adds no burst, and it keeps trying to lease every retry interval;
-// the first lease that succeeds brings it back to global coordination. The
-// overshoot while in fallback is bounded by replicas dying or joining
-// unseen meanwhile (see the README, "Running several replicas").
+// the first lease that succeeds brings it back to global coordination (the
+// service keeps the shared schedule at the share of the replicas back until
+// every replica is; see lease_scripts.h). The overshoot while in fallback is bounded by replicas
+// dying or joining unseen meanwhile (see the README, "Running several replicas").
 #pragma once
 
 #include <cstdint>

@@ -52,6 +52,12 @@ struct LeaseRequest {
   // Cost units the provider answered since this replica's last lease: the
   // shared rate's additive increase (AIMD) after a throttle.
   uint64_t succeeded_cost = 0;
+  // Set by a replica coming back from its fallback share: the replicas
+  // still on theirs keep sending meanwhile, unseen by the shared schedule,
+  // which runs at the share of the replicas back until all are.
+  bool recovering = false;
+  // The replicas this one last knew alive, for that share.
+  uint32_t live_replicas = 1;
 };
 
 // What a lease granted, on this process's clock.

@@ -257,7 +257,10 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, const EnvLookup& env)
   return config;
 }
 
-absl::StatusOr<Config> LoadConfigFile(const std::string& path, const EnvLookup& env) {
+namespace {
+
+// The contents of the file at `path`.
+absl::StatusOr<std::string> ReadConfigText(const std::string& path) {
   auto read_error = [&path](int error) {
     return absl::Status(absl::ErrnoToStatusCode(error),
                         absl::StrCat("cannot read config file ", path, ": ", std::strerror(error)));
@@ -272,6 +275,13 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, const EnvLookup& 
     contents.append(buffer, read);
   }
   if (std::ferror(file.get())) return read_error(errno);
+  return contents;
+}
+
+}  // namespace
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, const EnvLookup& env) {
+  SB_ASSIGN_OR_RETURN(std::string contents, ReadConfigText(path));
   return ParseConfig(contents, env);
 }
 
@@ -279,7 +289,10 @@ absl::StatusOr<Config> LoadConfig(const std::string& path, const FlagOverrides& 
                                   const EnvLookup& env) {
   Config config;
   if (!path.empty()) {
-    SB_ASSIGN_OR_RETURN(config, LoadConfigFile(path, env));
+    // Validated once the flags are in: a flag may make the file valid
+    // (--broker=redis://... for a `scope: global` limit).
+    SB_ASSIGN_OR_RETURN(std::string contents, ReadConfigText(path));
+    SB_RETURN_IF_ERROR(ReadYamlIntoMessage(contents, env, &config));
   }
   if (overrides.listen.has_value()) config.mutable_server()->set_listen(*overrides.listen);
   if (overrides.metrics_listen.has_value()) {

@@ -270,11 +270,16 @@ def read_env_file(*parts):
     return result
 
 
+# What the downward API gives a pod of the Deployment, for fieldRef.
+POD_FIELDS = {"metadata.name": "switchboard-5d8c7b9f4-x2k8p", "metadata.namespace": "switchboard"}
+
+
 def expand_k8s_env(env_list, secrets, test, what):
     """The container's environment as Kubernetes builds it: literal values
-    with $(VAR) expanded from variables defined earlier in the list, and
+    with $(VAR) expanded from variables defined earlier in the list,
     secretKeyRef values from the Secret (rendered by the overlay, or created
-    out of band from its documented example)."""
+    out of band from its documented example), and fieldRef values of the
+    pod (POD_FIELDS)."""
     env = {}
     for entry in env_list:
         name = entry["name"]
@@ -285,6 +290,11 @@ def expand_k8s_env(env_list, secrets, test, what):
                               f"it (Kubernetes would leave it unexpanded)")
                 return env[match.group(1)]
             env[name] = re.sub(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)", expand, entry["value"])
+        elif "fieldRef" in entry["valueFrom"]:
+            # The downward API: the pod's own fields.
+            path = entry["valueFrom"]["fieldRef"]["fieldPath"]
+            test.assertIn(path, POD_FIELDS, f"{what}: env {name}: fieldRef {path} not modelled")
+            env[name] = POD_FIELDS[path]
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
             test.assertIn(ref["name"], secrets, f"{what}: env {name}: no Secret {ref['name']}")

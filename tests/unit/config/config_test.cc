@@ -537,6 +537,18 @@ TEST_F(ConfigFileTest, FlagsOverrideTheFile) {
   EXPECT_EQ(config->broker().url(), "memory://");
 }
 
+TEST_F(ConfigFileTest, TheBrokerFlagMayMakeAGlobalLimitValid) {
+  Write(
+      "upstreams: [{name: p, urls: [\"http://h/\"], rate_limit: {requests_per_second: 5, "
+      "scope: global}}]\n");
+  EXPECT_THAT(LoadConfig(path_, FlagOverrides(), FakeEnv()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("upstreams[0].rate_limit.scope: global needs a redis://")));
+  FlagOverrides overrides;
+  overrides.broker_url = "redis://r:6379";
+  EXPECT_THAT(LoadConfig(path_, overrides, FakeEnv()), IsOk());
+}
+
 TEST(LoadConfigTest, WithoutAFileRunsTheDefaultConfig) {
   absl::StatusOr<Config> config = LoadConfig("", FlagOverrides(), FakeEnv());
   ASSERT_THAT(config, IsOk());

@@ -695,6 +695,10 @@ class DashboardTest(unittest.TestCase):
         "switchboard_upstream_connections", "switchboard_consumer_lag",
         "switchboard_dead_letters_total", "switchboard_subscriber_dropped_total",
         "switchboard_leases_in_flight", "switchboard_subscriber_buffer_fill",
+        "switchboard_fleet_live_replicas", "switchboard_global_limit_fallback",
+        "switchboard_global_limit_tokens_leased_total",
+        "switchboard_global_limit_tokens_returned_total",
+        "switchboard_global_limit_lease_round_trips_total",
     ]
 
     @classmethod

@@ -25,6 +25,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/substitute.h"
@@ -191,6 +192,21 @@ void PrintPerSecond(absl::string_view what, absl::string_view origin,
                     const std::vector<int>& totals) {
   std::cout << "[ measured ] " << what << ", per second from " << origin << ": "
             << absl::StrJoin(totals, " ") << std::endl;
+}
+
+// Prints when each 429 of `entries` was answered, in seconds after each of
+// `events` (name, time), so a failure shows what it followed.
+void Print429s(const std::vector<AccessLogEntry>& entries,
+               const std::vector<std::pair<std::string, absl::Time>>& events) {
+  for (const AccessLogEntry& entry : entries) {
+    if (entry.status != 429) continue;
+    std::vector<std::string> offsets;
+    for (const auto& [name, time] : events) {
+      offsets.push_back(
+          absl::StrFormat("%+.3f s after %s", absl::ToDoubleSeconds(entry.time - time), name));
+    }
+    std::cout << "[ measured ] nginx answered 429 at " << absl::StrJoin(offsets, ", ") << std::endl;
+  }
 }
 
 // What the provider saw from a test's replicas.
@@ -399,6 +415,7 @@ TEST_F(FleetGlobalLimitTest, ThreeReplicasShareOneLimitWithoutA429) {
   PrintPerSecond("nginx requests", "the loads' start",
                  PerSecondTotals(traffic->entries, start, stop));
   ReportFigure("nginx_requests_per_second", achieved);
+  Print429s(traffic->entries, {{"the loads' start", start}});
   ReportFigure("nginx_429s", traffic->requests_429);
   ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
   ReportFigure("nginx_busiest_second", BusiestWindow(traffic->entries, absl::Seconds(1)));
@@ -453,6 +470,7 @@ TEST_F(FleetGlobalLimitTest, UnevenDemandTheBusyReplicaGetsTheRestOfTheLimit) {
   PrintPerSecond("nginx requests", "the loads' start",
                  PerSecondTotals(traffic->entries, start, stop));
   ReportFigure("nginx_requests_per_second", achieved);
+  Print429s(traffic->entries, {{"the loads' start", start}});
   ReportFigure("nginx_429s", traffic->requests_429);
   ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
   for (int i = 0; i < 3; ++i) {
@@ -507,6 +525,7 @@ TEST_F(FleetGlobalLimitTest, AKilledReplicasShareIsAbsorbedByTheOthers) {
   PrintPerSecond("nginx requests", "2 s after the kill", after_kill);
   PrintPerSecond("nginx requests", "the kill",
                  PerSecondTotals(traffic->entries, killed_at, killed_at + kAbsorbedWithin));
+  Print429s(traffic->entries, {{"the loads' start", start}, {"the kill", killed_at}});
   ReportFigure("nginx_429s", traffic->requests_429);
   ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
   ReportFigure("nginx_least_second_from_2s_after_kill",
@@ -547,6 +566,7 @@ TEST_F(FleetGlobalLimitTest, AFourthReplicaJoiningMidRunCausesNo429) {
   PrintPerSecond("nginx requests", "the loads' start",
                  PerSecondTotals(traffic->entries, start, stop));
   PrintPerSecond("nginx requests", "the join", PerSecondTotals(traffic->entries, joined_at, stop));
+  Print429s(traffic->entries, {{"the loads' start", start}, {"the join", joined_at}});
   ReportFigure("nginx_429s", traffic->requests_429);
   ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
   ReportFigure("nginx_busiest_second", BusiestWindow(traffic->entries, absl::Seconds(1)));
@@ -603,6 +623,7 @@ TEST_F(FleetGlobalLimitTest, A429ThroughOneReplicaPausesEveryReplica) {
   ASSERT_THAT(pushback_log, IsOk());
 
   ReportFigure("pushback_provider_requests", pushback_log->entries.size());
+  Print429s(traffic->entries, {{"the loads' start", start}});
   ReportFigure("nginx_429s", traffic->requests_429);
   for (size_t i = 0; i < lowered_rates.size(); ++i) {
     ReportFigure(absl::StrCat("replica", i + 1, "_rate_after_the_429"),
@@ -692,8 +713,11 @@ TEST_F(FleetGlobalLimitTest, RedisOutageFallsBackToAShareAndRecovers) {
   PrintPerSecond("nginx requests", "SIGSTOP",
                  PerSecondTotals(traffic->entries, paused_at, back_at));
   PrintPerSecond("nginx requests", "Redis back", PerSecondTotals(traffic->entries, back_at, stop));
+  Print429s(traffic->entries,
+            {{"the loads' start", start}, {"SIGSTOP", paused_at}, {"Redis back", back_at}});
   ReportFigure("nginx_429s", traffic->requests_429);
   ReportFigure("nginx_busiest_second", BusiestWindow(traffic->entries, absl::Seconds(1)));
+  ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
   ReportFigure("nginx_busiest_second_during_outage", BusiestWindow(outage, absl::Seconds(1)));
   ReportFigure("nginx_requests_per_second_during_outage",
                AccessLog{outage}.RequestsPerSecond(paused_at, back_at));

@@ -127,6 +127,14 @@ void RedisServer::Kill() {
   process_.reset();
 }
 
+void RedisServer::Pause() {
+  if (process_) process_->Signal(SIGSTOP);
+}
+
+void RedisServer::Resume() {
+  if (process_) process_->Signal(SIGCONT);
+}
+
 absl::Status RedisServer::Restart() {
   Kill();
   return RestartOnSamePorts("redis-server", [this] { return Launch(); });

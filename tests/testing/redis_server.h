@@ -4,7 +4,8 @@
 // Used by the Redis backend's integration and conformance tests. Starts
 // `redis-server` from PATH with persistence off by default (`--save ""
 // --appendonly no`); fault tests turn on the append-only file, Kill() the
-// server and Restart() it on the same port and data. `Command()` is a small
+// server and Restart() it on the same port and data, or Pause() it
+// (SIGSTOP) to play a Redis that hangs. `Command()` is a small
 // blocking client for assertions (CLIENT LIST, XLEN, ...), with helpers for
 // what tests read most: stream entries and delivery counts. The destructor
 // kills the server and removes its directory.
@@ -54,8 +55,15 @@ class RedisServer {
   // "redis://127.0.0.1:<port>".
   std::string url() const;
 
-  // SIGKILLs the server and waits for it to exit.
+  // SIGKILLs the server and waits for it to exit (a paused one too).
   void Kill();
+
+  // SIGSTOPs the server: it keeps its connections open but answers
+  // nothing, as a Redis that hangs (or a network that drops every packet)
+  // would, until Resume() (SIGCONT) or Kill(). Command() on a paused server
+  // blocks for its 5 s timeout: do not use it meanwhile.
+  void Pause();
+  void Resume();
 
   // Starts the server again on the same port and data directory, and waits
   // until it answers PING (after loading its append-only file). A port

@@ -1,0 +1,779 @@
+// Issue 11's acceptance tests: one rate limit for the whole fleet. Several
+// real `switchboard` processes (tests/testing/switchboard_process.h) share one
+// real redis-server and call one provider, a real nginx with `limit_req`
+// 100 r/s, burst 5, nodelay; each replica's upstream `provider` has
+// `rate_limit: {requests_per_second: 98, burst: 2, scope: global}`. One
+// CallLoad per replica, each with its own client, plays that replica's
+// workers. Everything asserted about the provider comes from nginx's own
+// access log; the replicas' state (live replicas, fallback) from their
+// metrics.
+//
+// redis-server and nginx are started once for the suite. Each test's
+// replicas use a Redis database of their own (`redis://.../<db>`): the
+// replicas a test SIGKILLs stay registered until their heartbeat expires, and
+// must not count as live replicas of the next test.
+#include <algorithm>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/substitute.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/rpc/rpc_harness.h"
+#include "tests/testing/in_process_server.h"
+#include "tests/testing/nginx_server.h"
+#include "tests/testing/redis_server.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/switchboard_process.h"
+
+namespace switchboard::testing {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Lt;
+using ::testing::Not;
+
+constexpr char kUpstream[] = "provider";
+constexpr char kMethod[] = "getSlot";
+
+// The provider: nginx's limit_req.
+constexpr double kProviderRate = 100;
+constexpr int kProviderBurst = 5;
+
+// Every replica's share of the one global limit: the single-replica rate
+// test's figures (tests/integration/rpc/rate_limit_test.cc says why 98 and
+// 2 against nginx's 100 and 5).
+constexpr double kSwitchboardRate = 98;
+constexpr double kSwitchboardBurst = 2;
+constexpr int kMaxConnections = 2;
+
+// The deadline of every call of the loads: a call the limiter cannot admit
+// in time is refused at once, so each caller's next turn comes on time.
+constexpr absl::Duration kCallDeadline = absl::Milliseconds(100);
+
+// The fleet's coordination, at its documented defaults (written out so the
+// figures below can be read against them).
+constexpr int kHeartbeatMs = 500;
+constexpr int kReplicaTtlMs = 2000;
+constexpr int kLeaseMs = 100;
+constexpr int kRedisTimeoutMs = 250;
+
+// A 1-second window's total at the provider that counts as "the survivors
+// absorbed the killed replica's share": 90% of the limit, looser where
+// sanitizers slow everything down (see kMinShareOfRateLimit).
+constexpr double kMinWindowShareOfRateLimit = kMinShareOfRateLimit - 0.05;
+
+// While Redis is down each replica runs on its fallback share; the provider
+// must see at most this many requests in any 1-second window.
+constexpr double kMaxOutageWindow = 1.1 * kProviderRate;
+
+// The issue's promise, and what the test allows for it (the machine is
+// shared and CI runs under ASan): global coordination resumes this long
+// after Redis is back.
+constexpr absl::Duration kPromisedRecovery = absl::Seconds(2);
+constexpr absl::Duration kAllowedRecovery = absl::Seconds(5);
+
+// Requests that reached the main provider during a pause that a 429 with
+// `Retry-After: 1` through another replica started (those already in flight
+// or admitted before the news arrived).
+constexpr int kMaxRequestsDuringPause = 3;
+constexpr absl::Duration kPushbackRetryAfter = absl::Seconds(1);
+// The edges of the pause window left out of the count: nginx stamps a
+// request when it answers it, so a request just before or after the pause
+// may carry a time a little inside it.
+constexpr absl::Duration kPauseEdge = absl::Milliseconds(50);
+
+constexpr char kLiveReplicas[] = "switchboard_fleet_live_replicas";
+constexpr char kFallback[] =
+    R"(switchboard_global_limit_fallback{kind="upstream",name="provider"})";
+constexpr char kTokensLeased[] =
+    R"(switchboard_global_limit_tokens_leased_total{kind="upstream",name="provider"})";
+constexpr char kTokensReturned[] =
+    R"(switchboard_global_limit_tokens_returned_total{kind="upstream",name="provider"})";
+constexpr char kLeaseRoundTripsOk[] =
+    R"(switchboard_global_limit_lease_round_trips_total{kind="upstream",name="provider",)"
+    R"(outcome="ok"})";
+constexpr char kLeaseRoundTripsError[] =
+    R"(switchboard_global_limit_lease_round_trips_total{kind="upstream",name="provider",)"
+    R"(outcome="error"})";
+constexpr char kThrottled[] = R"(switchboard_upstream_throttled_total{upstream="provider"})";
+constexpr char kRateGauge[] = R"(switchboard_upstream_rate{upstream="provider"})";
+
+// The configuration of one replica: broker on database `db` of `redis`,
+// the fleet's coordination at its defaults, and upstream `provider` at `url`
+// with the global limit. LoadTestConfigYaml's upstream, plus `scope`.
+std::string ReplicaConfigYaml(const RedisServer& redis, int db, absl::string_view url) {
+  const std::string fleet =
+      absl::Substitute("{heartbeat_ms: $0, replica_ttl_ms: $1, lease_ms: $2, redis_timeout_ms: $3}",
+                       kHeartbeatMs, kReplicaTtlMs, kLeaseMs, kRedisTimeoutMs);
+  return absl::Substitute(R"(
+broker:
+  url: "$0/$1"
+fleet: $2
+upstreams:
+  - name: $3
+    urls: ["$4"]
+    max_connections: $5
+    rate_limit: {requests_per_second: $6, burst: $7, scope: global}
+    coalescing: {enabled: false}
+)",
+                          redis.url(), db, fleet, kUpstream, url, kMaxConnections, kSwitchboardRate,
+                          kSwitchboardBurst);
+}
+
+// The value of a counter on `port`; 0 while it is absent (not yet counted).
+double CounterValue(int port, absl::string_view series) {
+  absl::StatusOr<double> value = ScrapeMetric(port, series);
+  return value.ok() ? *value : 0;
+}
+
+// `log`'s entries answered in [from, to), in time order (nginx writes a line
+// once the request is done, which is not always in answer order).
+std::vector<AccessLogEntry> SortedEntries(const AccessLog& log, absl::Time from,
+                                          absl::Time to = absl::InfiniteFuture()) {
+  std::vector<AccessLogEntry> entries = EntriesIn(log, from, to);
+  std::stable_sort(
+      entries.begin(), entries.end(),
+      [](const AccessLogEntry& a, const AccessLogEntry& b) { return a.time < b.time; });
+  return entries;
+}
+
+int CountStatus(const std::vector<AccessLogEntry>& entries, int status) {
+  return static_cast<int>(
+      std::count_if(entries.begin(), entries.end(),
+                    [status](const auto& entry) { return entry.status == status; }));
+}
+
+// The requests answered in each whole second [from + k s, from + (k + 1) s)
+// that ends by `to`.
+std::vector<int> PerSecondTotals(const std::vector<AccessLogEntry>& entries, absl::Time from,
+                                 absl::Time to) {
+  std::vector<int> totals;
+  for (absl::Time second = from; second + absl::Seconds(1) <= to; second += absl::Seconds(1)) {
+    totals.push_back(static_cast<int>(
+        std::count_if(entries.begin(), entries.end(), [second](const AccessLogEntry& entry) {
+          return entry.time >= second && entry.time < second + absl::Seconds(1);
+        })));
+  }
+  return totals;
+}
+
+// The most requests answered in any window of `width`: one starting at each
+// request of `sorted` (in time order).
+int BusiestWindow(const std::vector<AccessLogEntry>& sorted, absl::Duration width) {
+  int busiest = 0;
+  size_t end = 0;
+  for (size_t begin = 0; begin < sorted.size(); ++begin) {
+    end = std::max(end, begin);
+    while (end < sorted.size() && sorted[end].time < sorted[begin].time + width) ++end;
+    busiest = std::max(busiest, static_cast<int>(end - begin));
+  }
+  return busiest;
+}
+
+// Prints per-second totals on one line, with what the first one starts
+// after.
+void PrintPerSecond(absl::string_view what, absl::string_view origin,
+                    const std::vector<int>& totals) {
+  std::cout << "[ measured ] " << what << ", per second from " << origin << ": "
+            << absl::StrJoin(totals, " ") << std::endl;
+}
+
+// Prints when each 429 of `entries` was answered, in seconds after each of
+// `events` (name, time), so a failure shows what it followed.
+void Print429s(const std::vector<AccessLogEntry>& entries,
+               const std::vector<std::pair<std::string, absl::Time>>& events) {
+  for (const AccessLogEntry& entry : entries) {
+    if (entry.status != 429) continue;
+    std::vector<std::string> offsets;
+    for (const auto& [name, time] : events) {
+      offsets.push_back(
+          absl::StrFormat("%+.3f s after %s", absl::ToDoubleSeconds(entry.time - time), name));
+    }
+    std::cout << "[ measured ] nginx answered 429 at " << absl::StrJoin(offsets, ", ") << std::endl;
+  }
+}
+
+// What the provider saw from a test's replicas.
+struct ProviderTraffic {
+  std::vector<AccessLogEntry> entries;  // Answered since the test began, in time order.
+  int requests_429 = 0;
+};
+
+// redis-server and the provider, shared by the suite.
+struct FleetServers {
+  std::unique_ptr<RedisServer> redis;
+  std::unique_ptr<NginxServer> provider;
+};
+
+// One replica: its process, a client of its own, and that client's load.
+struct Replica {
+  std::unique_ptr<SwitchboardProcess> process;
+  std::unique_ptr<client::Client> client;
+  std::unique_ptr<CallLoad> load;  // Last: it uses `client`.
+  bool killed = false;
+};
+
+class FleetGlobalLimitTest : public SharedServersTest<FleetServers> {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<RedisServer>> redis = RedisServer::Start();
+    NginxServer::Options provider_options;
+    provider_options.rate_limit = absl::StrCat(kProviderRate, "r/s");
+    provider_options.burst = kProviderBurst;
+    absl::StatusOr<std::unique_ptr<NginxServer>> provider = NginxServer::Start(provider_options);
+    ASSERT_THAT(redis, IsOk());
+    ASSERT_THAT(provider, IsOk());
+    shared_.reset(new FleetServers{*std::move(redis), *std::move(provider)});
+  }
+
+  void SetUp() override {
+    SharedServersTest::SetUp();
+    if (HasFatalFailure()) return;
+    // Redis has 16 databases; 0 is left alone.
+    ASSERT_LT(next_db_, 16) << "more tests than Redis databases: give the suite a second Redis";
+    db_ = next_db_++;
+    absl::StatusOr<AccessLog> log = shared_->provider->ReadAccessLog();
+    ASSERT_THAT(log, IsOk());
+    log_entries_before_ = log->entries.size();
+    test_start_ = absl::Now();
+  }
+
+  void TearDown() override {
+    // Loads first: a load stopped after its replica died only collects
+    // UNAVAILABLEs.
+    for (Replica& replica : replicas_) {
+      if (replica.load) replica.load->Stop();
+    }
+    replicas_.clear();  // SIGKILLs the processes still running.
+  }
+
+  RedisServer& redis() { return *shared_->redis; }
+  NginxServer& provider() { return *shared_->provider; }
+
+  // Starts a replica whose upstream is at `url` (the shared provider when
+  // empty), next in replicas_.
+  absl::Status StartReplica(std::string url = "") {
+    if (url.empty()) url = provider().url();
+    Replica replica;
+    replica.process = std::make_unique<SwitchboardProcess>(SWITCHBOARD_BINARY,
+                                                           ReplicaConfigYaml(redis(), db_, url));
+    if (absl::Status started = replica.process->Start(); !started.ok()) return started;
+    replica.client = MakeRpcClient(replica.process->target(), kCallDeadline);
+    replicas_.push_back(std::move(replica));
+    return absl::OkStatus();
+  }
+
+  // Starts replica `index`'s load: `calls_per_second` from `callers`
+  // threads, each call `getSlot` on the provider.
+  void StartLoad(size_t index, double calls_per_second, int callers) {
+    replicas_[index].load = std::make_unique<CallLoad>(
+        *replicas_[index].client,
+        CallLoad::Options{callers, calls_per_second, RpcRequest(kUpstream, kMethod)});
+  }
+
+  // Waits until every replica still running counts `live` live replicas
+  // (the heartbeats of all, and the expiry of any that died, are through).
+  absl::Status WaitForLiveReplicas(int live) {
+    for (const Replica& replica : replicas_) {
+      if (replica.killed) continue;
+      absl::StatusOr<double> seen = WaitForMetric(replica.process->metrics_port(), kLiveReplicas,
+                                                  [live](double value) { return value == live; });
+      if (!seen.ok()) return seen.status();
+      if (*seen != live) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("a replica counts ", *seen, " live replicas, not ", live));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Scrapes `series` from every running replica, all of them every 20 ms,
+  // until each has satisfied `done`, or kRpcWaitTimeout passes. Returns, by
+  // replica, how long after `since` it was first seen to (nullopt: never, or
+  // killed).
+  std::vector<std::optional<absl::Duration>> TimeUntilEveryReplica(
+      absl::string_view series, absl::FunctionRef<bool(double)> done, absl::Time since) {
+    std::vector<std::optional<absl::Duration>> seen(replicas_.size());
+    const absl::Time deadline = absl::Now() + kRpcWaitTimeout;
+    while (true) {
+      bool all = true;
+      for (size_t i = 0; i < replicas_.size(); ++i) {
+        if (replicas_[i].killed || seen[i].has_value()) continue;
+        absl::StatusOr<double> value = ScrapeMetric(replicas_[i].process->metrics_port(), series);
+        if (value.ok() && done(*value)) {
+          seen[i] = absl::Now() - since;
+        } else {
+          all = false;
+        }
+      }
+      if (all || absl::Now() >= deadline) return seen;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+
+  // Kills replica `index` (SIGKILL) and stops its load.
+  void KillReplica(size_t index) {
+    Replica& replica = replicas_[index];
+    EXPECT_THAT(replica.process->Kill(), IsOk());
+    replica.killed = true;
+    if (replica.load) replica.load->Stop();
+  }
+
+  // Stops every load and returns each one's outcomes, by replica.
+  std::vector<std::vector<CallOutcome>> StopLoads() {
+    std::vector<std::vector<CallOutcome>> outcomes;
+    for (Replica& replica : replicas_) {
+      if (replica.load) {
+        replica.load->Stop();
+        outcomes.push_back(replica.load->outcomes());
+      } else {
+        outcomes.emplace_back();
+      }
+    }
+    return outcomes;
+  }
+
+  // What the provider answered since the test began, once its log holds a
+  // line for each of `ok_calls` calls answered (nginx writes the line after
+  // the answer).
+  absl::StatusOr<ProviderTraffic> ProviderTrafficSinceStart(int ok_calls) {
+    absl::StatusOr<AccessLog> log = provider().WaitForAccessLog(log_entries_before_ + ok_calls);
+    if (!log.ok()) return log.status();
+    ProviderTraffic traffic;
+    traffic.entries = SortedEntries(*log, test_start_);
+    traffic.requests_429 = CountStatus(traffic.entries, 429);
+    return traffic;
+  }
+
+  // Reports the global limiter's counters of every running replica.
+  void ReportLeaseFigures() {
+    for (size_t i = 0; i < replicas_.size(); ++i) {
+      if (replicas_[i].killed) continue;
+      const int port = replicas_[i].process->metrics_port();
+      ReportFigure(absl::StrCat("replica", i, "_tokens_leased"), CounterValue(port, kTokensLeased));
+      ReportFigure(absl::StrCat("replica", i, "_tokens_returned"),
+                   CounterValue(port, kTokensReturned));
+      ReportFigure(absl::StrCat("replica", i, "_lease_round_trips_ok"),
+                   CounterValue(port, kLeaseRoundTripsOk));
+      ReportFigure(absl::StrCat("replica", i, "_lease_round_trips_error"),
+                   CounterValue(port, kLeaseRoundTripsError));
+    }
+  }
+
+  static int OkCalls(const std::vector<CallOutcome>& outcomes) {
+    return CountByCode(outcomes)[absl::StatusCode::kOk];
+  }
+
+  static int OkCalls(const std::vector<std::vector<CallOutcome>>& outcomes) {
+    int ok = 0;
+    for (const auto& one : outcomes) ok += OkCalls(one);
+    return ok;
+  }
+
+  static inline int next_db_ = 1;
+  int db_ = 0;
+  size_t log_entries_before_ = 0;
+  absl::Time test_start_;
+  std::vector<Replica> replicas_;
+};
+
+// Issue: three replicas, each demanding 200 calls/s for 20 s: nginx answers
+// 0 x 429 and serves >= 95 req/s in total.
+TEST_F(FleetGlobalLimitTest, ThreeReplicasShareOneLimitWithoutA429) {
+  constexpr int kReplicas = 3;
+  constexpr double kDemandPerReplica = 200;
+  constexpr int kCallersPerReplica = 40;
+  constexpr absl::Duration kLoadDuration = absl::Seconds(20);
+  for (int i = 0; i < kReplicas; ++i) ASSERT_THAT(StartReplica(), IsOk());
+  ASSERT_THAT(WaitForLiveReplicas(kReplicas), IsOk());
+
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < kReplicas; ++i) StartLoad(i, kDemandPerReplica, kCallersPerReplica);
+  absl::SleepFor(kLoadDuration);
+  const absl::Time stop = absl::Now();
+  const std::vector<std::vector<CallOutcome>> outcomes = StopLoads();
+  const int ok_calls = OkCalls(outcomes);
+  absl::StatusOr<ProviderTraffic> traffic = ProviderTrafficSinceStart(ok_calls);
+  ASSERT_THAT(traffic, IsOk());
+
+  const double achieved = AccessLog{traffic->entries}.RequestsPerSecond(start, stop);
+  PrintPerSecond("nginx requests", "the loads' start",
+                 PerSecondTotals(traffic->entries, start, stop));
+  ReportFigure("nginx_requests_per_second", achieved);
+  Print429s(traffic->entries, {{"the loads' start", start}});
+  ReportFigure("nginx_429s", traffic->requests_429);
+  ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
+  ReportFigure("nginx_busiest_second", BusiestWindow(traffic->entries, absl::Seconds(1)));
+  for (int i = 0; i < kReplicas; ++i) {
+    ReportFigure(absl::StrCat("replica", i, "_calls_ok_per_second"),
+                 OkCalls(outcomes[i]) / absl::ToDoubleSeconds(stop - start));
+  }
+  ReportLeaseFigures();
+
+  EXPECT_EQ(traffic->requests_429, 0) << "nginx refused requests past its limit";
+  EXPECT_GE(achieved, kMinShareOfRateLimit * kProviderRate);
+  // Equal demand, equal shares, roughly: no replica is starved (at least
+  // half of a fair third).
+  for (int i = 0; i < kReplicas; ++i) {
+    EXPECT_GE(OkCalls(outcomes[i]), ok_calls / (2 * kReplicas)) << "replica " << i;
+  }
+  // The limit was the global one: every replica leased tokens through
+  // Redis, and none fell back.
+  for (int i = 0; i < kReplicas; ++i) {
+    const int port = replicas_[i].process->metrics_port();
+    EXPECT_GT(CounterValue(port, kTokensLeased), 0) << "replica " << i;
+    EXPECT_GT(CounterValue(port, kLeaseRoundTripsOk), 0) << "replica " << i;
+    EXPECT_THAT(ScrapeMetric(port, kFallback), IsOkAndHolds(0)) << "replica " << i;
+  }
+}
+
+// Issue: one replica's callers demand 150 calls/s and the other two 10
+// calls/s each: the busy replica gets the rest of the limit; total >= 95
+// req/s, 0 x 429, and the light replicas get (nearly) all they ask for.
+TEST_F(FleetGlobalLimitTest, UnevenDemandTheBusyReplicaGetsTheRestOfTheLimit) {
+  constexpr double kBusyDemand = 150;
+  constexpr double kLightDemand = 10;
+  constexpr absl::Duration kLoadDuration = absl::Seconds(15);
+  // "Nearly all": a light replica's call may now and then find no token
+  // within its 100 ms deadline.
+  constexpr double kMinServedShareOfLightDemand = 0.9;
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(StartReplica(), IsOk());
+  ASSERT_THAT(WaitForLiveReplicas(3), IsOk());
+
+  const absl::Time start = absl::Now();
+  StartLoad(0, kBusyDemand, 30);
+  StartLoad(1, kLightDemand, 4);
+  StartLoad(2, kLightDemand, 4);
+  absl::SleepFor(kLoadDuration);
+  const absl::Time stop = absl::Now();
+  const std::vector<std::vector<CallOutcome>> outcomes = StopLoads();
+  absl::StatusOr<ProviderTraffic> traffic = ProviderTrafficSinceStart(OkCalls(outcomes));
+  ASSERT_THAT(traffic, IsOk());
+
+  const double seconds = absl::ToDoubleSeconds(stop - start);
+  const double achieved = AccessLog{traffic->entries}.RequestsPerSecond(start, stop);
+  PrintPerSecond("nginx requests", "the loads' start",
+                 PerSecondTotals(traffic->entries, start, stop));
+  ReportFigure("nginx_requests_per_second", achieved);
+  Print429s(traffic->entries, {{"the loads' start", start}});
+  ReportFigure("nginx_429s", traffic->requests_429);
+  ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
+  for (int i = 0; i < 3; ++i) {
+    ReportFigure(absl::StrCat("replica", i, "_calls_per_second"), outcomes[i].size() / seconds);
+    ReportFigure(absl::StrCat("replica", i, "_calls_ok_per_second"),
+                 OkCalls(outcomes[i]) / seconds);
+  }
+  ReportLeaseFigures();
+
+  EXPECT_EQ(traffic->requests_429, 0) << "nginx refused requests past its limit";
+  EXPECT_GE(achieved, kMinShareOfRateLimit * kProviderRate);
+  for (int i = 1; i < 3; ++i) {
+    ASSERT_FALSE(outcomes[i].empty());
+    EXPECT_GE(OkCalls(outcomes[i]), kMinServedShareOfLightDemand * outcomes[i].size())
+        << "light replica " << i << ": " << OkCalls(outcomes[i]) << " of " << outcomes[i].size()
+        << " calls answered";
+  }
+}
+
+// Issue: a replica is SIGKILLed mid-run: 0 x 429, and the other two absorb
+// its share within 2 s. From 2 s after the kill, every 1-second window at
+// the provider holds >= 90% of Switchboard's 98/s.
+TEST_F(FleetGlobalLimitTest, AKilledReplicasShareIsAbsorbedByTheOthers) {
+  constexpr double kDemandPerReplica = 200;
+  constexpr absl::Duration kBeforeKill = absl::Seconds(4);
+  constexpr absl::Duration kAfterKill = absl::Seconds(8);
+  constexpr absl::Duration kAbsorbedWithin = absl::Seconds(2);
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(StartReplica(), IsOk());
+  ASSERT_THAT(WaitForLiveReplicas(3), IsOk());
+
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 3; ++i) StartLoad(i, kDemandPerReplica, 40);
+  absl::SleepFor(kBeforeKill);
+  const absl::Time killed_at = absl::Now();
+  KillReplica(2);
+  // Membership notices within the replica TTL; the limit's share must not
+  // wait for it (leases expire within a lease period).
+  EXPECT_THAT(WaitForLiveReplicas(2), IsOk());
+  ReportFigure("seconds_until_two_live_replicas", absl::ToDoubleSeconds(absl::Now() - killed_at));
+  absl::SleepFor(killed_at + kAfterKill - absl::Now());
+  const absl::Time stop = absl::Now();
+  const std::vector<std::vector<CallOutcome>> outcomes = StopLoads();
+  absl::StatusOr<ProviderTraffic> traffic = ProviderTrafficSinceStart(OkCalls(outcomes));
+  ASSERT_THAT(traffic, IsOk());
+
+  // Whole seconds from the loads' start, the kill in the middle of one of
+  // them; then whole seconds from 2 s after the kill, which are asserted.
+  PrintPerSecond("nginx requests", "the loads' start",
+                 PerSecondTotals(traffic->entries, start, stop));
+  const std::vector<int> after_kill =
+      PerSecondTotals(traffic->entries, killed_at + kAbsorbedWithin, stop);
+  PrintPerSecond("nginx requests", "the kill",
+                 PerSecondTotals(traffic->entries, killed_at, killed_at + kAbsorbedWithin));
+  PrintPerSecond("nginx requests", "2 s after the kill", after_kill);
+  Print429s(traffic->entries, {{"the loads' start", start}, {"the kill", killed_at}});
+  ReportFigure("nginx_429s", traffic->requests_429);
+  ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
+  ReportFigure("nginx_least_second_from_2s_after_kill",
+               after_kill.empty() ? 0 : *std::min_element(after_kill.begin(), after_kill.end()));
+  ReportLeaseFigures();
+
+  EXPECT_EQ(traffic->requests_429, 0) << "nginx refused requests past its limit";
+  ASSERT_GE(after_kill.size(), 5u);
+  for (size_t k = 0; k < after_kill.size(); ++k) {
+    EXPECT_GE(after_kill[k], kMinWindowShareOfRateLimit * kSwitchboardRate)
+        << "second " << k << " from 2 s after the kill";
+  }
+}
+
+// Issue: a fourth replica joins mid-run: still 0 x 429.
+TEST_F(FleetGlobalLimitTest, AFourthReplicaJoiningMidRunCausesNo429) {
+  constexpr double kDemandPerReplica = 200;
+  constexpr absl::Duration kBeforeJoin = absl::Seconds(4);
+  constexpr absl::Duration kAfterJoin = absl::Seconds(6);
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(StartReplica(), IsOk());
+  ASSERT_THAT(WaitForLiveReplicas(3), IsOk());
+
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 3; ++i) StartLoad(i, kDemandPerReplica, 40);
+  absl::SleepFor(kBeforeJoin);
+  const absl::Time joined_at = absl::Now();
+  ASSERT_THAT(StartReplica(), IsOk());
+  const size_t fourth = replicas_.size() - 1;
+  StartLoad(fourth, kDemandPerReplica, 40);
+  EXPECT_THAT(WaitForLiveReplicas(4), IsOk());
+  ReportFigure("seconds_until_four_live_replicas", absl::ToDoubleSeconds(absl::Now() - joined_at));
+  absl::SleepFor(joined_at + kAfterJoin - absl::Now());
+  const absl::Time stop = absl::Now();
+  const std::vector<std::vector<CallOutcome>> outcomes = StopLoads();
+  absl::StatusOr<ProviderTraffic> traffic = ProviderTrafficSinceStart(OkCalls(outcomes));
+  ASSERT_THAT(traffic, IsOk());
+
+  PrintPerSecond("nginx requests", "the loads' start",
+                 PerSecondTotals(traffic->entries, start, stop));
+  PrintPerSecond("nginx requests", "the join", PerSecondTotals(traffic->entries, joined_at, stop));
+  Print429s(traffic->entries, {{"the loads' start", start}, {"the join", joined_at}});
+  ReportFigure("nginx_429s", traffic->requests_429);
+  ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
+  ReportFigure("nginx_busiest_second", BusiestWindow(traffic->entries, absl::Seconds(1)));
+  ReportFigure("replica3_calls_ok", OkCalls(outcomes[fourth]));
+  ReportLeaseFigures();
+
+  EXPECT_EQ(traffic->requests_429, 0) << "nginx refused requests past its limit";
+  // The newcomer takes part in the limit: it gets calls through.
+  EXPECT_GT(OkCalls(outcomes[fourth]), 0);
+}
+
+// Issue: the provider answers 429 with `Retry-After: 1` to a request
+// through one replica: all three pause; provider-side requests during the
+// pause stay <= 3. Replica 0's `provider` is a second nginx that answers
+// every request with that 429 (same upstream name, so the same global
+// limit); replicas 1 and 2 call the main provider at the limit, and replica
+// 0 makes one call.
+TEST_F(FleetGlobalLimitTest, A429ThroughOneReplicaPausesEveryReplica) {
+  constexpr double kDemandPerReplica = 100;
+  constexpr absl::Duration kBeforePushback = absl::Seconds(3);
+  constexpr absl::Duration kAfterPushback = absl::Seconds(2);
+  NginxServer::Options pushing_back;
+  pushing_back.pushback_retry_after = absl::StrCat(absl::ToInt64Seconds(kPushbackRetryAfter));
+  absl::StatusOr<std::unique_ptr<NginxServer>> pushback_provider = NginxServer::Start(pushing_back);
+  ASSERT_THAT(pushback_provider, IsOk());
+  ASSERT_THAT((*pushback_provider)->SetPushback(true), IsOk());
+  constexpr size_t pushed_back = 0;
+  ASSERT_THAT(StartReplica((*pushback_provider)->url()), IsOk());
+  ASSERT_THAT(StartReplica(), IsOk());
+  ASSERT_THAT(StartReplica(), IsOk());
+  ASSERT_THAT(WaitForLiveReplicas(3), IsOk());
+
+  const absl::Time start = absl::Now();
+  StartLoad(1, kDemandPerReplica, 20);
+  StartLoad(2, kDemandPerReplica, 20);
+  absl::SleepFor(kBeforePushback);
+  // One call, with time to be admitted and answered.
+  std::unique_ptr<client::Client> one_call_client =
+      MakeRpcClient(replicas_[pushed_back].process->target(), absl::Seconds(5));
+  const CallOutcome throttled_call = TimedCall(*one_call_client, RpcRequest(kUpstream, kMethod));
+  // The other replicas' limiter shows the shared pushback: the rate went
+  // down (AIMD on the global rate). Polled at once: it climbs back after
+  // the pause.
+  std::vector<absl::StatusOr<double>> lowered_rates;
+  for (const size_t other : {size_t{1}, size_t{2}}) {
+    lowered_rates.push_back(WaitForMetric(replicas_[other].process->metrics_port(), kRateGauge,
+                                          [](double rate) { return rate < kSwitchboardRate; }));
+  }
+  absl::SleepFor(throttled_call.end + kAfterPushback - absl::Now());
+  const std::vector<std::vector<CallOutcome>> outcomes = StopLoads();
+  absl::StatusOr<ProviderTraffic> traffic = ProviderTrafficSinceStart(OkCalls(outcomes));
+  ASSERT_THAT(traffic, IsOk());
+  absl::StatusOr<AccessLog> pushback_log = (*pushback_provider)->WaitForAccessLog(1);
+  ASSERT_THAT(pushback_log, IsOk());
+
+  ReportFigure("pushback_provider_requests", pushback_log->entries.size());
+  Print429s(traffic->entries, {{"the loads' start", start}});
+  ReportFigure("nginx_429s", traffic->requests_429);
+  for (size_t i = 0; i < lowered_rates.size(); ++i) {
+    ReportFigure(absl::StrCat("replica", i + 1, "_rate_after_the_429"),
+                 lowered_rates[i].value_or(-1));
+  }
+  ReportFigure("replica0_throttled",
+               CounterValue(replicas_[pushed_back].process->metrics_port(), kThrottled));
+
+  // Replica 0's one call reached the pushing-back provider once, and its
+  // caller got the 429 as RESOURCE_EXHAUSTED.
+  EXPECT_THAT(throttled_call.status, StatusIs(absl::StatusCode::kResourceExhausted));
+  ASSERT_EQ(pushback_log->entries.size(), 1u);
+  ASSERT_EQ(pushback_log->entries.front().status, 429);
+  const absl::Time throttled_at = pushback_log->entries.front().time;
+  EXPECT_THAT(ScrapeMetric(replicas_[pushed_back].process->metrics_port(), kThrottled),
+              IsOkAndHolds(1));
+
+  // The pause: requests nginx answered between the 429 and its Retry-After.
+  const std::vector<AccessLogEntry> before =
+      SortedEntries(AccessLog{traffic->entries}, throttled_at - absl::Seconds(1), throttled_at);
+  const std::vector<AccessLogEntry> during =
+      SortedEntries(AccessLog{traffic->entries}, throttled_at + kPauseEdge,
+                    throttled_at + kPushbackRetryAfter - kPauseEdge);
+  ReportFigure("nginx_requests_in_the_second_before_the_429", before.size());
+  ReportFigure("nginx_requests_during_the_pause", during.size());
+  PrintPerSecond("nginx requests", "the loads' start",
+                 PerSecondTotals(traffic->entries, start, throttled_call.end + kAfterPushback));
+  // The load was at the limit before (so the count below means something).
+  EXPECT_GE(before.size(), kSwitchboardRate / 2);
+  EXPECT_LE(during.size(), static_cast<size_t>(kMaxRequestsDuringPause));
+  EXPECT_EQ(traffic->requests_429, 0) << "nginx refused requests past its limit";
+  // Replicas 1 and 2 saw no 429 themselves, yet their limiter slowed down.
+  for (size_t i = 0; i < lowered_rates.size(); ++i) {
+    EXPECT_THAT(lowered_rates[i], IsOkAndHolds(Lt(kSwitchboardRate))) << "replica " << i + 1;
+  }
+}
+
+// Issue: Redis is stopped (SIGSTOP, then SIGKILL) mid-run: calls continue
+// under the fallback share; the provider's rate stays <= the limit x 1.1
+// with three replicas; after Redis returns, global coordination resumes
+// within 2 s (asserted with a margin, kAllowedRecovery). Last in the suite:
+// it restarts the shared Redis (empty: persistence is off).
+TEST_F(FleetGlobalLimitTest, RedisOutageFallsBackToAShareAndRecovers) {
+  constexpr double kDemandPerReplica = 100;
+  constexpr absl::Duration kBeforeOutage = absl::Seconds(2);
+  constexpr absl::Duration kPaused = absl::Seconds(3);
+  constexpr absl::Duration kDown = absl::Seconds(1);
+  constexpr absl::Duration kAfterOutage = absl::Seconds(3);
+  // Calls during the outage, from this long after it began (the switch to
+  // the fallback takes a lease round trip's timeout): each replica gets at
+  // least half of its fallback share.
+  constexpr absl::Duration kFallbackSettled = absl::Seconds(1);
+  constexpr double kMinShareOfFallback = 0.5;
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(StartReplica(), IsOk());
+  ASSERT_THAT(WaitForLiveReplicas(3), IsOk());
+
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 3; ++i) StartLoad(i, kDemandPerReplica, 20);
+  absl::SleepFor(kBeforeOutage);
+  const absl::Time paused_at = absl::Now();
+  redis().Pause();
+  const std::vector<std::optional<absl::Duration>> into_fallback = TimeUntilEveryReplica(
+      kFallback, [](double value) { return value == 1; }, paused_at);
+  absl::SleepFor(paused_at + kPaused - absl::Now());
+  redis().Kill();
+  absl::SleepFor(kDown);
+  // Redis down (connections refused): every replica is still on its
+  // fallback share.
+  std::vector<absl::StatusOr<double>> fallback_while_down;
+  for (const Replica& replica : replicas_) {
+    fallback_while_down.push_back(ScrapeMetric(replica.process->metrics_port(), kFallback));
+  }
+  ASSERT_THAT(redis().Restart(), IsOk());
+  const absl::Time back_at = absl::Now();
+  const std::vector<std::optional<absl::Duration>> recovery = TimeUntilEveryReplica(
+      kFallback, [](double value) { return value == 0; }, back_at);
+  absl::SleepFor(back_at + kAfterOutage - absl::Now());
+  const absl::Time stop = absl::Now();
+  const std::vector<std::vector<CallOutcome>> outcomes = StopLoads();
+  absl::StatusOr<ProviderTraffic> traffic = ProviderTrafficSinceStart(OkCalls(outcomes));
+  ASSERT_THAT(traffic, IsOk());
+
+  const std::vector<AccessLogEntry> outage =
+      SortedEntries(AccessLog{traffic->entries}, paused_at, back_at);
+  PrintPerSecond("nginx requests", "the loads' start",
+                 PerSecondTotals(traffic->entries, start, stop));
+  PrintPerSecond("nginx requests", "SIGSTOP",
+                 PerSecondTotals(traffic->entries, paused_at, back_at));
+  PrintPerSecond("nginx requests", "Redis back", PerSecondTotals(traffic->entries, back_at, stop));
+  Print429s(traffic->entries,
+            {{"the loads' start", start}, {"SIGSTOP", paused_at}, {"Redis back", back_at}});
+  ReportFigure("nginx_429s", traffic->requests_429);
+  ReportFigure("nginx_busiest_second", BusiestWindow(traffic->entries, absl::Seconds(1)));
+  ReportFigure("nginx_peak_limit_req_excess", PeakLimitReqExcess(traffic->entries, kProviderRate));
+  ReportFigure("nginx_busiest_second_during_outage", BusiestWindow(outage, absl::Seconds(1)));
+  ReportFigure("nginx_requests_per_second_during_outage",
+               AccessLog{outage}.RequestsPerSecond(paused_at, back_at));
+  // -1: never.
+  const auto seconds = [](const std::optional<absl::Duration>& duration) {
+    return duration.has_value() ? absl::ToDoubleSeconds(*duration) : -1;
+  };
+  for (int i = 0; i < 3; ++i) {
+    ReportFigure(absl::StrCat("replica", i, "_seconds_until_fallback"), seconds(into_fallback[i]));
+    ReportFigure(absl::StrCat("replica", i, "_seconds_until_global_again"), seconds(recovery[i]));
+  }
+  ReportLeaseFigures();
+
+  // Every replica went on its fallback share, stayed on it while Redis was
+  // down, and came back to the global limit once Redis was back.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(into_fallback[i].has_value()) << "replica " << i << " never reported fallback";
+    EXPECT_THAT(fallback_while_down[i], IsOkAndHolds(1)) << "replica " << i;
+    if (!recovery[i].has_value()) {
+      ADD_FAILURE() << "replica " << i << " still on its fallback " << kRpcWaitTimeout
+                    << " after Redis was back";
+      continue;
+    }
+    EXPECT_LE(*recovery[i], kAllowedRecovery)
+        << "replica " << i << " (the issue promises " << kPromisedRecovery << ")";
+  }
+  // The provider never saw more than the limit x 1.1 in a second, nor a 429.
+  EXPECT_LE(BusiestWindow(traffic->entries, absl::Seconds(1)), kMaxOutageWindow);
+  EXPECT_EQ(traffic->requests_429, 0) << "nginx refused requests past its limit";
+  // Calls went on through the outage, on each replica.
+  const double fallback_share = kSwitchboardRate / 3;
+  const absl::Time settled = paused_at + kFallbackSettled;
+  for (int i = 0; i < 3; ++i) {
+    const int ok_in_outage = CountOkEndedIn(outcomes[i], settled, back_at);
+    ReportFigure(absl::StrCat("replica", i, "_calls_ok_per_second_during_outage"),
+                 ok_in_outage / absl::ToDoubleSeconds(back_at - settled));
+    EXPECT_GE(ok_in_outage,
+              kMinShareOfFallback * fallback_share * absl::ToDoubleSeconds(back_at - settled))
+        << "replica " << i;
+  }
+}
+
+// A global limit needs Redis: on the memory broker it is a configuration
+// error that names the field, and switchboard does not start.
+TEST(FleetConfigTest, GlobalScopeOnTheMemoryBrokerIsAConfigurationError) {
+  SwitchboardProcess process(SWITCHBOARD_BINARY, absl::Substitute(R"(
+upstreams:
+  - name: $0
+    urls: ["http://127.0.0.1:1/"]
+    rate_limit: {requests_per_second: 10, scope: global}
+)",
+                                                                  kUpstream));
+  // (Not the error of a build that does not know the field.)
+  EXPECT_THAT(process.Start(), StatusIs(absl::StatusCode::kInternal,
+                                        AllOf(HasSubstr("upstreams[0].rate_limit.scope"),
+                                              Not(HasSubstr("unknown field")))));
+}
+
+}  // namespace
+}  // namespace switchboard::testing

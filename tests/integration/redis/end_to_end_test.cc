@@ -57,6 +57,7 @@ using HealthResponse = grpc::health::v1::HealthCheckResponse;
 using PublishStream = grpc::ClientReaderWriter<v1::PublishStreamRequest, v1::PublishStreamResponse>;
 
 constexpr char kBrokerService[] = "switchboard.v1.Broker";
+constexpr char kRpcService[] = "switchboard.v1.Rpc";
 // How long a test waits for something that must happen.
 constexpr absl::Duration kWaitTimeout = absl::Seconds(10);
 // XPENDING's summary of a group with nothing pending.
@@ -621,6 +622,36 @@ topics:
   EXPECT_THAT(PollMetric(port, kCommandConnectionReady, 1), IsOkAndHolds(1));
   EXPECT_THAT(ScrapeMetric(port, R"(switchboard_redis_reconnects_total{role="command"})"),
               IsOkAndHolds(Gt(0)));
+}
+
+// DESIGN.md §6: the Broker is NOT_SERVING while Redis is down, but the RPC
+// proxy, which needs no broker, still serves.
+TEST_F(EndToEndTest, RpcHealthStaysServingWhileTheBrokerIsDown) {
+  ASSERT_NO_FATAL_FAILURE(StartRedis());
+  ASSERT_NO_FATAL_FAILURE(StartSwitchboard(""));
+  const auto health_of = [this](const std::string& service) {
+    grpc::ClientContext context;
+    context.set_deadline(testing::Deadline());
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    HealthResponse response;
+    const grpc::Status status =
+        grpc::health::v1::Health::NewStub(channel_)->Check(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << service << ": " << status.error_message();
+    return response.status();
+  };
+  HealthWatch broker_health(channel_, kBrokerService);
+  ASSERT_TRUE(broker_health.WaitFor(HealthResponse::SERVING));
+  EXPECT_EQ(health_of(kRpcService), HealthResponse::SERVING);
+
+  redis_->Kill();
+  ASSERT_TRUE(broker_health.WaitFor(HealthResponse::NOT_SERVING));
+  EXPECT_EQ(health_of(kRpcService), HealthResponse::SERVING);
+  EXPECT_EQ(health_of(kBrokerService), HealthResponse::NOT_SERVING);
+
+  // Back, so the server drains against a live Redis.
+  ASSERT_THAT(redis_->Restart(), IsOk());
+  ASSERT_TRUE(broker_health.WaitFor(HealthResponse::SERVING));
 }
 
 // Issue 5's graceful drain (DESIGN.md §3): SIGTERM to a Switchboard that

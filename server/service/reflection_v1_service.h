@@ -5,9 +5,11 @@
 // service, and no reflection .proto is installed. Clients such as grpcurl ask
 // v1 first, so Switchboard serves it here, from the same source gRPC's
 // v1alpha service uses: the process' generated descriptor pool and the
-// server's own list of services. The answers are those of v1alpha, field for
-// field (tests/integration/service/reflection_test.cc compares them), except
-// that each response carries only its own request's answer.
+// server's own list of services. The answers are those of v1alpha, byte for
+// byte (tests/integration/service/reflection_test.cc compares them), but for
+// one thing: each response carries only its own request's answer (gRPC
+// 1.51's v1alpha reuses one response per stream, so its later answers on a
+// stream repeat the services and files of the earlier ones).
 //
 // Used by the wiring (server/app): AddReflectionV1() before BuildAndStart().
 // The service is a callback service; its reactions never block.

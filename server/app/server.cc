@@ -33,6 +33,7 @@
 #include "server/ratelimit/global_limiter.h"
 #include "server/ratelimit/local_limiter.h"
 #include "server/service/broker_service.h"
+#include "server/service/reflection_v1_service.h"
 #include "server/service/rpc_service.h"
 #include "server/upstream/upstreams.h"
 
@@ -40,6 +41,7 @@ namespace switchboard::app {
 namespace {
 
 constexpr char kBrokerServiceName[] = "switchboard.v1.Broker";
+constexpr char kRpcServiceName[] = "switchboard.v1.Rpc";
 constexpr size_t kMinReceiveMessageBytes = 16 << 20;
 // Concurrent streams on one HTTP/2 connection to a provider that a call may
 // count on (servers allow at least 100 by default; nginx 128).
@@ -101,12 +103,15 @@ class ServerImpl final : public Server {
         std::max<uint64_t>(kMinReceiveMessageBytes, limits.max_message_bytes + (64 << 10))));
     builder.RegisterService(broker_service_.get());
     builder.RegisterService(rpc_service_.get());
+    service::AddReflectionV1(builder);  // Beside gRPC's v1alpha.
     grpc_server_ = builder.BuildAndStart();
     if (grpc_server_ == nullptr || grpc_port_ == 0) {
       return absl::UnavailableError(
           absl::StrCat("server.listen: cannot listen on ", config_.server().listen()));
     }
     grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
+    // The proxy needs no broker: it serves as long as the process does.
+    health->SetServingStatus(kRpcServiceName, true);
     broker_->WatchHealth([this, health](bool serving) {
       absl::MutexLock lock(&shutdown_mu_);
       if (shut_down_) return;

@@ -69,12 +69,21 @@ void ConsumeReactor::OnReadDone(bool ok) {
   }
   // read_in_flight_ stays set until request_ is handled, so no other thread
   // starts the next read into it.
-  const absl::Status status = session_ == nullptr ? OpenSession() : SettleRequest();
+  const bool opening = session_ == nullptr;
+  const absl::Status status = opening ? OpenSession() : SettleRequest();
   if (!status.ok()) {
     FinishWithError(status);
     return;
   }
   StreamLock lock(*this);
+  if (opening) {
+    // Joined: the client learns the stream is live now, not at the first
+    // delivery. Deliveries that came first waited for this (the metadata
+    // must go before any write), and may go now.
+    joined_ = true;
+    if (!finishing()) StartSendInitialMetadata();
+    MaybeWriteLocked();
+  }
   read_in_flight_ = false;
   MaybeReadLocked();
 }
@@ -141,7 +150,7 @@ void ConsumeReactor::OnDeliveries(std::vector<broker::Delivery> deliveries) {
 }
 
 bool ConsumeReactor::TakeNextResponseLocked(v1::ConsumeResponse& response) {
-  if (deliveries_.empty() && failures_.empty()) return false;
+  if (!joined_ || (deliveries_.empty() && failures_.empty())) return false;
   const size_t count = std::min(deliveries_.size(), kMaxDeliveriesPerResponse);
   for (size_t i = 0; i < count; ++i) {
     broker::Delivery& delivery = deliveries_.front();

@@ -1,12 +1,14 @@
 // The reactor of one Consume stream: the bridge between a client's
 // StreamingPull-style stream and a broker ConsumerSession.
 //
-// The first request opens the session; later ones carry acks, nacks and
-// extensions, settled one request at a time (the next read starts when the
-// broker has answered the previous one, and while refused items wait to be
-// written, so a client that floods bad acks without reading is
-// back-pressured). Deliveries queue here until written; the session never
-// hands out more than max_in_flight leases, which bounds that queue.
+// The first request opens the session; once it is open the stream sends its
+// initial metadata, so a client knows it is live before the first delivery.
+// Later ones carry acks, nacks and extensions, settled one request at a time
+// (the next read starts when the broker has answered the previous one, and
+// while refused items wait to be written, so a client that floods bad acks
+// without reading is back-pressured). Deliveries queue here until written;
+// the session never hands out more than max_in_flight leases, which bounds
+// that queue.
 //
 // Created by BrokerService::Consume; deletes itself in OnDone after
 // destroying its session, which releases every lease still held at once.
@@ -69,6 +71,9 @@ class ConsumeReactor final
   // Set once, on the first read; destroyed in OnDone.
   std::unique_ptr<broker::ConsumerSession> session_;
 
+  // The session is open and the initial metadata on their way; no write
+  // starts before.
+  bool joined_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<broker::Delivery> deliveries_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::AckFailure> failures_ ABSL_GUARDED_BY(mu_);
   // A read is pending, or its request is still being handled.

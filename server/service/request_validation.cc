@@ -38,18 +38,27 @@ absl::StatusOr<std::vector<broker::OutgoingMessage>> ValidatePublishBatch(
   batch.reserve(messages.size());
   for (int i = 0; i < messages.size(); ++i) {
     const v1::OutgoingMessage& message = messages[i];
-    uint64_t bytes = message.payload().size();
+    const uint64_t payload_bytes = message.payload().size();
+    uint64_t attribute_bytes = 0;
     for (const auto& [key, value] : message.attributes()) {
       if (key.empty()) {
         return absl::InvalidArgumentError(
             absl::StrCat("messages[", i, "].attributes: keys must not be empty"));
       }
-      bytes += key.size() + value.size();
+      attribute_bytes += key.size() + value.size();
     }
-    if (bytes > limits.max_message_bytes) {
+    // The error names the field that took the message past the limit: the
+    // payload when it is too large alone, else the attributes added to it.
+    if (payload_bytes > limits.max_message_bytes) {
       return absl::InvalidArgumentError(
-          absl::StrCat("messages[", i, "].payload: ", bytes, " bytes exceeds the ",
+          absl::StrCat("messages[", i, "].payload: ", payload_bytes, " bytes exceeds the ",
                        limits.max_message_bytes, "-byte message limit"));
+    }
+    if (payload_bytes + attribute_bytes > limits.max_message_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "messages[", i, "].attributes: ", attribute_bytes, " bytes of keys and values with the ",
+          payload_bytes, "-byte payload exceed the ", limits.max_message_bytes,
+          "-byte message limit"));
     }
     batch.push_back(broker::OutgoingMessage{
         message.payload(),

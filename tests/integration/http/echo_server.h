@@ -9,6 +9,8 @@
 // headers and a Content-Length body, nothing else.
 #pragma once
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -17,12 +19,16 @@
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "tests/testing/subprocess.h"
 
 namespace switchboard::http {
@@ -40,8 +46,19 @@ class EchoServer {
   std::string url() const { return absl::StrCat("http://127.0.0.1:", port_, "/"); }
 
   // Closes the connection being served, once idle (after its answer), as an
-  // idle timeout does: without a `Connection: close` header.
-  void CloseIdleConnection() { close_requested_ = true; }
+  // idle timeout does: without a `Connection: close` header. Returns once the
+  // client's side has acknowledged the close, so its socket reads the end of
+  // the stream and the client's next use of the connection finds it closed;
+  // false when that did not happen within `timeout`.
+  bool CloseIdleConnection(absl::Duration timeout = absl::Seconds(10)) {
+    absl::MutexLock lock(&mu_);
+    const int closed_before = closed_on_request_;
+    close_requested_ = true;
+    const auto closed = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return closed_on_request_ > closed_before;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&closed), timeout);
+  }
 
   // Connections accepted so far.
   int accepted() const { return accepted_; }
@@ -61,8 +78,34 @@ class EchoServer {
       ++accepted_;
       close_requested_ = false;
       ServeConnection(connection);
+      if (close_requested_) {
+        CloseAcknowledged(connection);
+        absl::MutexLock lock(&mu_);
+        ++closed_on_request_;
+        continue;
+      }
       close(connection);
     }
+  }
+
+  // Sends the end of the stream and closes `connection` once the peer's
+  // kernel has acknowledged it (TCP's FIN_WAIT2; CLOSE or TIME_WAIT if the
+  // peer closed too). Loopback acknowledges within microseconds: this
+  // waits on the socket's state, not on time passing.
+  static void CloseAcknowledged(int connection) {
+    shutdown(connection, SHUT_WR);
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (absl::Now() < give_up) {
+      tcp_info info{};
+      socklen_t length = sizeof(info);
+      if (getsockopt(connection, IPPROTO_TCP, TCP_INFO, &info, &length) != 0) break;
+      if (info.tcpi_state == TCP_FIN_WAIT2 || info.tcpi_state == TCP_TIME_WAIT ||
+          info.tcpi_state == TCP_CLOSE) {
+        break;
+      }
+      std::this_thread::yield();
+    }
+    close(connection);
   }
 
   // Answers requests on `connection` until the client closes it, the test
@@ -114,6 +157,9 @@ class EchoServer {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> close_requested_{false};
   std::atomic<int> accepted_{0};
+  absl::Mutex mu_;
+  // Connections closed because CloseIdleConnection() asked.
+  int closed_on_request_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread thread_;
 };
 

@@ -226,8 +226,7 @@ TEST(HttpPoolTest, CountsAKeptAliveConnectionTheServerClosed) {
   EXPECT_EQ(harness.open_connections(), 1);
   // The provider's idle timeout: curl finds the connection dead when it
   // next wants it, closes it and opens another.
-  echo.CloseIdleConnection();
-  absl::SleepFor(absl::Milliseconds(100));
+  ASSERT_TRUE(echo.CloseIdleConnection());
   ASSERT_THAT(harness.Call(Post(echo.url())), HasStatus(200));
 
   EXPECT_EQ(echo.accepted(), 2);
@@ -503,9 +502,8 @@ TEST(HttpPoolTest, CancelledRequestNeverCallsBack) {
   std::unique_ptr<NginxServer> nginx = StartNginx();
   ASSERT_NE(nginx, nullptr);
   PoolHarness harness;
-  constexpr absl::Duration kTimeout = absl::Milliseconds(500);
+  constexpr absl::Duration kTimeout = absl::Milliseconds(300);
 
-  const absl::Time sent_at = absl::Now();
   const RequestId silent = harness.Send(Post(nginx->url("/slow"), kTimeout)).front();
   ASSERT_TRUE(harness.WaitForOpenConnections(1));
   bool first_cancel = false;
@@ -514,22 +512,34 @@ TEST(HttpPoolTest, CancelledRequestNeverCallsBack) {
     first_cancel = harness.pool().Cancel(silent);
     second_cancel = harness.pool().Cancel(silent);
   });
-  // Past the cancelled request's deadline, then one that answers.
-  absl::SleepFor(sent_at + kTimeout + absl::Milliseconds(200) - absl::Now());
+  // The cancelled request's HTTP/1.1 connection is closed at once.
+  EXPECT_EQ(harness.open_connections(), 0);
+  // A witness sent after the cancel with the same timeout: its deadline is
+  // later, and the pool's deadlines fire in order on its one thread, so by
+  // the time the witness has timed out, a callback the cancelled request
+  // could still get at its deadline would have come first.
+  const RequestId witness = harness.Send(Post(nginx->url("/slow"), kTimeout)).front();
+  ASSERT_TRUE(harness.WaitForResults(1));
+  // And the pool goes on answering.
   ASSERT_THAT(harness.Call(Post(nginx->url())), HasStatus(200));
 
   EXPECT_TRUE(first_cancel);
   EXPECT_FALSE(second_cancel);
   const std::vector<PoolHarness::Result> results = harness.results();
-  ASSERT_THAT(results, SizeIs(1));
-  EXPECT_NE(results[0].id, silent);
+  ASSERT_THAT(results, SizeIs(2));
+  EXPECT_EQ(results[0].id, witness);
+  EXPECT_THAT(results[0].response, StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_NE(results[1].id, silent);
+  EXPECT_THAT(results[1].response, HasStatus(200));
   const std::vector<RequestOutcome> outcomes = harness.observer().outcomes();
-  ASSERT_THAT(outcomes, SizeIs(2));
+  ASSERT_THAT(outcomes, SizeIs(3));
   EXPECT_EQ(outcomes[0].code, absl::StatusCode::kCancelled);
-  // The cancelled request's HTTP/1.1 connection was closed; the answer
-  // came over a new one.
-  EXPECT_EQ(harness.observer().opened(), 2);
-  EXPECT_EQ(harness.observer().closed(), 1);
+  EXPECT_EQ(outcomes[1].code, absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(outcomes[2].code, absl::StatusCode::kOk);
+  // Each silent request's connection closed with it; the answer came over
+  // a third.
+  EXPECT_EQ(harness.observer().opened(), 3);
+  EXPECT_EQ(harness.observer().closed(), 2);
 }
 
 TEST(HttpPoolTest, RequestsPastTheInFlightLimitFailAfterSendReturns) {

@@ -59,6 +59,15 @@ class RecordingObserver final : public HttpPoolObserver {
     return outcomes_;
   }
 
+  // Waits until exactly `n` connections are open (opened and not closed
+  // since), as the pool counts them; false after kResultTimeout.
+  bool WaitForOpen(int n) const {
+    absl::MutexLock lock(&mu_);
+    const auto reached = [&]()
+                             ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return opened_ - closed_ == n; };
+    return mu_.AwaitWithTimeout(absl::Condition(&reached), kResultTimeout);
+  }
+
  private:
   mutable absl::Mutex mu_;
   int opened_ ABSL_GUARDED_BY(mu_) = 0;
@@ -146,15 +155,9 @@ class PoolHarness {
     return open;
   }
 
-  // Waits until the pool has `n` connections open.
-  bool WaitForOpenConnections(int n) {
-    const absl::Time deadline = absl::Now() + kResultTimeout;
-    while (open_connections() != n) {
-      if (absl::Now() >= deadline) return false;
-      absl::SleepFor(absl::Milliseconds(5));
-    }
-    return true;
-  }
+  // Waits until the pool has `n` connections open: its observer hears of
+  // every connection opened and closed, so the count is the pool's.
+  bool WaitForOpenConnections(int n) { return observer_.WaitForOpen(n); }
 
   // Destroys the pool on the I/O thread.
   void DestroyPool() {

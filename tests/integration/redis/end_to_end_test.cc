@@ -2,8 +2,12 @@
 // servers (in-process, or child processes where one is killed) whose broker
 // is a real redis-server that the tests start, kill and restart, all on
 // loopback ports picked at run time. Each test asserts exact counts, and
-// reads what Redis stored from Redis itself. The broker-level versions of
-// these fault tests are in redis_broker_test.cc.
+// reads what Redis stored from Redis itself. How soon things happen (a
+// publish failing after the kill, the drain) are recorded as properties,
+// which tests/perf/bench_timing.sh holds to their bounds; the one clock
+// check left here is a lower bound (no reclaim before the ack deadline),
+// which a slow machine cannot break. The broker-level versions of these
+// fault tests are in redis_broker_test.cc.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
@@ -57,6 +61,7 @@ using HealthResponse = grpc::health::v1::HealthCheckResponse;
 using PublishStream = grpc::ClientReaderWriter<v1::PublishStreamRequest, v1::PublishStreamResponse>;
 
 constexpr char kBrokerService[] = "switchboard.v1.Broker";
+constexpr char kRpcService[] = "switchboard.v1.Rpc";
 // How long a test waits for something that must happen.
 constexpr absl::Duration kWaitTimeout = absl::Seconds(10);
 // XPENDING's summary of a group with nothing pending.
@@ -366,7 +371,8 @@ topics:
       << "publishing resumes without restarting Switchboard";
   const std::vector<PublishLoad::Call> calls = load.Stop();
 
-  // Every failure is a fast UNAVAILABLE, never a hang or a timeout.
+  // Every failure is an UNAVAILABLE, never a hang or a timeout (a call
+  // stuck until its deadline would be DEADLINE_EXCEEDED).
   std::map<std::string, std::string> acked;   // id -> payload
   std::set<std::string> failed_before_death;  // Payloads that may have reached Redis.
   absl::Duration slowest_failure;
@@ -384,10 +390,9 @@ topics:
   }
   RecordProperty("failed_publishes", static_cast<int>(calls.size() - acked.size()));
   RecordProperty("slowest_failed_publish_ms", absl::ToInt64Milliseconds(slowest_failure));
+  // How fast (each under 1 s): tests/perf/bench_timing.sh holds them to it.
   RecordProperty("first_failure_after_kill_ms",
                  absl::ToInt64Milliseconds(first_failure_end - kill_started));
-  EXPECT_LT(slowest_failure, absl::Seconds(1));
-  EXPECT_LT(first_failure_end - kill_started, absl::Seconds(1));
 
   // Every acknowledged publish is in the stream with its payload, once.
   // Besides them, at most the one call of each thread in flight at the kill
@@ -623,6 +628,36 @@ topics:
               IsOkAndHolds(Gt(0)));
 }
 
+// DESIGN.md §6: the Broker is NOT_SERVING while Redis is down, but the RPC
+// proxy, which needs no broker, still serves.
+TEST_F(EndToEndTest, RpcHealthStaysServingWhileTheBrokerIsDown) {
+  ASSERT_NO_FATAL_FAILURE(StartRedis());
+  ASSERT_NO_FATAL_FAILURE(StartSwitchboard(""));
+  const auto health_of = [this](const std::string& service) {
+    grpc::ClientContext context;
+    context.set_deadline(testing::Deadline());
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    HealthResponse response;
+    const grpc::Status status =
+        grpc::health::v1::Health::NewStub(channel_)->Check(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << service << ": " << status.error_message();
+    return response.status();
+  };
+  HealthWatch broker_health(channel_, kBrokerService);
+  ASSERT_TRUE(broker_health.WaitFor(HealthResponse::SERVING));
+  EXPECT_EQ(health_of(kRpcService), HealthResponse::SERVING);
+
+  redis_->Kill();
+  ASSERT_TRUE(broker_health.WaitFor(HealthResponse::NOT_SERVING));
+  EXPECT_EQ(health_of(kRpcService), HealthResponse::SERVING);
+  EXPECT_EQ(health_of(kBrokerService), HealthResponse::NOT_SERVING);
+
+  // Back, so the server drains against a live Redis.
+  ASSERT_THAT(redis_->Restart(), IsOk());
+  ASSERT_TRUE(broker_health.WaitFor(HealthResponse::SERVING));
+}
+
 // Issue 5's graceful drain (DESIGN.md §3): SIGTERM to a Switchboard that
 // serves consumers with messages in flight while publishers keep going. Its
 // health turns NOT_SERVING, its Consume streams end with UNAVAILABLE and
@@ -698,9 +733,9 @@ TEST_F(EndToEndTest, SigtermDrainsConsumersToTheOtherReplicaAndExitsZeroLosingNo
   RecordProperty("drain_ms", absl::ToInt64Milliseconds(drain_took));
   EXPECT_TRUE(health.WaitFor(HealthResponse::NOT_SERVING));
   EXPECT_THAT(exit_code, IsOkAndHolds(0)) << draining.stderr_text();
-  // Within the budget (the margin is the process' exit and this test's
-  // wait, on a loaded machine), even with the Health.Watch call open.
-  EXPECT_LT(drain_took, kDrainTimeout + absl::Milliseconds(500));
+  // That it fits the budget, even with the Health.Watch call open, is
+  // drain_ms: tests/perf/bench_timing.sh holds it to kDrainTimeout (plus the
+  // process' exit and this test's wait).
   EXPECT_THAT(draining.stderr_text(), ::testing::HasSubstr("draining"));
 
   const size_t before_switch = publishers.succeeded();

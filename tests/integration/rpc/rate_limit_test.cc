@@ -117,9 +117,9 @@ TEST(RpcRateLimitTest, OneClientGetsTheProvidersRateWithoutA429OverAtMostMaxConn
   ReportFigure("calls_refused", refused);
   ReportFigure("calls_dropped_at_deadline", dropped);
 
-  // The provider: no 429, and at least 95% of its rate.
+  // The provider: no 429. (The share of its rate it got, 95% or more, is a
+  // figure: tests/perf/bench_timing.sh holds nginx_requests_per_second to it.)
   EXPECT_EQ(statuses[429], 0) << "nginx refused requests past its limit";
-  EXPECT_GE(achieved, kMinShareOfRateLimit * kProviderRate);
   // Its other answers: a 200 for every request Switchboard got an answer to
   // (or gave up on just as nginx answered), a 499 only for a request it
   // cut off.

@@ -213,6 +213,23 @@ TEST_F(BrokerServiceTest, BadPublishInputNamesTheField) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), StartsWith("messages:"));
 
+  // A message too large by its attributes names them, not the payload; the
+  // payload alone fits the 1 MiB limit in both.
+  for (const size_t payload_bytes : {size_t{10}, size_t{1} << 20}) {
+    SCOPED_TRACE(payload_bytes);
+    v1::PublishRequest request;
+    request.set_topic("orders");
+    request.add_messages()->set_payload("fine");
+    v1::OutgoingMessage& large = *request.add_messages();
+    large.set_payload(std::string(payload_bytes, 'p'));
+    (*large.mutable_attributes())["trace"] = std::string((1 << 20) - payload_bytes + 1, 'a');
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    status = stub_->Publish(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), StartsWith("messages[1].attributes: "));
+  }
+
   // Nothing of the refused batches was published.
   grpc::ClientContext context;
   auto stream = OpenConsume(context, "orders", "g", 10);
@@ -220,6 +237,23 @@ TEST_F(BrokerServiceTest, BadPublishInputNamesTheField) {
   std::vector<v1::Delivery> deliveries = ReadDeliveries(*stream, 1);
   ASSERT_EQ(deliveries.size(), 1u);
   EXPECT_EQ(deliveries[0].message().payload(), "only");
+  context.TryCancel();
+}
+
+// A worker knows its Consume stream is live (validated, joined to its group)
+// before the first delivery, as a Subscribe stream is once subscribed.
+TEST_F(BrokerServiceTest, ConsumeStreamSendsInitialMetadataOnceJoined) {
+  grpc::ClientContext context;
+  std::unique_ptr<ConsumeStream> stream = OpenConsume(context, "quiet", "g", 10);
+  // Nothing is published yet: were the metadata held back until the first
+  // response, this would wait until the call's deadline ends the stream.
+  stream->WaitForInitialMetadata();
+
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("quiet", {"first"}, &published).ok());
+  std::vector<v1::Delivery> deliveries = ReadDeliveries(*stream, 1);
+  ASSERT_EQ(deliveries.size(), 1u) << "the stream ended before any delivery";
+  EXPECT_EQ(deliveries[0].message().payload(), "first");
   context.TryCancel();
 }
 
@@ -323,7 +357,7 @@ TEST_F(BrokerServiceTest, KilledConsumersLeasesGoToTheOtherConsumerWithAttemptTw
 
 TEST_F(BrokerServiceTest, HealthReportsServingPerService) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
-  for (const char* service : {"", "switchboard.v1.Broker"}) {
+  for (const char* service : {"", "switchboard.v1.Broker", "switchboard.v1.Rpc"}) {
     grpc::ClientContext context;
     context.set_deadline(Deadline());
     grpc::health::v1::HealthCheckRequest request;

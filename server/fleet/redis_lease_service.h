@@ -47,7 +47,7 @@ struct FleetOptions {
   absl::Duration heartbeat_interval = absl::Milliseconds(500);
   absl::Duration replica_ttl = absl::Seconds(2);
   // How far ahead a lease reaches.
-  absl::Duration horizon = absl::Milliseconds(100);
+  absl::Duration horizon = absl::Milliseconds(50);
   // A lease or report slower than this fails.
   absl::Duration timeout = absl::Milliseconds(250);
 };

@@ -54,6 +54,8 @@ std::optional<AdmissionResult> ClientQuotas::Decide(Quota& quota, absl::Time now
   }
   // No tokens yet, but some are coming: the answer waits for them.
   if (conforming == absl::InfiniteFuture() && quota.limiter->AwaitingTokens()) return std::nullopt;
+  // Refused: the call no longer waits for tokens.
+  quota.limiter->OnDemand(0, quota.waiting.empty() ? 0 : quota.waiting.size() - 1, now);
   const absl::Time allowed = conforming == absl::InfiniteFuture()
                                  ? quota.limiter->EstimateConformingTime(0, 1, now)
                                  : conforming;

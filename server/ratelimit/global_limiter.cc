@@ -99,6 +99,8 @@ void GlobalLimiter::Consume(uint64_t cost, absl::Time due, absl::Time now) {
   DropExpired(now);
   const size_t taken = std::min<size_t>(cost, slots_.size());
   slots_.erase(slots_.begin(), slots_.begin() + taken);
+  // The call admitted was waiting: the tokens still wanted are for others.
+  waiting_cost_ -= std::min(waiting_cost_, cost);
   MaybeLease(now);
 }
 
@@ -151,10 +153,19 @@ void GlobalLimiter::MaybeLease(absl::Time now) {
   }
   const uint64_t held = fallback_ != nullptr ? 0 : slots_.size();
   uint64_t wanted = std::max<uint64_t>(waiting_cost_, cost_short_);
+  const double demand = DemandAt(now);
   if (uncontended_) {
+    // Spare capacity: calls at a steady rate find a grace period's worth
+    // at hand.
     wanted = std::max<uint64_t>(
-        wanted,
-        static_cast<uint64_t>(std::ceil(DemandAt(now) * absl::ToDoubleSeconds(kSlotGrace))));
+        wanted, static_cast<uint64_t>(std::ceil(demand * absl::ToDoubleSeconds(kSlotGrace))));
+  } else {
+    // Contended: enough for the demand until the next lease (whole tokens
+    // only, so that a replica with a trickle of calls holds none in stock
+    // to expire).
+    wanted = std::max<uint64_t>(
+        wanted, static_cast<uint64_t>(
+                    std::floor(demand * absl::ToDoubleSeconds(service_.horizon() * 3 / 4))));
   }
   if (fallback_ == nullptr && wanted <= held) return;
   if (now < next_lease_allowed_) {
@@ -206,7 +217,19 @@ void GlobalLimiter::OnLease(uint32_t wanted, absl::StatusOr<Lease> lease) {
     granted_rate_ = 0.5 * granted_rate_ + 0.5 * lease->tokens / absl::ToDoubleSeconds(span);
   }
   uncontended_ = lease->tokens == wanted && lease->first_slot <= now;
-  next_lease_allowed_ = lease->tokens < wanted ? now + service_.horizon() / 2 : now;
+  // Round trips are paced, whatever the call rate: a contended lease got
+  // what was free up to a horizon ahead, and the next one comes while a
+  // quarter of it is left; after a full grant, calls that arrive meanwhile
+  // wait at most a quarter horizon for the next.
+  next_lease_allowed_ =
+      now + (lease->tokens < wanted ? service_.horizon() * 3 / 4 : service_.horizon() / 4);
+  if (lease->tokens == 0) {
+    // The schedule is taken a whole horizon ahead: ask again as soon as its
+    // first free slot comes within the horizon, not later, so that a
+    // replica with a trickle of calls is not starved by a busy one.
+    next_lease_allowed_ =
+        std::max(now + absl::Milliseconds(1), lease->first_slot - service_.horizon());
+  }
   Changed();
   MaybeLease(now);
 }

@@ -46,10 +46,11 @@ class Limiter {
   // wake-ups do not lower the long-run rate.
   virtual void Consume(uint64_t cost, absl::Time due, absl::Time now) = 0;
 
-  // A call of `arrived_cost` came for this limiter, and calls totalling
-  // `waiting_cost` (it included, when it was queued) now wait for it: a
-  // global limiter leases tokens to follow the demand. Local limiters
-  // ignore it.
+  // A call of `arrived_cost` came for this limiter (0: a waiting call left
+  // without being admitted), and calls totalling `waiting_cost` (it
+  // included, when it was queued) now wait for it; Consume() takes an
+  // admitted call's cost off the waiting cost. A global limiter leases
+  // tokens to follow the demand. Local limiters ignore it.
   virtual void OnDemand(uint64_t arrived_cost, uint64_t waiting_cost, absl::Time now) {
     (void)arrived_cost;
     (void)waiting_cost;

@@ -64,7 +64,10 @@ bool UpstreamAdmission::Cancel(Ticket ticket) {
   if (call == pending_.end()) return false;
   if (call->second.queued) queued_cost_ -= call->second.cost;
   pending_.erase(call);
-  if (queue_.Remove(ticket)) ArmTimer();
+  if (queue_.Remove(ticket)) {
+    limiter_->OnDemand(0, queued_cost_, dispatcher_.clock().Now());
+    ArmTimer();
+  }
   return true;
 }
 
@@ -123,6 +126,7 @@ void UpstreamAdmission::AdmitConforming() {
       observer_.OnRejected(head->client_id, RejectionReason::kDeadlinePassed);
       queue_.Remove(head->ticket);
       queued_cost_ -= call.cost;
+      limiter_->OnDemand(0, queued_cost_, now);
       Complete(head->ticket,
                {absl::DeadlineExceededError(
                    "the deadline passed while the call waited for the upstream's rate limit")});

@@ -75,7 +75,7 @@ class FakeLeaseService final : public ratelimit::LeaseService {
   std::vector<Request> requests_;
   std::vector<Throttle> throttles_;
   absl::flat_hash_map<std::string, PauseCallback> watchers_;
-  absl::Duration horizon_ = absl::Milliseconds(100);
+  absl::Duration horizon_ = absl::Milliseconds(50);
   uint32_t live_replicas_ = 1;
 };
 

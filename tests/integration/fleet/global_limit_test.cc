@@ -68,8 +68,19 @@ constexpr absl::Duration kCallDeadline = absl::Milliseconds(100);
 // figures below can be read against them).
 constexpr int kHeartbeatMs = 500;
 constexpr int kReplicaTtlMs = 2000;
-constexpr int kLeaseMs = 100;
+constexpr int kLeaseMs = 50;
 constexpr int kRedisTimeoutMs = 250;
+
+// The share of the provider's limit the fleet must use: issue 11's 95 of
+// 100 requests/s. Sanitizer builds run unoptimized and several times
+// slower, and a limiter loses the time its dispatcher is busy beyond one
+// call's interval: there the bound is looser. Everything else the tests
+// assert holds in every build.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr double kMinShareOfRateLimit = 0.9;
+#else
+constexpr double kMinShareOfRateLimit = 0.95;
+#endif
 
 // A 1-second window's total at the provider that counts as "the survivors
 // absorbed the killed replica's share": 90% of the limit, looser where

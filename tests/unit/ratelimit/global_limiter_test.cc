@@ -102,13 +102,13 @@ TEST_F(GlobalLimiterTest, TokensUnusedPastTheirGraceAreReturned) {
   });
 }
 
-TEST_F(GlobalLimiterTest, AContendedLeaseWaitsHalfAHorizonBeforeTheNext) {
+TEST_F(GlobalLimiterTest, AContendedLeaseWaitsThreeQuartersOfAHorizonBeforeTheNext) {
   Run([&] {
     limiter_->OnDemand(1, 50, Now());
     service_.Grant(0, 5, Now() + absl::Milliseconds(50), kInterval);  // Less than asked.
     EXPECT_EQ(service_.requests().size(), 1u);
   });
-  Advance(service_.horizon() / 2 - absl::Milliseconds(1));
+  Advance(service_.horizon() * 3 / 4 - absl::Milliseconds(1));
   Run([&] { EXPECT_EQ(service_.requests().size(), 1u); });
   Advance(absl::Milliseconds(1));
   Run([&] { EXPECT_EQ(service_.requests().size(), 2u); });

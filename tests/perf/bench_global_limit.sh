@@ -9,7 +9,9 @@
 #     an access log of each request's time and status;
 #   - REPLICAS (default 3) switchboard processes on that Redis, each with the
 #     provider as upstream `provider`: `rate_limit: {requests_per_second:
-#     RATE (default 98), burst: BURST (default 2), scope: global}`,
+#     RATE (default 100, the provider's own limit: the
+#     benchmark measures how much of it the fleet uses), burst: BURST (default
+#     2), scope: global}`,
 #     max_connections 2, no coalescing;
 # then loads every replica with `sbctl bench call --rate` (open loop, unary
 # calls, params varied per call): OVERDEMAND (default 5) times the provider's
@@ -53,7 +55,7 @@ seconds=${BENCH_SECONDS:-60}
 replicas=${REPLICAS:-3}
 limit=${LIMIT:-100}
 nginx_burst=${NGINX_BURST:-5}
-rate=${RATE:-98}
+rate=${RATE:-100}
 burst=${BURST:-2}
 overdemand=${OVERDEMAND:-5}
 fast_limit=${FAST_LIMIT:-1000}

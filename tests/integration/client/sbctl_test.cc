@@ -293,4 +293,30 @@ TEST_F(SbctlCallTest, BenchCallUsageErrorsExitTwo) {
 }
 
 }  // namespace
+TEST_F(SbctlTest, LimitShowsAnUpstreamsLocalLimit) {
+  StartServer(R"yaml(
+upstreams:
+  - name: provider
+    urls: ["http://127.0.0.1:1/"]
+    rate_limit: {requests_per_second: 50, burst: 5}
+  - name: unlimited
+    urls: ["http://127.0.0.1:1/"]
+)yaml");
+  testing::RunResult limit = Sbctl({"limit", "provider"});
+  ASSERT_EQ(limit.exit_code, 0) << limit.stderr_text;
+  EXPECT_EQ(limit.stdout_text,
+            "upstream: provider\nscope: local\nconfigured_rate: 50\nrate: 50\nburst: 5\n"
+            "queue_depth: 0\nin_flight: 0\n");
+  testing::RunResult unlimited = Sbctl({"limit", "unlimited"});
+  ASSERT_EQ(unlimited.exit_code, 0) << unlimited.stderr_text;
+  EXPECT_THAT(unlimited.stdout_text, ::testing::HasSubstr("scope: none\n"));
+  testing::RunResult unknown = Sbctl({"limit", "nope"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.stderr_text,
+              ::testing::HasSubstr("NOT_FOUND: upstream: no upstream named \"nope\""));
+  testing::RunResult empty = Sbctl({"limit", ""});
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_THAT(empty.stderr_text, ::testing::HasSubstr("INVALID_ARGUMENT: upstream:"));
+}
+
 }  // namespace switchboard

@@ -22,9 +22,11 @@
 #include <vector>
 
 #include "absl/functional/function_ref.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/substitute.h"
 #include "absl/time/clock.h"
@@ -36,6 +38,7 @@
 #include "tests/testing/nginx_server.h"
 #include "tests/testing/redis_server.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/switchboard_process.h"
 
 namespace switchboard::testing {
@@ -276,14 +279,16 @@ class FleetGlobalLimitTest : public SharedServersTest<FleetServers> {
   NginxServer& provider() { return *shared_->provider; }
 
   // Starts a replica whose upstream is at `url` (the shared provider when
-  // empty), next in replicas_.
-  absl::Status StartReplica(std::string url = "") {
+  // empty), next in replicas_; with `extra_yaml` appended to its
+  // configuration, and its client calling with `token`.
+  absl::Status StartReplica(std::string url = "", absl::string_view extra_yaml = "",
+                            const std::string& token = "") {
     if (url.empty()) url = provider().url();
     Replica replica;
-    replica.process = std::make_unique<SwitchboardProcess>(SWITCHBOARD_BINARY,
-                                                           ReplicaConfigYaml(redis(), db_, url));
+    replica.process = std::make_unique<SwitchboardProcess>(
+        SWITCHBOARD_BINARY, absl::StrCat(ReplicaConfigYaml(redis(), db_, url), extra_yaml));
     if (absl::Status started = replica.process->Start(); !started.ok()) return started;
-    replica.client = MakeRpcClient(replica.process->target(), kCallDeadline);
+    replica.client = MakeRpcClient(replica.process->target(), kCallDeadline, token);
     replicas_.push_back(std::move(replica));
     return absl::OkStatus();
   }
@@ -772,6 +777,81 @@ TEST_F(FleetGlobalLimitTest, RedisOutageFallsBackToAShareAndRecovers) {
 
 // A global limit needs Redis: on the memory broker it is a configuration
 // error that names the field, and switchboard does not start.
+// Issue 11, point 7: one command shows a global limit across the fleet.
+TEST_F(FleetGlobalLimitTest, SbctlLimitShowsTheFleetsStateOfAGlobalLimit) {
+  constexpr int kReplicas = 2;
+  for (int i = 0; i < kReplicas; ++i) ASSERT_THAT(StartReplica(), IsOk());
+  ASSERT_THAT(WaitForLiveReplicas(kReplicas), IsOk());
+  // Both replicas lease, so both have a lease to show.
+  for (int i = 0; i < kReplicas; ++i) StartLoad(i, 100, 10);
+  for (int i = 0; i < kReplicas; ++i) {
+    absl::StatusOr<double> leased = WaitForMetric(replicas_[i].process->metrics_port(),
+                                                  kTokensLeased, [](double n) { return n > 0; });
+    ASSERT_THAT(leased, IsOk());
+  }
+  const RunResult limit =
+      testing::Run({SBCTL_BINARY, absl::StrCat("--server=", replicas_[1].process->target()),
+                    "limit", kUpstream});
+  StopLoads();
+  ASSERT_EQ(limit.exit_code, 0) << limit.stderr_text;
+  std::cout << limit.stdout_text;
+  EXPECT_THAT(limit.stdout_text, HasSubstr("scope: global\n"));
+  EXPECT_THAT(limit.stdout_text, HasSubstr(absl::StrCat("configured_rate: ", kSwitchboardRate)));
+  EXPECT_THAT(limit.stdout_text, HasSubstr("fallback: no\n"));
+  EXPECT_THAT(limit.stdout_text, HasSubstr(absl::StrCat("live_replicas: ", kReplicas, "\n")));
+  // One line of tokens ahead per replica that leased: both.
+  int replica_lines = 0;
+  for (absl::string_view line : absl::StrSplit(limit.stdout_text, '\n')) {
+    if (absl::StartsWith(line, "tokens_ahead[")) ++replica_lines;
+  }
+  EXPECT_EQ(replica_lines, kReplicas) << limit.stdout_text;
+}
+
+// Issue 11, point 1: a client's quota with `quota_scope: global` holds
+// across replicas: two replicas, the client calling both at 50/s for 5 s,
+// get what a 20/s quota (burst: a second's worth) allows, not twice it.
+TEST_F(FleetGlobalLimitTest, AGlobalClientQuotaHoldsAcrossReplicas) {
+  constexpr int kReplicas = 2;
+  constexpr double kQuota = 20;
+  constexpr absl::Duration kLoadDuration = absl::Seconds(5);
+  const std::string clients = absl::Substitute(R"(clients:
+  - {id: fleet-worker, token: fleet-token, requests_per_second: $0, quota_scope: global}
+)",
+                                               kQuota);
+  for (int i = 0; i < kReplicas; ++i) {
+    ASSERT_THAT(StartReplica("", clients, "fleet-token"), IsOk());
+  }
+  ASSERT_THAT(WaitForLiveReplicas(kReplicas), IsOk());
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < kReplicas; ++i) StartLoad(i, 50, 10);
+  absl::SleepFor(kLoadDuration);
+  const absl::Time stop = absl::Now();
+  const std::vector<std::vector<CallOutcome>> outcomes = StopLoads();
+  int ok = 0;
+  int over_quota = 0;
+  for (const auto& replica : outcomes) {
+    for (const CallOutcome& outcome : replica) {
+      // Calls still running at `stop` count too: their quota was taken.
+      if (outcome.status.ok()) ++ok;
+      if (outcome.status.code() == absl::StatusCode::kResourceExhausted) ++over_quota;
+    }
+  }
+  ReportFigure("calls_ok", ok);
+  ReportFigure("calls_over_quota", over_quota);
+  // The quota: a burst of one second's worth, then the rate, over the run
+  // (and the time the last calls took to end); one lease's grace of slack.
+  const double allowed = kQuota + kQuota * absl::ToDoubleSeconds(stop - start + absl::Seconds(1));
+  EXPECT_LE(ok, allowed + 2);
+  EXPECT_GE(ok, 0.85 * kQuota * absl::ToDoubleSeconds(kLoadDuration));
+  EXPECT_GT(over_quota, 0);
+  for (const Replica& replica : replicas_) {
+    EXPECT_GT(CounterValue(replica.process->metrics_port(),
+                           R"(switchboard_global_limit_tokens_leased_total{kind="client",)"
+                           R"(name="fleet-worker"})"),
+              0);
+  }
+}
+
 TEST(FleetConfigTest, GlobalScopeOnTheMemoryBrokerIsAConfigurationError) {
   SwitchboardProcess process(SWITCHBOARD_BINARY, absl::Substitute(R"(
 upstreams:

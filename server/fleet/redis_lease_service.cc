@@ -63,6 +63,17 @@ absl::StatusOr<std::vector<double>> Numbers(const Reply& reply, size_t count) {
 
 }  // namespace
 
+absl::StatusOr<RedisLeaseService::Unpacked> RedisLeaseService::Unpack(
+    const std::weak_ptr<RedisLeaseService*>& self, const absl::StatusOr<Reply>& reply,
+    size_t count) {
+  std::shared_ptr<RedisLeaseService*> service = self.lock();
+  if (service == nullptr) return absl::UnavailableError("the fleet coordination is shutting down");
+  if (!reply.ok()) return reply.status();
+  absl::StatusOr<std::vector<double>> numbers = Numbers(*reply, count);
+  if (!numbers.ok()) return numbers.status();
+  return Unpacked{*service, *std::move(numbers)};
+}
+
 RedisLeaseService::RedisLeaseService(event::DispatcherImpl& io, FleetOptions options,
                                      broker::redis::ConnectionObserver& connection_observer,
                                      FleetObserver& fleet_observer)
@@ -187,30 +198,22 @@ void RedisLeaseService::Lease(const ratelimit::SharedLimit& limit, ratelimit::Le
        absl::StrCat(request.recovering ? absl::ToInt64Microseconds(RecoveryHold()) : 0),
        absl::StrCat(request.live_replicas)},
       [self, sent, done = std::move(done)](absl::StatusOr<Reply> reply) mutable {
-        std::shared_ptr<RedisLeaseService*> service = self.lock();
-        if (service == nullptr) {
-          done(absl::UnavailableError("the fleet coordination is shutting down"));
+        absl::StatusOr<Unpacked> unpacked = Unpack(self, reply, 8);
+        if (!unpacked.ok()) {
+          done(unpacked.status());
           return;
         }
-        if (!reply.ok()) {
-          done(reply.status());
-          return;
-        }
-        absl::StatusOr<std::vector<double>> n = Numbers(*reply, 8);
-        if (!n.ok()) {
-          done(n.status());
-          return;
-        }
-        RedisLeaseService& me = **service;
-        me.SampleOffset((*n)[6], sent, me.io_.clock().Now());
-        me.live_replicas_ = std::max<uint32_t>(1, static_cast<uint32_t>((*n)[7]));
+        RedisLeaseService& me = *unpacked->service;
+        const std::vector<double>& n = unpacked->numbers;
+        me.SampleOffset(n[6], sent, me.io_.clock().Now());
+        me.live_replicas_ = std::max<uint32_t>(1, static_cast<uint32_t>(n[7]));
         ratelimit::Lease lease;
-        lease.tokens = static_cast<uint32_t>((*n)[0]);
-        lease.not_before = me.LocalTime((*n)[1]);
-        lease.first_slot = me.LocalTime((*n)[2]);
-        lease.interval = absl::Microseconds((*n)[3]);
-        lease.rate = (*n)[4];
-        lease.paused_until = (*n)[5] > 0 ? me.LocalTime((*n)[5]) : absl::InfinitePast();
+        lease.tokens = static_cast<uint32_t>(n[0]);
+        lease.not_before = me.LocalTime(n[1]);
+        lease.first_slot = me.LocalTime(n[2]);
+        lease.interval = absl::Microseconds(n[3]);
+        lease.rate = n[4];
+        lease.paused_until = n[5] > 0 ? me.LocalTime(n[5]) : absl::InfinitePast();
         lease.live_replicas = me.live_replicas_;
         done(lease);
       });
@@ -271,27 +274,19 @@ void RedisLeaseService::Describe(const ratelimit::SharedLimit& limit, DescribeCa
   std::weak_ptr<RedisLeaseService*> self = self_;
   Run(Script::kDescribe, {StateKey(limit), LeasesKey(limit), ReplicasKey()}, {},
       [self, configured = limit.rate, done = std::move(done)](absl::StatusOr<Reply> reply) mutable {
-        std::shared_ptr<RedisLeaseService*> service = self.lock();
-        if (service == nullptr) {
-          done(absl::UnavailableError("the fleet coordination is shutting down"));
+        absl::StatusOr<Unpacked> unpacked = Unpack(self, reply, 5);
+        if (!unpacked.ok()) {
+          done(unpacked.status());
           return;
         }
-        if (!reply.ok()) {
-          done(reply.status());
-          return;
-        }
-        absl::StatusOr<std::vector<double>> n = Numbers(*reply, 5);
-        if (!n.ok()) {
-          done(n.status());
-          return;
-        }
-        RedisLeaseService& me = **service;
-        const double now_us = (*n)[0];
+        RedisLeaseService& me = *unpacked->service;
+        const std::vector<double>& n = unpacked->numbers;
+        const double now_us = n[0];
         ratelimit::SharedLimitState state;
         state.configured_rate = configured;
-        state.rate = (*n)[1];
-        state.paused_until = (*n)[2] > now_us ? me.LocalTime((*n)[2]) : absl::InfinitePast();
-        state.live_replicas = static_cast<uint32_t>((*n)[4]);
+        state.rate = n[1];
+        state.paused_until = n[2] > now_us ? me.LocalTime(n[2]) : absl::InfinitePast();
+        state.live_replicas = static_cast<uint32_t>(n[4]);
         for (size_t i = 5; i + 1 < reply->elements.size(); i += 2) {
           // "<tokens> <last slot us> <interval us>"
           std::vector<absl::string_view> fields = absl::StrSplit(reply->elements[i + 1].str, ' ');

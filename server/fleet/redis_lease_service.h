@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
@@ -91,6 +92,16 @@ class RedisLeaseService final : public ratelimit::LeaseService {
  private:
   enum class Script { kLease, kThrottle, kHeartbeat, kDescribe };
   using ScriptCallback = absl::AnyInvocable<void(absl::StatusOr<broker::redis::Reply>)>;
+
+  // A script's reply as its callback uses it: the service (still there) and
+  // the first elements of the reply as numbers.
+  struct Unpacked {
+    RedisLeaseService* service;
+    std::vector<double> numbers;
+  };
+  static absl::StatusOr<Unpacked> Unpack(const std::weak_ptr<RedisLeaseService*>& self,
+                                         const absl::StatusOr<broker::redis::Reply>& reply,
+                                         size_t count);
 
   // Runs `script` with EVALSHA once its SHA is known, EVAL otherwise or on
   // NOSCRIPT. `done` gets the reply (a Redis error as a status).

@@ -87,16 +87,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for_port() {
-  for _ in $(seq 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null &&
-      return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
+source tests/perf/lib.sh  # free_port, wait_for_port
 # The value of series $2 on the metrics page at port $1 (0 when absent).
 metric() {
   curl -s "http://127.0.0.1:$1/metrics" | awk -v series="$2" '$1 == series {v = $2} END {print v + 0}'

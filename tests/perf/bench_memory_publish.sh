@@ -19,7 +19,7 @@ if [[ ! -x $build/server/switchboard || ! -x $build/client/sbctl ]]; then
   ninja -C "$build" switchboard sbctl >/dev/null
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source tests/perf/lib.sh  # free_port, wait_for_port
 grpc_port=$(free_port)
 metrics_port=$(free_port)
 "$build/server/switchboard" --listen="127.0.0.1:$grpc_port" \

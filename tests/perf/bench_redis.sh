@@ -49,7 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source tests/perf/lib.sh  # free_port, wait_for_port
 redis_port=$(free_port)
 redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work" --save '' --appendonly no \
   --logfile "$work/redis.log" &

@@ -100,8 +100,8 @@ class UpstreamClientTest : public ::testing::Test {
   }
 
   // A client on URLs "http://primary" and "http://fallback", without a rate
-  // limit unless the test sets one.
-  void Create(UpstreamOptions options) {
+  // limit unless the test sets one, and with the clients' `quotas` if any.
+  void Create(UpstreamOptions options, ratelimit::ClientQuotas* quotas = nullptr) {
     options.name = "solana";
     if (options.urls.empty()) options.urls = {"http://primary", "http://fallback"};
     Run([&] {
@@ -112,7 +112,7 @@ class UpstreamClientTest : public ::testing::Test {
             pool_ = pool.get();
             return pool;
           },
-          observer_);
+          observer_, quotas);
     });
   }
 
@@ -175,6 +175,32 @@ class UpstreamClientTest : public ::testing::Test {
   FakeHttpPool* pool_ = nullptr;
   std::vector<absl::StatusOr<upstream::Answer>> answers_;
 };
+
+TEST_F(UpstreamClientTest, CacheHitsAndCoalescedCallsTakeNothingFromTheClientsQuota) {
+  // One request per second, a burst of one: the client's only request now.
+  std::unique_ptr<ratelimit::ClientQuotas> quotas;
+  Run([&] {
+    quotas = std::make_unique<ratelimit::ClientQuotas>(
+        dispatcher_, absl::flat_hash_map<std::string, double>{{"worker", 1}});
+  });
+  UpstreamOptions options = Unlimited();
+  options.cache_ttl = {{"getGenesisHash", absl::Seconds(60)}};
+  Create(options, quotas.get());
+  const size_t first = Start("getGenesisHash");
+  const size_t joined = Start("getGenesisHash");  // Coalesced with the first.
+  Respond(0, Result(R"("hash")"));
+  const size_t cached = Start("getGenesisHash");
+  const size_t over = Start("getSlot");
+  EXPECT_EQ(SentCount(), 1u);
+  EXPECT_THAT(AnswerOf(first), IsOk());
+  EXPECT_TRUE(AnswerOf(joined)->coalesced);
+  EXPECT_TRUE(AnswerOf(cached)->cached);
+  EXPECT_THAT(AnswerOf(over), StatusIs(absl::StatusCode::kResourceExhausted,
+                                       HasSubstr("client worker is over its quota")));
+  EXPECT_EQ(RetryAfter(AnswerOf(over).status()), absl::Seconds(1));
+  Run([&] { client_.reset(); });
+  Run([&] { quotas.reset(); });
+}
 
 TEST_F(UpstreamClientTest, ResultAndErrorComeBackByteForByte) {
   Create(Unlimited());

@@ -35,18 +35,21 @@ class NullFleetObserver final : public FleetObserver {
 // One "replica": a dispatcher and the service on it.
 class Replica {
  public:
-  Replica(const testing::RedisServer& redis, std::string id)
+  // On database `db` of `redis`: each test has its own, so replicas of an
+  // earlier test are not counted.
+  Replica(const testing::RedisServer& redis, uint32_t db, std::string id)
       : io_("lease-" + id, common::RealClock::Get()) {
     io_.Start();
     FleetOptions options;
     options.connection.port = static_cast<uint16_t>(redis.port());
+    options.connection.db = db;
     options.replica_id = std::move(id);
     options.heartbeat_interval = absl::Milliseconds(100);
     options.replica_ttl = absl::Seconds(1);
     options.timeout = absl::Seconds(2);  // A loaded machine is not a fault here.
     Run([&] {
-      service_ = std::make_unique<RedisLeaseService>(io_, options, connection_observer_,
-                                                     fleet_observer_);
+      service_ =
+          std::make_unique<RedisLeaseService>(io_, options, connection_observer_, fleet_observer_);
       service_->Start();
     });
   }
@@ -104,20 +107,26 @@ class RedisLeaseServiceTest : public ::testing::Test {
   static void SetUpTestSuite() {
     absl::StatusOr<std::unique_ptr<testing::RedisServer>> redis = testing::RedisServer::Start();
     ASSERT_THAT(redis, IsOk());
-    redis_ = *std::move(redis).release();
+    redis_ = (*redis).release();
   }
   static void TearDownTestSuite() {
     delete redis_;
     redis_ = nullptr;
   }
-  void SetUp() override { ASSERT_NE(redis_, nullptr); }
+  void SetUp() override {
+    ASSERT_NE(redis_, nullptr);
+    ASSERT_LT(next_db_, 16u);
+    db_ = next_db_++;
+  }
 
   static inline testing::RedisServer* redis_ = nullptr;
+  static inline uint32_t next_db_ = 1;
+  uint32_t db_ = 0;
 };
 
 TEST_F(RedisLeaseServiceTest, TwoReplicasNeverGetTheSameSlots) {
-  Replica a(*redis_, "a");
-  Replica b(*redis_, "b");
+  Replica a(*redis_, db_, "a");
+  Replica b(*redis_, db_, "b");
   const ratelimit::SharedLimit limit = Limit("disjoint");
   absl::StatusOr<ratelimit::Lease> first = a.Lease(limit, 3);
   absl::StatusOr<ratelimit::Lease> second = b.Lease(limit, 3);
@@ -130,16 +139,18 @@ TEST_F(RedisLeaseServiceTest, TwoReplicasNeverGetTheSameSlots) {
   // this machine's: the offsets are a round trip's error at most).
   const absl::Duration gap = second->Slot(0) - first->Slot(2);
   EXPECT_GE(gap, absl::Milliseconds(9)) << gap;
-  // A lease reaches at most the horizon (50 ms) ahead: 6 tokens at most.
-  absl::StatusOr<ratelimit::Lease> greedy = a.Lease(limit, 100);
+  // A lease reaches at most the horizon (50 ms) ahead: on an idle limit, 6
+  // slots of 10 ms at most (the first now).
+  absl::StatusOr<ratelimit::Lease> greedy = a.Lease(Limit("greedy"), 100);
   ASSERT_THAT(greedy, IsOk());
+  ASSERT_GE(greedy->tokens, 1u);
   EXPECT_LE(greedy->tokens, 6u);
   EXPECT_LE(greedy->Slot(greedy->tokens - 1) - absl::Now(), absl::Milliseconds(60));
 }
 
 TEST_F(RedisLeaseServiceTest, AThrottleReportedByOneReplicaPausesTheOther) {
-  Replica a(*redis_, "a");
-  Replica b(*redis_, "b");
+  Replica a(*redis_, db_, "a");
+  Replica b(*redis_, db_, "b");
   const ratelimit::SharedLimit limit = Limit("throttled");
   absl::Notification paused;
   std::optional<ratelimit::PauseNotice> notice;
@@ -165,8 +176,8 @@ TEST_F(RedisLeaseServiceTest, AThrottleReportedByOneReplicaPausesTheOther) {
 }
 
 TEST_F(RedisLeaseServiceTest, MembershipCountsEveryLiveReplica) {
-  Replica a(*redis_, "member-a");
-  Replica b(*redis_, "member-b");
+  Replica a(*redis_, db_, "member-a");
+  Replica b(*redis_, db_, "member-b");
   absl::StatusOr<ratelimit::Lease> lease = a.Lease(Limit("members"), 1);
   ASSERT_THAT(lease, IsOk());
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
@@ -175,11 +186,11 @@ TEST_F(RedisLeaseServiceTest, MembershipCountsEveryLiveReplica) {
     lease = a.Lease(Limit("members"), 1);
     ASSERT_THAT(lease, IsOk());
   }
-  EXPECT_GE(lease->live_replicas, 2u);
+  EXPECT_EQ(lease->live_replicas, 2u);
 }
 
 TEST_F(RedisLeaseServiceTest, ALostScriptCacheIsRefilled) {
-  Replica a(*redis_, "a");
+  Replica a(*redis_, db_, "a");
   const ratelimit::SharedLimit limit = Limit("flushed");
   ASSERT_THAT(a.Lease(limit, 1), IsOk());
   ASSERT_THAT(redis_->Command({"SCRIPT", "FLUSH"}), IsOk());

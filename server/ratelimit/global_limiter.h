@@ -18,12 +18,14 @@
 // ahead); while the fleet has spare capacity (a lease's first token was due
 // at once), the limiter also keeps kSlotGrace of its estimated demand (an
 // exponentially weighted average of OnDemand) in stock, so calls at a steady
-// moderate rate find tokens at hand rather than wait for a round trip. Round
-// trips are paced: when a lease grants less than asked (the fleet is
+// moderate rate find tokens at hand rather than wait for a round trip; under
+// contention it asks for the demand until its next lease. Round trips are
+// paced: after a lease that granted less than asked (the fleet is
 // contended) the next comes three quarters of a horizon later, while the
 // tokens still cover a quarter; after a full grant, a quarter of a horizon
-// later at the soonest. So a replica makes at most 4 round trips per horizon
-// (1.3 under contention), whatever its call rate.
+// later at the soonest; after a lease that found the schedule taken a whole
+// horizon ahead, as soon as its first free slot comes within the horizon, so
+// that a replica with a trickle of calls is not starved by a busy one.
 //
 // Pushback is shared: a throttle here voids the leased tokens, pauses this
 // replica, and is reported to the service, which pauses every replica (and

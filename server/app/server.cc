@@ -31,7 +31,6 @@
 #include "server/metrics/metrics.h"
 #include "server/ratelimit/client_quotas.h"
 #include "server/ratelimit/global_limiter.h"
-#include "server/ratelimit/local_limiter.h"
 #include "server/service/broker_service.h"
 #include "server/service/reflection_v1_service.h"
 #include "server/service/rpc_service.h"
@@ -243,9 +242,7 @@ class ServerImpl final : public Server {
     if (global.empty()) return quotas;
     quotas.make_limiter = [this, global](absl::string_view client_id, double rate,
                                          double burst) -> std::unique_ptr<ratelimit::Limiter> {
-      if (!global.contains(client_id)) {
-        return std::make_unique<ratelimit::LocalLimiter>(rate, burst);
-      }
+      if (!global.contains(client_id)) return nullptr;  // ClientQuotas' own LocalLimiter.
       ratelimit::SharedLimit limit;
       limit.kind = "client";
       limit.name = std::string(client_id);
@@ -264,10 +261,12 @@ class ServerImpl final : public Server {
       pool.http2 = upstream.http2();
       pool.verify_tls = upstream.tls_verify();
       pool.max_response_bytes = upstream.max_response_bytes();
-      upstream::Upstreams::Definition definition{
-          UpstreamOptionsOf(upstream), [this, pool](http::HttpPoolObserver& observer) {
-            return std::make_unique<http::HttpPoolImpl>(upstream_dispatcher_, pool, observer);
-          }};
+      upstream::Upstreams::Definition definition{UpstreamOptionsOf(upstream),
+                                                 [this, pool](http::HttpPoolObserver& observer) {
+                                                   return std::make_unique<http::HttpPoolImpl>(
+                                                       upstream_dispatcher_, pool, observer);
+                                                 },
+                                                 /*make_limiter=*/nullptr};
       if (upstream.rate_limit().scope() == config::v1::LIMIT_SCOPE_GLOBAL) {
         ratelimit::SharedLimit limit;
         limit.kind = "upstream";

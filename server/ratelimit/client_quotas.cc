@@ -18,8 +18,8 @@ ClientQuotas::ClientQuotas(event::Dispatcher& dispatcher,
     const double burst = std::max(1.0, rate * absl::ToDoubleSeconds(kBurstWindow));
     auto quota = std::make_unique<Quota>();
     quota->client_id = client_id;
-    quota->limiter = make_limiter ? make_limiter(client_id, rate, burst)
-                                  : std::make_unique<LocalLimiter>(rate, burst);
+    if (make_limiter) quota->limiter = make_limiter(client_id, rate, burst);
+    if (quota->limiter == nullptr) quota->limiter = std::make_unique<LocalLimiter>(rate, burst);
     quota->limiter->SetChangeCallback([this, quota = quota.get()] { Settle(*quota); });
     quotas_.emplace(client_id, std::move(quota));
   }

@@ -35,7 +35,7 @@ class ClientQuotas {
   // most; more are refused at once.
   static constexpr size_t kMaxWaitingPerClient = 1000;
 
-  // Builds the limiter of `client_id`'s quota.
+  // Builds the limiter of `client_id`'s quota; null: a LocalLimiter.
   using LimiterFactory = absl::AnyInvocable<std::unique_ptr<Limiter>(absl::string_view client_id,
                                                                      double rate, double burst)>;
   using Callback = absl::AnyInvocable<void(AdmissionResult)>;

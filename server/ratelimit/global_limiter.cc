@@ -36,6 +36,11 @@ GlobalLimiter::GlobalLimiter(event::Dispatcher& dispatcher, LeaseService& servic
 
 GlobalLimiter::~GlobalLimiter() { service_.Unwatch(limit_); }
 
+uint64_t GlobalLimiter::TokensDueAtOnce(uint64_t cost) const {
+  return std::min<uint64_t>(cost,
+                            std::max<uint64_t>(1, static_cast<uint64_t>(std::floor(limit_.burst))));
+}
+
 size_t GlobalLimiter::FirstUsable(absl::Time now) const {
   size_t first = 0;
   while (first < slots_.size() &&
@@ -66,11 +71,7 @@ absl::Time GlobalLimiter::ConformingTime(uint64_t cost, absl::Time now) const {
     cost_short_ = cost;
     return absl::InfiniteFuture();  // Woken when tokens come.
   }
-  // As Gcra does: a call costing more than the burst goes once the burst is
-  // there, its other tokens (later slots) taken with it.
-  const uint64_t needed_now = std::min<uint64_t>(
-      cost, std::max<uint64_t>(1, static_cast<uint64_t>(std::floor(limit_.burst))));
-  return std::max(now, slots_[first + needed_now - 1].at);
+  return std::max(now, slots_[first + TokensDueAtOnce(cost) - 1].at);
 }
 
 absl::Time GlobalLimiter::EstimateConformingTime(uint64_t cost_ahead, uint64_t cost,
@@ -79,10 +80,7 @@ absl::Time GlobalLimiter::EstimateConformingTime(uint64_t cost_ahead, uint64_t c
   const absl::Time start = std::max(now, paused_until_);
   const size_t first = FirstUsable(now);
   const uint64_t held = slots_.size() - first;
-  const uint64_t needed =
-      cost_ahead +
-      std::min<uint64_t>(cost,
-                         std::max<uint64_t>(1, static_cast<uint64_t>(std::floor(limit_.burst))));
+  const uint64_t needed = cost_ahead + TokensDueAtOnce(cost);
   if (needed <= held) return std::max(start, slots_[first + needed - 1].at);
   const absl::Time last = held > 0 ? std::max(start, slots_.back().at) : start;
   // Beyond the held tokens: what leases brought lately, and at least this
@@ -212,7 +210,7 @@ void GlobalLimiter::OnLease(uint32_t wanted, absl::StatusOr<Lease> lease) {
   }
   if (lease->tokens > 0) {
     cost_short_ = 0;
-    // Tokens per second that leases bring, averaged like the demand.
+    // Tokens per second that leases bring, halfway towards each new lease.
     const absl::Duration span = std::max(lease->Slot(lease->tokens - 1) - now, kSlotGrace);
     granted_rate_ = 0.5 * granted_rate_ + 0.5 * lease->tokens / absl::ToDoubleSeconds(span);
   }

@@ -100,6 +100,10 @@ class GlobalLimiter final : public Limiter {
     absl::Time expires;  // Unusable after.
   };
 
+  // Of a call of `cost`, the tokens whose slots must have come before it
+  // goes: as Gcra does, a call costing more than the burst goes once the
+  // burst is there, its other tokens (later slots) taken with it.
+  uint64_t TokensDueAtOnce(uint64_t cost) const;
   // The first slot usable at `now` (skipping expired ones).
   size_t FirstUsable(absl::Time now) const;
   // Drops expired slots, counting them as returned.

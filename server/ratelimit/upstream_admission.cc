@@ -11,9 +11,7 @@ namespace switchboard::ratelimit {
 
 UpstreamAdmission::UpstreamAdmission(event::Dispatcher& dispatcher,
                                      UpstreamAdmissionOptions options, AdmissionObserver& observer)
-    : UpstreamAdmission(dispatcher, options, observer,
-                        std::make_unique<LocalLimiter>(options.rate, options.burst, options.aimd)) {
-}
+    : UpstreamAdmission(dispatcher, options, observer, nullptr) {}
 
 UpstreamAdmission::UpstreamAdmission(event::Dispatcher& dispatcher,
                                      UpstreamAdmissionOptions options, AdmissionObserver& observer,
@@ -22,7 +20,9 @@ UpstreamAdmission::UpstreamAdmission(event::Dispatcher& dispatcher,
       observer_(observer),
       max_queue_depth_(options.max_queue_depth),
       max_in_flight_(options.max_in_flight),
-      limiter_(std::move(limiter)) {
+      limiter_(limiter != nullptr
+                   ? std::move(limiter)
+                   : std::make_unique<LocalLimiter>(options.rate, options.burst, options.aimd)) {
   // Runs on the dispatcher thread, never inside a call into the limiter.
   limiter_->SetChangeCallback([this] {
     observer_.OnRateChanged(limiter_->rate());

@@ -124,7 +124,8 @@ class UpstreamAdmission {
   using Callback = absl::AnyInvocable<void(AdmissionResult)>;
 
   // `dispatcher` and `observer` must outlive this object. Admits at
-  // `limiter`'s pace; the first form builds a LocalLimiter from `options`.
+  // `limiter`'s pace; without one (the first form, or null) at a
+  // LocalLimiter's built from `options`.
   UpstreamAdmission(event::Dispatcher& dispatcher, UpstreamAdmissionOptions options,
                     AdmissionObserver& observer);
   UpstreamAdmission(event::Dispatcher& dispatcher, UpstreamAdmissionOptions options,

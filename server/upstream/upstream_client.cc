@@ -10,7 +10,6 @@
 #include "absl/types/optional.h"
 #include "server/common/log.h"
 #include "server/http/url_mask.h"
-#include "server/ratelimit/local_limiter.h"
 #include "server/upstream/json_rpc.h"
 
 namespace switchboard::upstream {
@@ -52,6 +51,16 @@ absl::string_view TransportOutcome(absl::StatusCode code) {
     default:
       return "unavailable";
   }
+}
+
+// A coalescer waiter that answers `done`, marking an answer it shares with
+// the call that made the request (every waiter but the first) coalesced.
+CallCoalescer<absl::StatusOr<Answer>>::Waiter CoalescingWaiter(AnswerCallback done) {
+  return [done = std::move(done)](const absl::StatusOr<Answer>& result, bool shared) mutable {
+    absl::StatusOr<Answer> answer = result;
+    if (answer.ok() && shared) answer->coalesced = true;
+    done(std::move(answer));
+  };
 }
 
 // The method label of a call: its method, or "raw".
@@ -109,10 +118,7 @@ UpstreamClient::UpstreamClient(event::Dispatcher& dispatcher, UpstreamOptions op
       quotas_(quotas),
       observers_(std::make_unique<Observers>(options_.name, observer)),
       admission_(dispatcher, options_.admission, *observers_,
-                 make_limiter ? make_limiter()
-                              : std::make_unique<ratelimit::LocalLimiter>(options_.admission.rate,
-                                                                          options_.admission.burst,
-                                                                          options_.admission.aimd)),
+                 make_limiter ? make_limiter() : nullptr),
       pool_(make_pool(*observers_)),
       cache_(options_.cache_max_entries, options_.cache_max_bytes) {
   breakers_.reserve(options_.urls.size());
@@ -158,12 +164,7 @@ void UpstreamClient::Start(CallId id, UpstreamCall call, AnswerCallback done) {
   if (MayCoalesce(call)) {
     coalescing_key = CoalescingKey(call);
     if (coalescer_.waiters(*coalescing_key) > 0) {  // An identical call is in flight.
-      coalescer_.Join(*coalescing_key,
-                      [done = std::move(done)](const absl::StatusOr<Answer>& result, bool) mutable {
-                        absl::StatusOr<Answer> answer = result;
-                        if (answer.ok()) answer->coalesced = true;
-                        done(std::move(answer));
-                      });
+      coalescer_.Join(*coalescing_key, CoalescingWaiter(std::move(done)));
       observer_.OnCoalesced(options_.name, call.method);
       return;
     }
@@ -175,8 +176,7 @@ void UpstreamClient::Start(CallId id, UpstreamCall call, AnswerCallback done) {
         call.client_id,
         [this, id](ratelimit::AdmissionResult result) { OnQuota(id, std::move(result)); });
     if (quota.has_value() && !quota->status.ok()) {
-      observer_.OnRejected(options_.name, "client_quota");
-      AnswerSoon(std::move(done), WithRetryAfter(quota->status, quota->retry_after));
+      AnswerSoon(std::move(done), OverQuota(*quota));
       return;
     }
     quota_pending = !quota.has_value();
@@ -184,12 +184,7 @@ void UpstreamClient::Start(CallId id, UpstreamCall call, AnswerCallback done) {
   Flight flight;
   flight.cost = cost;
   if (coalescing_key.has_value()) {
-    coalescer_.Join(*coalescing_key, [done = std::move(done)](const absl::StatusOr<Answer>& result,
-                                                              bool shared) mutable {
-      absl::StatusOr<Answer> answer = result;
-      if (answer.ok() && shared) answer->coalesced = true;
-      done(std::move(answer));
-    });
+    coalescer_.Join(*coalescing_key, CoalescingWaiter(std::move(done)));
     flight.coalescing_key = std::move(coalescing_key);
   } else {
     flight.done = std::move(done);
@@ -202,11 +197,15 @@ void UpstreamClient::Start(CallId id, UpstreamCall call, AnswerCallback done) {
 void UpstreamClient::OnQuota(CallId id, ratelimit::AdmissionResult result) {
   if (flights_.find(id) == flights_.end()) return;
   if (!result.status.ok()) {
-    observer_.OnRejected(options_.name, "client_quota");
-    Finish(id, WithRetryAfter(result.status, result.retry_after));
+    Finish(id, OverQuota(result));
     return;
   }
   Admit(id);
+}
+
+absl::Status UpstreamClient::OverQuota(const ratelimit::AdmissionResult& refusal) {
+  observer_.OnRejected(options_.name, "client_quota");
+  return WithRetryAfter(refusal.status, refusal.retry_after);
 }
 
 void UpstreamClient::Cancel(CallId id) {

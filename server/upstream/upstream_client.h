@@ -205,6 +205,8 @@ class UpstreamClient {
 
   // The client's quota answered for call `id`: admission, or the end.
   void OnQuota(CallId id, ratelimit::AdmissionResult result);
+  // Counts a call refused by its client's quota; its status, with the wait.
+  absl::Status OverQuota(const ratelimit::AdmissionResult& refusal);
   void Admit(CallId id);
   // The time by which a call with `deadline`, queued at `now`, must leave
   // the admission queue: early enough to keep RequestReserve() for its

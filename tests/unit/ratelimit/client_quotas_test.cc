@@ -47,8 +47,8 @@ class ClientQuotasTest : public ::testing::Test {
   ClientQuotas::LimiterFactory GlobalQuotas() {
     return [this](absl::string_view client_id, double rate, double burst) {
       return std::make_unique<GlobalLimiter>(
-          dispatcher_, service_, SharedLimit{"client", std::string(client_id), rate, burst},
-          observer_);
+          dispatcher_, service_,
+          SharedLimit{"client", std::string(client_id), rate, burst, AimdOptions()}, observer_);
     };
   }
 

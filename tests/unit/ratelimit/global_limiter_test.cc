@@ -42,8 +42,8 @@ class GlobalLimiterTest : public ::testing::Test {
     dispatcher_.Start();
     Run([&] {
       limiter_ = std::make_unique<GlobalLimiter>(
-          dispatcher_, service_, SharedLimit{"upstream", "provider", /*rate=*/100, /*burst=*/2},
-          observer_);
+          dispatcher_, service_,
+          SharedLimit{"upstream", "provider", /*rate=*/100, /*burst=*/2, AimdOptions()}, observer_);
       limiter_->SetChangeCallback([&] { ++changes_; });
     });
   }

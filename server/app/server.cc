@@ -304,9 +304,18 @@ class ServerImpl final : public Server {
     options.admission.burst = upstream.rate_limit().burst();
     options.admission.max_queue_depth = upstream.max_queue_depth();
     // What the connections carry at once: one request each over HTTP/1.1,
-    // kHttp2StreamsPerConnection over HTTP/2.
-    options.admission.max_in_flight =
+    // kHttp2StreamsPerConnection over HTTP/2; with batching, a batch each.
+    options.url_capacity =
         upstream.max_connections() * (upstream.http2() ? kHttp2StreamsPerConnection : 1);
+    options.admission.max_in_flight = options.url_capacity;
+    if (upstream.has_batch()) {
+      upstream::BatchOptions& batch = options.batch.emplace();
+      batch.max_calls = upstream.batch().max_calls();
+      batch.max_bytes = upstream.batch().max_bytes();
+      batch.methods.insert(upstream.batch().methods().begin(), upstream.batch().methods().end());
+      batch.except.insert(upstream.batch().except().begin(), upstream.batch().except().end());
+      options.admission.max_in_flight *= batch.max_calls;
+    }
     return options;
   }
 

@@ -166,7 +166,13 @@ absl::Status ValidateUpstream(const v1::Upstream& upstream, const std::string& p
     if (ttl_ms == 0) return FieldError(ttl_path, "must be at least 1");
   }
   SB_RETURN_IF_ERROR(ValidateMethodList(upstream.retry().methods(), path + ".retry.methods"));
-  return ValidateMethodList(upstream.coalescing().never(), path + ".coalescing.never");
+  SB_RETURN_IF_ERROR(ValidateMethodList(upstream.coalescing().never(), path + ".coalescing.never"));
+  SB_RETURN_IF_ERROR(ValidateMethodList(upstream.batch().methods(), path + ".batch.methods"));
+  SB_RETURN_IF_ERROR(ValidateMethodList(upstream.batch().except(), path + ".batch.except"));
+  if (upstream.batch().methods_size() > 0 && upstream.batch().except_size() > 0) {
+    return FieldError(path + ".batch.except", "cannot be set together with batch.methods");
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateUpstreams(const Config& config) {

@@ -115,6 +115,10 @@ Metrics::Metrics(size_t max_topic_labels)
                                   "Calls waiting for admission, per upstream.")),
       upstream_connections_(Gauge(*registry_, "switchboard_upstream_connections",
                                   "Open TCP connections to the upstream's hosts.")),
+      upstream_batch_size_(
+          Histogram(*registry_, "switchboard_upstream_batch_size",
+                    "Calls per JSON-RPC batch sent to the upstream (auto-batching):"
+                    " _count is batches sent, _sum calls batched.")),
       live_replicas_(Gauge(*registry_, "switchboard_fleet_live_replicas",
                            "Switchboard replicas alive on the shared Redis (heartbeats), this "
                            "one included; exported when a global limit is configured.")),
@@ -321,6 +325,13 @@ void Metrics::OnQueueDepth(absl::string_view upstream, size_t depth) {
 void Metrics::OnConnectionsChanged(absl::string_view upstream, int delta) {
   upstream_connections_.Add({{"upstream", std::string(upstream)}})
       .Increment(static_cast<double>(delta));
+}
+
+void Metrics::OnBatchSent(absl::string_view upstream, size_t calls) {
+  static const prometheus::Histogram::BucketBoundaries kBatchBuckets = {2,  4,   8,   16,  32,
+                                                                        64, 128, 256, 512, 1000};
+  upstream_batch_size_.Add({{"upstream", std::string(upstream)}}, kBatchBuckets)
+      .Observe(static_cast<double>(calls));
 }
 
 std::string Metrics::MethodLabel(absl::string_view method) {

@@ -39,6 +39,7 @@ void FillAnswer(upstream::Answer answer, v1::CallResponse& response) {
   }
   response.set_cached(answer.cached);
   response.set_coalesced(answer.coalesced);
+  response.set_batched(answer.batched);
   response.set_upstream_attempts(answer.upstream_attempts);
 }
 

@@ -5,6 +5,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/common/status_macros.h"
 
@@ -299,12 +300,45 @@ absl::StatusOr<ResponseParts> SplitResponse(absl::string_view body) {
       Scanner(body).WholeObject([&](std::string name, absl::string_view value) -> absl::Status {
         if (name == "result") parts.result = value;
         if (name == "error") parts.error = value;
+        if (name == "id") parts.id = value;
         return absl::OkStatus();
       }));
   if (!parts.result.has_value() && !parts.error.has_value()) {
     return absl::InvalidArgumentError("the response has neither a result nor an error");
   }
   return parts;
+}
+
+std::string BuildBatch(const std::vector<absl::string_view>& requests) {
+  size_t size = 2 + requests.size();
+  for (absl::string_view request : requests) size += request.size();
+  std::string body;
+  body.reserve(size);
+  body.push_back('[');
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (i > 0) body.push_back(',');
+    body.append(requests[i].data(), requests[i].size());
+  }
+  body.push_back(']');
+  return body;
+}
+
+absl::StatusOr<std::vector<absl::string_view>> SplitBatchResponse(absl::string_view body) {
+  std::vector<absl::string_view> elements;
+  SB_RETURN_IF_ERROR(Scanner(body).WholeArray([&](absl::string_view element) {
+    elements.push_back(element);
+    return absl::OkStatus();
+  }));
+  return elements;
+}
+
+std::optional<uint64_t> NumericId(const ResponseParts& parts) {
+  uint64_t id = 0;
+  if (!parts.id.has_value() || parts.id->empty() || !IsDigit(parts.id->front()) ||
+      !absl::SimpleAtoi(*parts.id, &id)) {
+    return std::nullopt;
+  }
+  return id;
 }
 
 absl::StatusOr<std::vector<std::string>> RequestMethods(absl::string_view body) {

@@ -38,12 +38,25 @@ std::string BuildRequest(uint64_t id, absl::string_view method, absl::string_vie
 struct ResponseParts {
   std::optional<absl::string_view> result;
   std::optional<absl::string_view> error;
+  std::optional<absl::string_view> id;
 };
 
 // Splits a single response object. INVALID_ARGUMENT (naming what is wrong)
 // when `body` is not a JSON object with a `result` or an `error` member.
 // The views point into `body`.
 absl::StatusOr<ResponseParts> SplitResponse(absl::string_view body);
+
+// `[<request>,<request>,...]`: a batch of the request bodies, in order.
+std::string BuildBatch(const std::vector<absl::string_view>& requests);
+
+// The elements of a batch response (a JSON array), as raw JSON text in
+// order. INVALID_ARGUMENT when `body` is not a non-empty JSON array. The views
+// point into `body`.
+absl::StatusOr<std::vector<absl::string_view>> SplitBatchResponse(absl::string_view body);
+
+// The id of a response, when it is a JSON number that fits a uint64 (the
+// ids BuildRequest writes); nullopt for any other id or none.
+std::optional<uint64_t> NumericId(const ResponseParts& parts);
 
 // The `method` of a request object, or of each element of a batch array, in
 // order. INVALID_ARGUMENT when `body` is not a request or a non-empty batch

@@ -4,18 +4,12 @@
 #include <random>
 #include <utility>
 
-#include "absl/strings/cord.h"
-#include "absl/strings/numbers.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "absl/types/optional.h"
-#include "server/common/log.h"
-#include "server/http/url_mask.h"
 #include "server/upstream/json_rpc.h"
 
 namespace switchboard::upstream {
 namespace {
-
-constexpr char kRetryAfterPayload[] = "type.switchboard.dev/retry-after-ms";
 
 // What a call keeps for its request after admission besides the upstream's
 // response time: the answer's way back to the caller (whose deadline comes
@@ -40,19 +34,6 @@ absl::string_view RejectionName(ratelimit::RejectionReason reason) {
   return "unknown";
 }
 
-absl::string_view TransportOutcome(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kDeadlineExceeded:
-      return "timeout";
-    case absl::StatusCode::kResourceExhausted:
-      return "too_large";
-    case absl::StatusCode::kInvalidArgument:
-      return "invalid";
-    default:
-      return "unavailable";
-  }
-}
-
 // A coalescer waiter that answers `done`, marking an answer it shares with
 // the call that made the request (every waiter but the first) coalesced.
 CallCoalescer<absl::StatusOr<Answer>>::Waiter CoalescingWaiter(AnswerCallback done) {
@@ -69,21 +50,6 @@ absl::string_view MethodLabel(const UpstreamCall& call) {
 }
 
 }  // namespace
-
-absl::Status WithRetryAfter(absl::Status status, absl::Duration retry_after) {
-  status.SetPayload(kRetryAfterPayload, absl::Cord(absl::StrCat(absl::ToInt64Milliseconds(
-                                            std::max(retry_after, absl::Milliseconds(1))))));
-  return status;
-}
-
-std::optional<absl::Duration> RetryAfter(const absl::Status& status) {
-  absl::optional<absl::Cord> payload = status.GetPayload(kRetryAfterPayload);
-  int64_t milliseconds = 0;
-  if (!payload.has_value() || !absl::SimpleAtoi(std::string(*payload), &milliseconds)) {
-    return std::nullopt;
-  }
-  return absl::Milliseconds(milliseconds);
-}
 
 // Tells the upstream observer what the admission and the pool do, with the
 // upstream's name.
@@ -121,9 +87,10 @@ UpstreamClient::UpstreamClient(event::Dispatcher& dispatcher, UpstreamOptions op
                  make_limiter ? make_limiter() : nullptr),
       pool_(make_pool(*observers_)),
       cache_(options_.cache_max_entries, options_.cache_max_bytes) {
-  breakers_.reserve(options_.urls.size());
+  urls_.reserve(options_.urls.size());
   for (size_t i = 0; i < options_.urls.size(); ++i) {
-    breakers_.emplace_back(options_.breaker_failure_threshold, options_.breaker_open_time);
+    urls_.push_back(
+        Url{CircuitBreaker(options_.breaker_failure_threshold, options_.breaker_open_time), 0, {}});
   }
   // The limiter's gauges exist from the start, not from their first change.
   if (options_.rate_limited) {
@@ -139,6 +106,7 @@ UpstreamClient::~UpstreamClient() {
     const CallId id = flights_.begin()->first;
     Flight& flight = flights_.begin()->second;
     if (flight.ticket.has_value()) admission_.Cancel(*flight.ticket);
+    // Cancelling a batch's request once is enough for all of its calls.
     if (flight.request.has_value()) pool_->Cancel(*flight.request);
     Finish(id, closing);
   }
@@ -210,14 +178,16 @@ absl::Status UpstreamClient::OverQuota(const ratelimit::AdmissionResult& refusal
 
 void UpstreamClient::Cancel(CallId id) {
   auto it = flights_.find(id);
-  if (it == flights_.end() || !it->second.ticket.has_value()) return;
+  if (it == flights_.end()) return;
+  Flight& flight = it->second;
+  if (!flight.ticket.has_value() && !flight.waiting_on_url.has_value()) return;
   // Others wait for this call's answer.
-  if (it->second.coalescing_key.has_value() && coalescer_.waiters(*it->second.coalescing_key) > 1) {
-    return;
+  if (flight.coalescing_key.has_value() && coalescer_.waiters(*flight.coalescing_key) > 1) return;
+  if (flight.ticket.has_value()) {
+    admission_.Cancel(*flight.ticket);
+    flight.ticket.reset();
+    observer_.OnQueueDepth(options_.name, admission_.queue_depth());
   }
-  admission_.Cancel(*it->second.ticket);
-  it->second.ticket.reset();
-  observer_.OnQueueDepth(options_.name, admission_.queue_depth());
   Finish(id, absl::CancelledError("the call was cancelled"));
 }
 
@@ -239,10 +209,14 @@ uint32_t UpstreamClient::CostOf(const UpstreamCall& call, absl::Status* error) c
 
 bool UpstreamClient::MayCoalesce(const UpstreamCall& call) const {
   if (!options_.coalescing || !call.raw_body.empty()) return false;
-  for (const char* submission : kTransactionSubmissions) {
-    if (call.method == submission) return false;
-  }
-  return !options_.never_coalesce.contains(call.method);
+  return !IsTransactionSubmission(call.method) && !options_.never_coalesce.contains(call.method);
+}
+
+bool UpstreamClient::MayBatch(const UpstreamCall& call) const {
+  if (!options_.batch.has_value() || !call.raw_body.empty()) return false;
+  if (!options_.batch->methods.empty()) return options_.batch->methods.contains(call.method);
+  return !options_.batch->except.contains(call.method) && !IsTransactionSubmission(call.method) &&
+         !options_.never_coalesce.contains(call.method);
 }
 
 bool UpstreamClient::MayRetry(const Flight& flight) const {
@@ -314,9 +288,9 @@ void UpstreamClient::Send(CallId id) {
   // than the URL this call last failed on.
   std::optional<size_t> chosen;
   for (int pass = 0; pass < 2 && !chosen.has_value(); ++pass) {
-    for (size_t i = 0; i < options_.urls.size(); ++i) {
+    for (size_t i = 0; i < urls_.size(); ++i) {
       if (pass == 0 && flight.last_failed_url == i) continue;
-      if (breakers_[i].Allow(now)) {
+      if (urls_[i].breaker.Allow(now)) {
         chosen = i;
         break;
       }
@@ -327,111 +301,176 @@ void UpstreamClient::Send(CallId id) {
                                                    " is failing (circuit breakers open)")));
     return;
   }
-  const absl::Duration timeout = std::min(options_.request_timeout, flight.call.deadline - now);
-  if (timeout <= absl::ZeroDuration()) {
+  if (flight.call.deadline <= now) {
     Finish(id, absl::DeadlineExceededError("the call's deadline passed before it was sent"));
     return;
   }
   ++flight.attempts;
-  http::Request request;
-  request.url = options_.urls[*chosen];
-  request.body = flight.call.raw_body.empty()
-                     ? BuildRequest(next_rpc_id_++, flight.call.method, flight.call.params_json)
-                     : flight.call.raw_body;
-  request.timeout = timeout;
-  flight.request = pool_->Send(std::move(request), [this, id, url_index = *chosen, sent_at = now](
-                                                       absl::StatusOr<http::Response> response) {
-    OnResponse(id, url_index, sent_at, std::move(response));
-  });
+  Url& url = urls_[*chosen];
+  if (url.requests_in_flight >= options_.url_capacity && MayBatch(flight.call)) {
+    flight.waiting_on_url = *chosen;
+    url.waiting.push_back(id);
+    return;
+  }
+  SendRequest(*chosen, {id});
 }
 
-void UpstreamClient::OnResponse(CallId id, size_t url_index, absl::Time sent_at,
-                                absl::StatusOr<http::Response> response) {
-  auto it = flights_.find(id);
-  if (it == flights_.end()) return;
-  Flight& flight = it->second;
+void UpstreamClient::SendRequest(size_t url_index, std::vector<CallId> ids) {
+  const absl::Time now = dispatcher_.clock().Now();
+  Request sent{url_index, now, ids.size() > 1, {}};
+  sent.calls.reserve(ids.size());
+  http::Request request;
+  request.url = options_.urls[url_index];
+  absl::Time latest_deadline = now;
+  std::vector<std::string> bodies;
+  bodies.reserve(ids.size());
+  for (CallId id : ids) {
+    const Flight& flight = flights_.at(id);
+    latest_deadline = std::max(latest_deadline, flight.call.deadline);
+    if (!flight.call.raw_body.empty()) {
+      bodies.push_back(flight.call.raw_body);
+      sent.calls.emplace_back(id, 0);
+      continue;
+    }
+    const uint64_t rpc_id = next_rpc_id_++;
+    bodies.push_back(BuildRequest(rpc_id, flight.call.method, flight.call.params_json));
+    sent.calls.emplace_back(id, rpc_id);
+  }
+  if (sent.batch) {
+    request.body = BuildBatch(std::vector<absl::string_view>(bodies.begin(), bodies.end()));
+    observer_.OnBatchSent(options_.name, ids.size());
+  } else {
+    request.body = std::move(bodies.front());
+  }
+  // A batch waits for its slowest member's deadline: a call whose own
+  // deadline passes meanwhile has been given up by its caller anyway.
+  request.timeout = std::min(options_.request_timeout, latest_deadline - now);
+  ++urls_[url_index].requests_in_flight;
+  const http::RequestId request_id =
+      pool_->Send(std::move(request), [this, sent](absl::StatusOr<http::Response> response) {
+        OnResponse(sent, std::move(response));
+      });
+  for (CallId id : ids) {
+    Flight& flight = flights_.at(id);
+    flight.request = request_id;
+    flight.batched = sent.batch;
+  }
+}
+
+void UpstreamClient::SendWaiting(size_t url_index) {
+  Url& url = urls_[url_index];
+  while (url.requests_in_flight < options_.url_capacity && !url.waiting.empty()) {
+    const absl::Time now = dispatcher_.clock().Now();
+    std::vector<CallId> batch;
+    size_t bytes = 2;  // The brackets.
+    while (!url.waiting.empty() && batch.size() < options_.batch->max_calls) {
+      Flight& flight = flights_.at(url.waiting.front());
+      // The request's size but for its id's digits: close enough for a cap.
+      const size_t size = flight.call.method.size() + flight.call.params_json.size() + 48;
+      if (!batch.empty() && bytes + size > options_.batch->max_bytes) break;
+      const CallId id = url.waiting.front();
+      url.waiting.pop_front();
+      flight.waiting_on_url.reset();
+      if (flight.call.deadline <= now) {
+        Finish(id, absl::DeadlineExceededError(
+                       "the call's deadline passed while it waited for a connection"));
+        continue;
+      }
+      batch.push_back(id);
+      bytes += size;
+    }
+    if (!batch.empty()) SendRequest(url_index, std::move(batch));
+  }
+}
+
+void UpstreamClient::OnResponse(Request request, absl::StatusOr<http::Response> response) {
+  Url& url = urls_[request.url_index];
+  --url.requests_in_flight;
+  const absl::Time now = dispatcher_.clock().Now();
+  if (response.ok()) SampleResponseTime(now - request.sent_at);
+  const ResponseSource source{options_.name, options_.urls[request.url_index]};
+  std::vector<Verdict> verdicts;
+  if (!request.batch) {
+    const bool raw = request.calls.front().second == 0;
+    verdicts.push_back(ClassifyResponse(response, raw, source));
+  } else if (std::optional<Verdict> failure = ClassifyHttpFailure(response, source)) {
+    verdicts.assign(request.calls.size(), *failure);
+  } else {
+    verdicts = SplitBatch(request, *response, source);
+  }
+  // What the request tells of the URL and of the provider's limit, once per
+  // request however many calls it carried.
+  bool throttled = false;
+  std::optional<absl::Duration> retry_after;
+  Verdict::UrlHealth health = Verdict::UrlHealth::kUnknown;
+  for (const Verdict& verdict : verdicts) {
+    if (verdict.throttled) {
+      throttled = true;
+      retry_after = verdict.retry_after;
+    }
+    health = std::max(health, verdict.url_health);
+  }
+  if (health == Verdict::UrlHealth::kUp) url.breaker.OnSuccess();
+  if (health == Verdict::UrlHealth::kDown) url.breaker.OnFailure(now);
+  if (throttled) Throttle(retry_after);
+  for (size_t i = 0; i < request.calls.size(); ++i) {
+    const CallId id = request.calls[i].first;
+    if (flights_.find(id) == flights_.end()) continue;
+    Conclude(id, request, now, std::move(verdicts[i]));
+  }
+  SendWaiting(request.url_index);
+}
+
+std::vector<Verdict> UpstreamClient::SplitBatch(const Request& request,
+                                                const http::Response& response,
+                                                const ResponseSource& source) {
+  absl::StatusOr<std::vector<absl::string_view>> items = SplitBatchResponse(response.body);
+  if (!items.ok()) {
+    // A provider that does not take batches answers with one error object.
+    return std::vector<Verdict>(
+        request.calls.size(),
+        MissingFromBatch(absl::StrCat("(HTTP ", response.status,
+                                      ") is not a list of responses: ", items.status().message()),
+                         source));
+  }
+  absl::flat_hash_map<uint64_t, absl::string_view> by_id;
+  for (absl::string_view item : *items) {
+    absl::StatusOr<ResponseParts> parts = SplitResponse(item);
+    if (!parts.ok()) continue;
+    if (std::optional<uint64_t> id = NumericId(*parts)) by_id.emplace(*id, item);
+  }
+  std::vector<Verdict> verdicts;
+  verdicts.reserve(request.calls.size());
+  for (const auto& [call, rpc_id] : request.calls) {
+    auto item = by_id.find(rpc_id);
+    verdicts.push_back(item == by_id.end()
+                           ? MissingFromBatch("has no response for the call", source)
+                           : ClassifyRpcResponse(response.status, item->second, source));
+  }
+  return verdicts;
+}
+
+void UpstreamClient::Conclude(CallId id, const Request& request, absl::Time now, Verdict verdict) {
+  Flight& flight = flights_.at(id);
   flight.request.reset();
   EndInFlight(flight);
-  const absl::Time now = dispatcher_.clock().Now();
-  const absl::string_view method = MethodLabel(flight.call);
-  const auto count = [&](absl::string_view outcome) {
-    observer_.OnUpstreamRequest(options_.name, method, outcome, now - sent_at);
-  };
-  CircuitBreaker& breaker = breakers_[url_index];
-  // For error messages only: masking costs a parse of the URL.
-  const auto url_name = [&] { return http::MaskUrl(options_.urls[url_index]); };
-  if (response.ok()) SampleResponseTime(now - sent_at);
-
-  if (!response.ok()) {
-    count(TransportOutcome(response.status().code()));
-    if (response.status().code() == absl::StatusCode::kResourceExhausted) {
-      Finish(id, response.status());
-      return;
+  observer_.OnUpstreamRequest(options_.name, MethodLabel(flight.call), verdict.outcome,
+                              now - request.sent_at);
+  if (verdict.url_health == Verdict::UrlHealth::kDown) flight.last_failed_url = request.url_index;
+  if (verdict.served) Succeeded(flight.cost);
+  if (verdict.never_sent && FailOver(id)) return;
+  if (verdict.retryable && MayRetry(flight)) {
+    RetryOrFinish(id, std::move(verdict.result));
+    return;
+  }
+  if (verdict.result.ok() && verdict.result->kind == Answer::Kind::kResult) {
+    auto ttl = options_.cache_ttl.find(flight.call.method);
+    if (ttl != options_.cache_ttl.end()) {
+      cache_.Insert(flight.call.method, flight.call.params_json, verdict.result->json, now,
+                    ttl->second);
     }
-    breaker.OnFailure(now);
-    flight.last_failed_url = url_index;
-    if (http::RequestNeverSent(response.status()) && FailOver(id)) return;
-    RetryOrFinish(id, response.status());
-    return;
   }
-  if (response->status == 429) {
-    count("http_429");
-    breaker.OnSuccess();  // The host is up; it asks us to slow down.
-    Throttle(response->retry_after);
-    RetryOrFinish(id, WithRetryAfter(absl::ResourceExhaustedError(
-                                         absl::StrCat("upstream ", options_.name, " (", url_name(),
-                                                      ") is rate limiting: HTTP 429")),
-                                     response->retry_after.value_or(absl::Seconds(1))));
-    return;
-  }
-  if (response->status >= 500) {
-    count("http_5xx");
-    breaker.OnFailure(now);
-    flight.last_failed_url = url_index;
-    RetryOrFinish(id,
-                  absl::UnavailableError(absl::StrCat("upstream ", options_.name, " (", url_name(),
-                                                      ") answered HTTP ", response->status)));
-    return;
-  }
-  breaker.OnSuccess();
-  const bool http_ok = response->status >= 200 && response->status < 300;
-  if (!flight.call.raw_body.empty() && http_ok) {
-    count("ok");
-    Succeeded(flight.cost);
-    Finish(id, Answer{Answer::Kind::kRawBody, std::move(response->body)});
-    return;
-  }
-  absl::StatusOr<ResponseParts> parts = SplitResponse(response->body);
-  if (!parts.ok()) {
-    count(http_ok ? "invalid" : "http_4xx");
-    Finish(id, absl::UnavailableError(absl::StrCat(
-                   "upstream ", options_.name, " (", url_name(), ") answered HTTP ",
-                   response->status, " without a JSON-RPC response: ", parts.status().message())));
-    return;
-  }
-  if (parts->error.has_value()) {
-    const bool throttled = IsRateLimitError(*parts->error);
-    count(throttled ? "rpc_throttled" : "rpc_error");
-    if (throttled) {
-      Throttle(std::nullopt);
-      if (MayRetry(flight)) {
-        RetryOrFinish(id, absl::ResourceExhaustedError("provider rate limit"));
-        return;
-      }
-    } else {
-      Succeeded(flight.cost);
-    }
-    Finish(id, Answer{Answer::Kind::kError, std::string(*parts->error)});
-    return;
-  }
-  count("ok");
-  Succeeded(flight.cost);
-  std::string result(*parts->result);
-  auto ttl = options_.cache_ttl.find(flight.call.method);
-  if (ttl != options_.cache_ttl.end()) {
-    cache_.Insert(flight.call.method, flight.call.params_json, result, now, ttl->second);
-  }
-  Finish(id, Answer{Answer::Kind::kResult, std::move(result)});
+  Finish(id, std::move(verdict.result));
 }
 
 void UpstreamClient::Throttle(std::optional<absl::Duration> retry_after) {
@@ -451,7 +490,7 @@ bool UpstreamClient::FailOver(CallId id) {
   return true;
 }
 
-void UpstreamClient::RetryOrFinish(CallId id, absl::Status error) {
+void UpstreamClient::RetryOrFinish(CallId id, absl::StatusOr<Answer> error) {
   Flight& flight = flights_.at(id);
   if (!MayRetry(flight)) {
     Finish(id, std::move(error));
@@ -474,8 +513,15 @@ void UpstreamClient::Finish(CallId id, absl::StatusOr<Answer> result) {
   auto it = flights_.find(id);
   Flight flight = std::move(it->second);
   flights_.erase(it);
+  if (flight.waiting_on_url.has_value()) {
+    std::deque<CallId>& waiting = urls_[*flight.waiting_on_url].waiting;
+    waiting.erase(std::find(waiting.begin(), waiting.end(), id));
+  }
   EndInFlight(flight);
-  if (result.ok()) result->upstream_attempts = flight.attempts;
+  if (result.ok()) {
+    result->upstream_attempts = flight.attempts;
+    result->batched = flight.batched;
+  }
   if (!flight.coalescing_key.has_value()) {
     flight.done(std::move(result));
     return;

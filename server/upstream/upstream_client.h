@@ -16,8 +16,12 @@
 //      response time and then some), so it is not admitted only to time
 //      out upstream;
 //   5. to the HTTP pool, at the first URL whose circuit breaker is closed
-//      (primary first, then fallbacks);
-//   6. back: a provider 429 or JSON-RPC rate-limit error throttles the
+//      (primary first, then fallbacks). With batching on, a batchable call
+//      that finds every connection to that URL busy waits for the next free
+//      one, and the calls waiting then leave together as one JSON-RPC batch
+//      (BatchOptions); the answer is split back by id;
+//   6. back (for a batch: the HTTP outcome once for the request, then each
+//      item for its call): a provider 429 or JSON-RPC rate-limit error throttles the
 //      admission (pause, AIMD); a transport failure or 5xx counts against
 //      the URL's breaker; a method on the retry list is admitted and sent
 //      again (preferring another URL) with backoff while attempts and the
@@ -34,10 +38,12 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -55,8 +61,25 @@
 #include "server/upstream/call_coalescer.h"
 #include "server/upstream/circuit_breaker.h"
 #include "server/upstream/response_cache.h"
+#include "server/upstream/response_classification.h"
+#include "server/upstream/upstream_call.h"
 
 namespace switchboard::upstream {
+
+// Auto-batching: calls admitted while every connection to their URL is
+// busy wait for the next free one and leave together, as one JSON-RPC
+// batch. No timer: a call that finds a free connection goes at once, alone.
+struct BatchOptions {
+  size_t max_calls = 100;      // Calls per batch at most.
+  size_t max_bytes = 1 << 20;  // Request body bytes per batch at most.
+  // Not empty: only these methods are batched (transaction submissions and
+  // coalescing.never methods too, when listed here).
+  absl::flat_hash_set<std::string> methods;
+  // With `methods` empty: every method but these, transaction submissions
+  // and coalescing.never methods. Slow methods (getProgramAccounts) belong
+  // here, so that they do not hold fast calls back.
+  absl::flat_hash_set<std::string> except;
+};
 
 // One upstream's configuration, resolved.
 struct UpstreamOptions {
@@ -79,43 +102,12 @@ struct UpstreamOptions {
   ratelimit::UpstreamAdmissionOptions admission;
   // False: no rate limit (calls are admitted at once).
   bool rate_limited = true;
+  // Requests one URL carries at once: its connections (times the streams
+  // of each over HTTP/2). Batchable calls beyond wait to leave in a batch.
+  size_t url_capacity = 2;
+  // Absent: no batching.
+  std::optional<BatchOptions> batch;
 };
-
-// Methods that submit transactions: never coalesced, whatever the
-// configuration says.
-inline constexpr const char* kTransactionSubmissions[] = {
-    "sendTransaction", "sendRawTransaction", "eth_sendTransaction", "eth_sendRawTransaction"};
-
-// One call.
-struct UpstreamCall {
-  std::string client_id;
-  uint32_t client_weight = 1;
-  // A JSON-RPC call: its method and params (JSON text, empty for none).
-  std::string method;
-  std::string params_json;
-  // A raw call: a whole JSON-RPC body (one request or a batch), sent as is.
-  // Never cached, coalesced or retried.
-  std::string raw_body;
-  uint32_t priority = 0;
-  absl::Time deadline = absl::InfiniteFuture();
-};
-
-// What the provider answered.
-struct Answer {
-  enum class Kind { kResult, kError, kRawBody };
-  Kind kind = Kind::kResult;
-  std::string json;  // The `result` value, the `error` object, or the body.
-  bool cached = false;
-  bool coalesced = false;
-  uint32_t upstream_attempts = 0;
-};
-
-using AnswerCallback = absl::AnyInvocable<void(absl::StatusOr<Answer> answer)>;
-
-// A RESOURCE_EXHAUSTED status that tells the caller when to come back: the
-// service layer sends it as the `retry-after-ms` trailer.
-absl::Status WithRetryAfter(absl::Status status, absl::Duration retry_after);
-std::optional<absl::Duration> RetryAfter(const absl::Status& status);
 
 // Metric hooks of every upstream, called on the dispatcher thread. Labels
 // come from configuration (upstream names) or are bounded by the observer
@@ -140,6 +132,8 @@ class UpstreamObserver {
   virtual void OnQueueDepth(absl::string_view upstream, size_t depth) = 0;
   // Open TCP connections to the upstream went up or down by one.
   virtual void OnConnectionsChanged(absl::string_view upstream, int delta) = 0;
+  // A JSON-RPC batch of `calls` calls (two or more) went out as one request.
+  virtual void OnBatchSent(absl::string_view upstream, size_t calls) = 0;
 };
 
 class UpstreamClient {
@@ -167,9 +161,9 @@ class UpstreamClient {
   // names no method.
   void Start(CallId id, UpstreamCall call, AnswerCallback done);
 
-  // Withdraws a call still waiting for admission: its `done` runs with
-  // CANCELLED. A call already sent, or whose request others share, runs to
-  // its end.
+  // Withdraws a call still waiting for admission or for a connection to
+  // batch on: its `done` runs with CANCELLED. A call already sent, or whose
+  // request others share, runs to its end.
   void Cancel(CallId id);
 
   const UpstreamOptions& options() const { return options_; }
@@ -192,12 +186,33 @@ class UpstreamClient {
     // Admitted, and the request admission let through is not done: it holds
     // a place among the admission's max_in_flight.
     bool in_flight = false;
+    // Waiting for a free connection to this URL, to leave in a batch.
+    std::optional<size_t> waiting_on_url;
     std::optional<http::RequestId> request;
+    // The last request carried this call in a batch.
+    bool batched = false;
     std::unique_ptr<event::Timer> backoff;
+  };
+
+  // One URL: its breaker, and its requests sent or waiting to be.
+  struct Url {
+    CircuitBreaker breaker;
+    size_t requests_in_flight = 0;
+    std::deque<CallId> waiting;  // Batchable calls, in admission order.
+  };
+
+  // The calls one request carries, with the JSON-RPC id each went out with.
+  struct Request {
+    size_t url_index = 0;
+    absl::Time sent_at;
+    bool batch = false;
+    // Each call with its JSON-RPC id (0 for a raw body).
+    std::vector<std::pair<CallId, uint64_t>> calls;
   };
 
   uint32_t CostOf(const UpstreamCall& call, absl::Status* error) const;
   bool MayCoalesce(const UpstreamCall& call) const;
+  bool MayBatch(const UpstreamCall& call) const;
   bool MayRetry(const Flight& flight) const;
   // Sends call `id`, whose request never reached its URL, to the next URL
   // (through admission again). False when every URL was tried so.
@@ -219,14 +234,26 @@ class UpstreamClient {
   void OnAdmission(CallId id, ratelimit::AdmissionResult result);
   // Frees the place `flight` holds among the admission's in-flight calls.
   void EndInFlight(Flight& flight);
+  // Picks the call's URL and sends it, or queues it there for a batch.
   void Send(CallId id);
-  void OnResponse(CallId id, size_t url_index, absl::Time sent_at,
-                  absl::StatusOr<http::Response> response);
+  // Sends the calls `ids` to URL `url_index` as one request: alone, or as a
+  // JSON-RPC batch when there are several.
+  void SendRequest(size_t url_index, std::vector<CallId> ids);
+  // Sends the calls waiting on URL `url_index`, in batches, while it has
+  // room for requests.
+  void SendWaiting(size_t url_index);
+  void OnResponse(Request request, absl::StatusOr<http::Response> response);
+  // Splits a batch's answer by JSON-RPC id: the verdict for each call, in
+  // the request's order.
+  static std::vector<Verdict> SplitBatch(const Request& request, const http::Response& response,
+                                         const ResponseSource& source);
+  // Acts on the verdict on call `id`'s attempt: answer, fail over, retry.
+  void Conclude(CallId id, const Request& request, absl::Time now, Verdict verdict);
   // Feedback to the admission's rate control (when rate limited).
   void Throttle(std::optional<absl::Duration> retry_after);
   void Succeeded(uint32_t cost);
   // The attempt failed with `error`: try again if allowed, else end.
-  void RetryOrFinish(CallId id, absl::Status error);
+  void RetryOrFinish(CallId id, absl::StatusOr<Answer> error);
   void Finish(CallId id, absl::StatusOr<Answer> result);
   // Runs `done` with `result` on a later loop iteration.
   void AnswerSoon(AnswerCallback done, absl::StatusOr<Answer> result);
@@ -238,7 +265,7 @@ class UpstreamClient {
   std::unique_ptr<Observers> observers_;
   ratelimit::UpstreamAdmission admission_;
   std::unique_ptr<http::HttpPool> pool_;
-  std::vector<CircuitBreaker> breakers_;  // By URL index.
+  std::vector<Url> urls_;  // By URL index.
   ResponseCache cache_;
   CallCoalescer<absl::StatusOr<Answer>> coalescer_;
   std::map<CallId, Flight> flights_;

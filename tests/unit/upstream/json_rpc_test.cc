@@ -95,6 +95,22 @@ TEST(SplitResponseTest, RefusesWhatIsNotAResponse) {
                        Eq("the response has neither a result nor an error")));
 }
 
+TEST(BatchTest, BuildsAndSplitsBatchesKeepingEachItemByteForByte) {
+  EXPECT_EQ(BuildBatch({R"({"id":1})", R"({"id":2})"}), R"([{"id":1},{"id":2}])");
+  absl::StatusOr<std::vector<absl::string_view>> items =
+      SplitBatchResponse(R"( [ {"id":2,"result":1.50} , {"id":"x","error":{}} ] )");
+  ASSERT_TRUE(items.ok());
+  ASSERT_EQ(items->size(), 2u);
+  EXPECT_EQ((*items)[0], R"({"id":2,"result":1.50})");
+  EXPECT_EQ(NumericId(*SplitResponse((*items)[0])), 2u);
+  EXPECT_EQ(NumericId(*SplitResponse((*items)[1])), std::nullopt);
+  EXPECT_EQ(NumericId(*SplitResponse(R"({"id":-1,"result":0})")), std::nullopt);
+  EXPECT_EQ(NumericId(*SplitResponse(R"({"id":1.5,"result":0})")), std::nullopt);
+  EXPECT_EQ(NumericId(*SplitResponse(R"({"result":0})")), std::nullopt);
+  EXPECT_FALSE(SplitBatchResponse(R"({"id":1,"result":0})").ok());
+  EXPECT_FALSE(SplitBatchResponse("[]").ok());
+}
+
 TEST(RequestMethodsTest, FindsTheMethodOfARequestOrOfEachInABatch) {
   EXPECT_THAT(RequestMethods(R"({"jsonrpc":"2.0","id":1,"method":"getSlot"})"),
               ::switchboard::testing::IsOkAndHolds(ElementsAre("getSlot")));

@@ -271,7 +271,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 31);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 33);
 }
 
 }  // namespace

@@ -194,6 +194,8 @@ TEST_F(UpstreamBatchingTest, AMethodsListBatchesOnlyThoseMethods) {
   Start("sendTransaction", R"(["b"])");
   EXPECT_EQ(SentCount(), 2u);
   Respond(0, Result("0"));
+  Respond(1, Result("1"));
+  ASSERT_EQ(SentCount(), 3u);
   EXPECT_EQ(SentIds(2).size(), 2u);
 }
 
@@ -203,8 +205,9 @@ TEST_F(UpstreamBatchingTest, MaxBytesSplitsBatches) {
   options.batch->max_bytes = 1024;
   Create(options);
   Start("getSlot");
-  const std::string params = absl::StrCat("[\"", std::string(400, 'x'), "\"]");
-  for (int i = 0; i < 4; ++i) Start("getBalance", params);
+  for (int i = 0; i < 4; ++i) {
+    Start("getBalance", absl::StrCat("[\"", std::string(400, 'x'), "\",", i, "]"));
+  }
   Respond(0, Result("0"));
   ASSERT_EQ(SentCount(), 2u);
   EXPECT_EQ(SentIds(1).size(), 2u);

@@ -33,6 +33,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/flags/flag.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -77,7 +78,8 @@ absl::StatusOr<int> PublishJobs(const client::Client& client,
                                 const std::vector<std::string>& job_ids, int max_attempts,
                                 const Shutdown& shutdown) {
   client::Publisher publisher(client, absl::GetFlag(FLAGS_jobs_topic));
-  Backoff backoff(absl::Milliseconds(100), absl::Seconds(5));
+  common::Backoff backoff(RetryBackoff(absl::Milliseconds(100), absl::Seconds(5)));
+  absl::BitGen random;
   std::vector<std::string> to_publish = job_ids;
   int retries = 0;
   for (int attempt = 1; !to_publish.empty(); ++attempt) {
@@ -103,7 +105,7 @@ absl::StatusOr<int> PublishJobs(const client::Client& client,
     // Publishing again may store a job twice (the failed answer may have
     // come after the server stored it): the runners then run it twice, and
     // the results are deduplicated by job id.
-    const absl::Duration delay = backoff.Next();
+    const absl::Duration delay = absl::Trunc(backoff.Next(random), absl::Milliseconds(1));
     std::cerr << "jobs_api: " << failed.size() << " jobs not published (" << last_failure
               << "); again in " << absl::FormatDuration(delay) << std::endl;
     if (shutdown.WaitFor(delay)) {

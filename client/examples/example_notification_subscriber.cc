@@ -21,6 +21,7 @@
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "switchboard/client/client.h"
@@ -69,7 +70,8 @@ int Run() {
     if (++received == count) shutdown.Request("count");
   };
 
-  Backoff backoff(absl::Milliseconds(100), absl::GetFlag(FLAGS_max_backoff));
+  common::Backoff backoff(RetryBackoff(absl::Milliseconds(100), absl::GetFlag(FLAGS_max_backoff)));
+  absl::BitGen random;
   int subscriptions = 0;
   absl::Status failure;
   while (!shutdown.requested()) {
@@ -86,7 +88,7 @@ int Run() {
       failure = ended;
       break;
     }
-    const absl::Duration delay = backoff.Next();
+    const absl::Duration delay = absl::Trunc(backoff.Next(random), absl::Milliseconds(1));
     std::cerr << "notification_subscriber: the subscription ended (" << ended
               << "); subscribing again in " << absl::FormatDuration(delay) << std::endl;
     shutdown.WaitFor(delay);

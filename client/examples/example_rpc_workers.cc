@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
@@ -133,7 +134,7 @@ class RpcWorker {
     request.set_upstream(upstream_);
     request.set_method(plan_.method);
     request.set_params_json(params);
-    Backoff backoff(absl::Milliseconds(50), absl::Seconds(2));
+    common::Backoff backoff(RetryBackoff(absl::Milliseconds(50), absl::Seconds(2)));
     while (!shutdown_.requested()) {
       absl::Duration retry_after = absl::ZeroDuration();
       const absl::StatusOr<v1::CallResponse> response = client_.Call(request, &retry_after);
@@ -163,8 +164,9 @@ class RpcWorker {
       }
       // Refused before it reached the provider: wait as long as Switchboard
       // says (or back off when it did not say), and call again.
-      const absl::Duration delay =
-          retry_after > absl::ZeroDuration() ? retry_after : backoff.Next();
+      const absl::Duration delay = retry_after > absl::ZeroDuration()
+                                       ? retry_after
+                                       : absl::Trunc(backoff.Next(random_), absl::Milliseconds(1));
       if (refused) {
         ++stats_.throttled;
         stats_.throttled_wait += delay;
@@ -184,6 +186,7 @@ class RpcWorker {
   const absl::Duration interval_;
   WorkerStats stats_;
   absl::Status failure_;
+  absl::BitGen random_;  // The jitter of CallUntilAnswered's backoffs.
 };
 
 // The five workers of the scene. slot-watcher writes `latest_slot`,

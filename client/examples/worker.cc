@@ -3,7 +3,6 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <utility>
@@ -132,12 +131,13 @@ StopOnShutdown::StopOnShutdown(Shutdown& shutdown, std::function<void()> stop)
 
 StopOnShutdown::~StopOnShutdown() { shutdown_.Unregister(id_); }
 
-absl::Duration Backoff::Next() {
-  const absl::Duration step = step_;
-  step_ = std::min(step_ * 2, max_);
-  // Whole milliseconds: finer jitter buys nothing, and logs read better.
-  const int64_t step_ms = absl::ToInt64Milliseconds(step);
-  return absl::Milliseconds(absl::Uniform<int64_t>(random_, step_ms / 2, step_ms));
+common::BackoffOptions RetryBackoff(absl::Duration initial, absl::Duration max) {
+  common::BackoffOptions options;
+  options.initial = initial;
+  options.max = max;
+  options.multiplier = 2.0;
+  options.jitter = common::Jitter::kEqual;
+  return options;
 }
 
 bool IsPermanentFailure(const absl::Status& status) {

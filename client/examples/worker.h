@@ -1,8 +1,8 @@
 // What every example worker in client/examples/ shares: the --server and
 // --token flags and the Client options they make, a Shutdown that SIGTERM,
-// SIGINT or the worker itself can request, and a jittered exponential
-// backoff for the loops that retry (a subscription that ended, a refused
-// call, a failed publish).
+// SIGINT or the worker itself can request, and the options of the jittered
+// exponential backoff (common/backoff.h) for the loops that retry (a
+// subscription that ended, a refused call, a failed publish).
 //
 // A worker's main() starts like this, before anything starts a thread:
 //
@@ -14,17 +14,16 @@
 // StopOnShutdown stops when shutdown is requested.
 #pragma once
 
-#include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/backoff.h"
 #include "switchboard/client/client.h"
 
 namespace switchboard::examples {
@@ -109,26 +108,12 @@ class StopOnShutdown {
   const int id_;
 };
 
-// Delays between retries that start at `initial` and double up to `max`;
-// each is drawn uniformly from [d/2, d) of the current step d, in whole
-// milliseconds, so that a fleet of workers does not retry in lockstep. Not thread-safe: one per
-// retry loop.
-class Backoff {
- public:
-  Backoff(absl::Duration initial, absl::Duration max) : initial_(initial), max_(max) {}
-
-  // The next delay; the one after is twice as long (up to `max`).
-  absl::Duration Next();
-
-  // Back to `initial`, after an attempt that succeeded.
-  void Reset() { step_ = initial_; }
-
- private:
-  const absl::Duration initial_;
-  const absl::Duration max_;
-  absl::Duration step_ = initial_;
-  absl::BitGen random_;
-};
+// The examples' retry delays: a ceiling that starts at `initial` and doubles
+// up to `max`, each delay drawn from [d/2, d] of the current ceiling d (equal
+// jitter), so that a fleet of workers does not retry in lockstep. The loops
+// wait whole milliseconds (absl::Trunc): finer jitter buys nothing, and their
+// logs read better.
+common::BackoffOptions RetryBackoff(absl::Duration initial, absl::Duration max);
 
 // True for failures that retrying cannot cure, because they judge the
 // request or the caller rather than the moment: INVALID_ARGUMENT,

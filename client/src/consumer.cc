@@ -10,6 +10,7 @@
 #include "absl/random/random.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "common/backoff.h"
 #include "retry_policy.h"
 #include "switchboard/client/consume_stream.h"
 
@@ -134,8 +135,14 @@ class Consumer::Impl {
   }
 
   void RunSupervisor() ABSL_LOCKS_EXCLUDED(mu_) {
-    internal::ExponentialBackoff backoff(options_.initial_backoff, options_.max_backoff,
-                                         options_.backoff_multiplier);
+    common::BackoffOptions backoff_options;
+    backoff_options.initial = options_.initial_backoff;
+    backoff_options.max = options_.max_backoff;
+    backoff_options.multiplier = options_.backoff_multiplier;
+    // Equal jitter: spread out, yet never straight back at a server that
+    // has just ended the stream.
+    backoff_options.jitter = common::Jitter::kEqual;
+    common::Backoff backoff(backoff_options);
     absl::BitGen random;
     const auto stopping_or_stream_done = [this] {
       mu_.AssertReaderHeld();
@@ -161,7 +168,7 @@ class Consumer::Impl {
         break;
       }
       if (was_live) backoff.Reset();
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_), backoff.NextDelay(random));
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), backoff.Next(random));
     }
     // Handlers of the last stream may still be running.
     mu_.Await(absl::Condition(

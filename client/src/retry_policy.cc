@@ -1,9 +1,5 @@
 #include "retry_policy.h"
 
-#include <algorithm>
-
-#include "absl/random/distributions.h"
-
 namespace switchboard::client::internal {
 
 bool IsRetryableStreamEnd(const absl::Status& status) {
@@ -20,17 +16,5 @@ bool IsRetryableStreamEnd(const absl::Status& status) {
       return false;
   }
 }
-
-ExponentialBackoff::ExponentialBackoff(absl::Duration initial, absl::Duration max,
-                                       double multiplier)
-    : initial_(initial), max_(max), multiplier_(multiplier), step_(initial) {}
-
-absl::Duration ExponentialBackoff::NextDelay(absl::BitGenRef random) {
-  const absl::Duration step = step_;
-  step_ = std::min(step_ * multiplier_, max_);
-  return step / 2 + absl::Uniform(random, 0.0, 0.5) * step;
-}
-
-void ExponentialBackoff::Reset() { step_ = initial_; }
 
 }  // namespace switchboard::client::internal

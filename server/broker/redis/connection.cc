@@ -6,7 +6,6 @@
 #include <hiredis/sds.h>
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -20,9 +19,15 @@ namespace {
 void* ToPrivdata(uint64_t id) { return reinterpret_cast<void*>(static_cast<uintptr_t>(id)); }
 uint64_t FromPrivdata(void* privdata) { return reinterpret_cast<uintptr_t>(privdata); }
 
-uint64_t RandomSeed() {
-  std::random_device random;
-  return (uint64_t{random()} << 32) ^ random();
+// Full jitter: replicas that lost Redis together spread their reconnects
+// over the whole range instead of coming back in one storm.
+common::BackoffOptions ReconnectBackoff(const ConnectionOptions& options) {
+  common::BackoffOptions backoff;
+  backoff.initial = options.reconnect_initial;
+  backoff.max = options.reconnect_max;
+  backoff.multiplier = 2.0;
+  backoff.jitter = common::Jitter::kFull;
+  return backoff;
 }
 
 // The reason hiredis gives for a context it is tearing down.
@@ -40,7 +45,7 @@ Connection::Connection(event::DispatcherImpl& io, ConnectionOptions options, std
       options_(std::move(options)),
       role_(std::move(role)),
       observer_(observer),
-      backoff_(options_.reconnect_initial, options_.reconnect_max, RandomSeed()) {}
+      backoff_(ReconnectBackoff(options_)) {}
 
 Connection::~Connection() { Close(); }
 
@@ -306,7 +311,7 @@ void Connection::Lost(absl::string_view reason) {
     on_state_(false);
   }
   // A callback above may have closed the connection.
-  if (phase_ == Phase::kIdle) reconnect_timer_->Enable(backoff_.Next());
+  if (phase_ == Phase::kIdle) reconnect_timer_->Enable(backoff_.Next(random_));
 }
 
 void Connection::FailPending(const absl::Status& status) {

@@ -34,11 +34,12 @@
 #include <utility>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "server/broker/redis/backoff.h"
+#include "common/backoff.h"
 #include "server/broker/redis/command.h"
 #include "server/broker/redis/reply.h"
 #include "server/event/dispatcher_impl.h"
@@ -207,7 +208,8 @@ class Connection {
   int64_t client_id_ = 0;
   size_t handshake_left_ = 0;
   size_t failures_ = 0;  // Connection attempts failed since the last ready.
-  Backoff backoff_;
+  common::Backoff backoff_;
+  absl::BitGen random_;  // Draws backoff_'s jitter.
 
   uint64_t next_id_ = 1;
   std::map<uint64_t, Pending> pending_;  // By request id, in sending order.

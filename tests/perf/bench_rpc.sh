@@ -384,8 +384,8 @@ def cell(cores, key):
         text += f"; {ratio:.1f} calls per provider request"
     return text, ("" if key == "direct" else f"{cpu} µs")
 print(f"| Median of {e['runs']} runs of {e['duration']} s | proxies on CPU 0, provider and "
-      f"load on CPUs {cols[1]['load']} | proxy CPU per call | proxies on CPUs 0-1, provider "
-      f"and load on CPUs {cols[2]['load']} | proxy CPU per call |")
+      f"load on CPU(s) {cols[1]['load']} | proxy CPU per call | proxies on CPUs 0-1, provider "
+      f"and load on CPU(s) {cols[2]['load']} | proxy CPU per call |")
 print("|---|---|---|---|---|")
 for key, what in rows:
     print("| " + " | ".join((what,) + cell(1, key) + cell(2, key)) + " |")

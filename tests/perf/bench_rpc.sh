@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The JSON-RPC proxy benchmark of issue 4, as in the README table.
+# The JSON-RPC proxy benchmark of issues 4 and 12, as in the README table.
 #
 # Starts, on loopback ports picked at run time, in a temporary directory:
-#   - a provider: nginx (one worker) answering every POST with a JSON-RPC
-#     result (`return 200`), no limit_req;
+#   - a provider: jsonrpc_provider (tests/perf/jsonrpc_provider.cc,
+#     PROVIDER_THREADS event loops, default 1), which answers a single
+#     JSON-RPC call and a batch alike, each response with its request's id,
+#     and counts HTTP requests and calls (GET /stats); no rate limit;
 #   - a reverse proxy: nginx (worker_processes auto) with `proxy_pass` to an
 #     upstream block that keeps CONCURRENCY connections alive;
 #   - switchboard with that provider as upstream `bench`: no rate limit,
 #     max_connections MAX_CONNECTIONS (default 8), and a cache for
 #     getGenesisHash;
+#   - a second switchboard, the same plus auto-batching on that upstream
+#     (`batch: BATCH_CONFIG`, default {max_calls: 100, max_bytes: 1048576,
+#     methods: [getSlot]}); when switchboard rejects that config (a build
+#     without batching) or BATCHING=0, its rows say "skipped";
 # then measures, in this one run, with the same JSON-RPC request shape:
 #   (a) wrk POSTing to the provider directly, CONCURRENCY connections
 #       (default 64), 2 threads;
@@ -16,9 +22,11 @@
 #   (c) `sbctl bench call` through switchboard, CONCURRENCY calls in flight,
 #       params varied per call so that none is coalesced: unary Calls on one
 #       gRPC channel, and the same calls multiplexed on one CallStream
-#       (`--stream`, as a busy worker would make them); and, to split the
-#       cost, both for a method switchboard answers from its cache (gRPC and
-#       switchboard's own path, without the upstream request);
+#       (`--stream`, as a busy worker would make them); both again through
+#       the batching switchboard, with the calls the provider saw per HTTP
+#       request; and, to split the cost, both for a method switchboard
+#       answers from its cache (gRPC and switchboard's own path, without the
+#       upstream request);
 #   the stack's floor: the same sbctl load through floor_proxy
 #       (tests/perf/floor_proxy.cc), which serves the same gRPC API with
 #       nothing but gRPC's callback API in front and one libcurl multi
@@ -32,15 +40,26 @@
 #       write to its answer), to the provider directly and through the
 #       reverse proxy, against `sbctl bench call --rate=RATE` through
 #       switchboard (open loop, timed from the call's start to its answer),
-#       also on a CallStream and for the cached method, and through
-#       floor_proxy. "Added" is a figure minus the direct one.
+#       also on a CallStream, with batching and for the cached method, and
+#       through floor_proxy. "Added" is a figure minus the direct one.
 # Throughput rows also show the proxy's own CPU time per call (nginx proxy
 # workers, or switchboard), from /proc. Each figure is the median of RUNS
 # runs (default 3) of DURATION seconds (default 10). Prints one Markdown
 # table, then the load average before and after (the machine's other work
 # skews every figure). Not part of the default test run: it takes about
-# 18 * RUNS * DURATION seconds. On a shared machine run it as
+# 21 * RUNS * DURATION seconds. On a shared machine run it as
 # `nice -n -10 tests/perf/bench_rpc.sh` (as root).
+#
+# PIN=1 measures instead the throughput rows (a), (b) and (c) twice, with
+# taskset: first the proxies (both switchboards, floor_proxy, the nginx
+# proxy's master and workers: every thread) pinned to CPU 0 and the provider
+# and load generator (wrk or sbctl) to the other CPUs, then the proxies
+# pinned to CPUs 0-1 and the rest to the CPUs beyond (none on a 2-core
+# machine: there the provider and load generator float over both CPUs,
+# sharing them with the proxy as in the unpinned run). The first is what a
+# proxy does with one core of its own; on a 2-core machine the provider
+# and the load generator then share the other core. Prints its own table
+# (about 16 * RUNS * DURATION seconds).
 #
 #   tests/perf/bench_rpc.sh [BUILD_DIR]   (default build/release)
 set -euo pipefail
@@ -52,19 +71,29 @@ concurrency=${CONCURRENCY:-64}
 max_connections=${MAX_CONNECTIONS:-8}
 rate=${RATE:-1000}
 method=getSlot
+provider_threads=${PROVIDER_THREADS:-1}
+batching=${BATCHING:-1}
+batch_config=${BATCH_CONFIG:-"{max_calls: 100, max_bytes: 1048576, methods: [$method]}"}
+pin=${PIN:-0}
 sbctl=$build/client/sbctl
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 floor_proxy=$build/tests/perf/floor_proxy
-if [[ ! -x $build/server/switchboard || ! -x $sbctl || ! -x $floor_proxy ]]; then
+jsonrpc_provider=$build/tests/perf/jsonrpc_provider
+if [[ ! -x $build/server/switchboard || ! -x $sbctl || ! -x $floor_proxy ||
+  ! -x $jsonrpc_provider ]]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  ninja -C "$build" switchboard sbctl floor_proxy >/dev/null
+  ninja -C "$build" switchboard sbctl floor_proxy jsonrpc_provider >/dev/null
+fi
+if [[ $pin == 1 ]] && (($(nproc) < 2)); then
+  echo "PIN=1 needs 2 CPUs or more" >&2
+  exit 1
 fi
 
 work=$(mktemp -d)
-provider= proxy= server= floor=
+provider= proxy= server= batch_server= floor=
 cleanup() {
-  for pid in $floor $server $proxy $provider; do
+  for pid in $floor $batch_server $server $proxy $provider; do
     kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
   done
   rm -rf "$work"
@@ -96,15 +125,14 @@ EOF
   nginx -p "$work/$1" -c "$work/$1/nginx.conf" -e "$work/$1/error.log" &
 }
 
-answer='{"jsonrpc":"2.0","result":1234,"id":1}'
-provider_port=$(free_port)
-start_nginx provider 1 <<EOF
-server {
-    listen 127.0.0.1:$provider_port;
-    location / { default_type application/json; return 200 '$answer'; }
-  }
-EOF
+"$jsonrpc_provider" --port=0 --threads="$provider_threads" >"$work/provider.port" \
+  2>"$work/provider.log" &
 provider=$!
+for _ in $(seq 100); do
+  [[ -s $work/provider.port ]] && break
+  sleep 0.1
+done
+provider_port=$(head -1 "$work/provider.port")
 proxy_port=$(free_port)
 start_nginx proxy auto <<EOF
 upstream provider {
@@ -125,35 +153,68 @@ proxy=$!
 wait_for_port "$provider_port"
 wait_for_port "$proxy_port"
 
-grpc_port=$(free_port)
-metrics_port=$(free_port)
-cat >"$work/switchboard.yaml" <<EOF
+# Starts a switchboard with upstream `bench` and, on stdin, more YAML lines
+# for that upstream; sets sb_pid and sb_port, or leaves sb_pid empty (and
+# says why on stderr) when switchboard exits first: it rejected the config.
+start_switchboard() {
+  local name=$1
+  sb_port=$(free_port)
+  {
+    cat <<EOF
 upstreams:
   - name: bench
     urls: ["http://127.0.0.1:$provider_port/"]
     max_connections: $max_connections
     cache_ttl_ms: {getGenesisHash: 3600000}
 EOF
-"$build/server/switchboard" --config="$work/switchboard.yaml" --listen="127.0.0.1:$grpc_port" \
-  --metrics_listen="127.0.0.1:$metrics_port" 2>"$work/switchboard.log" &
-server=$!
-for _ in $(seq 100); do
-  "$sbctl" --server="127.0.0.1:$grpc_port" health >/dev/null 2>&1 && break
-  sleep 0.1
-done
+    cat
+  } >"$work/$name.yaml"
+  "$build/server/switchboard" --config="$work/$name.yaml" --listen="127.0.0.1:$sb_port" \
+    --metrics_listen="127.0.0.1:$(free_port)" 2>"$work/$name.log" &
+  sb_pid=$!
+  for _ in $(seq 100); do
+    if ! kill -0 "$sb_pid" 2>/dev/null; then
+      wait "$sb_pid" || true
+      echo "$name: switchboard exited: $(tail -1 "$work/$name.log")" >&2
+      sb_pid=
+      return 0
+    fi
+    "$sbctl" --server="127.0.0.1:$sb_port" health >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+}
+start_switchboard switchboard </dev/null
+server=$sb_pid grpc_port=$sb_port
+[[ -n $server ]] || exit 1
+batch_port= batch_skipped="BATCHING=0"
+if [[ $batching != 0 ]]; then
+  start_switchboard switchboard-batch <<EOF
+    batch: $batch_config
+EOF
+  batch_server=$sb_pid
+  [[ -z $batch_server ]] || batch_port=$sb_port
+  batch_skipped="switchboard rejects \`batch:\`"
+fi
 floor_port=$(free_port)
 "$floor_proxy" --listen="127.0.0.1:$floor_port" --upstream_url="http://127.0.0.1:$provider_port/" \
   --max_connections="$max_connections" &
 floor=$!
 # One call end to end through each, so that a broken setup fails here and
 # not as a row of zeros.
-for port in "$grpc_port" "$floor_port"; do
+for port in "$grpc_port" "$floor_port" $batch_port; do
   for _ in $(seq 100); do
     "$sbctl" --server="127.0.0.1:$port" health >/dev/null 2>&1 && break
     sleep 0.1
   done
   "$sbctl" --server="127.0.0.1:$port" call bench "$method" '[]' >/dev/null
 done
+
+# Throughput and latency of the wrk and sbctl loads go through on_load_cpus:
+# pinned to load_cpus when set (PIN=1).
+load_cpus=
+on_load_cpus() {
+  if [[ -n $load_cpus ]]; then taskset -c "$load_cpus" "$@"; else "$@"; fi
+}
 
 # wrk's script: POST a JSON-RPC request; with WRK_DELAY_MS, wait that long
 # between an answer and the next request; print a JSON summary at the end.
@@ -190,34 +251,49 @@ ticks_per_second=$(getconf CLK_TCK)
 cpu_ticks() { for pid in "$@"; do cat "/proc/$pid/stat"; done | awk '{t += $14 + $15} END {print t + 0}'; }
 proxy_workers() { pgrep -P "$proxy"; }
 
+# "HTTP_REQUESTS CALLS" the provider has answered so far.
+provider_stats() {
+  curl -s "http://127.0.0.1:$provider_port/stats" |
+    python3 -c "import json,sys; s=json.load(sys.stdin); print(s['http_requests'], s['calls'])"
+}
+
 # Runs "$@" (which prints a JSON summary with calls_per_sec) while counting
-# the CPU time of the proxy processes PROXY_PIDS; prints "CALLS_PER_SEC
-# PROXY_CPU_US_PER_CALL".
+# the CPU time of the proxy processes PROXY_PIDS and the provider's calls
+# and HTTP requests; prints "CALLS_PER_SEC PROXY_CPU_US_PER_CALL
+# CALLS_PER_PROVIDER_REQUEST".
 with_proxy_cpu() {
-  local before after line calls_per_sec
+  local before after line calls_per_sec stats_before stats_after
+  stats_before=$(provider_stats)
   before=$(cpu_ticks $PROXY_PIDS)
   line=$("$@" | clean)
   after=$(cpu_ticks $PROXY_PIDS)
+  stats_after=$(provider_stats)
   calls_per_sec=$(field calls_per_sec <<<"$line")
   awk -v rate="$calls_per_sec" -v ticks=$((after - before)) -v hz="$ticks_per_second" \
-    -v seconds="$duration" \
-    'BEGIN { printf "%s %.1f\n", rate, ticks * 1e6 / hz / (rate > 0 ? rate * seconds : 1) }'
+    -v seconds="$duration" -v before="$stats_before" -v after="$stats_after" \
+    'BEGIN {
+      split(before, b, " "); split(after, a, " ")
+      requests = a[1] - b[1]
+      printf "%s %.1f %.2f\n", rate, ticks * 1e6 / hz / (rate > 0 ? rate * seconds : 1),
+        (requests > 0 ? (a[2] - b[2]) / requests : 0)
+    }'
 }
-# RUNS runs of "$@"; prints the median of each of the two columns.
+# RUNS runs of "$@"; prints the median of each of the three columns.
 median_runs() {
   local results
   results=$(for _ in $(seq "$runs"); do "$@"; done)
-  echo "$(cut -d' ' -f1 <<<"$results" | median) $(cut -d' ' -f2 <<<"$results" | median)"
+  echo "$(cut -d' ' -f1 <<<"$results" | median) $(cut -d' ' -f2 <<<"$results" | median)" \
+    "$(cut -d' ' -f3 <<<"$results" | median)"
 }
 
 # wrk to port $1, closed loop, CONCURRENCY connections.
 wrk_load() {
-  wrk -t2 -c"$concurrency" -d"${duration}s" -s "$work/jsonrpc.lua" "http://127.0.0.1:$1/"
+  on_load_cpus wrk -t2 -c"$concurrency" -d"${duration}s" -s "$work/jsonrpc.lua" "http://127.0.0.1:$1/"
 }
 # sbctl bench call with the arguments, through switchboard (or, with
 # TARGET_PORT, floor_proxy).
 sbctl_bench() {
-  "$sbctl" --server="127.0.0.1:${TARGET_PORT:-$grpc_port}" bench call --upstream=bench "$@" \
+  on_load_cpus "$sbctl" --server="127.0.0.1:${TARGET_PORT:-$grpc_port}" bench call --upstream=bench "$@" \
     --duration="$duration" 2>/dev/null
 }
 # Extra arguments (--stream) go to sbctl bench call.
@@ -242,22 +318,107 @@ latency() {
   done | xargs
 }
 
-read -r direct _ < <(PROXY_PIDS= median_runs with_proxy_cpu wrk_load "$provider_port")
-read -r proxied proxied_cpu < <(PROXY_PIDS=$(proxy_workers | xargs) median_runs with_proxy_cpu \
+# A taskset CPU list: CPUs $1 to $2.
+cpu_range() { if (($1 == $2)); then echo "$1"; else echo "$1-$2"; fi; }
+pin_to() {
+  local cpus=$1 pid
+  shift
+  for pid in "$@"; do taskset -a -p -c "$cpus" "$pid" >/dev/null; done
+}
+# PIN=1: the throughput rows with the proxies on 1 CPU, then on 2; one table.
+if [[ $pin == 1 ]]; then
+  last_cpu=$(($(nproc) - 1))
+  for cores in 1 2; do
+    proxy_cpus=$(cpu_range 0 $((cores - 1)))
+    load_cpus=
+    ((cores <= last_cpu)) && load_cpus=$(cpu_range "$cores" "$last_cpu")
+    pin_to "$proxy_cpus" $server $batch_server $floor $proxy $(proxy_workers)
+    pin_to "${load_cpus:-0-$last_cpu}" "$provider"
+    {
+      echo "direct $(PROXY_PIDS= median_runs with_proxy_cpu wrk_load "$provider_port")"
+      echo "proxied $(PROXY_PIDS=$(proxy_workers | xargs) median_runs with_proxy_cpu wrk_load \
+        "$proxy_port")"
+      echo "switchboard $(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load)"
+      echo "stream $(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load --stream)"
+      if [[ -n $batch_server ]]; then
+        echo "batch $(TARGET_PORT=$batch_port PROXY_PIDS=$batch_server median_runs \
+          with_proxy_cpu sbctl_load)"
+        echo "batch_stream $(TARGET_PORT=$batch_port PROXY_PIDS=$batch_server median_runs \
+          with_proxy_cpu sbctl_load --stream)"
+      fi
+      echo "floor_unary $(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs with_proxy_cpu \
+        sbctl_load)"
+      echo "floor_stream $(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
+        with_proxy_cpu sbctl_load --stream)"
+    } >"$work/pinned-$cores"
+    echo "${load_cpus:-0-$last_cpu}" >"$work/pinned-$cores.load"
+  done
+  export runs duration concurrency max_connections batch_config batch_skipped work last_cpu
+  python3 - <<'EOF'
+import os
+e = os.environ
+work = e["work"]
+cols = {}
+for cores in (1, 2):
+    with open(f"{work}/pinned-{cores}") as f:
+        cols[cores] = {k: tuple(map(float, v)) for k, *v in (l.split() for l in f)}
+    with open(f"{work}/pinned-{cores}.load") as f:
+        cols[cores]["load"] = f.read().strip()
+rows = [
+    ("direct", f"(a) wrk → provider, {e['concurrency']} connections"),
+    ("proxied", "(b) wrk → nginx reverse proxy → provider"),
+    ("switchboard", f"(c) sbctl bench call → Switchboard (max_connections "
+     f"{e['max_connections']}), {e['concurrency']} unary calls in flight"),
+    ("stream", "(c) the same on one CallStream"),
+    ("batch", f"(c) Switchboard with auto-batching (`batch: {e['batch_config']}`), unary"),
+    ("batch_stream", "(c) the same on one CallStream"),
+    ("floor_unary", "(c) the stack's floor (floor_proxy), unary"),
+    ("floor_stream", "(c) the stack's floor, on one CallStream"),
+]
+def cell(cores, key):
+    if key not in cols[cores]:
+        return f"skipped: {e['batch_skipped']}", ""
+    rate, cpu, ratio = cols[cores][key]
+    text = f"{rate:,.0f} calls/s"
+    if key.startswith("batch"):
+        text += f"; {ratio:.1f} calls per provider request"
+    return text, ("" if key == "direct" else f"{cpu} µs")
+print(f"| Median of {e['runs']} runs of {e['duration']} s | proxies on CPU 0, provider and "
+      f"load on CPU(s) {cols[1]['load']} | proxy CPU per call | proxies on CPUs 0-1, provider "
+      f"and load on CPU(s) {cols[2]['load']} | proxy CPU per call |")
+print("|---|---|---|---|---|")
+for key, what in rows:
+    print("| " + " | ".join((what,) + cell(1, key) + cell(2, key)) + " |")
+EOF
+  echo
+  echo "Load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  exit 0
+fi
+
+read -r direct _ _ < <(PROXY_PIDS= median_runs with_proxy_cpu wrk_load "$provider_port")
+read -r proxied proxied_cpu _ < <(PROXY_PIDS=$(proxy_workers | xargs) median_runs with_proxy_cpu \
   wrk_load "$proxy_port")
-read -r switchboard switchboard_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load)
-read -r cached cached_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_cached_load)
-read -r stream stream_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load --stream)
-read -r cached_stream cached_stream_cpu < <(PROXY_PIDS=$server median_runs with_proxy_cpu \
+read -r switchboard switchboard_cpu _ < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load)
+read -r cached cached_cpu _ < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_cached_load)
+read -r stream stream_cpu _ < <(PROXY_PIDS=$server median_runs with_proxy_cpu sbctl_load --stream)
+read -r cached_stream cached_stream_cpu _ < <(PROXY_PIDS=$server median_runs with_proxy_cpu \
   sbctl_cached_load --stream)
-read -r floor_unary floor_unary_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
+read -r floor_unary floor_unary_cpu _ < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
   with_proxy_cpu sbctl_load)
-read -r floor_stream floor_stream_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
+read -r floor_stream floor_stream_cpu _ < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
   with_proxy_cpu sbctl_load --stream)
-read -r grpc_unary grpc_unary_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
+read -r grpc_unary grpc_unary_cpu _ < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
   with_proxy_cpu sbctl_cached_load)
-read -r grpc_stream grpc_stream_cpu < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
+read -r grpc_stream grpc_stream_cpu _ < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
   with_proxy_cpu sbctl_cached_load --stream)
+batch= batch_cpu= batch_ratio= batch_stream= batch_stream_cpu= batch_stream_ratio=
+batch_latency=
+if [[ -n $batch_server ]]; then
+  read -r batch batch_cpu batch_ratio < <(TARGET_PORT=$batch_port PROXY_PIDS=$batch_server \
+    median_runs with_proxy_cpu sbctl_load)
+  read -r batch_stream batch_stream_cpu batch_stream_ratio < <(TARGET_PORT=$batch_port \
+    PROXY_PIDS=$batch_server median_runs with_proxy_cpu sbctl_load --stream)
+fi
 direct_latency=$(latency wrk_paced "$provider_port")
 proxied_latency=$(latency wrk_paced "$proxy_port")
 switchboard_latency=$(latency sbctl_paced)
@@ -266,12 +427,15 @@ cached_latency=$(latency sbctl_cached_paced)
 floor_latency=$(TARGET_PORT=$floor_port latency sbctl_paced)
 floor_stream_latency=$(TARGET_PORT=$floor_port latency sbctl_paced --stream)
 grpc_latency=$(TARGET_PORT=$floor_port latency sbctl_cached_paced)
+[[ -z $batch_server ]] || batch_latency=$(TARGET_PORT=$batch_port latency sbctl_paced)
 
 export runs duration concurrency max_connections rate direct proxied proxied_cpu switchboard \
   switchboard_cpu cached cached_cpu stream stream_cpu cached_stream cached_stream_cpu floor_unary \
   floor_unary_cpu floor_stream floor_stream_cpu grpc_unary grpc_unary_cpu grpc_stream \
   grpc_stream_cpu direct_latency proxied_latency switchboard_latency stream_latency \
-  cached_latency floor_latency floor_stream_latency grpc_latency
+  cached_latency floor_latency floor_stream_latency grpc_latency batch batch_cpu batch_ratio \
+  batch_stream batch_stream_cpu batch_stream_ratio batch_latency batch_config batch_skipped \
+  provider_threads
 cores=$(nproc) python3 - <<'EOF'
 import os
 e = os.environ
@@ -294,12 +458,18 @@ def added(key, bold=False):
 def times_b(x, bold=False):
     figure = f"{x / proxied:.2f}× (b)"
     return f"{x:,.0f} calls/s = {'**' + figure + '**' if bold else figure}"
+def batched(key, what):
+    if not e[key]:
+        return ("(c)", what, f"skipped: {e['batch_skipped']}", "", "", "")
+    return ("(c)", what, f"{times_b(float(e[key]))}; {float(e[key + '_ratio']):.1f} calls per "
+            "provider request", f"{e[key + '_cpu']} µs", "", "")
 unary_added = added("switchboard_latency", True)
 stream_added = added("stream_latency", True)
 floor_added = added("floor_latency")
 floor_stream_added = added("floor_stream_latency")
 rows = [
-    ("(a)", f"wrk → provider nginx, {concurrency} connections", f"{direct:,.0f} calls/s", "", "", ""),
+    ("(a)", f"wrk → provider (jsonrpc_provider, {e['provider_threads']} thread(s)), "
+     f"{concurrency} connections", f"{direct:,.0f} calls/s", "", "", ""),
     ("(b)", f"wrk → nginx reverse proxy ({cores} workers, upstream keepalive) → provider, "
      f"{concurrency} connections", f"{proxied:,.0f} calls/s = {proxied / direct:.2f}× (a)",
      f"{e['proxied_cpu']} µs", "", ""),
@@ -308,6 +478,8 @@ rows = [
      f"{e['switchboard_cpu']} µs", "≥ 0.8× (b)", met(switchboard >= 0.8 * proxied)),
     ("(c)", "the same through the stack's floor (floor_proxy: gRPC callback API + one libcurl "
      "multi thread, nothing else)", times_b(floor_unary), f"{e['floor_unary_cpu']} µs", "", ""),
+    batched("batch", f"the same through Switchboard with auto-batching (`batch: "
+            f"{e['batch_config']}`)"),
     ("(c)", "the same through Switchboard, for a method it answers from its cache (no upstream "
      "request)", times_b(cached), f"{e['cached_cpu']} µs", "", ""),
     ("(c)", "gRPC alone: the same load to floor_proxy, which answers that method in its gRPC "
@@ -317,6 +489,7 @@ rows = [
      "≥ 0.8× (b)", met(stream >= 0.8 * proxied)),
     ("(c)", "the same through the stack's floor", times_b(floor_stream),
      f"{e['floor_stream_cpu']} µs", "", ""),
+    batched("batch_stream", "the same through Switchboard with auto-batching"),
     ("(c)", "the same through Switchboard, for the cached method", times_b(cached_stream),
      f"{e['cached_stream_cpu']} µs", "", ""),
     ("(c)", "gRPC alone, on a CallStream", times_b(grpc_stream), f"{e['grpc_stream_cpu']} µs",
@@ -328,6 +501,9 @@ rows = [
     ("(d)", f"sbctl bench call --rate={rate} → Switchboard → provider", unary_added[0], "",
      "≤ 150 µs p50 added", met(unary_added[1] <= 150)),
     ("(d)", "the same through the stack's floor", floor_added[0], "", "", ""),
+    ("(d)", "the same through Switchboard with auto-batching",
+     added("batch_latency")[0] if e["batch_latency"] else f"skipped: {e['batch_skipped']}",
+     "", "", ""),
     ("(d)", "the same through Switchboard, for the cached method (no upstream request)",
      added("cached_latency")[0], "", "", ""),
     ("(d)", "gRPC alone: floor_proxy answering that method in its gRPC handler",

@@ -1,11 +1,11 @@
 #include "server/upstream/upstream_client.h"
 
 #include <algorithm>
-#include <random>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "common/backoff.h"
 #include "server/upstream/json_rpc.h"
 
 namespace switchboard::upstream {
@@ -496,11 +496,12 @@ void UpstreamClient::RetryOrFinish(CallId id, absl::StatusOr<Answer> error) {
     Finish(id, std::move(error));
     return;
   }
-  // Full jitter under a ceiling that doubles per attempt.
-  static thread_local std::mt19937_64 random(std::random_device{}());
-  const absl::Duration ceiling = options_.retry_backoff * (1 << std::min(flight.attempts - 1, 10u));
-  const absl::Duration delay = absl::Nanoseconds(std::uniform_int_distribution<int64_t>(
-      absl::ToInt64Nanoseconds(ceiling) / 2, absl::ToInt64Nanoseconds(ceiling))(random));
+  // Equal jitter under a ceiling that doubles per attempt, 1024 times the
+  // first at most.
+  const common::BackoffOptions backoff{options_.retry_backoff, options_.retry_backoff * 1024, 2.0,
+                                       common::Jitter::kEqual};
+  const absl::Duration delay =
+      common::BackoffDelay(backoff, static_cast<int>(flight.attempts) - 1, random_);
   if (dispatcher_.clock().Now() + delay >= flight.call.deadline) {
     Finish(id, std::move(error));
     return;

@@ -49,6 +49,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -274,6 +275,7 @@ class UpstreamClient {
   absl::Duration smoothed_response_time_;
   absl::Duration response_time_deviation_;
   uint64_t next_rpc_id_ = 1;
+  absl::BitGen random_;  // Retry backoff jitter.
 };
 
 }  // namespace switchboard::upstream

@@ -119,6 +119,9 @@ Metrics::Metrics(size_t max_topic_labels)
           Histogram(*registry_, "switchboard_upstream_batch_size",
                     "Calls per JSON-RPC batch sent to the upstream (auto-batching):"
                     " _count is batches sent, _sum calls batched.")),
+      upstream_batch_waiting_(Gauge(*registry_, "switchboard_upstream_batch_waiting",
+                                    "Calls waiting for a free connection to leave in a JSON-RPC "
+                                    "batch, per upstream (at most its max_queue_depth).")),
       live_replicas_(Gauge(*registry_, "switchboard_fleet_live_replicas",
                            "Switchboard replicas alive on the shared Redis (heartbeats), this "
                            "one included; exported when a global limit is configured.")),
@@ -332,6 +335,11 @@ void Metrics::OnBatchSent(absl::string_view upstream, size_t calls) {
                                                                         64, 128, 256, 512, 1000};
   upstream_batch_size_.Add({{"upstream", std::string(upstream)}}, kBatchBuckets)
       .Observe(static_cast<double>(calls));
+}
+
+void Metrics::OnBatchWaiting(absl::string_view upstream, size_t calls) {
+  upstream_batch_waiting_.Add({{"upstream", std::string(upstream)}})
+      .Set(static_cast<double>(calls));
 }
 
 std::string Metrics::MethodLabel(absl::string_view method) {

@@ -102,6 +102,7 @@ class Metrics final : public broker::BrokerObserver,
   void OnQueueDepth(absl::string_view upstream, size_t depth) override;
   void OnConnectionsChanged(absl::string_view upstream, int delta) override;
   void OnBatchSent(absl::string_view upstream, size_t calls) override;
+  void OnBatchWaiting(absl::string_view upstream, size_t calls) override;
 
   // ratelimit::GlobalLimitObserver. Kinds and names come from configuration.
   void OnLeaseRoundTrip(absl::string_view kind, absl::string_view name, bool ok,
@@ -156,6 +157,7 @@ class Metrics final : public broker::BrokerObserver,
   prometheus::Family<prometheus::Gauge>& upstream_queue_depth_;
   prometheus::Family<prometheus::Gauge>& upstream_connections_;
   prometheus::Family<prometheus::Histogram>& upstream_batch_size_;
+  prometheus::Family<prometheus::Gauge>& upstream_batch_waiting_;
   prometheus::Family<prometheus::Gauge>& live_replicas_;
   prometheus::Family<prometheus::Counter>& lease_round_trips_;
   prometheus::Family<prometheus::Counter>& tokens_leased_;

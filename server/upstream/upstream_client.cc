@@ -307,9 +307,12 @@ void UpstreamClient::Send(CallId id) {
   }
   ++flight.attempts;
   Url& url = urls_[*chosen];
-  if (url.requests_in_flight >= options_.url_capacity && MayBatch(flight.call)) {
+  if (url.requests_in_flight >= options_.url_capacity && MayBatch(flight.call) &&
+      batch_waiting_ < options_.admission.max_queue_depth) {
     flight.waiting_on_url = *chosen;
     url.waiting.push_back(id);
+    ++batch_waiting_;
+    ReportBatchWaiting();
     return;
   }
   SendRequest(*chosen, {id});
@@ -370,6 +373,7 @@ void UpstreamClient::SendWaiting(size_t url_index) {
       if (!batch.empty() && bytes + size > options_.batch->max_bytes) break;
       const CallId id = url.waiting.front();
       url.waiting.pop_front();
+      --batch_waiting_;
       flight.waiting_on_url.reset();
       if (flight.call.deadline <= now) {
         Finish(id, absl::DeadlineExceededError(
@@ -379,8 +383,13 @@ void UpstreamClient::SendWaiting(size_t url_index) {
       batch.push_back(id);
       bytes += size;
     }
+    ReportBatchWaiting();
     if (!batch.empty()) SendRequest(url_index, std::move(batch));
   }
+}
+
+void UpstreamClient::ReportBatchWaiting() {
+  observer_.OnBatchWaiting(options_.name, batch_waiting_);
 }
 
 void UpstreamClient::OnResponse(Request request, absl::StatusOr<http::Response> response) {
@@ -517,6 +526,8 @@ void UpstreamClient::Finish(CallId id, absl::StatusOr<Answer> result) {
   if (flight.waiting_on_url.has_value()) {
     std::deque<CallId>& waiting = urls_[*flight.waiting_on_url].waiting;
     waiting.erase(std::find(waiting.begin(), waiting.end(), id));
+    --batch_waiting_;
+    ReportBatchWaiting();
   }
   EndInFlight(flight);
   if (result.ok()) {

@@ -19,7 +19,8 @@
 //      (primary first, then fallbacks). With batching on, a batchable call
 //      that finds every connection to that URL busy waits for the next free
 //      one, and the calls waiting then leave together as one JSON-RPC batch
-//      (BatchOptions); the answer is split back by id;
+//      (BatchOptions); the answer is split back by id. At most
+//      admission.max_queue_depth calls wait so; more go alone;
 //   6. back (for a batch: the HTTP outcome once for the request, then each
 //      item for its call): a provider 429 or JSON-RPC rate-limit error throttles the
 //      admission (pause, AIMD); a transport failure or 5xx counts against
@@ -135,6 +136,8 @@ class UpstreamObserver {
   virtual void OnConnectionsChanged(absl::string_view upstream, int delta) = 0;
   // A JSON-RPC batch of `calls` calls (two or more) went out as one request.
   virtual void OnBatchSent(absl::string_view upstream, size_t calls) = 0;
+  // Calls waiting for a free connection to leave in a batch, all URLs.
+  virtual void OnBatchWaiting(absl::string_view upstream, size_t calls) = 0;
 };
 
 class UpstreamClient {
@@ -243,6 +246,7 @@ class UpstreamClient {
   // Sends the calls waiting on URL `url_index`, in batches, while it has
   // room for requests.
   void SendWaiting(size_t url_index);
+  void ReportBatchWaiting();
   void OnResponse(Request request, absl::StatusOr<http::Response> response);
   // Splits a batch's answer by JSON-RPC id: the verdict for each call, in
   // the request's order.
@@ -266,7 +270,8 @@ class UpstreamClient {
   std::unique_ptr<Observers> observers_;
   ratelimit::UpstreamAdmission admission_;
   std::unique_ptr<http::HttpPool> pool_;
-  std::vector<Url> urls_;  // By URL index.
+  std::vector<Url> urls_;     // By URL index.
+  size_t batch_waiting_ = 0;  // Calls waiting on every URL.
   ResponseCache cache_;
   CallCoalescer<absl::StatusOr<Answer>> coalescer_;
   std::map<CallId, Flight> flights_;

@@ -239,5 +239,24 @@ TEST_F(UpstreamBatchingTest, ACallWhoseDeadlinePassedWhileWaitingIsNotSent) {
   EXPECT_EQ(SentCount(), 1u);
 }
 
+TEST_F(UpstreamBatchingTest, AtMostMaxQueueDepthCallsWaitTheRestGoAlone) {
+  UpstreamOptions options = Batching();
+  options.admission.max_queue_depth = 2;
+  Create(options);
+  Start("getSlot");
+  Start("getBalance", "[1]");
+  Start("getBalance", "[2]");
+  EXPECT_EQ(SentCount(), 1u);
+  EXPECT_EQ(observer_.batch_waiting, 2u);
+  Start("getBalance", "[3]");  // Over the bound: to the pool at once.
+  EXPECT_EQ(SentCount(), 2u);
+  EXPECT_THAT(SentBody(1), HasSubstr("[3]"));
+  Respond(0, Result("0"));
+  Respond(1, Result("3"));
+  ASSERT_EQ(SentCount(), 3u);
+  EXPECT_EQ(SentIds(2).size(), 2u);
+  EXPECT_EQ(observer_.batch_waiting, 0u);
+}
+
 }  // namespace
 }  // namespace switchboard::upstream

@@ -71,11 +71,13 @@ class NullObserver final : public UpstreamObserver {
   void OnQueueDepth(absl::string_view, size_t) override {}
   void OnConnectionsChanged(absl::string_view, int) override {}
   void OnBatchSent(absl::string_view, size_t calls) override { batches.push_back(calls); }
+  void OnBatchWaiting(absl::string_view, size_t calls) override { batch_waiting = calls; }
 
   int throttled = 0;
   int cache_hits = 0;
   int coalesced = 0;
   std::vector<size_t> batches;
+  size_t batch_waiting = 0;
 };
 
 class UpstreamClientTest : public ::testing::Test {

@@ -3,12 +3,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "tests/testing/subprocess.h"
@@ -36,6 +39,45 @@ size_t ContentLength(absl::string_view head) {
     }
   }
   return 0;
+}
+
+// The params of one request Switchboard wrote ("null" without any).
+absl::string_view ParamsOf(absl::string_view request) {
+  const size_t at = request.find(R"("params":)");
+  if (at == absl::string_view::npos) return "null";
+  return request.substr(at + 9, request.size() - 1 - (at + 9));
+}
+
+// The id of one request Switchboard wrote.
+absl::string_view IdOf(absl::string_view request) {
+  const size_t at = request.find(R"("id":)") + 5;
+  return request.substr(at, request.find(',', at) - at);
+}
+
+// The requests of a body Switchboard wrote: its one request, or each of its
+// batch's (the params of its calls hold no "},{").
+std::vector<std::string> RequestsOf(absl::string_view body) {
+  if (body.empty() || body.front() != '[') return {std::string(body)};
+  std::vector<std::string> requests = absl::StrSplit(body.substr(1, body.size() - 2), "},{");
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (i > 0) requests[i].insert(0, "{");
+    if (i + 1 < requests.size()) requests[i].push_back('}');
+  }
+  return requests;
+}
+
+// The answer of a script with echo_params to `body`.
+std::string EchoAnswer(const ScriptedHttpServer::Script& script, absl::string_view body) {
+  std::vector<std::string> responses;
+  for (const std::string& request : RequestsOf(body)) {
+    const absl::string_view params = ParamsOf(request);
+    if (!script.drop_params.empty() && absl::StrContains(params, script.drop_params)) continue;
+    responses.push_back(
+        absl::StrCat(R"({"jsonrpc":"2.0","id":)", IdOf(request), R"(,"result":)", params, "}"));
+  }
+  if (body.empty() || body.front() != '[') return responses.empty() ? "" : responses.front();
+  if (script.reverse_batches) std::reverse(responses.begin(), responses.end());
+  return absl::StrCat("[", absl::StrJoin(responses, ","), "]");
 }
 
 }  // namespace
@@ -92,6 +134,13 @@ std::vector<std::string> ScriptedHttpServer::requests() const {
   return requests_;
 }
 
+int ScriptedHttpServer::calls() const {
+  absl::MutexLock lock(&mu_);
+  int calls = 0;
+  for (const std::string& body : requests_) calls += static_cast<int>(RequestsOf(body).size());
+  return calls;
+}
+
 int ScriptedHttpServer::connections() const {
   absl::MutexLock lock(&mu_);
   return static_cast<int>(connection_fds_.size());
@@ -124,9 +173,14 @@ void ScriptedHttpServer::Serve(int fd) {
       if (stopping_) break;
     }
     if (script.hang_up) break;
+    const std::string answer_body = script.echo_params ? EchoAnswer(script, body) : script.body;
     const std::string answer =
         absl::StrCat("HTTP/1.1 ", script.status, " Scripted\r\nContent-Type: application/json\r\n",
-                     "Content-Length: ", script.body.size(), "\r\n\r\n", script.body);
+                     "Content-Length: ", answer_body.size(), "\r\n\r\n", answer_body);
+    if (script.cut_answer) {
+      WriteAll(fd, absl::string_view(answer).substr(0, answer.size() / 2));
+      break;
+    }
     if (!WriteAll(fd, answer)) break;
   }
   // Forget the descriptor before closing it, so the destructor never shuts

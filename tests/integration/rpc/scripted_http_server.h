@@ -33,6 +33,17 @@ class ScriptedHttpServer {
     std::string body = R"({"jsonrpc":"2.0","result":0,"id":1})";
     // Closes the connection after reading the request, without answering.
     bool hang_up = false;
+    // Answers each JSON-RPC request, alone or in a batch, with its own id
+    // and its params as the result (`body` unused). Relies on the request
+    // shape Switchboard writes: {"jsonrpc":"2.0","id":N,"method":M[,"params":P]}.
+    bool echo_params = false;
+    // With echo_params, a batch's answer lists the responses in reverse
+    // order, and leaves out the one whose params contain `drop_params`
+    // (when set).
+    bool reverse_batches = false;
+    std::string drop_params;
+    // Sends the first half of the answer, then closes the connection.
+    bool cut_answer = false;
   };
 
   static absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> Start(Script script);
@@ -54,6 +65,9 @@ class ScriptedHttpServer {
 
   // The bodies of the requests read so far, in arrival order.
   std::vector<std::string> requests() const;
+
+  // JSON-RPC calls in the requests read so far (a batch counts each).
+  int calls() const;
 
   // Connections accepted so far.
   int connections() const;

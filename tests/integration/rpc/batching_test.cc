@@ -9,6 +9,7 @@
 // Batches form deterministically: the provider holds its answers while the
 // test's calls arrive, until Switchboard reports them waiting
 // (switchboard_upstream_batch_waiting), then answers.
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,6 +33,10 @@ using ::testing::HasSubstr;
 using ::testing::SizeIs;
 
 constexpr absl::Duration kCallDeadline = absl::Seconds(10);
+// `limited`: its rate limit, in calls per second, and its slow provider.
+constexpr int kLimitedRate = 100;
+constexpr int kLimitedBurst = 10;
+constexpr absl::Duration kSlowAnswer = absl::Milliseconds(50);
 
 // Calls of `method` among request bodies.
 int CallsOf(const std::vector<std::string>& requests, absl::string_view method) {
@@ -49,6 +54,7 @@ struct BatchingServers {
   std::unique_ptr<ScriptedHttpServer> echo;       // Answers every call with its params.
   std::unique_ptr<ScriptedHttpServer> reversing;  // Reverses batches, drops ["dropped"].
   std::unique_ptr<ScriptedHttpServer> failing;    // The test sets its failure.
+  std::unique_ptr<ScriptedHttpServer> slow;       // Echoes after kSlowAnswer.
   InProcessServer server;
   std::unique_ptr<client::Client> client;
 };
@@ -70,6 +76,11 @@ class RpcBatchingTest : public SharedServersTest<BatchingServers> {
     ASSERT_THAT(echo_server, IsOk());
     ASSERT_THAT(reversing_server, IsOk());
     ASSERT_THAT(failing_server, IsOk());
+    ScriptedHttpServer::Script slow = echo;
+    slow.delay = kSlowAnswer;
+    absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> slow_server =
+        ScriptedHttpServer::Start(slow);
+    ASSERT_THAT(slow_server, IsOk());
     // `failing` batches sendTransaction too (listed), retries getBalance
     // once, and keeps a rate limit so that a 429 pauses it.
     absl::StatusOr<InProcessServer> server = StartInProcessServer(absl::Substitute(
@@ -84,11 +95,18 @@ upstreams:
     retry: {max_attempts: 2, methods: [getBalance], backoff_ms: 1}
     circuit_breaker: {failure_threshold: 1000}
     batch: {methods: [sendTransaction, getBalance]}
+  - name: limited
+    urls: ["$3"]
+    max_connections: 1
+    rate_limit: {requests_per_second: $4, burst: $5}
+    batch: {}
 )",
-        (*echo_server)->url(), (*reversing_server)->url(), (*failing_server)->url()));
+        (*echo_server)->url(), (*reversing_server)->url(), (*failing_server)->url(),
+        (*slow_server)->url(), kLimitedRate, kLimitedBurst));
     ASSERT_THAT(server, IsOk());
     shared_.reset(new BatchingServers{*std::move(echo_server), *std::move(reversing_server),
-                                      *std::move(failing_server), *std::move(server), nullptr});
+                                      *std::move(failing_server), *std::move(slow_server),
+                                      *std::move(server), nullptr});
     shared_->client = MakeRpcClient(shared_->server.target, kCallDeadline);
   }
 
@@ -255,6 +273,38 @@ TEST_F(RpcBatchingTest, AConnectionClosedMidAnswerFailsEachCallByItsRules) {
   ASSERT_THAT(run.requests, SizeIs(3));
   EXPECT_EQ(CallsOf(run.requests, "sendTransaction"), 1);
   EXPECT_EQ(CallsOf(run.requests, "getBalance"), 2);
+}
+
+TEST_F(RpcBatchingTest, BatchedCallsKeepToTheRateLimitCountedInCalls) {
+  // 300 calls at once: admitted at 100 a second, while the provider takes
+  // 50 ms to answer each request, so the calls admitted meanwhile batch.
+  constexpr int kCalls = 300;
+  ScriptedHttpServer& provider = *shared_->slow;
+  std::vector<v1::CallRequest> requests;
+  for (int i = 0; i < kCalls; ++i) {
+    requests.push_back(RpcRequest("limited", "getAccountInfo", absl::StrCat("[", i, "]")));
+  }
+  const std::map<uint64_t, v1::CallResponse> responses = StreamCalls(requests, [] {});
+  ASSERT_THAT(responses, SizeIs(kCalls));
+  for (int i = 0; i < kCalls; ++i) {
+    EXPECT_EQ(responses.at(i + 1).result_json(), requests[i].params_json()) << i;
+  }
+  const std::vector<std::string> bodies = provider.requests();
+  const std::vector<absl::Time> times = provider.request_times();
+  ASSERT_EQ(provider.calls(), kCalls);
+  EXPECT_LT(bodies.size(), static_cast<size_t>(kCalls / 2));  // Batches formed.
+  // Counted in calls, not requests: in every second from a request on, the
+  // provider read no more calls than the rate and the burst allow.
+  int worst = 0;
+  for (size_t first = 0; first < bodies.size(); ++first) {
+    int calls = 0;
+    for (size_t i = first; i < bodies.size() && times[i] < times[first] + absl::Seconds(1); ++i) {
+      calls += static_cast<int>(SwitchboardRequestsOf(bodies[i]).size());
+    }
+    worst = std::max(worst, calls);
+  }
+  EXPECT_LE(worst, kLimitedRate + kLimitedBurst);
+  RecordProperty("busiest_second_calls", worst);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
 #include "tests/testing/subprocess.h"
 
 namespace switchboard::testing {
@@ -54,22 +55,10 @@ absl::string_view IdOf(absl::string_view request) {
   return request.substr(at, request.find(',', at) - at);
 }
 
-// The requests of a body Switchboard wrote: its one request, or each of its
-// batch's (the params of its calls hold no "},{").
-std::vector<std::string> RequestsOf(absl::string_view body) {
-  if (body.empty() || body.front() != '[') return {std::string(body)};
-  std::vector<std::string> requests = absl::StrSplit(body.substr(1, body.size() - 2), "},{");
-  for (size_t i = 0; i < requests.size(); ++i) {
-    if (i > 0) requests[i].insert(0, "{");
-    if (i + 1 < requests.size()) requests[i].push_back('}');
-  }
-  return requests;
-}
-
 // The answer of a script with echo_params to `body`.
 std::string EchoAnswer(const ScriptedHttpServer::Script& script, absl::string_view body) {
   std::vector<std::string> responses;
-  for (const std::string& request : RequestsOf(body)) {
+  for (const std::string& request : SwitchboardRequestsOf(body)) {
     const absl::string_view params = ParamsOf(request);
     if (!script.drop_params.empty() && absl::StrContains(params, script.drop_params)) continue;
     responses.push_back(
@@ -81,6 +70,18 @@ std::string EchoAnswer(const ScriptedHttpServer::Script& script, absl::string_vi
 }
 
 }  // namespace
+
+// The requests of a body Switchboard wrote: its one request, or each of its
+// batch's (the params of its calls hold no "},{").
+std::vector<std::string> SwitchboardRequestsOf(absl::string_view body) {
+  if (body.empty() || body.front() != '[') return {std::string(body)};
+  std::vector<std::string> requests = absl::StrSplit(body.substr(1, body.size() - 2), "},{");
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (i > 0) requests[i].insert(0, "{");
+    if (i + 1 < requests.size()) requests[i].push_back('}');
+  }
+  return requests;
+}
 
 absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> ScriptedHttpServer::Start(Script script) {
   absl::StatusOr<LoopbackSocket> listener = ListenOnLoopback(512);
@@ -134,10 +135,16 @@ std::vector<std::string> ScriptedHttpServer::requests() const {
   return requests_;
 }
 
+std::vector<absl::Time> ScriptedHttpServer::request_times() const {
+  absl::MutexLock lock(&mu_);
+  return request_times_;
+}
+
 int ScriptedHttpServer::calls() const {
   absl::MutexLock lock(&mu_);
   int calls = 0;
-  for (const std::string& body : requests_) calls += static_cast<int>(RequestsOf(body).size());
+  for (const std::string& body : requests_)
+    calls += static_cast<int>(SwitchboardRequestsOf(body).size());
   return calls;
 }
 
@@ -168,11 +175,13 @@ void ScriptedHttpServer::Serve(int fd) {
     {
       absl::MutexLock lock(&mu_);
       requests_.push_back(body);
+      request_times_.push_back(absl::Now());
       script = script_;
       mu_.Await(absl::Condition(this, &ScriptedHttpServer::MayAnswer));
       if (stopping_) break;
     }
     if (script.hang_up) break;
+    absl::SleepFor(script.delay);
     const std::string answer_body = script.echo_params ? EchoAnswer(script, body) : script.body;
     const std::string answer =
         absl::StrCat("HTTP/1.1 ", script.status, " Scripted\r\nContent-Type: application/json\r\n",

@@ -21,9 +21,15 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace switchboard::testing {
+
+// The JSON-RPC requests of a body Switchboard wrote: its one request, or
+// each of its batch's (whose params hold no "},{").
+std::vector<std::string> SwitchboardRequestsOf(absl::string_view body);
 
 class ScriptedHttpServer {
  public:
@@ -44,6 +50,8 @@ class ScriptedHttpServer {
     std::string drop_params;
     // Sends the first half of the answer, then closes the connection.
     bool cut_answer = false;
+    // Waits this long before answering (a slow provider).
+    absl::Duration delay = absl::ZeroDuration();
   };
 
   static absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> Start(Script script);
@@ -65,6 +73,9 @@ class ScriptedHttpServer {
 
   // The bodies of the requests read so far, in arrival order.
   std::vector<std::string> requests() const;
+
+  // When each of requests() was read in full, in the same order.
+  std::vector<absl::Time> request_times() const;
 
   // JSON-RPC calls in the requests read so far (a batch counts each).
   int calls() const;
@@ -92,6 +103,7 @@ class ScriptedHttpServer {
   bool held_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::string> requests_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::Time> request_times_ ABSL_GUARDED_BY(mu_);
   std::vector<int> connection_fds_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> connection_threads_ ABSL_GUARDED_BY(mu_);
 };

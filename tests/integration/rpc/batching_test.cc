@@ -293,8 +293,13 @@ TEST_F(RpcBatchingTest, BatchedCallsKeepToTheRateLimitCountedInCalls) {
   const std::vector<absl::Time> times = provider.request_times();
   ASSERT_EQ(provider.calls(), kCalls);
   EXPECT_LT(bodies.size(), static_cast<size_t>(kCalls / 2));  // Batches formed.
-  // Counted in calls, not requests: in every second from a request on, the
-  // provider read no more calls than the rate and the burst allow.
+  // Counted in calls, not requests: from the first call to the last the
+  // provider read them at the rate at most (the burst aside). A sliding
+  // window is no exact bound here: calls admitted while a request is out
+  // reach the provider together, up to a response time later, so the
+  // busiest second is a figure, reported.
+  const absl::Duration span = times.back() - times.front();
+  EXPECT_GE(span, absl::Seconds(kCalls - kLimitedBurst - 1) / kLimitedRate);
   int worst = 0;
   for (size_t first = 0; first < bodies.size(); ++first) {
     int calls = 0;
@@ -303,8 +308,7 @@ TEST_F(RpcBatchingTest, BatchedCallsKeepToTheRateLimitCountedInCalls) {
     }
     worst = std::max(worst, calls);
   }
-  EXPECT_LE(worst, kLimitedRate + kLimitedBurst);
-  RecordProperty("busiest_second_calls", worst);
+  ReportFigure("busiest_second_calls", worst);
 }
 
 }  // namespace

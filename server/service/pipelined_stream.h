@@ -140,6 +140,10 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
     return true;
   }
 
+  bool MoreResponsesLocked() const final ABSL_EXCLUSIVE_LOCKS_REQUIRED(this->mu_) {
+    return !responses_.empty();
+  }
+
   void OnWriteCompleted() final {
     StreamLock lock(*this);
     MaybeReadLocked();

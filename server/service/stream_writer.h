@@ -16,6 +16,7 @@
 // writes and reads would otherwise queue on it, each wait a futex sleep).
 #pragma once
 
+#include <grpcpp/impl/call_op_set.h>
 #include <grpcpp/support/status.h>
 
 #include <optional>
@@ -74,6 +75,11 @@ class StreamWriter : public ReactorBase {
   // nothing. Called with `mu_` held.
   virtual bool TakeNextResponseLocked(Response& response) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) = 0;
 
+  // True when more responses wait after the one just taken: its write then
+  // carries gRPC's buffer hint, so a run of answers ready together (a
+  // JSON-RPC batch's) leaves in few system calls; the last one flushes.
+  virtual bool MoreResponsesLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return false; }
+
   // Runs after a successful write, without `mu_`; may call into the broker.
   virtual void OnWriteCompleted() {}
 
@@ -89,6 +95,7 @@ class StreamWriter : public ReactorBase {
     if (!TakeNextResponseLocked(response_)) return;
     write_in_flight_ = true;
     write_staged_ = true;
+    write_buffered_ = MoreResponsesLocked();
   }
 
   // Ends the stream with `status` once the write in flight completes. Later
@@ -110,10 +117,12 @@ class StreamWriter : public ReactorBase {
  private:
   void UnlockAndStartStagedWrite() ABSL_UNLOCK_FUNCTION(mu_) {
     const bool start = std::exchange(write_staged_, false);
+    grpc::WriteOptions options;
+    if (write_buffered_) options.set_buffer_hint();
     mu_.Unlock();
     // The staged write owns response_ until OnWriteDone, and the stream
     // cannot finish (nor the reactor go) before that write completes.
-    if (start) this->StartWrite(&response_);
+    if (start) this->StartWrite(&response_, options);
   }
 
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -126,6 +135,8 @@ class StreamWriter : public ReactorBase {
   bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
   // A write decided under `mu_`, to start once it is released.
   bool write_staged_ ABSL_GUARDED_BY(mu_) = false;
+  // The staged write may wait in gRPC's buffer for the next one.
+  bool write_buffered_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> finish_status_ ABSL_GUARDED_BY(mu_);
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };

@@ -259,6 +259,17 @@ INSTANTIATE_TEST_SUITE_P(
                        "Slot\"]}}]",
                        "upstreams[0].retry.methods[0]: character 3 is not allowed; use "
                        "[A-Za-z0-9._:-]"},
+        ValidationCase{"BatchMethodsAndExcept",
+                       "upstreams: [{name: sol, urls: [\"http://a\"], batch: {methods: [getSlot], "
+                       "except: [getBlock]}}]",
+                       "upstreams[0].batch.except: cannot be set together with batch.methods"},
+        ValidationCase{"BatchOfOne",
+                       "upstreams: [{name: sol, urls: [\"http://a\"], batch: {max_calls: 1}}]",
+                       "upstreams[0].batch.max_calls: must be between 2 and 1000, got 1"},
+        ValidationCase{"BadBatchMethod",
+                       "upstreams: [{name: sol, urls: [\"http://a\"], batch: {except: [\"a b\"]}}]",
+                       "upstreams[0].batch.except[0]: character 1 is not allowed; use "
+                       "[A-Za-z0-9._:-]"},
         ValidationCase{"UpstreamConnectionsZero",
                        "upstreams: [{name: sol, urls: [\"http://a\"], max_connections: 0}]",
                        "upstreams[0].max_connections: must be between 1 and 1000, got 0"},

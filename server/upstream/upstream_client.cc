@@ -320,7 +320,8 @@ void UpstreamClient::Send(CallId id) {
 
 void UpstreamClient::SendRequest(size_t url_index, std::vector<CallId> ids) {
   const absl::Time now = dispatcher_.clock().Now();
-  Request sent{url_index, now, ids.size() > 1, {}};
+  const bool batch = ids.size() > 1;
+  Request sent{url_index, now, batch, {}};
   sent.calls.reserve(ids.size());
   http::Request request;
   request.url = options_.urls[url_index];
@@ -339,7 +340,7 @@ void UpstreamClient::SendRequest(size_t url_index, std::vector<CallId> ids) {
     bodies.push_back(BuildRequest(rpc_id, flight.call.method, flight.call.params_json));
     sent.calls.emplace_back(id, rpc_id);
   }
-  if (sent.batch) {
+  if (batch) {
     request.body = BuildBatch(std::vector<absl::string_view>(bodies.begin(), bodies.end()));
     observer_.OnBatchSent(options_.name, ids.size());
   } else {
@@ -350,13 +351,14 @@ void UpstreamClient::SendRequest(size_t url_index, std::vector<CallId> ids) {
   request.timeout = std::min(options_.request_timeout, latest_deadline - now);
   ++urls_[url_index].requests_in_flight;
   const http::RequestId request_id =
-      pool_->Send(std::move(request), [this, sent](absl::StatusOr<http::Response> response) {
-        OnResponse(sent, std::move(response));
-      });
+      pool_->Send(std::move(request),
+                  [this, sent = std::move(sent)](absl::StatusOr<http::Response> response) mutable {
+                    OnResponse(std::move(sent), std::move(response));
+                  });
   for (CallId id : ids) {
     Flight& flight = flights_.at(id);
     flight.request = request_id;
-    flight.batched = sent.batch;
+    flight.batched = batch;
   }
 }
 

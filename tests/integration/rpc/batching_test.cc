@@ -167,16 +167,19 @@ upstreams:
     provider.SetScript(echo);
     provider.HoldAnswers();
     FailedBatch run;
-    run.responses = StreamCalls({RpcRequest("failing", "getSlot", "[0]"),
-                                 RpcRequest("failing", "sendTransaction", R"(["tx"])"),
-                                 RpcRequest("failing", "getBalance", R"(["acct"])")},
-                                [&] {
-                                  WaitForBatchWaiting("failing", 2);
-                                  // The holder was read under `echo`; the
-                                  // batch is read after its answer.
-                                  provider.SetScript(failure);
-                                  provider.ReleaseAnswers();
-                                });
+    run.responses =
+        StreamCalls({RpcRequest("failing", "getSlot", "[0]"),
+                     RpcRequest("failing", "sendTransaction", R"(["tx"])"),
+                     RpcRequest("failing", "getBalance", R"(["acct"])")},
+                    [&] {
+                      WaitForBatchWaiting("failing", 2);
+                      // The holder is read (under `echo`)
+                      // before the script changes.
+                      EXPECT_TRUE(provider.WaitForRequests(before + 1, kRpcWaitTimeout));
+                      // The batch is read after its answer.
+                      provider.SetScript(failure);
+                      provider.ReleaseAnswers();
+                    });
     run.requests = provider.requests();
     run.requests.erase(run.requests.begin(), run.requests.begin() + before);
     provider.SetScript(echo);

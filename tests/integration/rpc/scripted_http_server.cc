@@ -135,6 +135,13 @@ std::vector<std::string> ScriptedHttpServer::requests() const {
   return requests_;
 }
 
+bool ScriptedHttpServer::WaitForRequests(size_t count, absl::Duration timeout) const {
+  absl::MutexLock lock(&mu_);
+  const auto enough = [&]()
+                          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return requests_.size() >= count; };
+  return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+}
+
 std::vector<absl::Time> ScriptedHttpServer::request_times() const {
   absl::MutexLock lock(&mu_);
   return request_times_;

@@ -74,6 +74,10 @@ class ScriptedHttpServer {
   // The bodies of the requests read so far, in arrival order.
   std::vector<std::string> requests() const;
 
+  // Blocks until `count` requests have been read in all, or `timeout`
+  // passes: whether they were.
+  bool WaitForRequests(size_t count, absl::Duration timeout) const;
+
   // When each of requests() was read in full, in the same order.
   std::vector<absl::Time> request_times() const;
 

@@ -326,25 +326,26 @@ void UpstreamClient::SendRequest(size_t url_index, std::vector<CallId> ids) {
   http::Request request;
   request.url = options_.urls[url_index];
   absl::Time latest_deadline = now;
-  std::vector<std::string> bodies;
-  bodies.reserve(ids.size());
-  for (CallId id : ids) {
+  // A call's request body: a raw call's own, or built with a fresh id.
+  const auto body_of = [&](CallId id) -> std::string {
     const Flight& flight = flights_.at(id);
     latest_deadline = std::max(latest_deadline, flight.call.deadline);
     if (!flight.call.raw_body.empty()) {
-      bodies.push_back(flight.call.raw_body);
       sent.calls.emplace_back(id, 0);
-      continue;
+      return flight.call.raw_body;
     }
     const uint64_t rpc_id = next_rpc_id_++;
-    bodies.push_back(BuildRequest(rpc_id, flight.call.method, flight.call.params_json));
     sent.calls.emplace_back(id, rpc_id);
-  }
+    return BuildRequest(rpc_id, flight.call.method, flight.call.params_json);
+  };
   if (batch) {
+    std::vector<std::string> bodies;
+    bodies.reserve(ids.size());
+    for (CallId id : ids) bodies.push_back(body_of(id));
     request.body = BuildBatch(std::vector<absl::string_view>(bodies.begin(), bodies.end()));
     observer_.OnBatchSent(options_.name, ids.size());
   } else {
-    request.body = std::move(bodies.front());
+    request.body = body_of(ids.front());
   }
   // A batch waits for its slowest member's deadline: a call whose own
   // deadline passes meanwhile has been given up by its caller anyway.

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <exception>
 #include <limits>
+#include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -28,6 +29,7 @@
 #include "server/event/dispatcher_impl.h"
 #include "server/fleet/redis_lease_service.h"
 #include "server/http/http_pool_impl.h"
+#include "server/http/sharded_http_pool.h"
 #include "server/metrics/metrics.h"
 #include "server/ratelimit/client_quotas.h"
 #include "server/ratelimit/global_limiter.h"
@@ -51,6 +53,14 @@ constexpr uint32_t kHttp2StreamsPerConnection = 100;
 constexpr absl::Duration kAfterGrpcReserve = absl::Milliseconds(2500);
 // The ceiling of the fleet coordination's reconnect backoff.
 constexpr absl::Duration kFleetReconnectMax = absl::Seconds(1);
+// Upstream I/O threads when server.upstream_threads is 0: the cores, at most
+// this many (past it, libcurl's work per call is no longer what limits).
+constexpr uint32_t kMaxDefaultUpstreamThreads = 8;
+
+uint32_t UpstreamThreads(const config::v1::Server& server) {
+  if (server.upstream_threads() > 0) return server.upstream_threads();
+  return std::clamp<uint32_t>(std::thread::hardware_concurrency(), 1, kMaxDefaultUpstreamThreads);
+}
 
 class ServerImpl final : public Server {
  public:
@@ -69,6 +79,14 @@ class ServerImpl final : public Server {
   absl::Status Init() {
     broker_dispatcher_.Start();
     upstream_dispatcher_.Start();
+    // The upstream dispatcher is the first I/O thread; the others do I/O only.
+    upstream_io_.push_back(&upstream_dispatcher_);
+    for (uint32_t i = 1; i < UpstreamThreads(config_.server()); ++i) {
+      upstream_io_dispatchers_.push_back(std::make_unique<event::DispatcherImpl>(
+          absl::StrCat("sb-upstream-", i), common::RealClock::Get()));
+      upstream_io_dispatchers_.back()->Start();
+      upstream_io_.push_back(upstream_io_dispatchers_.back().get());
+    }
     SB_ASSIGN_OR_RETURN(config::BrokerUrl url, config::ParseBrokerUrl(config_.broker().url()));
     broker_ = MakeBroker(url);
     if (config::HasGlobalLimits(config_)) StartFleet(url);
@@ -157,6 +175,9 @@ class ServerImpl final : public Server {
     broker_dispatcher_.Shutdown();
     if (upstreams_ != nullptr) upstreams_->Shutdown();  // Answers calls still open.
     StopFleet();
+    // After the pools that had shards on them, before the upstream
+    // dispatcher that their results go back to.
+    for (auto& io : upstream_io_dispatchers_) io->Shutdown();
     upstream_dispatcher_.Shutdown();
     // civetweb takes up to its 2 s poll quantum to stop.
     exposer_.reset();
@@ -261,11 +282,7 @@ class ServerImpl final : public Server {
       pool.http2 = upstream.http2();
       pool.verify_tls = upstream.tls_verify();
       pool.max_response_bytes = upstream.max_response_bytes();
-      upstream::Upstreams::Definition definition{UpstreamOptionsOf(upstream),
-                                                 [this, pool](http::HttpPoolObserver& observer) {
-                                                   return std::make_unique<http::HttpPoolImpl>(
-                                                       upstream_dispatcher_, pool, observer);
-                                                 },
+      upstream::Upstreams::Definition definition{UpstreamOptionsOf(upstream), MakePool(pool),
                                                  /*make_limiter=*/nullptr};
       if (upstream.rate_limit().scope() == config::v1::LIMIT_SCOPE_GLOBAL) {
         ratelimit::SharedLimit limit;
@@ -279,6 +296,32 @@ class ServerImpl final : public Server {
       definitions.push_back(std::move(definition));
     }
     return definitions;
+  }
+
+  // An upstream's pool: on the upstream dispatcher alone, or sharded over
+  // the upstream I/O threads, each with a share of its connections.
+  upstream::UpstreamClient::PoolFactory MakePool(const http::HttpPoolOptions& pool) {
+    if (upstream_io_.size() == 1) {
+      return [this, pool](http::HttpPoolObserver& observer) {
+        return std::make_unique<http::HttpPoolImpl>(upstream_dispatcher_, pool, observer);
+      };
+    }
+    return [this, pool](http::HttpPoolObserver& observer) -> std::unique_ptr<http::HttpPool> {
+      http::ShardedHttpPoolOptions sharding;
+      sharding.max_connections_per_host = pool.max_connections_per_host;
+      sharding.requests_per_connection =
+          pool.http2 ? static_cast<int>(kHttp2StreamsPerConnection) : 1;
+      return std::make_unique<http::ShardedHttpPool>(
+          upstream_dispatcher_,
+          std::vector<event::Dispatcher*>(upstream_io_.begin(), upstream_io_.end()), sharding,
+          [io = upstream_io_, pool](size_t index, int connections_per_host,
+                                    http::HttpPoolObserver& shard_observer) {
+            http::HttpPoolOptions shard = pool;
+            shard.max_connections_per_host = connections_per_host;
+            return std::make_unique<http::HttpPoolImpl>(*io[index], shard, shard_observer);
+          },
+          observer);
+    };
   }
 
   static upstream::UpstreamOptions UpstreamOptionsOf(const config::v1::Upstream& upstream) {
@@ -342,6 +385,10 @@ class ServerImpl final : public Server {
   metrics::Metrics metrics_;
   event::DispatcherImpl broker_dispatcher_;
   event::DispatcherImpl upstream_dispatcher_;
+  // The upstream I/O threads besides upstream_dispatcher_, and all of them
+  // (upstream_dispatcher_ first). Shut down before upstream_dispatcher_.
+  std::vector<std::unique_ptr<event::DispatcherImpl>> upstream_io_dispatchers_;
+  std::vector<event::DispatcherImpl*> upstream_io_;
   std::unique_ptr<broker::Broker> broker_;
   auth::ClientRegistry clients_;
   // Used and freed on upstream_dispatcher_, after upstreams_.

@@ -167,6 +167,12 @@ absl::Status NginxServer::WriteFiles() const {
 std::string NginxServer::Config() const {
   const std::string answer = absl::StrCat("return 200 '", options_.answer, "';");
   const bool limited = !options_.rate_limit.empty();
+  // `/` answers itself, or proxies to the answering upstream: the server at
+  // proxy_to, or one of this nginx's own (behind limit_req, which cannot
+  // share a location with `return`).
+  const bool proxied = limited || !options_.proxy_to.empty();
+  const std::string answering =
+      options_.proxy_to.empty() ? absl::StrCat("127.0.0.1:", answer_port_) : options_.proxy_to;
   // $0: directory, $1: port, $2: listen options, $3: what / does, $4:
   // pushback Retry-After, $5: pushback body, $6: silent port, $7: limit_req
   // zone and answering upstream, $8: the answering server, $9: TLS key and
@@ -217,20 +223,24 @@ $8
 }
 )",
       dir_, port_, absl::StrCat(options_.tls ? " ssl" : "", options_.http2 ? " http2" : ""),
-      limited ? absl::StrCat("limit_req zone=rpc burst=", options_.burst,
-                             " nodelay;\n      limit_req_status 429;\n"
+      proxied ? absl::StrCat(limited ? absl::StrCat("limit_req zone=rpc burst=", options_.burst,
+                                                    " nodelay;\n      limit_req_status 429;\n")
+                                     : "",
                              "      proxy_pass http://answer;\n"
                              "      proxy_http_version 1.1;\n"
                              "      proxy_set_header Connection \"\";")
               : answer,
       options_.pushback_retry_after, kPushbackAnswer, silent_port_,
-      limited ? absl::StrCat("  limit_req_zone $server_port zone=rpc:1m rate=", options_.rate_limit,
-                             ";\n  upstream answer { server 127.0.0.1:", answer_port_,
-                             "; keepalive 16; }")
-              : "",
-      limited ? absl::StrCat("  server {\n    listen 127.0.0.1:", answer_port_,
-                             ";\n    access_log off;\n    location / { ", answer, " }\n  }")
-              : "",
+      absl::StrCat(limited ? absl::StrCat("  limit_req_zone $server_port zone=rpc:1m rate=",
+                                          options_.rate_limit, ";\n")
+                           : "",
+                   proxied
+                       ? absl::StrCat("  upstream answer { server ", answering, "; keepalive 16; }")
+                       : ""),
+      proxied && options_.proxy_to.empty()
+          ? absl::StrCat("  server {\n    listen 127.0.0.1:", answer_port_,
+                         ";\n    access_log off;\n    location / { ", answer, " }\n  }")
+          : "",
       options_.tls ? absl::StrCat("\n    ssl_certificate ", ca_file(),
                                   ";\n    ssl_certificate_key ", dir_, "/key.pem;")
                    : "");

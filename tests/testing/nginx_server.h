@@ -78,6 +78,11 @@ class NginxServer {
     // (nodelay).
     std::string rate_limit;
     int burst = 0;
+    // "127.0.0.1:<port>" of a server that answers `/` in place of `answer`
+    // (nginx proxies to it, behind limit_req when set, keeping connections
+    // alive): a JSON-RPC provider that answers batches, which a fixed
+    // answer cannot.
+    std::string proxy_to;
     // Serve https:// with a certificate for 127.0.0.1 made at start, which
     // is its own certificate authority (ca_file()).
     bool tls = false;

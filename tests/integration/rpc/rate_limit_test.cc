@@ -164,5 +164,74 @@ TEST(RpcRateLimitTest, OneClientGetsTheProvidersRateWithoutA429OverAtMostMaxConn
   EXPECT_GE(deadline_exceeded, dropped);
 }
 
+// The same limit with auto-batching on, against a provider slow enough
+// (kBatchingProviderDelay a request, over max_connections 2) that calls must
+// share requests to keep up: nginx's limit_req counts HTTP requests, so the
+// calls are counted at the provider, and they keep Switchboard's rate.
+constexpr absl::Duration kBatchingProviderDelay = absl::Milliseconds(30);
+constexpr absl::Duration kBatchingLoadDuration = absl::Seconds(5);
+// How late a call may reach the provider after admission (a wait for a
+// connection, the provider's delay, the hops): its share of the rate.
+constexpr absl::Duration kBatchingArrivalSlack = absl::Milliseconds(100);
+
+TEST(RpcRateLimitTest, WithAutoBatchingTheProviderGetsAtMostTheRateInCalls) {
+  NginxServer::Options nginx_options;
+  nginx_options.rate_limit = absl::StrCat(kProviderRate, "r/s");
+  nginx_options.burst = kProviderBurst;
+  absl::StatusOr<BatchingProvider> provider =
+      StartBatchingProvider(nginx_options, kBatchingProviderDelay);
+  ASSERT_THAT(provider, IsOk());
+  absl::StatusOr<InProcessServer> server =
+      StartInProcessServer(LoadTestConfigYaml(kUpstream, provider->nginx->url(), kSwitchboardRate,
+                                              kSwitchboardBurst, kMaxConnections, kLoadTestBatch));
+  ASSERT_THAT(server, IsOk());
+  std::unique_ptr<client::Client> client = MakeRpcClient(server->target, kCallDeadline);
+
+  CallLoad load(*client,
+                {kCallers, kDemandPerSecond, RpcRequest(kUpstream, "getSlot", kLoadTestParams)});
+  absl::SleepFor(kBatchingLoadDuration);
+  load.Stop();
+  const std::vector<CallOutcome> outcomes = load.outcomes();
+  std::map<absl::StatusCode, int> codes = CountByCode(outcomes);
+  const int succeeded = codes[absl::StatusCode::kOk];
+  ASSERT_GT(succeeded, 0);
+
+  // Every answer is the call's own, and calls did share requests.
+  int batched = 0;
+  for (const CallOutcome& outcome : outcomes) {
+    if (!outcome.status.ok()) continue;
+    EXPECT_EQ(outcome.response.result_json(), kLoadTestParams);
+    if (outcome.response.batched()) ++batched;
+  }
+  const std::vector<AccessLogEntry> calls = CallEntries(*provider->provider);
+  const size_t requests = provider->provider->requests().size();
+  ReportFigure("provider_calls", calls.size());
+  ReportFigure("provider_requests", requests);
+  ReportFigure("calls_batched", batched);
+  ReportFigure("provider_peak_call_excess", PeakLimitReqExcess(calls, kProviderRate));
+  EXPECT_GT(batched, 0);
+  EXPECT_GT(calls.size(), requests);
+  EXPECT_GE(calls.size(), static_cast<size_t>(succeeded));
+
+  // The provider's calls keep Switchboard's rate over the run: at most its
+  // burst plus the rate over the time they arrived in (and the slack of the
+  // last ones' arrival).
+  ASSERT_FALSE(calls.empty());
+  const double span =
+      absl::ToDoubleSeconds(calls.back().time - calls.front().time + kBatchingArrivalSlack);
+  ReportFigure("provider_calls_per_second", calls.size() / span);
+  EXPECT_LE(calls.size(), kSwitchboardBurst + kSwitchboardRate * span);
+
+  // nginx, which counts HTTP requests, refused none.
+  absl::StatusOr<AccessLog> log = provider->nginx->WaitForAccessLog(requests);
+  ASSERT_THAT(log, IsOk());
+  EXPECT_EQ(log->CountByStatus()[429], 0);
+  EXPECT_LE(PeakConnectionsInUse(*log), kMaxConnections);
+  // The callers: answered, refused at once, or out of time; nothing else.
+  EXPECT_EQ(codes[absl::StatusCode::kOk] + codes[absl::StatusCode::kResourceExhausted] +
+                codes[absl::StatusCode::kDeadlineExceeded],
+            static_cast<int>(outcomes.size()));
+}
+
 }  // namespace
 }  // namespace switchboard::testing

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/substitute.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -15,7 +16,7 @@
 namespace switchboard::testing {
 
 std::string LoadTestConfigYaml(absl::string_view name, absl::string_view url, double rate,
-                               double burst, int max_connections) {
+                               double burst, int max_connections, absl::string_view batch) {
   return absl::Substitute(R"(
 upstreams:
   - name: $0
@@ -23,8 +24,39 @@ upstreams:
     max_connections: $2
     rate_limit: {requests_per_second: $3, burst: $4}
     coalescing: {enabled: false}
-)",
-                          name, url, max_connections, rate, burst);
+$5)",
+                          name, url, max_connections, rate, burst,
+                          batch.empty() ? "" : absl::StrCat("    batch: ", batch, "\n"));
+}
+
+absl::StatusOr<BatchingProvider> StartBatchingProvider(NginxServer::Options options,
+                                                       absl::Duration delay) {
+  ScriptedHttpServer::Script echo;
+  echo.echo_params = true;
+  echo.delay = delay;
+  absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> provider = ScriptedHttpServer::Start(echo);
+  if (!provider.ok()) return provider.status();
+  // "http://127.0.0.1:<port>/" -> "127.0.0.1:<port>".
+  options.proxy_to =
+      std::string(absl::StripSuffix(absl::StripPrefix((*provider)->url(), "http://"), "/"));
+  absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start(options);
+  if (!nginx.ok()) return nginx.status();
+  return BatchingProvider{*std::move(provider), *std::move(nginx)};
+}
+
+std::vector<AccessLogEntry> CallEntries(const ScriptedHttpServer& provider) {
+  const std::vector<std::string> bodies = provider.requests();
+  const std::vector<absl::Time> times = provider.request_times();
+  std::vector<AccessLogEntry> entries;
+  for (size_t i = 0; i < bodies.size() && i < times.size(); ++i) {
+    for (size_t call = 0; call < SwitchboardRequestsOf(bodies[i]).size(); ++call) {
+      AccessLogEntry entry;
+      entry.time = times[i];
+      entry.status = 200;
+      entries.push_back(entry);
+    }
+  }
+  return entries;
 }
 
 v1::CallRequest RpcRequest(absl::string_view upstream, absl::string_view method,

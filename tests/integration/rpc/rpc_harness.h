@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "switchboard/client/client.h"
 #include "switchboard/v1/rpc.pb.h"
+#include "tests/integration/rpc/scripted_http_server.h"
 #include "tests/testing/nginx_server.h"
 
 namespace switchboard::testing {
@@ -34,9 +35,32 @@ inline constexpr absl::Duration kRpcWaitTimeout = absl::Seconds(10);
 // A configuration with one upstream, `name` at `url`, whose limiter admits
 // `rate` calls per second with `burst`, over at most `max_connections`, and
 // which never coalesces: load tests make the same call over and over, which
-// would otherwise share requests rather than load the provider.
+// would otherwise share requests rather than load the provider. `batch`, when
+// not empty, is the upstream's `batch:` block (auto-batching on).
 std::string LoadTestConfigYaml(absl::string_view name, absl::string_view url, double rate,
-                               double burst, int max_connections = 2);
+                               double burst, int max_connections = 2, absl::string_view batch = "");
+
+// The `batch:` block of the load tests run with auto-batching on.
+inline constexpr char kLoadTestBatch[] = "{max_calls: 100}";
+// The params of the load tests' calls with auto-batching on: the provider
+// behind (StartBatchingProvider) echoes them as each call's result.
+inline constexpr char kLoadTestParams[] = "[7]";
+
+// A JSON-RPC provider that answers batches, behind nginx: nginx (started
+// with `options`: its rate limit, pushback, access log) proxies `/` to a
+// ScriptedHttpServer that answers every call, alone or in a batch, with its
+// own id and its params as the result, after `delay`, and counts calls.
+struct BatchingProvider {
+  std::unique_ptr<ScriptedHttpServer> provider;
+  std::unique_ptr<NginxServer> nginx;
+};
+absl::StatusOr<BatchingProvider> StartBatchingProvider(NginxServer::Options options,
+                                                       absl::Duration delay = absl::ZeroDuration());
+
+// One entry per JSON-RPC call `provider` read, at the time it read the
+// request that carried it (a batch's calls share it), in that order: for
+// PeakLimitReqExcess over calls rather than HTTP requests.
+std::vector<AccessLogEntry> CallEntries(const ScriptedHttpServer& provider);
 
 // Base of a suite whose tests share servers that its SetUpTestSuite()
 // starts once and keeps in `shared_`: starting a Switchboard costs seconds

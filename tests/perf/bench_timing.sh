@@ -40,6 +40,10 @@ RpcCallApiTest.CancellingACallStreamWithdrawsItsCallsWaitingForAdmission|queue_e
 RpcRateLimitTest.OneClientGetsTheProvidersRateWithoutA429OverAtMostMaxConnections|nginx_requests_per_second|>=|95|issue 4: 95% of the provider's 100/s
 RpcFairnessTest.TwoClientsOfEqualWeightGetHalfTheUpstreamEach|even-a_share|in|0.45..0.55|issue 4: 50/50 within 5 points
 RpcFairnessTest.ClientsWeightedTwoToOneGetTwoThirdsAndOneThird|double_share|in|0.6167..0.7167|issue 4: 67/33 within 5 points
+RpcFairnessWithBatchingTest.TwoClientsOfEqualWeightGetHalfTheUpstreamEach|even-a_share|in|0.45..0.55|issue 12: the same with auto-batching
+RpcFairnessWithBatchingTest.ClientsWeightedTwoToOneGetTwoThirdsAndOneThird|double_share|in|0.6167..0.7167|issue 12: the same with auto-batching
+RpcRateLimitTest.WithAutoBatchingTheProviderGetsAtMostTheRateInCalls|provider_calls_per_second|in|95..100|issue 12: the provider's 100/s counted in calls, 95% of it used
+RpcRateLimitTest.WithAutoBatchingTheProviderGetsAtMostTheRateInCalls|provider_peak_call_excess|<=|5|nginx limit_req's burst of 5, counted in calls
 RpcPushbackTest.ProviderPushbackPausesAndSlowsSwitchboardThenTheRateRecovers|nginx_requests_in_retry_after_pause|<=|0|nothing but requests in flight (answered within 100 ms) until Retry-After passed
 RpcPushbackTest.ProviderPushbackPausesAndSlowsSwitchboardThenTheRateRecovers|nginx_requests_during_pushback|<=|10|a handful where calls at the limit would be 150
 RpcPushbackTest.ProviderPushbackPausesAndSlowsSwitchboardThenTheRateRecovers|last_429_after_pushback_end_ms|<|100|no 429 once nginx stopped, but for requests in flight

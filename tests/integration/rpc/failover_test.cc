@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/substitute.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -48,7 +49,10 @@ std::string AnsweredBy(const CallOutcome& outcome) {
   return outcome.status.ok() ? outcome.response.result_json() : outcome.status.ToString();
 }
 
-TEST(RpcFailoverTest, CallsMoveToTheFallbackWhenThePrimaryStopsAndReturnWhenItIsBack) {
+// Calls one at a time (so that, with `batch`, each finds a free connection
+// and goes alone: nginx's fixed answers cannot serve a batch) through an
+// upstream whose primary stops and comes back.
+void RunFailover(absl::string_view batch) {
   std::unique_ptr<NginxServer> primary = StartNamedNginx("primary");
   std::unique_ptr<NginxServer> fallback = StartNamedNginx("fallback");
   ASSERT_TRUE(primary != nullptr && fallback != nullptr);
@@ -59,9 +63,10 @@ upstreams:
     urls: ["$1", "$2"]
     retry: {max_attempts: 2, methods: ["$3"], backoff_ms: 1}
     circuit_breaker: {failure_threshold: $4, open_ms: $5}
-)",
+$6)",
       kUpstream, primary->url(), fallback->url(), kRetriedMethod, kFailureThreshold,
-      absl::ToInt64Milliseconds(kOpenTime)));
+      absl::ToInt64Milliseconds(kOpenTime),
+      batch.empty() ? "" : absl::StrCat("    batch: ", batch, "\n")));
   ASSERT_THAT(server, IsOk());
   std::unique_ptr<client::Client> client = MakeRpcClient(server->target, kCallDeadline);
   const v1::CallRequest retried = RpcRequest(kUpstream, kRetriedMethod);
@@ -138,6 +143,16 @@ upstreams:
   absl::StatusOr<AccessLog> fallback_log = fallback->WaitForAccessLog(to_fallback);
   ASSERT_THAT(fallback_log, IsOk());
   EXPECT_EQ(fallback_log->entries.size(), to_fallback);
+}
+
+TEST(RpcFailoverTest, CallsMoveToTheFallbackWhenThePrimaryStopsAndReturnWhenItIsBack) {
+  RunFailover(/*batch=*/"");
+}
+
+// Batching changes nothing for calls that find a free connection; the
+// breaker and the never-sent failover work per request as before.
+TEST(RpcFailoverTest, WithAutoBatchingCallsMoveToTheFallbackAndReturn) {
+  RunFailover(kLoadTestBatch);
 }
 
 }  // namespace

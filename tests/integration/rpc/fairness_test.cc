@@ -38,25 +38,42 @@ constexpr absl::Duration kLoadDuration = absl::Seconds(3);
 // The first calls of each client go out in the order they arrive, before
 // both have calls queued: shares are counted after this.
 constexpr absl::Duration kSettling = absl::Milliseconds(500);
+// With auto-batching, a provider slow enough (this long a request, over
+// max_connections 2) that calls at the upstream's rate must share requests.
+constexpr absl::Duration kBatchingProviderDelay = absl::Milliseconds(60);
 
-// What the suite's tests share: one Switchboard whose clients `even-a` and
+// What a suite's tests share: one Switchboard whose clients `even-a` and
 // `even-b` have weight 1, and `double` and `single` weights 2 and 1. Each
 // test loads one pair; the other pair stays idle, and an idle client takes
-// no share.
+// no share. With auto-batching, nginx proxies to a provider that answers
+// batches.
 struct FairnessServers {
-  std::unique_ptr<NginxServer> nginx;
+  BatchingProvider upstream;  // Without batching: nginx alone.
   InProcessServer server;
 };
 
 class RpcFairnessTest : public SharedServersTest<FairnessServers> {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start();
-    ASSERT_THAT(nginx, IsOk());
+  static void SetUpTestSuite() { StartServers(/*batching=*/false); }
+
+  static void StartServers(bool batching) {
+    BatchingProvider upstream;
+    if (batching) {
+      absl::StatusOr<BatchingProvider> provider =
+          StartBatchingProvider(NginxServer::Options(), kBatchingProviderDelay);
+      ASSERT_THAT(provider, IsOk());
+      upstream = *std::move(provider);
+    } else {
+      absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start();
+      ASSERT_THAT(nginx, IsOk());
+      upstream.nginx = *std::move(nginx);
+    }
     // A burst of 2 lets the limiter keep its rate when its timer fires a
     // little late.
     absl::StatusOr<InProcessServer> server = StartInProcessServer(
-        absl::StrCat(LoadTestConfigYaml(kUpstream, (*nginx)->url(), kUpstreamRate, 2), R"(
+        absl::StrCat(LoadTestConfigYaml(kUpstream, upstream.nginx->url(), kUpstreamRate, 2,
+                                        /*max_connections=*/2, batching ? kLoadTestBatch : ""),
+                     R"(
 clients:
   - {id: even-a, token: even-a-token, weight: 1}
   - {id: even-b, token: even-b-token, weight: 1}
@@ -64,7 +81,7 @@ clients:
   - {id: single, token: single-token, weight: 1}
 )"));
     ASSERT_THAT(server, IsOk());
-    shared_.reset(new FairnessServers{*std::move(nginx), *std::move(server)});
+    shared_.reset(new FairnessServers{std::move(upstream), *std::move(server)});
   }
 
   // Loads the upstream with clients `first` and `second` (by id; the token
@@ -76,7 +93,7 @@ clients:
         MakeRpcClient(shared_->server.target, kCallDeadline, first + "-token");
     std::unique_ptr<client::Client> second_client =
         MakeRpcClient(shared_->server.target, kCallDeadline, second + "-token");
-    const v1::CallRequest request = RpcRequest(kUpstream, "getSlot");
+    const v1::CallRequest request = RpcRequest(kUpstream, "getSlot", kLoadTestParams);
     const absl::Time start = absl::Now();
     CallLoad first_load(*first_client, {kCallersPerClient, kDemandPerClient, request});
     CallLoad second_load(*second_client, {kCallersPerClient, kDemandPerClient, request});
@@ -113,6 +130,30 @@ TEST_F(RpcFairnessTest, TwoClientsOfEqualWeightGetHalfTheUpstreamEach) {
 
 TEST_F(RpcFairnessTest, ClientsWeightedTwoToOneGetTwoThirdsAndOneThird) {
   MeasureShare("double", "single");  // double_share: 2/3 (bench_timing.sh).
+}
+
+// The same with auto-batching on: admission still decides per call, and
+// the calls share requests.
+class RpcFairnessWithBatchingTest : public RpcFairnessTest {
+ protected:
+  static void SetUpTestSuite() { StartServers(/*batching=*/true); }
+
+  static void ExpectCallsSharedRequests() {
+    const ScriptedHttpServer& provider = *shared_->upstream.provider;
+    ReportFigure("provider_calls", provider.calls());
+    ReportFigure("provider_requests", provider.requests().size());
+    EXPECT_GT(provider.calls(), static_cast<int>(provider.requests().size()));
+  }
+};
+
+TEST_F(RpcFairnessWithBatchingTest, TwoClientsOfEqualWeightGetHalfTheUpstreamEach) {
+  MeasureShare("even-a", "even-b");
+  ExpectCallsSharedRequests();
+}
+
+TEST_F(RpcFairnessWithBatchingTest, ClientsWeightedTwoToOneGetTwoThirdsAndOneThird) {
+  MeasureShare("double", "single");
+  ExpectCallsSharedRequests();
 }
 
 }  // namespace

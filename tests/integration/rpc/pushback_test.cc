@@ -45,11 +45,28 @@ constexpr absl::Duration kRetryAfter = absl::Seconds(1);
 constexpr absl::Duration kInFlightSlack = absl::Milliseconds(100);
 constexpr absl::Duration kMeasuredWindow = absl::Seconds(2);
 
-TEST(RpcPushbackTest, ProviderPushbackPausesAndSlowsSwitchboardThenTheRateRecovers) {
-  absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start();
-  ASSERT_THAT(nginx, IsOk());
-  absl::StatusOr<InProcessServer> server =
-      StartInProcessServer(LoadTestConfigYaml(kUpstream, (*nginx)->url(), kLimit, 2));
+// With auto-batching, a provider slow enough (this long a request, over
+// max_connections 2) that calls at the limit share requests.
+constexpr absl::Duration kBatchingProviderDelay = absl::Milliseconds(30);
+
+// Loads an upstream at twice its limit while nginx answers every request
+// with 429 for kPushback; with `batching`, nginx proxies to a provider that
+// answers batches and the upstream batches.
+void RunPushback(bool batching) {
+  BatchingProvider upstream;
+  if (batching) {
+    absl::StatusOr<BatchingProvider> provider =
+        StartBatchingProvider(NginxServer::Options(), kBatchingProviderDelay);
+    ASSERT_THAT(provider, IsOk());
+    upstream = *std::move(provider);
+  } else {
+    absl::StatusOr<std::unique_ptr<NginxServer>> started = NginxServer::Start();
+    ASSERT_THAT(started, IsOk());
+    upstream.nginx = *std::move(started);
+  }
+  NginxServer* const nginx = upstream.nginx.get();
+  absl::StatusOr<InProcessServer> server = StartInProcessServer(LoadTestConfigYaml(
+      kUpstream, nginx->url(), kLimit, 2, /*max_connections=*/2, batching ? kLoadTestBatch : ""));
   ASSERT_THAT(server, IsOk());
   const std::string rate_gauge =
       absl::Substitute(R"(switchboard_upstream_rate{upstream="$0"})", kUpstream);
@@ -57,13 +74,14 @@ TEST(RpcPushbackTest, ProviderPushbackPausesAndSlowsSwitchboardThenTheRateRecove
       absl::Substitute(R"(switchboard_upstream_throttled_total{upstream="$0"})", kUpstream);
   std::unique_ptr<client::Client> client = MakeRpcClient(server->target, kCallDeadline);
 
-  CallLoad load(*client, {kCallers, kDemandPerSecond, RpcRequest(kUpstream, "getSlot")});
+  CallLoad load(*client,
+                {kCallers, kDemandPerSecond, RpcRequest(kUpstream, "getSlot", kLoadTestParams)});
   absl::SleepFor(kBeforePushback);
   const absl::Time pushback_start = absl::Now();
-  ASSERT_THAT((*nginx)->SetPushback(true), IsOk());
+  ASSERT_THAT(nginx->SetPushback(true), IsOk());
   absl::SleepFor(kPushback);
   const absl::StatusOr<double> lowered_rate = ScrapeMetric(server->metrics_port, rate_gauge);
-  ASSERT_THAT((*nginx)->SetPushback(false), IsOk());
+  ASSERT_THAT(nginx->SetPushback(false), IsOk());
   const absl::Time pushback_end = absl::Now();
   // The rate climbs back as calls succeed.
   ASSERT_THAT(
@@ -73,7 +91,7 @@ TEST(RpcPushbackTest, ProviderPushbackPausesAndSlowsSwitchboardThenTheRateRecove
   absl::SleepFor(kMeasuredWindow);
   load.Stop();
 
-  absl::StatusOr<AccessLog> log = (*nginx)->ReadAccessLog();
+  absl::StatusOr<AccessLog> log = nginx->ReadAccessLog();
   ASSERT_THAT(log, IsOk());
   std::vector<AccessLogEntry> throttles;
   for (const AccessLogEntry& entry : log->entries) {
@@ -110,6 +128,24 @@ TEST(RpcPushbackTest, ProviderPushbackPausesAndSlowsSwitchboardThenTheRateRecove
   EXPECT_THAT(*lowered_rate, Le(kLimit / 2));
   // ...and back to the limit (WaitForMetric above), where it stayed.
   EXPECT_THAT(ScrapeMetric(server->metrics_port, rate_gauge), IsOkAndHolds(kLimit));
+  if (batching) {
+    // Calls shared requests; the provider saw no more calls than the
+    // callers were answered or cut off (none sent twice: getSlot is not on
+    // a retry list).
+    const int calls = upstream.provider->calls();
+    ReportFigure("provider_calls", calls);
+    ReportFigure("provider_requests", upstream.provider->requests().size());
+    EXPECT_GT(calls, static_cast<int>(upstream.provider->requests().size()));
+    EXPECT_LE(calls, static_cast<int>(load.outcomes().size()));
+  }
+}
+
+TEST(RpcPushbackTest, ProviderPushbackPausesAndSlowsSwitchboardThenTheRateRecovers) {
+  RunPushback(/*batching=*/false);
+}
+
+TEST(RpcPushbackTest, WithAutoBatchingPushbackPausesOncePerRequestAndTheRateRecovers) {
+  RunPushback(/*batching=*/true);
 }
 
 }  // namespace

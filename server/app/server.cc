@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -282,6 +283,15 @@ class ServerImpl final : public Server {
       pool.http2 = upstream.http2();
       pool.verify_tls = upstream.tls_verify();
       pool.max_response_bytes = upstream.max_response_bytes();
+      const bool cleartext = std::any_of(
+          upstream.urls().begin(), upstream.urls().end(),
+          [](const std::string& url) { return absl::StartsWithIgnoreCase(url, "http://"); });
+      if (upstream.has_http2() && upstream.http2() && cleartext &&
+          !http::CleartextHttp2Supported()) {
+        SB_LOG(kWarning, "upstream ", upstream.name(),
+               ": this libcurl cannot reuse cleartext HTTP/2 connections (fixed in 8.0.0), so "
+               "its http:// URLs use HTTP/1.1; https:// ones still negotiate HTTP/2");
+      }
       upstream::Upstreams::Definition definition{UpstreamOptionsOf(upstream), MakePool(pool),
                                                  /*make_limiter=*/nullptr};
       if (upstream.rate_limit().scope() == config::v1::LIMIT_SCOPE_GLOBAL) {
@@ -347,10 +357,11 @@ class ServerImpl final : public Server {
     options.admission.burst = upstream.rate_limit().burst();
     options.admission.max_queue_depth = upstream.max_queue_depth();
     // What the connections carry at once: one request each over HTTP/1.1,
-    // kHttp2StreamsPerConnection over HTTP/2; with batching, a batch each.
-    options.url_capacity =
-        upstream.max_connections() * (upstream.http2() ? kHttp2StreamsPerConnection : 1);
-    options.admission.max_in_flight = options.url_capacity;
+    // kHttp2StreamsPerConnection over HTTP/2 once a URL answers over it;
+    // with batching, a batch each.
+    options.max_connections = upstream.max_connections();
+    options.http2_streams_per_connection = upstream.http2() ? kHttp2StreamsPerConnection : 0;
+    options.admission.max_in_flight = options.max_connections;
     if (upstream.has_batch()) {
       upstream::BatchOptions& batch = options.batch.emplace();
       batch.max_calls = upstream.batch().max_calls();

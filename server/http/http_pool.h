@@ -39,6 +39,8 @@ struct Response {
   // From a Retry-After header, in delay-seconds or HTTP-date form (a date in
   // the past is zero); absent when the header is missing or unparseable.
   std::optional<absl::Duration> retry_after;
+  // The HTTP major version the response came over: 1 (HTTP/1.x) or 2.
+  int http_version = 1;
 };
 
 // Names a request for Cancel(). Unique within a pool; never 0.

@@ -16,7 +16,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "server/common/log.h"
 #include "server/http/retry_after.h"
 #include "server/http/url_mask.h"
 
@@ -70,6 +69,9 @@ struct HttpPoolImpl::Transfer {
       long status = 0;
       curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
       response.status = static_cast<int>(status);
+      long version = 0;
+      curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &version);
+      response.http_version = version == CURL_HTTP_VERSION_2_0 ? 2 : 1;
       return std::move(response);
     }
     // curl's detail names at most the host and port, never the path.
@@ -227,11 +229,6 @@ HttpPoolImpl::HttpPoolImpl(event::DispatcherImpl& io, HttpPoolOptions options,
                     static_cast<long>(options_.max_total_connections));
   curl_multi_setopt(multi_, CURLMOPT_PIPELINING,
                     options_.http2 ? CURLPIPE_MULTIPLEX : CURLPIPE_NOTHING);
-  if (options_.http2 && !CleartextHttp2Supported()) {
-    SB_LOG(kWarning, "libcurl ", curl_version_info(CURLVERSION_NOW)->version,
-           " cannot reuse cleartext HTTP/2 connections (fixed in 8.0.0): http:// upstreams use "
-           "HTTP/1.1, https:// ones still negotiate HTTP/2");
-  }
 }
 
 HttpPoolImpl::~HttpPoolImpl() {

@@ -90,6 +90,13 @@ void UpstreamAdmission::OnRequestDone() {
   ArmTimer();
 }
 
+void UpstreamAdmission::SetMaxInFlight(size_t max_in_flight) {
+  const bool was_full = InFlightFull();
+  max_in_flight_ = max_in_flight;
+  if (was_full && !InFlightFull()) unblocked_at_ = dispatcher_.clock().Now();
+  ArmTimer();
+}
+
 void UpstreamAdmission::Refuse(Ticket ticket, absl::string_view client_id, RejectionReason reason,
                                AdmissionResult result) {
   observer_.OnRejected(client_id, reason);

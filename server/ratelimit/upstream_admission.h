@@ -158,6 +158,10 @@ class UpstreamAdmission {
   // its place among max_in_flight is free. Once per admitted call.
   void OnRequestDone();
 
+  // Changes max_in_flight (what the connections carry at once changed: an
+  // upstream's URL began or stopped answering over HTTP/2). 0: no cap.
+  void SetMaxInFlight(size_t max_in_flight);
+
   // Calls waiting in the queue.
   size_t queue_depth() const { return queue_.size(); }
 
@@ -196,7 +200,7 @@ class UpstreamAdmission {
   event::Dispatcher& dispatcher_;
   AdmissionObserver& observer_;
   const size_t max_queue_depth_;
-  const size_t max_in_flight_;
+  size_t max_in_flight_;
   size_t in_flight_ = 0;
   // When a call last became able to leave as far as max_in_flight goes:
   // a queued call is due from the later of this and its enqueue time.

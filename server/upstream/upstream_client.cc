@@ -307,7 +307,7 @@ void UpstreamClient::Send(CallId id) {
   }
   ++flight.attempts;
   Url& url = urls_[*chosen];
-  if (url.requests_in_flight >= options_.url_capacity && MayBatch(flight.call) &&
+  if (url.requests_in_flight >= CapacityOf(url) && MayBatch(flight.call) &&
       batch_waiting_ < options_.admission.max_queue_depth) {
     flight.waiting_on_url = *chosen;
     url.waiting.push_back(id);
@@ -365,7 +365,7 @@ void UpstreamClient::SendRequest(size_t url_index, std::vector<CallId> ids) {
 
 void UpstreamClient::SendWaiting(size_t url_index) {
   Url& url = urls_[url_index];
-  while (url.requests_in_flight < options_.url_capacity && !url.waiting.empty()) {
+  while (url.requests_in_flight < CapacityOf(url) && !url.waiting.empty()) {
     const absl::Time now = dispatcher_.clock().Now();
     std::vector<CallId> batch;
     size_t bytes = 2;  // The brackets.
@@ -395,11 +395,31 @@ void UpstreamClient::ReportBatchWaiting() {
   observer_.OnBatchWaiting(options_.name, batch_waiting_);
 }
 
+size_t UpstreamClient::CapacityOf(const Url& url) const {
+  return options_.max_connections * (url.http2 ? options_.http2_streams_per_connection : 1);
+}
+
+void UpstreamClient::NoteProtocol(size_t url_index, int http_version) {
+  const bool http2 = http_version == 2 && options_.http2_streams_per_connection > 0;
+  if (urls_[url_index].http2 == http2) return;
+  const auto any_http2 = [&] {
+    return std::any_of(urls_.begin(), urls_.end(), [](const Url& url) { return url.http2; });
+  };
+  const bool before = any_http2();
+  urls_[url_index].http2 = http2;
+  if (any_http2() == before || options_.admission.max_in_flight == 0) return;
+  admission_.SetMaxInFlight(options_.admission.max_in_flight *
+                            (http2 ? options_.http2_streams_per_connection : 1));
+}
+
 void UpstreamClient::OnResponse(Request request, absl::StatusOr<http::Response> response) {
   Url& url = urls_[request.url_index];
   --url.requests_in_flight;
   const absl::Time now = dispatcher_.clock().Now();
-  if (response.ok()) SampleResponseTime(now - request.sent_at);
+  if (response.ok()) {
+    SampleResponseTime(now - request.sent_at);
+    NoteProtocol(request.url_index, response->http_version);
+  }
   const ResponseSource source{options_.name, options_.urls[request.url_index]};
   std::vector<Verdict> verdicts;
   if (!request.batch) {

@@ -104,9 +104,15 @@ struct UpstreamOptions {
   ratelimit::UpstreamAdmissionOptions admission;
   // False: no rate limit (calls are admitted at once).
   bool rate_limited = true;
-  // Requests one URL carries at once: its connections (times the streams
-  // of each over HTTP/2). Batchable calls beyond wait to leave in a batch.
-  size_t url_capacity = 2;
+  // Requests one URL carries at once: its connections, over HTTP/1.1.
+  // Batchable calls beyond wait to leave in a batch.
+  size_t max_connections = 2;
+  // Requests one connection carries at once over HTTP/2; 0: HTTP/1.1 only.
+  // A URL counts as HTTP/2 from a response that came over it (the protocol
+  // is negotiated per connection: ALPN may settle on HTTP/1.1) until one
+  // comes over HTTP/1.1; while it does, it carries max_connections times
+  // this, and admission.max_in_flight (set for HTTP/1.1) scales the same.
+  size_t http2_streams_per_connection = 0;
   // Absent: no batching.
   std::optional<BatchOptions> batch;
 };
@@ -203,6 +209,7 @@ class UpstreamClient {
     CircuitBreaker breaker;
     size_t requests_in_flight = 0;
     std::deque<CallId> waiting;  // Batchable calls, in admission order.
+    bool http2 = false;          // Its last response came over HTTP/2.
   };
 
   // The calls one request carries, with the JSON-RPC id each went out with.
@@ -247,6 +254,11 @@ class UpstreamClient {
   // room for requests.
   void SendWaiting(size_t url_index);
   void ReportBatchWaiting();
+  // Requests URL `url` carries at once, by the protocol it last answered in.
+  size_t CapacityOf(const Url& url) const;
+  // Notes the protocol a response from URL `url_index` came over; scales
+  // admission's max_in_flight when it changes whether any URL speaks HTTP/2.
+  void NoteProtocol(size_t url_index, int http_version);
   void OnResponse(Request request, absl::StatusOr<http::Response> response);
   // Splits a batch's answer by JSON-RPC id: the verdict for each call, in
   // the request's order.

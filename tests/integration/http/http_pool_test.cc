@@ -269,7 +269,9 @@ TEST(HttpPoolTest, Http2OverTlsMultiplexesConcurrentRequestsOverOneConnection) {
 
   // A burst onto a connection still being set up can lose a response to
   // libcurl 7.88 (http_pool_impl.h): the connection is made first.
-  ASSERT_THAT(harness.Call(Post(nginx->url())), HasStatus(200));
+  absl::StatusOr<Response> first = harness.Call(Post(nginx->url()));
+  ASSERT_THAT(first, HasStatus(200));
+  EXPECT_EQ(first->http_version, 2);
 
   const AccessLog log = SendAtOnce(harness, *nginx, kRequests);
 
@@ -357,6 +359,7 @@ TEST(HttpPoolTest, EarlyAnswerToALargeRequestComesBackAtOnce) {
 
     ASSERT_THAT(response, HasStatus(200));
     EXPECT_EQ(response->body, nginx_options.answer);
+    EXPECT_EQ(response->http_version, http2 ? 2 : 1);
     const std::vector<RequestOutcome> outcomes = harness.observer().outcomes();
     ASSERT_THAT(outcomes, SizeIs(1));
     EXPECT_LT(outcomes[0].latency, kLateness);  // The timeout is 10 s.

@@ -123,7 +123,7 @@ INSTANTIATE_TEST_SUITE_P(
             "logging, upstreams, fleet"},
         ReadErrorCase{"UnknownNestedKey", "server: {listen_addr: x}",
                       "server.listen_addr: unknown field; expected one of listen, "
-                      "metrics_listen, drain_timeout_ms"},
+                      "metrics_listen, drain_timeout_ms, upstream_threads"},
         ReadErrorCase{"UnknownKeyInList", "topics: [{name: a}, {name: b, bufer: 3}]",
                       "topics[1].bufer: unknown field; expected one of name, kind, buffer, "
                       "overflow, max_len, ack_deadline_ms, max_delivery_attempts, "
@@ -271,7 +271,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 33);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 34);
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ class UpstreamBatchingTest : public UpstreamClientTest {
   static UpstreamOptions Batching() {
     UpstreamOptions options = Unlimited();
     options.urls = {"http://primary"};
-    options.url_capacity = 1;
+    options.max_connections = 1;
     options.batch.emplace().max_calls = 3;
     return options;
   }
@@ -46,6 +46,38 @@ class UpstreamBatchingTest : public UpstreamClientTest {
     return absl::StrCat(R"({"jsonrpc":"2.0","id":)", id, R"(,"result":)", result, "}");
   }
 };
+
+TEST_F(UpstreamBatchingTest, AUrlAnsweringOverHttp2CarriesMoreRequestsBeforeCallsWait) {
+  UpstreamOptions options = Batching();
+  options.http2_streams_per_connection = 2;
+  Create(options);
+  const auto over_http2 = [](absl::string_view result) {
+    http::Response response = Result(result);
+    response.http_version = 2;
+    return response;
+  };
+  Start("getSlot", "[1]");
+  Start("getSlot", "[2]");  // One request per connection until HTTP/2 shows: waits.
+  ASSERT_EQ(SentCount(), 1u);
+  Respond(0, over_http2("1"));
+  ASSERT_EQ(SentCount(), 2u);
+  Start("getSlot", "[3]");  // Two streams: goes at once beside the second.
+  ASSERT_EQ(SentCount(), 3u);
+  Start("getSlot", "[4]");
+  Start("getSlot", "[5]");
+  ASSERT_EQ(SentCount(), 3u);  // Both streams busy: these wait, to leave together.
+  Respond(1, over_http2("2"));
+  ASSERT_EQ(SentCount(), 4u);
+  EXPECT_EQ(SentIds(3).size(), 2u);
+  // An answer over HTTP/1.1 (ALPN chose it on a new connection): one
+  // request per connection again.
+  Respond(2, Result("3"));
+  Start("getSlot", "[6]");
+  ASSERT_EQ(SentCount(), 4u);
+  Respond(3, Http(200,
+                  absl::StrCat("[", Item(SentIds(3)[0], "4"), ",", Item(SentIds(3)[1], "5"), "]")));
+  ASSERT_EQ(SentCount(), 5u);
+}
 
 TEST_F(UpstreamBatchingTest, ALoneCallGoesAtOnceAndAlone) {
   Create(Batching());
@@ -118,7 +150,7 @@ TEST_F(UpstreamBatchingTest, ABatchLevelFailureFollowsEachCallsRetryRules) {
   UpstreamOptions options = Batching();
   options.max_attempts = 3;
   options.retry_methods = {"getBalance"};
-  options.url_capacity = 2;
+  options.max_connections = 2;
   Create(options);
   Start("getSlot");
   const size_t submit = Start("sendTransaction", R"(["tx"])");

@@ -317,6 +317,34 @@ TEST_F(UpstreamClientTest, WhileTheConnectionsAreBusyCallsWaitInAdmissionNotInTh
   EXPECT_THAT(AnswerOf(4), IsOk());
 }
 
+// The same cap follows the protocol the provider answers in: HTTP/2 carries
+// http2_streams_per_connection requests per connection, HTTP/1.1 one.
+TEST_F(UpstreamClientTest, TheInFlightCapScalesWhileAUrlAnswersOverHttp2) {
+  UpstreamOptions options;
+  options.urls = {"https://primary"};
+  options.admission.rate = 1000;
+  options.admission.burst = 10;
+  options.max_connections = 1;
+  options.admission.max_in_flight = 1;
+  options.http2_streams_per_connection = 3;
+  options.coalescing = false;
+  Create(options);
+  for (int i = 0; i < 6; ++i) Start("getSlot");
+  EXPECT_EQ(SentCount(), 1u);  // Unknown protocol: one request per connection.
+  http::Response over_http2 = Result("1");
+  over_http2.http_version = 2;
+  Respond(0, over_http2);
+  EXPECT_EQ(SentCount(), 4u);  // Three in flight over the one connection.
+  Respond(1, Result("2"));     // Back on HTTP/1.1 (ALPN chose it on a new connection).
+  Respond(2, Result("3"));
+  Respond(3, Result("4"));
+  EXPECT_EQ(SentCount(), 5u);
+  Respond(4, Result("5"));
+  EXPECT_EQ(SentCount(), 6u);
+  Respond(5, Result("6"));
+  for (size_t call = 0; call < 6; ++call) EXPECT_THAT(AnswerOf(call), IsOk());
+}
+
 TEST_F(UpstreamClientTest, DestroyingTheClientAnswersOpenCallsWithUnavailable) {
   Create(Unlimited());
   const size_t open = Start("getSlot");

@@ -69,7 +69,7 @@ class ServerImpl final : public Server {
       : config_(config),
         broker_dispatcher_("sb-broker", common::RealClock::Get()),
         upstream_dispatcher_("sb-upstream", common::RealClock::Get()),
-        clients_(config),
+        clients_(config::ClientCredentials(config)),
         streams_(config.limits().max_streams_per_client() == 0
                      ? std::numeric_limits<uint32_t>::max()
                      : config.limits().max_streams_per_client()),

@@ -1,5 +1,7 @@
 #include "server/auth/client_registry.h"
 
+#include <utility>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 
@@ -22,17 +24,8 @@ bool ConstantTimeEquals(absl::string_view presented, absl::string_view expected)
 
 }  // namespace
 
-ClientRegistry::ClientRegistry(const config::Config& config) {
-  clients_.reserve(config.clients_size());
-  for (const config::v1::Client& client : config.clients()) {
-    ClientIdentity identity;
-    identity.id = client.id();
-    identity.weight = client.weight();
-    identity.requests_per_second = client.requests_per_second();
-    identity.allowed_topics.assign(client.allowed_topics().begin(), client.allowed_topics().end());
-    clients_.push_back({client.token(), std::move(identity)});
-  }
-}
+ClientRegistry::ClientRegistry(std::vector<ClientCredential> clients)
+    : clients_(std::move(clients)) {}
 
 absl::StatusOr<ClientIdentity> ClientRegistry::Authenticate(absl::string_view authorization) const {
   if (anonymous()) {
@@ -52,8 +45,8 @@ absl::StatusOr<ClientIdentity> ClientRegistry::Authenticate(absl::string_view au
       absl::StripLeadingAsciiWhitespace(credentials.substr(kBearerScheme.size()));
   // Every configured token is compared, so the time taken does not reveal
   // which one matched.
-  const Client* match = nullptr;
-  for (const Client& client : clients_) {
+  const ClientCredential* match = nullptr;
+  for (const ClientCredential& client : clients_) {
     if (ConstantTimeEquals(token, client.token) && match == nullptr) match = &client;
   }
   if (match == nullptr) return absl::UnauthenticatedError("unknown bearer token");

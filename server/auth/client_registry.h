@@ -1,7 +1,8 @@
 // Maps the bearer token of a call to the caller's ClientIdentity.
 //
-// Built once at startup from the configuration's `clients:` and shared by
-// every RPC handler (server/service). Immutable after construction, so
+// Built once at startup from the clients' definitions (the configuration's
+// `clients:`, through config::ClientCredentials) and shared by every RPC
+// handler (server/service). Immutable after construction, so
 // Authenticate may be called from any thread concurrently without locking.
 // With no clients configured the registry is in anonymous mode: every caller,
 // with or without a token, is `anonymous` with weight 1, no quota and every
@@ -14,15 +15,20 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/auth/client_identity.h"
-#include "server/config/config.h"
 
 namespace switchboard::auth {
 
+// A client: the bearer token it presents, and who it is then.
+struct ClientCredential {
+  std::string token;
+  ClientIdentity identity;
+};
+
 class ClientRegistry {
  public:
-  // `config` must be valid (config::ValidateConfig): tokens are non-empty and
-  // unique. Copies what it needs; `config` may be destroyed afterwards.
-  explicit ClientRegistry(const config::Config& config);
+  // Tokens must be non-empty and unique (config::ValidateConfig checks the
+  // configuration's). None: anonymous mode.
+  explicit ClientRegistry(std::vector<ClientCredential> clients);
 
   // Identifies a caller from its `authorization` metadata value (empty when
   // absent), which must be `Bearer <token>` unless the registry is anonymous.
@@ -36,12 +42,7 @@ class ClientRegistry {
   bool anonymous() const { return clients_.empty(); }
 
  private:
-  struct Client {
-    std::string token;
-    ClientIdentity identity;
-  };
-
-  std::vector<Client> clients_;
+  std::vector<ClientCredential> clients_;
 };
 
 }  // namespace switchboard::auth

@@ -377,6 +377,21 @@ absl::Status ValidateScopes(const Config& config) {
 
 }  // namespace
 
+std::vector<auth::ClientCredential> ClientCredentials(const Config& config) {
+  std::vector<auth::ClientCredential> clients;
+  clients.reserve(config.clients_size());
+  for (const v1::Client& client : config.clients()) {
+    auth::ClientCredential& credential = clients.emplace_back();
+    credential.token = client.token();
+    credential.identity.id = client.id();
+    credential.identity.weight = client.weight();
+    credential.identity.requests_per_second = client.requests_per_second();
+    credential.identity.allowed_topics.assign(client.allowed_topics().begin(),
+                                              client.allowed_topics().end());
+  }
+  return clients;
+}
+
 bool HasGlobalLimits(const Config& config) {
   for (const v1::Upstream& upstream : config.upstreams()) {
     if (upstream.rate_limit().scope() == v1::LIMIT_SCOPE_GLOBAL &&

@@ -12,10 +12,12 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/auth/client_registry.h"
 #include "server/broker/topic_policy.h"
 #include "server/common/log.h"
 #include "server/config/env_expansion.h"
@@ -69,6 +71,9 @@ void WarnAboutExposure(const Config& config);
 
 // The broker's view of `topics:`. `config` must be valid.
 broker::TopicPolicies BuildTopicPolicies(const Config& config);
+
+// The clients of `clients:`, for the ClientRegistry. `config` must be valid.
+std::vector<auth::ClientCredential> ClientCredentials(const Config& config);
 
 // Whether any upstream rate limit or client quota has `scope: global`, so
 // the replicas must coordinate through Redis.

@@ -29,7 +29,7 @@ absl::Status CheckJson(absl::string_view field, absl::string_view text) {
 
 absl::StatusOr<upstream::UpstreamCall> ValidateCallRequest(const v1::CallRequest& request,
                                                            const auth::ClientIdentity& client,
-                                                           const upstream::Upstreams& upstreams,
+                                                           const upstream::UpstreamProxy& upstreams,
                                                            const RequestLimits& limits,
                                                            absl::Time deadline) {
   SB_RETURN_IF_ERROR(common::ValidateUpstreamName(request.upstream(), "upstream"));

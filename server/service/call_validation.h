@@ -12,8 +12,8 @@
 #include "absl/time/time.h"
 #include "server/auth/client_identity.h"
 #include "server/service/request_validation.h"
-#include "server/upstream/upstream_client.h"
-#include "server/upstream/upstreams.h"
+#include "server/upstream/upstream_call.h"
+#include "server/upstream/upstream_proxy.h"
 #include "switchboard/v1/rpc.pb.h"
 
 namespace switchboard::service {
@@ -26,7 +26,7 @@ inline constexpr uint32_t kMaxCallTimeoutMs = 600000;
 // limits.max_message_bytes.
 absl::StatusOr<upstream::UpstreamCall> ValidateCallRequest(const v1::CallRequest& request,
                                                            const auth::ClientIdentity& client,
-                                                           const upstream::Upstreams& upstreams,
+                                                           const upstream::UpstreamProxy& upstreams,
                                                            const RequestLimits& limits,
                                                            absl::Time deadline);
 

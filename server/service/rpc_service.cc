@@ -106,7 +106,7 @@ class CallReactor final : public grpc::ServerUnaryReactor {
   grpc::CallbackServerContext& call_;
   v1::CallResponse& response_;
   absl::Mutex mu_;
-  std::optional<upstream::Upstreams::CallHandle> handle_ ABSL_GUARDED_BY(mu_);
+  std::optional<upstream::UpstreamProxy::CallHandle> handle_ ABSL_GUARDED_BY(mu_);
 };
 
 // One CallStream: each request is answered by its request_id, in completion
@@ -179,7 +179,8 @@ class CallStreamReactor final : public PipelinedStream<v1::CallRequest, v1::Call
   absl::Mutex calls_mu_;
   // The calls not yet answered, by the order they were made (request ids
   // are the client's and need not be unique).
-  absl::flat_hash_map<uint64_t, upstream::Upstreams::CallHandle> calls_ ABSL_GUARDED_BY(calls_mu_);
+  absl::flat_hash_map<uint64_t, upstream::UpstreamProxy::CallHandle> calls_
+      ABSL_GUARDED_BY(calls_mu_);
   uint64_t next_sequence_ ABSL_GUARDED_BY(calls_mu_) = 0;
 };
 
@@ -212,8 +213,9 @@ grpc::ServerUnaryReactor* RpcService::DescribeLimit(grpc::CallbackServerContext*
     return reactor;
   }
   context_.upstreams.DescribeLimit(
-      request->upstream(), [this, reactor, response, name = request->upstream()](
-                               absl::StatusOr<upstream::Upstreams::LimitDescription> description) {
+      request->upstream(),
+      [this, reactor, response, name = request->upstream()](
+          absl::StatusOr<upstream::UpstreamProxy::LimitDescription> description) {
         if (!description.ok()) {
           reactor->Finish(ToGrpcStatus(description.status()));
           return;

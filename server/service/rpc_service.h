@@ -3,11 +3,12 @@
 // upstream proxy (server/upstream).
 //
 // Handlers authenticate the caller, validate every field, then hand the call
-// to Upstreams, which applies the client's quota, the upstream's admission
-// queue and its HTTP pool. A call refused admission finishes at once with
-// RESOURCE_EXHAUSTED and a `retry-after-ms` trailer (in a stream: the
-// response's status and retry_after_ms). Owned by server/app; the
-// ServiceContext must outlive the gRPC server.
+// to the UpstreamProxy (server/upstream/upstream_proxy.h), which applies the
+// client's quota, the upstream's admission queue and its HTTP pool. A call
+// refused admission finishes at once with RESOURCE_EXHAUSTED and a
+// `retry-after-ms` trailer (in a stream: the response's status and
+// retry_after_ms). Owned by server/app; the ServiceContext must outlive the
+// gRPC server.
 #pragma once
 
 #include "server/service/service_context.h"

@@ -13,13 +13,13 @@
 #include "server/metrics/metrics.h"
 #include "server/service/request_validation.h"
 #include "server/service/stream_tracker.h"
-#include "server/upstream/upstreams.h"
+#include "server/upstream/upstream_proxy.h"
 
 namespace switchboard::service {
 
 struct ServiceContext {
   broker::Broker& broker;
-  upstream::Upstreams& upstreams;
+  upstream::UpstreamProxy& upstreams;
   const auth::ClientRegistry& clients;
   metrics::Metrics& metrics;
   StreamTracker& streams;

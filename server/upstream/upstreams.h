@@ -1,5 +1,5 @@
 // Upstreams: every configured JSON-RPC upstream, behind one thread-safe
-// front (DESIGN.md §4).
+// front, the UpstreamProxy (upstream_proxy.h; DESIGN.md §4).
 //
 // Owned by the server (server/app); the Rpc service calls it from gRPC's
 // threads. Each call runs on the upstream dispatcher in its UpstreamClient.
@@ -26,10 +26,11 @@
 #include "server/ratelimit/client_quotas.h"
 #include "server/ratelimit/lease_service.h"
 #include "server/upstream/upstream_client.h"
+#include "server/upstream/upstream_proxy.h"
 
 namespace switchboard::upstream {
 
-class Upstreams {
+class Upstreams final : public UpstreamProxy {
  public:
   // What builds one upstream's client: its options and how to make its
   // HTTP pool (on the dispatcher thread).
@@ -47,27 +48,6 @@ class Upstreams {
     ratelimit::ClientQuotas::LimiterFactory make_limiter;
   };
 
-  // An upstream's rate limit as this replica sees it, and for a global
-  // limit as the fleet shares it.
-  struct LimitDescription {
-    bool rate_limited = false;
-    bool global = false;
-    double configured_rate = 0;
-    double burst = 0;
-    double rate = 0;  // Now, after provider pushback (AIMD).
-    size_t queue_depth = 0;
-    size_t in_flight = 0;
-    bool fallback = false;  // Global: running on this replica's share.
-    // Global: the shared state in Redis, or why it could not be read.
-    absl::StatusOr<ratelimit::SharedLimitState> shared = absl::UnavailableError("not global");
-  };
-
-  // A call in progress, for Cancel().
-  struct CallHandle {
-    std::string upstream;
-    UpstreamClient::CallId id = 0;
-  };
-
   // Builds every client and the quotas on `dispatcher` and returns once
   // they exist. `observer` must outlive this object. Do not call on the
   // dispatcher thread.
@@ -75,33 +55,21 @@ class Upstreams {
   // this object, and run on `dispatcher`).
   Upstreams(event::Dispatcher& dispatcher, std::vector<Definition> definitions, Quotas quotas,
             UpstreamObserver& observer, ratelimit::LeaseService* lease_service = nullptr);
-  ~Upstreams();  // Calls Shutdown().
+  ~Upstreams() override;  // Calls Shutdown().
 
   Upstreams(const Upstreams&) = delete;
   Upstreams& operator=(const Upstreams&) = delete;
 
-  // Whether `name` is a configured upstream. Any thread.
-  bool Contains(absl::string_view name) const { return request_timeouts_.contains(name); }
-
-  // The request timeout of upstream `name`, which must exist: the deadline
-  // of a call that brings none. Any thread.
-  absl::Duration request_timeout(absl::string_view name) const {
+  // UpstreamProxy. Callbacks run on the dispatcher thread; after
+  // Shutdown(), calls and descriptions fail with UNAVAILABLE.
+  bool Contains(absl::string_view name) const override { return request_timeouts_.contains(name); }
+  absl::Duration request_timeout(absl::string_view name) const override {
     return request_timeouts_.at(name);
   }
-
-  // Starts `call` on upstream `name`, which must exist. `done` runs exactly
-  // once, on the dispatcher thread, never inline. Any thread. Calling
-  // Cancel() with the handle is optional.
-  CallHandle Call(absl::string_view name, UpstreamCall call, AnswerCallback done);
-
-  // Withdraws a call still waiting for admission (see UpstreamClient).
-  void Cancel(const CallHandle& handle);
-
-  // Describes upstream `name`'s rate limit; `name` must exist. `done` runs
-  // once, on the dispatcher thread (UNAVAILABLE after Shutdown()). Any
-  // thread.
+  CallHandle Call(absl::string_view name, UpstreamCall call, AnswerCallback done) override;
+  void Cancel(const CallHandle& handle) override;
   void DescribeLimit(absl::string_view name,
-                     absl::AnyInvocable<void(absl::StatusOr<LimitDescription>)> done);
+                     absl::AnyInvocable<void(absl::StatusOr<LimitDescription>)> done) override;
 
   // Answers open calls with UNAVAILABLE and frees the clients. Blocks until
   // done; not on the dispatcher thread. Idempotent.

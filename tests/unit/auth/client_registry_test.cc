@@ -22,25 +22,22 @@ using ::testing::Not;
 constexpr char kMissing[] = "missing bearer token: send metadata \"authorization: Bearer <token>\"";
 constexpr char kUnknown[] = "unknown bearer token";
 
-config::Config ParseOrDie(absl::string_view yaml) {
-  absl::StatusOr<config::Config> config =
-      config::ParseConfig(yaml, [](const std::string& name) -> std::optional<std::string> {
-        if (name == "BURN_TOKEN") return "burn-secret-0123456789";
-        return std::nullopt;
-      });
-  EXPECT_THAT(config, IsOk());
-  return config.ok() ? *config : config::DefaultConfig();
+// burn-detector (weight 2, 50 calls/s, two topic patterns) and indexer.
+std::vector<ClientCredential> Clients() {
+  ClientCredential burn;
+  burn.token = "burn-secret-0123456789";
+  burn.identity.id = "burn-detector";
+  burn.identity.weight = 2;
+  burn.identity.requests_per_second = 50;
+  burn.identity.allowed_topics = {"jobs", "news.*"};
+  ClientCredential indexer;
+  indexer.token = "idx";
+  indexer.identity.id = "indexer";
+  return {burn, indexer};
 }
 
-constexpr char kClients[] = R"yaml(
-clients:
-  - {id: burn-detector, token: "${BURN_TOKEN}", weight: 2, requests_per_second: 50,
-     allowed_topics: ["jobs", "news.*"]}
-  - {id: indexer, token: "idx"}
-)yaml";
-
 TEST(ClientRegistryTest, WithoutClientsEveryCallerIsAnonymous) {
-  const ClientRegistry registry(config::DefaultConfig());
+  const ClientRegistry registry({});
   EXPECT_TRUE(registry.anonymous());
   for (const char* authorization : {"", "Bearer whatever", "Basic Zm9vOmJhcg==", "garbage"}) {
     absl::StatusOr<ClientIdentity> client = registry.Authenticate(authorization);
@@ -54,7 +51,7 @@ TEST(ClientRegistryTest, WithoutClientsEveryCallerIsAnonymous) {
 }
 
 TEST(ClientRegistryTest, ABearerTokenMapsToItsClient) {
-  const ClientRegistry registry(ParseOrDie(kClients));
+  const ClientRegistry registry(Clients());
   EXPECT_FALSE(registry.anonymous());
 
   absl::StatusOr<ClientIdentity> burn = registry.Authenticate("Bearer burn-secret-0123456789");
@@ -72,7 +69,7 @@ TEST(ClientRegistryTest, ABearerTokenMapsToItsClient) {
 }
 
 TEST(ClientRegistryTest, TheSchemeIsCaseInsensitiveAndSpacesAreTolerated) {
-  const ClientRegistry registry(ParseOrDie(kClients));
+  const ClientRegistry registry(Clients());
   for (const char* authorization :
        {"bearer idx", "BEARER idx", "Bearer   idx", " Bearer idx ", "Bearer\tidx"}) {
     absl::StatusOr<ClientIdentity> client = registry.Authenticate(authorization);
@@ -82,7 +79,7 @@ TEST(ClientRegistryTest, TheSchemeIsCaseInsensitiveAndSpacesAreTolerated) {
 }
 
 TEST(ClientRegistryTest, AMissingTokenIsUnauthenticated) {
-  const ClientRegistry registry(ParseOrDie(kClients));
+  const ClientRegistry registry(Clients());
   for (const char* authorization :
        {"", "   ", "Bearer", "Bearer   ", "Beareridx", "Basic idx", "idx", "Token idx"}) {
     EXPECT_THAT(registry.Authenticate(authorization),
@@ -92,7 +89,7 @@ TEST(ClientRegistryTest, AMissingTokenIsUnauthenticated) {
 }
 
 TEST(ClientRegistryTest, AnUnknownTokenIsUnauthenticatedAndNeverEchoed) {
-  const ClientRegistry registry(ParseOrDie(kClients));
+  const ClientRegistry registry(Clients());
   for (const char* token : {"wrong", "id", "idx2", "IDX", "burn-secret-012345678",
                             "burn-secret-01234567890", "burn-secret-0123456789 idx"}) {
     absl::StatusOr<ClientIdentity> client = registry.Authenticate(absl::StrCat("Bearer ", token));
@@ -124,7 +121,7 @@ TEST(ClientIdentityTest, NoAllowedTopicsMeansEveryTopic) {
 }
 
 TEST(ClientRegistryTest, AuthenticatesFromManyThreadsAtOnce) {
-  const ClientRegistry registry(ParseOrDie(kClients));
+  const ClientRegistry registry(Clients());
   constexpr int kThreads = 4;
   constexpr int kCallsPerThread = 2000;
   std::atomic<int> burn{0};

@@ -402,6 +402,30 @@ clients:
   EXPECT_FALSE(HasGlobalLimits(DefaultConfig()));
 }
 
+TEST(ConfigTest, ClientCredentialsCarryEachClientsTokenAndIdentity) {
+  absl::StatusOr<Config> config = ParseConfig(
+      R"(
+clients:
+  - {id: burn-detector, token: "${TOKEN}", weight: 2, requests_per_second: 50,
+     allowed_topics: ["jobs", "news.*"]}
+  - {id: indexer, token: idx}
+)",
+      FakeEnv({{"TOKEN", "burn-secret"}}));
+  ASSERT_THAT(config, IsOk());
+  const std::vector<auth::ClientCredential> clients = ClientCredentials(*config);
+  ASSERT_EQ(clients.size(), 2u);
+  EXPECT_EQ(clients[0].token, "burn-secret");
+  EXPECT_EQ(clients[0].identity.id, "burn-detector");
+  EXPECT_EQ(clients[0].identity.weight, 2u);
+  EXPECT_EQ(clients[0].identity.requests_per_second, 50);
+  EXPECT_THAT(clients[0].identity.allowed_topics, ::testing::ElementsAre("jobs", "news.*"));
+  EXPECT_EQ(clients[1].token, "idx");
+  EXPECT_EQ(clients[1].identity.id, "indexer");
+  EXPECT_EQ(clients[1].identity.weight, 1u);
+  EXPECT_TRUE(clients[1].identity.allowed_topics.empty());
+  EXPECT_TRUE(ClientCredentials(DefaultConfig()).empty());
+}
+
 TEST(ConfigTest, EmptyTokenFromTheEnvironmentIsRejected) {
   EXPECT_THAT(
       ParseConfig("clients: [{id: a, token: \"${TOKEN}\"}]", FakeEnv({{"TOKEN", ""}})),

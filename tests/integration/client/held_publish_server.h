@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "switchboard/client/client.h"
 #include "switchboard/v1/broker.grpc.pb.h"
 
 namespace switchboard::client {
@@ -29,6 +30,13 @@ class HeldPublishServer final : public v1::Broker::Service {
 
   // "127.0.0.1:<port>".
   const std::string& target() const { return target_; }
+
+  // Options for a Client of this server: the defaults, at target().
+  ClientOptions client_options() const {
+    ClientOptions options;
+    options.target = target_;
+    return options;
+  }
 
   // True once `count` requests have arrived in all, false after 10 s.
   bool AwaitRequests(std::size_t count);

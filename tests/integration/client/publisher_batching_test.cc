@@ -17,6 +17,7 @@
 #include "switchboard/client/client.h"
 #include "switchboard/client/publisher.h"
 #include "tests/integration/client/held_publish_server.h"
+#include "tests/integration/client/publisher_test_util.h"
 #include "tests/testing/status_matchers.h"
 
 namespace switchboard::client {
@@ -26,27 +27,10 @@ using ::switchboard::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
-using IdFuture = std::future<absl::StatusOr<std::string>>;
-
-v1::OutgoingMessage Message(std::string payload) {
-  v1::OutgoingMessage message;
-  message.set_payload(std::move(payload));
-  return message;
-}
-
-bool IsReady(const IdFuture& future) {
-  return future.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-}
 
 PublisherOptions InFlightAtMost(std::size_t requests) {
   PublisherOptions options;
   options.max_in_flight_requests = requests;
-  return options;
-}
-
-ClientOptions At(const std::string& target) {
-  ClientOptions options;
-  options.target = target;
   return options;
 }
 
@@ -74,7 +58,7 @@ class PublisherBatchingTest : public ::testing::Test {
   static std::string Name(int i) { return absl::StrCat("m", i); }
 
   HeldPublishServer server_;
-  Client client_{At(server_.target())};
+  Client client_{server_.client_options()};
   std::optional<Publisher> publisher_;
 };
 

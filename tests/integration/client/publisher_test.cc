@@ -17,6 +17,7 @@
 #include "switchboard/client/consumer.h"
 #include "switchboard/client/publish_stream.h"
 #include "tests/integration/client/collector.h"
+#include "tests/integration/client/publisher_test_util.h"
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/status_matchers.h"
 
@@ -28,13 +29,6 @@ using ::switchboard::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
 using ::testing::UnorderedElementsAreArray;
-using IdFuture = std::future<absl::StatusOr<std::string>>;
-
-v1::OutgoingMessage Message(std::string payload) {
-  v1::OutgoingMessage message;
-  message.set_payload(std::move(payload));
-  return message;
-}
 
 ClientOptions At(const std::string& target) {
   ClientOptions options;
@@ -46,10 +40,6 @@ ConsumerOptions ReadBack() {
   ConsumerOptions options;
   options.group = "readback";
   return options;
-}
-
-bool IsReady(const IdFuture& future) {
-  return future.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
 }
 
 bool ResolvesInTime(const IdFuture& future) {

@@ -84,7 +84,7 @@ class Publisher::Impl {
       SendQueuedLocked(unsent);
       ended.swap(ended_streams_);
     }
-    ResolveUnsent(unsent);
+    FailUnsent(unsent);
     return future;  // `ended` streams are destroyed here, outside the lock.
   }
 
@@ -143,27 +143,33 @@ class Publisher::Impl {
         "publisher for '", topic_, "': the PublishStream ended at once: ", sent.message()));
   }
 
-  // A request's answer: its slot goes to the queue first, then its futures
-  // are resolved.
+  // A request's answer. Its slot stays taken until every future of it is
+  // resolved: threads woken by those futures publish meanwhile, and their
+  // messages leave together in the next request rather than the first alone.
   void OnAnswered(Request& request, absl::StatusOr<std::vector<std::string>> ids)
       ABSL_LOCKS_EXCLUDED(mu_) {
+    SetValues(request, std::move(ids));
     Unsent unsent;
     {
       absl::MutexLock lock(&mu_);
       --in_flight_requests_;
+      ReleaseLocked(request);
       SendQueuedLocked(unsent);
     }
-    Resolve(request, std::move(ids));
-    ResolveUnsent(unsent);
+    FailUnsent(unsent);
   }
 
-  void ResolveUnsent(Unsent& unsent) ABSL_LOCKS_EXCLUDED(mu_) {
-    for (auto& [request, status] : unsent) Resolve(request, status);
+  // Resolves each request that no stream took with the reason.
+  void FailUnsent(Unsent& unsent) ABSL_LOCKS_EXCLUDED(mu_) {
+    for (auto& [request, status] : unsent) {
+      SetValues(request, status);
+      absl::MutexLock lock(&mu_);
+      ReleaseLocked(request);
+    }
   }
 
   // Resolves every future of `request`, each with its id or with the error.
-  void Resolve(Request& request, absl::StatusOr<std::vector<std::string>> ids)
-      ABSL_LOCKS_EXCLUDED(mu_) {
+  static void SetValues(Request& request, absl::StatusOr<std::vector<std::string>> ids) {
     if (ids.ok() && ids->size() != request.promises.size()) {
       ids = absl::InternalError(absl::StrCat("the server returned ", ids->size(), " ids for ",
                                              request.promises.size(), " messages"));
@@ -175,7 +181,10 @@ class Publisher::Impl {
         request.promises[i].set_value(ids.status());
       }
     }
-    absl::MutexLock lock(&mu_);
+  }
+
+  // Frees the outstanding room of a resolved request.
+  void ReleaseLocked(const Request& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     outstanding_messages_ -= request.promises.size();
     outstanding_bytes_ -= request.bytes;
   }

@@ -9,8 +9,12 @@
 // published while fewer than `max_in_flight_requests` requests await their
 // answers leaves at once, alone; messages published while that many are in
 // flight queue, and leave together in one request as soon as an answer
-// frees a slot (up to `max_batch_messages` / `max_batch_bytes` per request).
-// So a lone message never waits, and under load requests grow by themselves.
+// frees a slot and its futures are resolved (up to `max_batch_messages` /
+// `max_batch_bytes` per request). So a lone message never waits, and under
+// load requests grow by themselves: threads that publish one message each and
+// wait for its id share requests. One request in flight (the default) makes
+// the largest requests; more overlap round trips for a publisher that does
+// not wait, at the cost of smaller requests.
 //
 // Flow control: at most `max_outstanding_messages` / `max_outstanding_bytes`
 // are accepted and not yet answered (queued or in flight). Past that,
@@ -27,9 +31,8 @@
 // server. The Publisher has no thread of its own: requests leave from the
 // thread that calls Publish() or from the gRPC callback thread that received
 // an answer, and futures are resolved on gRPC callback threads. Requests
-// leave in Publish() order; with more than one in flight the server may
-// complete them in another order (set max_in_flight_requests = 1 for ids
-// that increase in Publish() order).
+// leave in Publish() order, so with one request in flight ids increase in
+// Publish() order; with more, the server may complete them in another order.
 #pragma once
 
 #include <cstddef>
@@ -45,8 +48,10 @@ namespace switchboard::client {
 
 struct PublisherOptions {
   // Requests sent and not yet answered; a message published while this many
-  // are in flight waits for the next request. 0 counts as 1.
-  std::size_t max_in_flight_requests = 4;
+  // are in flight waits for the next request. 0 counts as 1. (`sbctl bench
+  // publisher`, 50 threads, Redis backend, a loaded 2-core machine: about
+  // 70,000 msgs/s at 1 against 57,000 at 2 and 55,000 at 4.)
+  std::size_t max_in_flight_requests = 1;
 
   // Bounds on one request: this many messages (0 counts as 1), and this many
   // bytes (serialized messages; a single larger message goes alone).

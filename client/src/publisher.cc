@@ -89,6 +89,7 @@ class Publisher::Impl {
   }
 
   void Flush() {
+    // Declared before the lock: ended streams are destroyed once it is released.
     std::vector<std::unique_ptr<PublishStream>> ended;
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(

@@ -34,9 +34,10 @@ struct Request {
 // released.
 using Unsent = std::vector<std::pair<Request, absl::Status>>;
 
-PublisherOptions AtLeastOnePerRequest(PublisherOptions options) {
+// (A request always takes at least one message, so max_batch_messages 0 is
+// 1 already.)
+PublisherOptions AtLeastOneInFlight(PublisherOptions options) {
   options.max_in_flight_requests = std::max<std::size_t>(options.max_in_flight_requests, 1);
-  options.max_batch_messages = std::max<std::size_t>(options.max_batch_messages, 1);
   return options;
 }
 
@@ -47,7 +48,7 @@ class Publisher::Impl {
   Impl(const Client& client, std::string topic, PublisherOptions options)
       : client_(client),
         topic_(std::move(topic)),
-        options_(AtLeastOnePerRequest(options)),
+        options_(AtLeastOneInFlight(options)),
         stream_(std::make_unique<PublishStream>(client)) {}
 
   ~Impl() {

@@ -107,6 +107,20 @@ TEST_F(PublisherBatchingTest, ARequestHoldsAtMostMaxBatchMessages) {
   EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 2, 2, 1));
 }
 
+TEST_F(PublisherBatchingTest, ZeroRequestBoundsCountAsOne) {
+  PublisherOptions options = InFlightAtMost(0);
+  options.max_batch_messages = 0;
+  Start(options);
+  PublishRange(0, 0);
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  PublishRange(1, 2);
+  for (std::size_t answered = 1; answered <= 2; ++answered) {
+    server_.AnswerOldest();
+    ASSERT_TRUE(server_.AwaitRequests(answered + 1));
+  }
+  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 1, 1));
+}
+
 TEST_F(PublisherBatchingTest, ARequestHoldsAtMostMaxBatchBytesExceptALargerMessageAlone) {
   PublisherOptions options = InFlightAtMost(1);
   options.max_batch_bytes = 2 * Message("m0").ByteSizeLong();

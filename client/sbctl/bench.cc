@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <deque>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -20,6 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "bench_tally.h"
 #include "commands.h"
 #include "switchboard/client/consume_stream.h"
 #include "switchboard/client/publish_stream.h"
@@ -49,108 +49,6 @@ constexpr int64_t kPrepublishBatchMessages = 1000;
 
 // The JSON-RPC error answers of the call mode, among its errors.
 constexpr char kJsonRpcError[] = "JSON_RPC_ERROR";
-
-// Thread-safe tallies of one run, fed from gRPC callback threads. What
-// arrives after Stop() (answers drained, deliveries during the close) is
-// outside the measured interval and not counted.
-class Tally {
- public:
-  // `target` > 0: finished() is notified once that many messages are counted.
-  // `unit` names what is counted, in the progress lines and the JSON (`msgs`,
-  // `msgs_per_sec`).
-  explicit Tally(int64_t target, absl::string_view unit = "msgs") : target_(target), unit_(unit) {}
-
-  void AddMessages(int64_t count) {
-    absl::MutexLock lock(&mu_);
-    if (stopped_) return;
-    messages_ += count;
-    if (target_ > 0 && messages_ >= target_ && !finished_.HasBeenNotified()) finished_.Notify();
-  }
-
-  void AddLatency(absl::Duration latency) {
-    absl::MutexLock lock(&mu_);
-    if (stopped_) return;
-    latencies_us_.push_back(absl::ToInt64Microseconds(latency));
-  }
-
-  // Counts `status` by code; the first error of each code is also printed on
-  // stderr, so a run that fails says why.
-  void AddError(const absl::Status& status) {
-    AddError(absl::StatusCodeToString(status.code()), status.ToString());
-  }
-
-  // Counts an error of kind `name` (a status code name, or kJsonRpcError);
-  // `description` is printed for the first error of each kind.
-  void AddError(absl::string_view name, absl::string_view description) {
-    absl::MutexLock lock(&mu_);
-    if (stopped_) return;
-    if (++errors_[std::string(name)] == 1) std::cerr << "error: " << description << "\n";
-  }
-
-  // Ends the measured interval.
-  void Stop() {
-    absl::MutexLock lock(&mu_);
-    stopped_ = true;
-  }
-
-  int64_t messages() const {
-    absl::MutexLock lock(&mu_);
-    return messages_;
-  }
-
-  absl::Notification& finished() { return finished_; }
-
-  const std::string& unit() const { return unit_; }
-
-  // The JSON summary: `fields` (already formatted, e.g. `"mode":"publish"`)
-  // followed by the figures.
-  std::string Json(const std::string& fields, absl::Duration elapsed) {
-    absl::MutexLock lock(&mu_);
-    std::sort(latencies_us_.begin(), latencies_us_.end());
-    const auto percentile = [this](double fraction) -> int64_t {
-      if (latencies_us_.empty()) return 0;
-      const auto index = static_cast<std::size_t>(fraction * latencies_us_.size());
-      return latencies_us_[std::min(index, latencies_us_.size() - 1)];
-    };
-    std::string errors;
-    for (const auto& [name, count] : errors_) {
-      absl::StrAppend(&errors, errors.empty() ? "" : ",", "\"", name, "\":", count);
-    }
-    return absl::StrFormat(
-        "{%s,\"elapsed_s\":%.3f,\"%s\":%d,\"%s_per_sec\":%.1f,\"samples\":%d,"
-        "\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d,\"errors\":{%s}}",
-        fields, absl::ToDoubleSeconds(elapsed), unit_, messages_, unit_,
-        messages_ / std::max(absl::ToDoubleSeconds(elapsed), 1e-9), latencies_us_.size(),
-        percentile(0.50), percentile(0.99), latencies_us_.empty() ? 0 : latencies_us_.back(),
-        errors);
-  }
-
- private:
-  const int64_t target_;
-  const std::string unit_;
-  mutable absl::Mutex mu_;
-  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  int64_t messages_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<int64_t> latencies_us_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int64_t> errors_ ABSL_GUARDED_BY(mu_);
-  absl::Notification finished_;
-};
-
-// Prints progress on stderr once a second until `duration` has passed or
-// the tally is finished.
-void RunClock(Tally& tally, absl::Time start, absl::Duration duration) {
-  const absl::Time end = start + duration;
-  int64_t previous = 0;
-  for (absl::Time tick = start + absl::Seconds(1);; tick += absl::Seconds(1)) {
-    if (tally.finished().WaitForNotificationWithDeadline(std::min(tick, end))) return;
-    const int64_t messages = tally.messages();
-    std::cerr << absl::StrFormat("[%5.1fs] %d %s, %d %s/s\n",
-                                 absl::ToDoubleSeconds(absl::Now() - start), messages, tally.unit(),
-                                 messages - previous, tally.unit());
-    previous = messages;
-    if (tick >= end) return;
-  }
-}
 
 // Runs `send` `rate` times per second from `start` until `end`, open loop:
 // send i is due at start + i / rate, and runs at once when the pacing is late.

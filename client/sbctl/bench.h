@@ -4,14 +4,16 @@
 //   {"mode":"publish", ..., "msgs":N, "msgs_per_sec":X, "p50_us":P, "p99_us":Q,
 //    "max_us":M, "errors":{"UNAVAILABLE":3}}
 // (the call mode counts "calls" and "calls_per_sec" instead). `errors` counts
-// failed requests (publish, call) or ended streams (consume) by status code;
-// it is {} on a clean run. Only what completes within the measured interval
-// counts. Concurrency is bounded: each stream keeps a fixed window of requests
-// (publish) or credits (consume) in flight, and the call mode keeps a fixed
-// number of calls in flight; the latency mode, and the call mode with a rate,
-// instead send at a fixed rate.
+// failed requests (publish, call), failed messages (publisher) or ended
+// streams (consume) by status code; it is {} on a clean run. Only what
+// completes within the measured interval counts. Concurrency is bounded: each
+// stream keeps a fixed window of requests (publish) or credits (consume) in
+// flight, each publishing thread one message (publisher), and the call mode
+// keeps a fixed number of calls in flight; the latency mode, and the call
+// mode with a rate, instead send at a fixed rate.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -32,6 +34,23 @@ struct PublishBenchOptions {
 // Publishes for `duration`. Latency is one request's round trip: from Send()
 // to its acknowledgement (so it includes waiting behind the stream's window).
 int BenchPublish(const client::Client& client, const PublishBenchOptions& options);
+
+struct PublisherBenchOptions {
+  std::string topic;
+  int publishers = 50;  // Threads sharing one client::Publisher.
+  int size = 100;       // Payload bytes per message.
+  // The Publisher's max_in_flight_requests; 0 keeps its default.
+  std::size_t max_in_flight_requests = 0;
+  absl::Duration duration = absl::Seconds(10);
+};
+
+// Publishes for `duration` as a worker process does: `publishers` threads
+// share one client::Publisher (auto-batching, its default options), and each
+// publishes one message per call and waits for its id before the next, as
+// an unpipelined Redis client waits for its reply. Latency is one message's
+// Publish() to its id. The JSON adds `publishers` and
+// `max_in_flight_requests`.
+int BenchPublisher(const client::Client& client, const PublisherBenchOptions& options);
 
 struct ConsumeBenchOptions {
   std::string topic;

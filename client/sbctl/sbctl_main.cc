@@ -36,6 +36,10 @@ ABSL_FLAG(std::string, topic, "bench", "bench: the topic.");
 ABSL_FLAG(int, streams, 8, "bench: concurrent streams, all on one channel.");
 ABSL_FLAG(int, window, 16, "bench publish: requests in flight per stream.");
 ABSL_FLAG(int, batch, 1, "bench publish: messages per request.");
+ABSL_FLAG(int, publishers, 50,
+          "bench publisher: threads sharing one Publisher, each waiting for its message's id.");
+ABSL_FLAG(std::optional<int>, max_in_flight_requests, std::nullopt,
+          "bench publisher: the Publisher's max_in_flight_requests (default: its own).");
 ABSL_FLAG(int, size, 100, "bench: payload bytes per message.");
 ABSL_FLAG(double, duration, 10, "bench: seconds to run.");
 ABSL_FLAG(std::optional<double>, rate, std::nullopt,
@@ -75,12 +79,16 @@ constexpr char kUsage[] = R"(the Switchboard command line.
                                one JSON-RPC call through Switchboard; prints the
                                result (a JSON-RPC error goes to stderr, exit 1)
   bench publish --topic=T --streams=S --batch=B --size=BYTES --duration=SEC [--window=W]
+  bench publisher --topic=T --publishers=P --size=BYTES --duration=SEC
+                  [--max_in_flight_requests=K]
   bench consume --topic=T --group=G --streams=S --duration=SEC [--messages=N]
   bench latency --topic=T --rate=R --duration=SEC [--group=G] [--size=BYTES]
   bench call --upstream=U --method=M [--params=JSON] --concurrency=C --duration=SEC [--rate=R]
              [--stream]
                                load generators; progress on stderr, a JSON summary
-                               as the last line on stdout. latency publishes R msgs/s
+                               as the last line on stdout. publisher runs P threads
+                               on one auto-batching Publisher, each publishing one
+                               message and waiting for its id. latency publishes R msgs/s
                                and times each to its delivery: consumed in group G,
                                or subscribed without --group. call keeps C calls in
                                flight (or starts R per second); without --params
@@ -97,7 +105,7 @@ int UsageError(const std::string& message) {
 
 int RunBench(const client::Client& client, const std::vector<std::string>& args) {
   if (args.size() != 2) {
-    return UsageError("bench takes one mode: publish, consume, latency or call");
+    return UsageError("bench takes one mode: publish, publisher, consume, latency or call");
   }
   const absl::Duration duration = absl::Seconds(absl::GetFlag(FLAGS_duration));
   if (args[1] == "publish") {
@@ -112,6 +120,20 @@ int RunBench(const client::Client& client, const std::vector<std::string>& args)
       return UsageError("--streams, --window and --batch must be at least 1, --size at least 0");
     }
     return BenchPublish(client, options);
+  }
+  if (args[1] == "publisher") {
+    PublisherBenchOptions options;
+    options.topic = absl::GetFlag(FLAGS_topic);
+    options.publishers = absl::GetFlag(FLAGS_publishers);
+    options.size = absl::GetFlag(FLAGS_size);
+    options.duration = duration;
+    const std::optional<int> in_flight = absl::GetFlag(FLAGS_max_in_flight_requests);
+    if (options.publishers < 1 || options.size < 0 || in_flight.value_or(1) < 1) {
+      return UsageError(
+          "--publishers and --max_in_flight_requests must be at least 1, --size at least 0");
+    }
+    options.max_in_flight_requests = static_cast<std::size_t>(in_flight.value_or(0));
+    return BenchPublisher(client, options);
   }
   if (args[1] == "consume") {
     ConsumeBenchOptions options;

@@ -1,10 +1,12 @@
 #include "switchboard/client/publisher.h"
 
-#include <thread>
+#include <algorithm>
+#include <deque>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "switchboard/client/publish_stream.h"
@@ -14,12 +16,30 @@ namespace {
 
 using MessageIdPromise = std::promise<absl::StatusOr<std::string>>;
 
-// Messages gathered for one PublishStream request.
-struct Batch {
-  std::vector<v1::OutgoingMessage> messages;
+// A message accepted by Publish() that waits for a request slot.
+struct QueuedMessage {
+  v1::OutgoingMessage message;
+  MessageIdPromise promise;
+  std::size_t bytes = 0;
+};
+
+// The futures of one PublishStream request, in message order, and the bytes
+// its messages hold of max_outstanding_bytes.
+struct Request {
   std::vector<MessageIdPromise> promises;
   std::size_t bytes = 0;
 };
+
+// Requests that no stream took, with the reason: resolved once the lock is
+// released.
+using Unsent = std::vector<std::pair<Request, absl::Status>>;
+
+// (A request always takes at least one message, so max_batch_messages 0 is
+// 1 already.)
+PublisherOptions AtLeastOneInFlight(PublisherOptions options) {
+  options.max_in_flight_requests = std::max<std::size_t>(options.max_in_flight_requests, 1);
+  return options;
+}
 
 }  // namespace
 
@@ -28,26 +48,25 @@ class Publisher::Impl {
   Impl(const Client& client, std::string topic, PublisherOptions options)
       : client_(client),
         topic_(std::move(topic)),
-        options_(options),
-        stream_(std::make_unique<PublishStream>(client)),
-        batch_timer_([this] { RunBatchTimer(); }) {}
+        options_(AtLeastOneInFlight(options)),
+        stream_(std::make_unique<PublishStream>(client)) {}
 
   ~Impl() {
+    Flush();
+    std::unique_ptr<PublishStream> stream;
     {
       absl::MutexLock lock(&mu_);
-      stopping_ = true;
+      stream = std::move(stream_);
     }
-    batch_timer_.join();
-    Flush();
-    absl::MutexLock send_lock(&send_mu_);
-    stream_->Close().IgnoreError();
+    stream->Close().IgnoreError();
   }
 
   std::future<absl::StatusOr<std::string>> Publish(v1::OutgoingMessage message) {
     MessageIdPromise promise;
     std::future<absl::StatusOr<std::string>> future = promise.get_future();
     const std::size_t bytes = message.ByteSizeLong();
-    bool batch_full;
+    Unsent unsent;
+    std::vector<std::unique_ptr<PublishStream>> ended;
     {
       absl::MutexLock lock(&mu_);
       if (outstanding_messages_ > 0 &&
@@ -62,116 +81,128 @@ class Publisher::Impl {
       }
       ++outstanding_messages_;
       outstanding_bytes_ += bytes;
-      if (batch_.messages.empty()) batch_opened_at_ = absl::Now();
-      batch_.messages.push_back(std::move(message));
-      batch_.promises.push_back(std::move(promise));
-      batch_.bytes += bytes;
-      batch_full = batch_.messages.size() >= options_.max_batch_messages ||
-                   batch_.bytes >= options_.max_batch_bytes;
+      queue_.push_back(QueuedMessage{std::move(message), std::move(promise), bytes});
+      SendQueuedLocked(unsent);
+      ended.swap(ended_streams_);
     }
-    if (batch_full) SendBatch();
-    return future;
+    FailUnsent(unsent);
+    return future;  // `ended` streams are destroyed here, outside the lock.
   }
 
   void Flush() {
-    SendBatch();
+    // Declared before the lock: ended streams are destroyed once it is released.
+    std::vector<std::unique_ptr<PublishStream>> ended;
     absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](std::size_t* outstanding) { return *outstanding == 0; }, &outstanding_messages_));
+    ended.swap(ended_streams_);
   }
 
  private:
-  // Seals the current batch and queues it on the stream. Holding send_mu_
-  // while sealing keeps batches in Publish() order on the wire.
-  void SendBatch() ABSL_LOCKS_EXCLUDED(mu_, send_mu_) {
-    absl::MutexLock send_lock(&send_mu_);
-    Batch batch;
+  // Sends the queue, oldest first, in requests of at most max_batch_messages
+  // and max_batch_bytes (and at least one message), while fewer than
+  // max_in_flight_requests are in flight. Runs under mu_ so that requests
+  // leave in Publish() order; PublishStream::Send never runs a callback
+  // inline.
+  void SendQueuedLocked(Unsent& unsent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (in_flight_requests_ < options_.max_in_flight_requests && !queue_.empty()) {
+      std::vector<v1::OutgoingMessage> messages;
+      auto request = std::make_shared<Request>();
+      do {
+        QueuedMessage& next = queue_.front();
+        messages.push_back(std::move(next.message));
+        request->promises.push_back(std::move(next.promise));
+        request->bytes += next.bytes;
+        queue_.pop_front();
+      } while (!queue_.empty() && messages.size() < options_.max_batch_messages &&
+               request->bytes + queue_.front().bytes <= options_.max_batch_bytes);
+      PublishStream::DoneCallback done = [this,
+                                          request](absl::StatusOr<std::vector<std::string>> ids) {
+        OnAnswered(*request, std::move(ids));
+      };
+      if (absl::Status sent = SendLocked(messages, done); !sent.ok()) {
+        unsent.emplace_back(std::move(*request), std::move(sent));
+        continue;
+      }
+      ++in_flight_requests_;
+    }
+  }
+
+  // Sends one request on the stream, or on a new one when the stream has
+  // ended (the server went away, or drained: nothing of it was sent). An
+  // ended stream is destroyed later, by an application thread: this may run
+  // on that stream's own callback thread, which its destructor would wait for.
+  absl::Status SendLocked(std::vector<v1::OutgoingMessage>& messages,
+                          PublishStream::DoneCallback& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (stream_->Send(topic_, std::move(messages), std::move(done)).ok()) {
+      return absl::OkStatus();
+    }
+    ended_streams_.push_back(std::exchange(stream_, std::make_unique<PublishStream>(client_)));
+    absl::Status sent = stream_->Send(topic_, std::move(messages), std::move(done));
+    if (sent.ok()) return sent;
+    // Even the fresh stream ended at once: the server is unreachable.
+    return absl::UnavailableError(absl::StrCat(
+        "publisher for '", topic_, "': the PublishStream ended at once: ", sent.message()));
+  }
+
+  // A request's answer. Its slot stays taken until every future of it is
+  // resolved: threads woken by those futures publish meanwhile, and their
+  // messages leave together in the next request rather than the first alone.
+  void OnAnswered(Request& request, absl::StatusOr<std::vector<std::string>> ids)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    SetValues(request, std::move(ids));
+    Unsent unsent;
     {
       absl::MutexLock lock(&mu_);
-      if (batch_.messages.empty()) return;
-      batch = std::exchange(batch_, Batch{});
-      ++batch_generation_;
+      --in_flight_requests_;
+      ReleaseLocked(request);
+      SendQueuedLocked(unsent);
     }
-    auto promises = std::make_shared<std::vector<MessageIdPromise>>(std::move(batch.promises));
-    PublishStream::DoneCallback done =
-        [this, promises, bytes = batch.bytes](absl::StatusOr<std::vector<std::string>> ids) {
-          Resolve(*promises, bytes, std::move(ids));
-        };
-    absl::Status queued = stream_->Send(topic_, std::move(batch.messages), std::move(done));
-    if (!queued.ok()) {
-      // The stream ended (the server went away, or drained): nothing of the
-      // batch was sent, so it goes on a fresh stream.
-      stream_ = std::make_unique<PublishStream>(client_);
-      queued = stream_->Send(topic_, std::move(batch.messages), std::move(done));
-    }
-    if (!queued.ok()) {
-      // Even the fresh stream ended at once: the server is unreachable.
-      done(absl::UnavailableError(absl::StrCat(
-          "publisher for '", topic_, "': the PublishStream ended at once: ", queued.message())));
+    FailUnsent(unsent);
+  }
+
+  // Resolves each request that no stream took with the reason.
+  void FailUnsent(Unsent& unsent) ABSL_LOCKS_EXCLUDED(mu_) {
+    for (auto& [request, status] : unsent) {
+      SetValues(request, status);
+      absl::MutexLock lock(&mu_);
+      ReleaseLocked(request);
     }
   }
 
-  void Resolve(std::vector<MessageIdPromise>& promises, std::size_t bytes,
-               absl::StatusOr<std::vector<std::string>> ids) ABSL_LOCKS_EXCLUDED(mu_) {
-    if (ids.ok() && ids->size() != promises.size()) {
+  // Resolves every future of `request`, each with its id or with the error.
+  static void SetValues(Request& request, absl::StatusOr<std::vector<std::string>> ids) {
+    if (ids.ok() && ids->size() != request.promises.size()) {
       ids = absl::InternalError(absl::StrCat("the server returned ", ids->size(), " ids for ",
-                                             promises.size(), " messages"));
+                                             request.promises.size(), " messages"));
     }
-    for (std::size_t i = 0; i < promises.size(); ++i) {
+    for (std::size_t i = 0; i < request.promises.size(); ++i) {
       if (ids.ok()) {
-        promises[i].set_value(std::move((*ids)[i]));
+        request.promises[i].set_value(std::move((*ids)[i]));
       } else {
-        promises[i].set_value(ids.status());
+        request.promises[i].set_value(ids.status());
       }
     }
-    absl::MutexLock lock(&mu_);
-    outstanding_messages_ -= promises.size();
-    outstanding_bytes_ -= bytes;
   }
 
-  // Seals each batch whose first message has waited max_batch_delay.
-  void RunBatchTimer() ABSL_LOCKS_EXCLUDED(mu_) {
-    const auto batch_waiting = [this] {
-      mu_.AssertReaderHeld();
-      return stopping_ || !batch_.messages.empty();
-    };
-    while (true) {
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(&batch_waiting));
-        if (stopping_) return;
-        const uint64_t generation = batch_generation_;
-        const auto sealed_or_stopping = [this, generation] {
-          mu_.AssertReaderHeld();
-          return stopping_ || batch_generation_ != generation;
-        };
-        // Sealed early (full, or flushed): wait for the next batch instead.
-        if (mu_.AwaitWithDeadline(absl::Condition(&sealed_or_stopping),
-                                  batch_opened_at_ + options_.max_batch_delay)) {
-          continue;
-        }
-      }
-      SendBatch();
-    }
+  // Frees the outstanding room of a resolved request.
+  void ReleaseLocked(const Request& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    outstanding_messages_ -= request.promises.size();
+    outstanding_bytes_ -= request.bytes;
   }
 
   const Client& client_;
   const std::string topic_;
   const PublisherOptions options_;
 
-  // Serializes sealing and sending, and guards the stream. Taken before mu_.
-  absl::Mutex send_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  std::unique_ptr<PublishStream> stream_ ABSL_GUARDED_BY(send_mu_);
-
   absl::Mutex mu_;
-  Batch batch_ ABSL_GUARDED_BY(mu_);
-  absl::Time batch_opened_at_ ABSL_GUARDED_BY(mu_);
-  uint64_t batch_generation_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<QueuedMessage> queue_ ABSL_GUARDED_BY(mu_);
+  std::size_t in_flight_requests_ ABSL_GUARDED_BY(mu_) = 0;
   std::size_t outstanding_messages_ ABSL_GUARDED_BY(mu_) = 0;
   std::size_t outstanding_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-
-  std::thread batch_timer_;  // Last: starts once everything above exists.
+  // Last: destroying a stream waits for its callbacks, which use the above.
+  std::unique_ptr<PublishStream> stream_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<PublishStream>> ended_streams_ ABSL_GUARDED_BY(mu_);
 };
 
 Publisher::Publisher(const Client& client, std::string topic, PublisherOptions options)

@@ -12,6 +12,10 @@
 #       WINDOW requests in flight (default 16, sbctl's default); and, for
 #       comparison with (b), 50 streams at batch 1 with one request in flight
 #       each;
+#   (c') `sbctl bench publisher`: 50 publishers in one process (threads
+#       sharing one auto-batching client::Publisher, its default options),
+#       each publishing one message per call and waiting for its id, as each
+#       client of (b) waits for its reply;
 #   (d) `sbctl bench latency`: publish-to-delivery latency at a steady RATE
 #       msgs/s (default 5000), received by a Consume stream (durable topic,
 #       acked at once) and by a Subscribe stream (ephemeral topic).
@@ -21,7 +25,7 @@
 # DURATION seconds (default 10); Redis is flushed between runs. Prints one
 # Markdown table, then the load average before and after (the machine's
 # other work skews every figure). Not part of the default test run: it takes
-# about 8 * RUNS * DURATION seconds.
+# about 9 * RUNS * DURATION seconds.
 #
 #   tests/perf/bench_redis.sh [BUILD_DIR]   (default build/release)
 set -euo pipefail
@@ -131,6 +135,17 @@ read -r batch1 batch1_cpu < <(median_runs publish 50 1 "$window")
 read -r batch100 batch100_cpu < <(median_runs publish 8 100 "$window")
 read -r unpipelined unpipelined_cpu < <(median_runs publish 50 1 1)
 
+# sbctl bench publisher with $1 publishing threads on one Publisher, to a new
+# topic: "MSGS_PER_SEC MSGS".
+publisher() {
+  local line
+  line=$("$sbctl" --server="127.0.0.1:$grpc_port" bench publisher \
+    --topic="bench.$(date +%s%N)" --publishers="$1" --size=100 --duration="$duration" \
+    2>/dev/null | tail -1)
+  echo "$(field msgs_per_sec <<<"$line") $(field msgs <<<"$line")"
+}
+read -r autobatch autobatch_cpu < <(median_runs publisher 50)
+
 # sbctl bench latency RUNS times, on a new topic under prefix $1 each time,
 # with the rest of the arguments (--group): prints the medians of p50, p99
 # and max in microseconds, and the lowest percentage of the published
@@ -154,12 +169,13 @@ ephemeral=$(latency bench.ephemeral.latency | xargs)
 
 python3 - "$runs" "$duration" "$window" "$rate" "$ceiling" "$ceiling_cpu" "$direct" \
   "$direct_cpu" "$batch1" "$batch1_cpu" "$batch100" "$batch100_cpu" "$unpipelined" \
-  "$unpipelined_cpu" "$durable" "$ephemeral" <<'EOF'
+  "$unpipelined_cpu" "$autobatch" "$autobatch_cpu" "$durable" "$ephemeral" <<'EOF'
 import sys
 (runs, duration, window, rate, ceiling, ceiling_cpu, direct, direct_cpu, batch1, batch1_cpu,
- batch100, batch100_cpu, unpipelined, unpipelined_cpu, durable, ephemeral) = sys.argv[1:]
-ceiling, direct, batch1, batch100, unpipelined = map(
-    float, (ceiling, direct, batch1, batch100, unpipelined))
+ batch100, batch100_cpu, unpipelined, unpipelined_cpu, autobatch, autobatch_cpu, durable,
+ ephemeral) = sys.argv[1:]
+ceiling, direct, batch1, batch100, unpipelined, autobatch = map(
+    float, (ceiling, direct, batch1, batch100, unpipelined, autobatch))
 met = lambda ok: "yes" if ok else "**no**"
 def latency(figures):
     p50, p99, top, received = map(float, figures.split())
@@ -183,6 +199,10 @@ print(f"| (c) | Switchboard, 8 streams × {window} in flight, batch 100 "
 print(f"| (c) | Switchboard, 50 streams × 1 in flight, batch 1 (as (b): each waits for its answer) "
       f"| {unpipelined:,.0f} msgs/s = {unpipelined / direct:.2f}× (b) | {unpipelined_cpu} µs "
       "| | |")
+print(f"| (c') | Switchboard, 50 publishers in one process on one auto-batching Publisher, "
+      f"one message per call (as (b): each waits for its id) "
+      f"| {autobatch:,.0f} msgs/s = **{autobatch / direct:.2f}× (b)** | {autobatch_cpu} µs "
+      f"| ≥ 1.0× (b) | {met(autobatch >= direct)} |")
 print(f"| (d) | Publish to delivery at {float(rate):,.0f} msgs/s, durable (Consume, acked) "
       f"| {durable_text} | | p99 ≤ 2 ms | {met(durable_p99 <= 2000)} |")
 print(f"| (d) | Publish to delivery at {float(rate):,.0f} msgs/s, ephemeral (Subscribe) "

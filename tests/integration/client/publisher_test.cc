@@ -1,11 +1,13 @@
 // Publisher and PublishStream against an in-process server with the memory
-// broker: batching triggers, flow control, errors, and that what was
-// published is what a consumer gets.
+// broker: what was published from several threads is what a consumer gets,
+// Flush() and the destructor wait for every answer, and errors reach every
+// message. The batching itself is counted in publisher_batching_test.cc.
 #include "switchboard/client/publisher.h"
 
 #include <future>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +17,7 @@
 #include "switchboard/client/consumer.h"
 #include "switchboard/client/publish_stream.h"
 #include "tests/integration/client/collector.h"
+#include "tests/integration/client/publisher_test_util.h"
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/status_matchers.h"
 
@@ -26,15 +29,6 @@ using ::switchboard::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
 using ::testing::UnorderedElementsAreArray;
-using IdFuture = std::future<absl::StatusOr<std::string>>;
-
-constexpr absl::Duration kNever = absl::Hours(1);
-
-v1::OutgoingMessage Message(std::string payload) {
-  v1::OutgoingMessage message;
-  message.set_payload(std::move(payload));
-  return message;
-}
 
 ClientOptions At(const std::string& target) {
   ClientOptions options;
@@ -42,32 +36,10 @@ ClientOptions At(const std::string& target) {
   return options;
 }
 
-const std::size_t kDefaultMessages = PublisherOptions().max_batch_messages;
-const std::size_t kDefaultBytes = PublisherOptions().max_batch_bytes;
-
-PublisherOptions Batching(std::size_t messages, std::size_t bytes, absl::Duration delay) {
-  PublisherOptions options;
-  options.max_batch_messages = messages;
-  options.max_batch_bytes = bytes;
-  options.max_batch_delay = delay;
-  return options;
-}
-
-// Batches wait for Flush(); at most `messages` may be outstanding.
-PublisherOptions OutstandingAtMost(std::size_t messages) {
-  PublisherOptions options = Batching(kDefaultMessages, kDefaultBytes, kNever);
-  options.max_outstanding_messages = messages;
-  return options;
-}
-
 ConsumerOptions ReadBack() {
   ConsumerOptions options;
   options.group = "readback";
   return options;
-}
-
-bool IsReady(const IdFuture& future) {
-  return future.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
 }
 
 bool ResolvesInTime(const IdFuture& future) {
@@ -99,58 +71,51 @@ class PublisherTest : public ::testing::Test {
 };
 
 TEST_F(PublisherTest, PublishesEveryMessageOnceWithDistinctIds) {
-  std::vector<IdFuture> futures;
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 250;
+  PublisherOptions small_requests;
+  small_requests.max_batch_messages = 7;
+  std::vector<std::vector<IdFuture>> futures(kThreads);
   std::vector<std::string> payloads;
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kPerThread; ++i) payloads.push_back(absl::StrCat("t", t, "m", i));
+  }
   {
-    Publisher publisher(*client_, "orders", Batching(7, kDefaultBytes, absl::Milliseconds(5)));
-    for (int i = 0; i < 250; ++i) {
-      payloads.push_back(absl::StrCat("m", i));
-      futures.push_back(publisher.Publish(Message(payloads.back())));
+    Publisher publisher(*client_, "orders", small_requests);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kPerThread; ++i) {
+          futures[t].push_back(publisher.Publish(Message(payloads[t * kPerThread + i])));
+        }
+      });
     }
+    for (std::thread& thread : threads) thread.join();
     publisher.Flush();
   }
   std::set<std::string> ids;
-  for (IdFuture& future : futures) {
-    absl::StatusOr<std::string> id = future.get();
-    ASSERT_THAT(id, IsOk());
-    ids.insert(*id);
+  for (std::vector<IdFuture>& of_thread : futures) {
+    for (IdFuture& future : of_thread) {
+      absl::StatusOr<std::string> id = future.get();
+      ASSERT_THAT(id, IsOk());
+      ids.insert(*id);
+    }
   }
-  EXPECT_THAT(ids, SizeIs(250));
-  // Batches are sent in order, but the server may complete pipelined batches
+  EXPECT_THAT(ids, SizeIs(payloads.size()));
+  // Requests leave in order, but the server may complete pipelined requests
   // in any order (PublishStream answers in completion order).
-  EXPECT_THAT(ConsumePayloads("orders", 250), UnorderedElementsAreArray(payloads));
+  EXPECT_THAT(ConsumePayloads("orders", payloads.size()), UnorderedElementsAreArray(payloads));
 }
 
-TEST_F(PublisherTest, AFullBatchIsSentWithoutWaitingForTheDelay) {
-  Publisher publisher(*client_, "orders", Batching(3, kDefaultBytes, kNever));
-  std::vector<IdFuture> futures;
-  for (int i = 0; i < 3; ++i) futures.push_back(publisher.Publish(Message("full")));
-  for (IdFuture& future : futures) {
-    ASSERT_TRUE(ResolvesInTime(future));
-    EXPECT_THAT(future.get(), IsOk());
-  }
-}
-
-TEST_F(PublisherTest, AFullBatchByBytesIsSentWithoutWaitingForTheDelay) {
-  Publisher publisher(*client_, "orders", Batching(kDefaultMessages, 2000, kNever));
-  IdFuture first = publisher.Publish(Message(std::string(1500, 'a')));
-  IdFuture second = publisher.Publish(Message(std::string(1500, 'b')));
-  ASSERT_TRUE(ResolvesInTime(first));
-  ASSERT_TRUE(ResolvesInTime(second));
-  EXPECT_THAT(first.get(), IsOk());
-  EXPECT_THAT(second.get(), IsOk());
-}
-
-TEST_F(PublisherTest, TheDelaySendsAPartialBatch) {
-  Publisher publisher(*client_, "orders",
-                      Batching(kDefaultMessages, kDefaultBytes, absl::Milliseconds(1)));
-  IdFuture future = publisher.Publish(Message("late"));
+TEST_F(PublisherTest, ALoneMessageIsAnsweredWithoutAFlush) {
+  Publisher publisher(*client_, "orders");
+  IdFuture future = publisher.Publish(Message("alone"));
   ASSERT_TRUE(ResolvesInTime(future));
   EXPECT_THAT(future.get(), IsOk());
 }
 
 TEST_F(PublisherTest, FlushReturnsOnceEveryMessageHasItsOutcome) {
-  Publisher publisher(*client_, "orders", Batching(kDefaultMessages, kDefaultBytes, kNever));
+  Publisher publisher(*client_, "orders");
   IdFuture first = publisher.Publish(Message("a"));
   IdFuture second = publisher.Publish(Message("b"));
   publisher.Flush();
@@ -160,11 +125,11 @@ TEST_F(PublisherTest, FlushReturnsOnceEveryMessageHasItsOutcome) {
   EXPECT_THAT(second.get(), IsOk());
 }
 
-TEST_F(PublisherTest, TheDestructorFlushes) {
+TEST_F(PublisherTest, TheDestructorWaitsForEveryMessage) {
   std::vector<IdFuture> futures;
   {
-    Publisher publisher(*client_, "orders", Batching(kDefaultMessages, kDefaultBytes, kNever));
-    for (int i = 0; i < 5; ++i) futures.push_back(publisher.Publish(Message("d")));
+    Publisher publisher(*client_, "orders");
+    for (int i = 0; i < 500; ++i) futures.push_back(publisher.Publish(Message("d")));
   }
   for (IdFuture& future : futures) {
     ASSERT_TRUE(IsReady(future));
@@ -172,31 +137,14 @@ TEST_F(PublisherTest, TheDestructorFlushes) {
   }
 }
 
-TEST_F(PublisherTest, ABadTopicFailsEveryMessageOfTheBatchNamingTheField) {
-  Publisher publisher(*client_, "", Batching(kDefaultMessages, kDefaultBytes, kNever));
+TEST_F(PublisherTest, ABadTopicFailsEveryMessageNamingTheField) {
+  Publisher publisher(*client_, "");
   std::vector<IdFuture> futures;
   for (int i = 0; i < 3; ++i) futures.push_back(publisher.Publish(Message("x")));
   publisher.Flush();
   for (IdFuture& future : futures) {
     EXPECT_THAT(future.get(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("topic")));
   }
-}
-
-TEST_F(PublisherTest, PastTheOutstandingBoundPublishFailsAtOnceWithResourceExhausted) {
-  Publisher publisher(*client_, "orders", OutstandingAtMost(2));
-  IdFuture first = publisher.Publish(Message("1"));
-  IdFuture second = publisher.Publish(Message("2"));
-  IdFuture refused = publisher.Publish(Message("3"));
-  ASSERT_TRUE(IsReady(refused));
-  EXPECT_THAT(refused.get(), StatusIs(absl::StatusCode::kResourceExhausted,
-                                      HasSubstr("max_outstanding_messages=2")));
-  publisher.Flush();
-  EXPECT_THAT(first.get(), IsOk());
-  EXPECT_THAT(second.get(), IsOk());
-  // Answered messages free their room.
-  IdFuture after = publisher.Publish(Message("4"));
-  publisher.Flush();
-  EXPECT_THAT(after.get(), IsOk());
 }
 
 TEST_F(PublisherTest, PublishStreamAnswersEachRequestAndRefusesSendsAfterClose) {

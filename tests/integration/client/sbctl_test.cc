@@ -154,6 +154,18 @@ TEST_F(SbctlTest, BenchPublishEndsWithItsJsonSummary) {
   EXPECT_THAT(bench.stderr_text, HasSubstr("msgs/s"));
 }
 
+TEST_F(SbctlTest, BenchPublisherEndsWithItsJsonSummary) {
+  testing::RunResult bench =
+      Sbctl({"bench", "publisher", "--topic=bench-publisher", "--publishers=4",
+             "--max_in_flight_requests=2", "--size=16", "--duration=1"});
+  ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
+  EXPECT_THAT(LastLine(bench.stdout_text),
+              MatchesRegex("\\{\"mode\":\"publisher\",\"publishers\":4,"
+                           "\"max_in_flight_requests\":2,\"size\":16,.*\"msgs\":[1-9][0-9]*,"
+                           ".*\"errors\":\\{\\}\\}"));
+  EXPECT_EQ(Sbctl({"bench", "publisher", "--publishers=0"}).exit_code, 2);
+}
+
 TEST_F(SbctlTest, BenchConsumeConsumesExactlyWhatItPrepublished) {
   // A topic of its own: the group would also see anything else published there.
   testing::RunResult bench = Sbctl({"bench", "consume", "--topic=bench-consume", "--group=b",

@@ -1,24 +1,38 @@
-// A batching, asynchronous publisher for one topic, in the style of
+// An auto-batching, asynchronous publisher for one topic, in the style of
 // google-cloud-cpp's pubsub::Publisher. Publish() returns at once with a
-// future; messages are gathered into batches (by count, bytes and delay) and
-// sent over one PublishStream, reopened when it breaks.
+// future; messages are sent over one PublishStream, reopened when it breaks.
 //
 //   Publisher publisher(client, "orders");
 //   std::future<absl::StatusOr<std::string>> id = publisher.Publish(message);
 //
+// Batching needs no timer (as Redis clients auto-pipeline): a message
+// published while fewer than `max_in_flight_requests` requests await their
+// answers leaves at once, alone; messages published while that many are in
+// flight queue, and leave together in one request as soon as an answer
+// frees a slot and its futures are resolved (up to `max_batch_messages` /
+// `max_batch_bytes` per request). So a lone message never waits, and under
+// load requests grow by themselves: threads that publish one message each and
+// wait for its id share requests. One request in flight (the default) makes
+// the largest requests; more overlap round trips for a publisher that does
+// not wait, at the cost of smaller requests.
+//
 // Flow control: at most `max_outstanding_messages` / `max_outstanding_bytes`
-// are accepted and not yet answered. Past that, Publish() does NOT block: it
-// returns a future that is already resolved with RESOURCE_EXHAUSTED, so it is
-// safe to call from any callback. (A lone message larger than the byte bound
-// is still accepted when nothing else is outstanding.)
+// are accepted and not yet answered (queued or in flight). Past that,
+// Publish() does NOT block: it returns a future that is already resolved with
+// RESOURCE_EXHAUSTED, so it is safe to call from any callback. (A lone
+// message larger than the byte bound is still accepted when nothing else is
+// outstanding.)
 //
-// Failures are not retried: a batch that fails (a bad topic, or a stream that
-// broke) resolves each of its futures with that status.
+// Failures are not retried: a request that fails (a bad topic, or a stream
+// that broke) resolves each of its futures with that status; what is still
+// queued goes on a new stream.
 //
-// Threads: Publish() and Flush() are thread-safe. The Publisher owns one
-// thread that seals a batch when its delay expires; futures are resolved on
-// gRPC callback threads. Messages of one Publisher are sent in Publish()
-// order; the server may complete pipelined batches in another order.
+// Threads: Publish() and Flush() are thread-safe and never wait for the
+// server. The Publisher has no thread of its own: requests leave from the
+// thread that calls Publish() or from the gRPC callback thread that received
+// an answer, and futures are resolved on gRPC callback threads. Requests
+// leave in Publish() order, so with one request in flight ids increase in
+// Publish() order; with more, the server may complete them in another order.
 #pragma once
 
 #include <cstddef>
@@ -27,19 +41,22 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "absl/time/time.h"
 #include "switchboard/client/client.h"
 #include "switchboard/v1/broker.pb.h"
 
 namespace switchboard::client {
 
 struct PublisherOptions {
-  // A batch is sent when it holds this many messages...
+  // Requests sent and not yet answered; a message published while this many
+  // are in flight waits for the next request. 0 counts as 1. (`sbctl bench
+  // publisher`, 50 threads, Redis backend, a loaded 2-core machine: about
+  // 70,000 msgs/s at 1 against 57,000 at 2 and 55,000 at 4.)
+  std::size_t max_in_flight_requests = 1;
+
+  // Bounds on one request: this many messages (0 counts as 1), and this many
+  // bytes (serialized messages; a single larger message goes alone).
   std::size_t max_batch_messages = 100;
-  // ...or this many bytes (serialized messages)...
   std::size_t max_batch_bytes = 512 * 1024;
-  // ...or when its first message has waited this long.
-  absl::Duration max_batch_delay = absl::Milliseconds(5);
 
   // Bounds on messages accepted by Publish() and not yet answered.
   std::size_t max_outstanding_messages = 10000;
@@ -50,18 +67,21 @@ class Publisher {
  public:
   Publisher(const Client& client, std::string topic, PublisherOptions options = {});
 
-  // Sends what is batched and waits until every message has its outcome.
+  // Waits until every message has its outcome (as Flush()), then closes the
+  // stream.
   ~Publisher();
 
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
 
-  // Queues `message`. The future resolves with its server-assigned id, or
-  // with the error that kept it from being published.
+  // Queues `message`, or sends it at once when a request slot is free. The
+  // future resolves with its server-assigned id, or with the error that kept
+  // it from being published.
   std::future<absl::StatusOr<std::string>> Publish(v1::OutgoingMessage message);
 
-  // Sends the current batch now and blocks until no message is outstanding
-  // (including messages other threads publish meanwhile).
+  // Blocks until no message is outstanding (including messages other threads
+  // publish meanwhile). Nothing needs sending: queued messages already leave
+  // as answers come.
   void Flush();
 
  private:

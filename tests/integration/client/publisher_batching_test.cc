@@ -1,0 +1,236 @@
+// The Publisher's auto-batching, counted request by request against a fake
+// server that holds every PublishStream request until the test answers it
+// (HeldPublishServer): a lone message leaves at once, messages published
+// while requests are in flight leave together in the next one, within the
+// batch bounds, in Publish() order; errors reach exactly the messages of
+// their request; the outstanding bounds count queued messages too. No clock:
+// every count below is exact.
+#include <future>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "switchboard/client/client.h"
+#include "switchboard/client/publisher.h"
+#include "tests/integration/client/held_publish_server.h"
+#include "tests/integration/client/publisher_test_util.h"
+#include "tests/testing/status_matchers.h"
+
+namespace switchboard::client {
+namespace {
+
+using ::switchboard::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+using ::testing::HasSubstr;
+
+PublisherOptions InFlightAtMost(std::size_t requests) {
+  PublisherOptions options;
+  options.max_in_flight_requests = requests;
+  return options;
+}
+
+class PublisherBatchingTest : public ::testing::Test {
+ protected:
+  // Answers whatever is still held before the publisher's destructor waits
+  // for it, so that a failed assertion ends the test instead of hanging it.
+  void TearDown() override {
+    server_.AnswerAll();
+    publisher_.reset();
+  }
+
+  Publisher& Start(PublisherOptions options) {
+    publisher_.emplace(client_, "orders", options);
+    return *publisher_;
+  }
+
+  // Publishes payloads `first`..`last` (as "m<i>") and returns their futures.
+  std::vector<IdFuture> PublishRange(int first, int last) {
+    std::vector<IdFuture> futures;
+    for (int i = first; i <= last; ++i) futures.push_back(publisher_->Publish(Message(Name(i))));
+    return futures;
+  }
+
+  static std::string Name(int i) { return absl::StrCat("m", i); }
+
+  HeldPublishServer server_;
+  Client client_{server_.client_options()};
+  std::optional<Publisher> publisher_;
+};
+
+TEST_F(PublisherBatchingTest, ALoneMessageLeavesAtOnceInARequestOfItsOwn) {
+  Publisher& publisher = Start(PublisherOptions());
+  IdFuture future = publisher.Publish(Message("alone"));
+  // Held by the server, so nothing but the publish itself sent it.
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1));
+  EXPECT_FALSE(IsReady(future));
+  server_.AnswerOldest();
+  EXPECT_EQ(future.get().value(), "1");
+}
+
+TEST_F(PublisherBatchingTest, MessagesPublishedWhileEverySlotIsBusyLeaveTogetherInTheNextRequest) {
+  const std::size_t slots = PublisherOptions().max_in_flight_requests;
+  Publisher& publisher = Start(PublisherOptions());
+  std::vector<IdFuture> futures = PublishRange(0, static_cast<int>(slots) - 1);
+  ASSERT_TRUE(server_.AwaitRequests(slots));
+  std::vector<IdFuture> queued = PublishRange(static_cast<int>(slots), 40);
+  server_.AnswerOldest();  // Frees one slot: the queue leaves in one request.
+  ASSERT_TRUE(server_.AwaitRequests(slots + 1));
+  server_.AnswerAll();
+  publisher.Flush();
+
+  std::vector<std::size_t> sizes(slots, 1);
+  sizes.push_back(41 - slots);
+  EXPECT_THAT(server_.RequestSizes(), ElementsAreArray(sizes));
+  for (IdFuture& future : queued) futures.push_back(std::move(future));
+  for (std::size_t i = 0; i < futures.size(); ++i) {
+    EXPECT_TRUE(futures[i].get().ok()) << i;
+  }
+}
+
+TEST_F(PublisherBatchingTest, ARequestHoldsAtMostMaxBatchMessages) {
+  PublisherOptions options = InFlightAtMost(1);
+  options.max_batch_messages = 2;
+  Start(options);
+  std::vector<IdFuture> futures = PublishRange(0, 0);
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  PublishRange(1, 5);
+  for (std::size_t answered = 1; answered <= 3; ++answered) {
+    server_.AnswerOldest();
+    ASSERT_TRUE(server_.AwaitRequests(answered + 1));
+  }
+  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 2, 2, 1));
+}
+
+TEST_F(PublisherBatchingTest, ZeroRequestBoundsCountAsOne) {
+  PublisherOptions options = InFlightAtMost(0);
+  options.max_batch_messages = 0;
+  Start(options);
+  PublishRange(0, 0);
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  PublishRange(1, 2);
+  for (std::size_t answered = 1; answered <= 2; ++answered) {
+    server_.AnswerOldest();
+    ASSERT_TRUE(server_.AwaitRequests(answered + 1));
+  }
+  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 1, 1));
+}
+
+TEST_F(PublisherBatchingTest, ARequestHoldsAtMostMaxBatchBytesExceptALargerMessageAlone) {
+  PublisherOptions options = InFlightAtMost(1);
+  options.max_batch_bytes = 2 * Message("m0").ByteSizeLong();
+  Publisher& publisher = Start(options);
+  PublishRange(0, 0);
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  PublishRange(1, 3);
+  IdFuture large = publisher.Publish(Message(std::string(100, 'x')));
+  for (std::size_t answered = 1; answered <= 3; ++answered) {
+    server_.AnswerOldest();
+    ASSERT_TRUE(server_.AwaitRequests(answered + 1));
+  }
+  server_.AnswerOldest();
+  EXPECT_THAT(large.get(), ::switchboard::testing::IsOk());
+  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 2, 1, 1));
+}
+
+TEST_F(PublisherBatchingTest, RequestsLeaveAndIdsResolveInPublishOrder) {
+  server_.AnswerAll();
+  Publisher& publisher = Start(PublisherOptions());
+  std::vector<IdFuture> futures = PublishRange(1, 300);
+  publisher.Flush();
+  std::vector<std::string> sent;
+  for (const std::vector<std::string>& payloads : server_.Requests()) {
+    sent.insert(sent.end(), payloads.begin(), payloads.end());
+  }
+  std::vector<std::string> published;
+  for (int i = 1; i <= 300; ++i) published.push_back(Name(i));
+  EXPECT_EQ(sent, published);
+  // The server numbers messages in the order it answers them, which is the
+  // order they arrived: so each future has its own message's id.
+  for (int i = 1; i <= 300; ++i) EXPECT_EQ(futures[i - 1].get().value(), absl::StrCat(i));
+}
+
+TEST_F(PublisherBatchingTest, AFailedRequestFailsExactlyItsOwnMessages) {
+  Start(InFlightAtMost(1));
+  std::vector<IdFuture> failed = PublishRange(0, 0);
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  std::vector<IdFuture> published = PublishRange(1, 2);
+  server_.AnswerOldest(absl::InvalidArgumentError("topic: no such thing"));
+  ASSERT_TRUE(server_.AwaitRequests(2));
+  server_.AnswerOldest();
+  EXPECT_THAT(failed[0].get(), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("topic")));
+  EXPECT_EQ(published[0].get().value(), "1");
+  EXPECT_EQ(published[1].get().value(), "2");
+}
+
+TEST_F(PublisherBatchingTest, ABrokenStreamFailsWhatWasInFlightAndTheQueueGoesOnANewStream) {
+  Publisher& publisher = Start(InFlightAtMost(1));
+  std::vector<IdFuture> in_flight = PublishRange(0, 0);
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  std::vector<IdFuture> queued = PublishRange(1, 3);
+  server_.EndStreams();
+  ASSERT_TRUE(server_.AwaitRequests(2));
+  server_.AnswerOldest();
+  EXPECT_THAT(in_flight[0].get(), StatusIs(absl::StatusCode::kCancelled));
+  for (IdFuture& future : queued) EXPECT_TRUE(future.get().ok());
+  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 3));
+  EXPECT_EQ(server_.streams_opened(), 2);
+  // The ended stream is released by this thread; the publisher goes on.
+  IdFuture after = publisher.Publish(Message("after"));
+  ASSERT_TRUE(server_.AwaitRequests(3));
+  server_.AnswerOldest();
+  EXPECT_TRUE(after.get().ok());
+}
+
+TEST_F(PublisherBatchingTest, QueuedMessagesCountAgainstTheOutstandingBounds) {
+  PublisherOptions options = InFlightAtMost(1);
+  options.max_outstanding_messages = 3;
+  Publisher& publisher = Start(options);
+  std::vector<IdFuture> accepted = PublishRange(0, 2);  // One in flight, two queued.
+  IdFuture refused = publisher.Publish(Message("m3"));
+  ASSERT_TRUE(IsReady(refused));
+  EXPECT_THAT(refused.get(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                      HasSubstr("max_outstanding_messages=3")));
+  server_.AnswerAll();
+  publisher.Flush();
+  for (IdFuture& future : accepted) EXPECT_TRUE(future.get().ok());
+  // Answered messages free their room.
+  EXPECT_TRUE(publisher.Publish(Message("m4")).get().ok());
+}
+
+TEST_F(PublisherBatchingTest, TheByteBoundRefusesAMessageUnlessNothingIsOutstanding) {
+  PublisherOptions options = InFlightAtMost(1);
+  options.max_outstanding_bytes = 150;
+  Publisher& publisher = Start(options);
+  IdFuture large = publisher.Publish(Message(std::string(200, 'x')));  // Alone: accepted.
+  IdFuture refused = publisher.Publish(Message("small"));
+  ASSERT_TRUE(IsReady(refused));
+  EXPECT_THAT(refused.get(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                      HasSubstr("max_outstanding_bytes=150")));
+  server_.AnswerAll();
+  EXPECT_TRUE(large.get().ok());
+}
+
+TEST_F(PublisherBatchingTest, TheDestructorSendsTheQueueAndWaitsForEveryAnswer) {
+  Start(InFlightAtMost(1));
+  std::vector<IdFuture> futures = PublishRange(0, 9);
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  std::thread destroy([this] { publisher_.reset(); });
+  server_.AnswerOldest();
+  EXPECT_TRUE(server_.AwaitRequests(2));
+  server_.AnswerAll();  // No assertion before the join: it would leave the thread running.
+  destroy.join();
+  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 9));
+  for (IdFuture& future : futures) {
+    ASSERT_TRUE(IsReady(future));
+    EXPECT_TRUE(future.get().ok());
+  }
+}
+
+}  // namespace
+}  // namespace switchboard::client

@@ -111,6 +111,7 @@ class RedisBrokerTest : public ::testing::Test {
     options.connection.reconnect_initial = absl::Milliseconds(20);
     options.connection.reconnect_max = absl::Milliseconds(200);
     options.maintenance_interval = absl::Milliseconds(100);
+    options.enable_sync_barrier = true;  // Sync().
     brokers_.push_back(std::make_unique<RedisBroker>(dispatcher_, dispatcher_, std::move(options),
                                                      TopicPolicies(std::move(topics)), observer_,
                                                      connection_observer_));

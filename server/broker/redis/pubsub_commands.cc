@@ -6,6 +6,10 @@
 
 namespace switchboard::broker::redis {
 
+Command PublishCommand(absl::string_view channel, absl::string_view value) {
+  return Command::Of({"PUBLISH", channel, value});
+}
+
 Command SubscribeCommand(absl::string_view pattern) {
   return Command::Of({common::IsTopicPrefixPattern(pattern) ? "PSUBSCRIBE" : "SUBSCRIBE", pattern});
 }

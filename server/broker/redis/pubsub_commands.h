@@ -1,9 +1,10 @@
 // The Redis Pub/Sub commands of the Redis backend's ephemeral topics, and the
 // reader of what the subscriber connection pushes.
 //
-// Used by PubSubChannels on the broker's dispatcher; kept apart so they are
-// unit-tested without a redis-server (tests/unit/redis/pubsub_commands_test.cc).
-// Pure functions, any thread.
+// Used by PubSubChannels, RedisBroker's publishing and SyncBarrier on the
+// broker's dispatcher; kept apart so they are unit-tested without a
+// redis-server (tests/unit/redis/pubsub_commands_test.cc). Pure functions,
+// any thread.
 #pragma once
 
 #include <optional>
@@ -14,6 +15,9 @@
 #include "server/broker/redis/reply.h"
 
 namespace switchboard::broker::redis {
+
+// `PUBLISH <channel> <value>`.
+Command PublishCommand(absl::string_view channel, absl::string_view value);
 
 // `PSUBSCRIBE <pattern>` for a prefix pattern ("news.*": topic names have no
 // glob characters, so the pattern is its own Redis glob), else

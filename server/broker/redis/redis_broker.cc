@@ -17,6 +17,7 @@
 #include "server/broker/redis/lease_keeper.h"
 #include "server/broker/redis/message_codec.h"
 #include "server/broker/redis/pubsub_channels.h"
+#include "server/broker/redis/pubsub_commands.h"
 #include "server/broker/redis/stream_groups.h"
 #include "server/broker/redis/sync_barrier.h"
 #include "server/common/log.h"
@@ -174,7 +175,7 @@ class RedisBroker::State {
     for (OutgoingMessage& outgoing : messages) {
       Message message{ids_.Next(now), topic, std::move(outgoing.payload),
                       std::move(outgoing.attributes), now};
-      commands.push_back(Command::Of({"PUBLISH", topic, redis::EncodeEphemeral(message)}));
+      commands.push_back(redis::PublishCommand(topic, redis::EncodeEphemeral(message)));
       ids.push_back(std::move(message.id));
     }
     lanes_.Send(lane, std::move(commands),

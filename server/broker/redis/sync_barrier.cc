@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "server/broker/redis/pubsub_commands.h"
+
 namespace switchboard::broker::redis {
 
 SyncBarrier::SyncBarrier(std::string channel, CommandLanes& lanes, PubSubChannels& channels,
@@ -48,11 +50,10 @@ void SyncBarrier::Start() {
   if (channels_.subscribed(channel_)) {
     ++waits_;
     awaiting_marker_ = true;
-    lanes_.Send(kSharedLane, Command::Of({"PUBLISH", channel_, "sync"}),
-                [this](absl::StatusOr<Reply> reply) {
-                  // Without a receiver the marker never comes.
-                  if ((!reply.ok() || reply->integer == 0) && awaiting_marker_) MarkerArrived();
-                });
+    lanes_.Send(kSharedLane, PublishCommand(channel_, "sync"), [this](absl::StatusOr<Reply> reply) {
+      // Without a receiver the marker never comes.
+      if ((!reply.ok() || reply->integer == 0) && awaiting_marker_) MarkerArrived();
+    });
   }
   MaybeRelease();
 }

@@ -13,6 +13,11 @@ using replies::Array;
 using replies::Integer;
 using replies::String;
 
+TEST(PubSubCommandsTest, PublishSendsTheValueOnTheChannel) {
+  EXPECT_EQ(PublishCommand("news", "v\r\n").wire(),
+            Command::Of({"PUBLISH", "news", "v\r\n"}).wire());
+}
+
 TEST(PubSubCommandsTest, PrefixPatternsSubscribeByPattern) {
   EXPECT_EQ(SubscribeCommand("news").wire(), Command::Of({"SUBSCRIBE", "news"}).wire());
   EXPECT_EQ(SubscribeCommand("news.*").wire(), Command::Of({"PSUBSCRIBE", "news.*"}).wire());

@@ -44,6 +44,7 @@ class RedisBackend final : public ConformanceBackend {
     EXPECT_EQ(redis->Command({"FLUSHALL"}).value_or("failed"), "OK");
     broker::RedisBrokerOptions options;
     options.connection.port = static_cast<uint16_t>(redis->port());
+    options.enable_sync_barrier = true;  // Quiesce().
     auto broker = std::make_unique<broker::RedisBroker>(
         dispatcher, io_, std::move(options), std::move(policies), observer, connection_observer_);
     // Tests start talking at once: wait until the connections are up.

@@ -17,7 +17,8 @@
 //     and keep working while the command connection reconnects. Their
 //     blocking reads still share the group's reader.
 //
-// Leases live in this process (LeaseTable); Redis only fetches and acks:
+// Leases live in this process (LeaseTable); Redis only fetches and acks
+// (stream_groups.h, lease_keeper.h):
 //   * first deliveries come from XREADGROUP, only while a consumer has
 //     credits; `delivery_attempt` is Redis' delivery count;
 //   * ack is XACK; nack, expiry and a closed stream redeliver at once
@@ -43,6 +44,12 @@
 // after reconnect they resume by themselves (subscriptions are renewed,
 // reads restart, lost consumer groups are recreated).
 //
+// Parts: connection_set.h (the connections, on `io`), command_lanes.h,
+// pubsub_channels.h (ephemeral topics), stream_groups.h and blocking_reads.h
+// (durable topics), lease_keeper.h (the periodic pass), sync_barrier.h
+// (Sync(), tests only); stream_commands.h and pubsub_commands.h build the
+// commands and read the replies.
+//
 // Lifetime: both dispatchers must keep running until Shutdown() returns;
 // `observer` and `connection_observer` must outlive the broker. Handles
 // follow broker.h.
@@ -62,6 +69,9 @@
 #include "server/event/dispatcher_impl.h"
 
 namespace switchboard::broker {
+namespace redis {
+class ConnectionSet;
+}  // namespace redis
 
 struct RedisBrokerOptions {
   redis::ConnectionOptions connection;
@@ -76,6 +86,10 @@ struct RedisBrokerOptions {
   // This process' consumer name in every group; empty: derived from the
   // host name, the process id and a random tag.
   std::string consumer_name;
+  // Makes Sync() available, at the cost of one more subscription
+  // (switchboard:sync:<random>) on the subscriber connection, which health
+  // waits for. Tests only.
+  bool enable_sync_barrier = false;
 };
 
 class RedisBroker final : public Broker {
@@ -102,7 +116,8 @@ class RedisBroker final : public Broker {
   // every command issued so far has its reply, every message Redis had sent
   // the subscriber connection has been handed on, and every blocking read has
   // been interrupted and re-issued (so entries waiting for it were read).
-  // Used by tests to assert that something did not happen.
+  // Used by tests to assert that something did not happen. Needs
+  // `enable_sync_barrier`; without it, logs an error and runs `done` at once.
   void Sync(absl::AnyInvocable<void()> done);
 
   // Stops new work, waits for pending commands (publishes among them) to be
@@ -113,7 +128,6 @@ class RedisBroker final : public Broker {
   void Shutdown() override;
 
  private:
-  class Io;
   class State;
 
   event::Dispatcher& dispatcher_;
@@ -125,7 +139,7 @@ class RedisBroker final : public Broker {
   std::atomic<bool> serving_{false};
 
   // Owned here, used and freed on their dispatchers (Shutdown()).
-  std::unique_ptr<Io> io_;
+  std::unique_ptr<redis::ConnectionSet> connections_;
   std::unique_ptr<State> state_;
   StateGate<State> gate_;
 };

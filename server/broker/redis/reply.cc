@@ -54,4 +54,12 @@ absl::Status RedisErrorStatus(absl::string_view error) {
   return absl::InternalError(message);
 }
 
+absl::Status FirstError(const std::vector<absl::StatusOr<Reply>>& replies) {
+  for (const absl::StatusOr<Reply>& reply : replies) {
+    if (!reply.ok()) return reply.status();
+    if (reply->is_error()) return reply->status();
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace switchboard::broker::redis

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 struct redisReply;
@@ -47,5 +48,9 @@ absl::Status RedisErrorStatus(absl::string_view error);
 
 // True when `error` starts with the error code `code` ("NOGROUP", "BUSYGROUP").
 bool HasErrorCode(absl::string_view error, absl::string_view code);
+
+// The first failure among the replies of a pipelined batch: a transport
+// status or a Redis error; OK when there is none.
+absl::Status FirstError(const std::vector<absl::StatusOr<Reply>>& replies);
 
 }  // namespace switchboard::broker::redis

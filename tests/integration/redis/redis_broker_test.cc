@@ -102,15 +102,16 @@ class RedisBrokerTest : public ::testing::Test {
   }
 
   // A broker on the test's dispatcher, once it serves; `health` (optional)
-  // records its reports.
+  // records its reports. Sync() needs `sync_barrier`.
   RedisBroker& AddBroker(std::vector<TopicDeclaration> topics, HealthLog* health = nullptr,
-                         uint32_t max_reader_connections = 8) {
+                         uint32_t max_reader_connections = 8, bool sync_barrier = true) {
     RedisBrokerOptions options;
     options.connection.port = static_cast<uint16_t>(redis_->port());
     options.max_reader_connections = max_reader_connections;
     options.connection.reconnect_initial = absl::Milliseconds(20);
     options.connection.reconnect_max = absl::Milliseconds(200);
     options.maintenance_interval = absl::Milliseconds(100);
+    options.enable_sync_barrier = sync_barrier;
     brokers_.push_back(std::make_unique<RedisBroker>(dispatcher_, dispatcher_, std::move(options),
                                                      TopicPolicies(std::move(topics)), observer_,
                                                      connection_observer_));
@@ -160,6 +161,21 @@ class RedisBrokerTest : public ::testing::Test {
   std::unique_ptr<RedisServer> redis_;
   std::vector<std::unique_ptr<RedisBroker>> brokers_;
 };
+
+// The sync barrier is for tests: a broker subscribes its marker channel only
+// when asked to. Serving waits for every wanted subscription, so whatever a
+// broker subscribes is there once AddBroker() returns.
+TEST_F(RedisBrokerTest, OnlyABrokerWithTheSyncBarrierSubscribesItsMarkerChannel) {
+  StartServer();
+  const std::vector<std::string> list_markers = {"PUBSUB", "CHANNELS", "switchboard:sync:*"};
+  AddBroker({Ephemeral("alerts")}, nullptr, 8, /*sync_barrier=*/false);
+  EXPECT_EQ(redis_->Command(list_markers).value_or("failed"), "");
+
+  AddBroker({Ephemeral("alerts")}, nullptr, 8, /*sync_barrier=*/true);
+  const std::string markers = redis_->Command(list_markers).value_or("failed");
+  EXPECT_TRUE(absl::StartsWith(markers, "switchboard:sync:")) << markers;
+  EXPECT_EQ(std::count(markers.begin(), markers.end(), '\n'), 0) << markers;
+}
 
 // DESIGN.md §3: 100 worker streams (40 publishing, 30 subscribed to 5
 // ephemeral topics, 30 consuming in 2 groups) share 4 connections.

@@ -5,6 +5,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/unit/redis/reply_builders.h"
 
 namespace switchboard::broker::redis {
 namespace {
@@ -12,20 +13,8 @@ namespace {
 using ::switchboard::testing::IsOk;
 using ::switchboard::testing::StatusIs;
 using std::string_literals::operator""s;
-
-Reply String(std::string value) {
-  Reply reply;
-  reply.type = Reply::Type::kString;
-  reply.str = std::move(value);
-  return reply;
-}
-
-Reply Array(std::vector<Reply> elements) {
-  Reply reply;
-  reply.type = Reply::Type::kArray;
-  reply.elements = std::move(elements);
-  return reply;
-}
+using replies::Array;
+using replies::String;
 
 TEST(MessageCodecTest, EphemeralMessagesRoundTripWithEveryField) {
   Message message{"1700000000123-7",

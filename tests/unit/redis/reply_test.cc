@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -69,6 +70,19 @@ TEST(ReplyTest, ErrorCodesMatchWholeWords) {
   EXPECT_TRUE(HasErrorCode("BUSYGROUP", "BUSYGROUP"));
   EXPECT_FALSE(HasErrorCode("BUSYGROUP Consumer Group name already exists", "BUSY"));
   EXPECT_FALSE(HasErrorCode("ERR NOGROUP", "NOGROUP"));
+}
+
+TEST(ReplyTest, FirstErrorIsTheEarliestTransportOrRedisFailure) {
+  using Replies = std::vector<absl::StatusOr<Reply>>;
+  EXPECT_THAT(FirstError(Replies{Parse(":1\r\n"), Parse("+OK\r\n")}), IsOk());
+  EXPECT_THAT(FirstError(Replies{}), IsOk());
+  const absl::Status first =
+      FirstError(Replies{Parse(":1\r\n"), Parse("-OOM command not allowed\r\n"),
+                         absl::UnavailableError("connection lost")});
+  EXPECT_THAT(first, StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(first.message(), "redis: OOM command not allowed");
+  EXPECT_THAT(FirstError(Replies{absl::DeadlineExceededError("timeout"), Parse("-ERR x\r\n")}),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
 }
 
 }  // namespace

@@ -50,11 +50,11 @@
 # runs (default 3) of DURATION seconds (default 10). Prints one Markdown
 # table, then the load average before and after (the machine's other work
 # skews every figure). Not part of the default test run: it takes about
-# 21 * RUNS * DURATION seconds. On a shared machine run it as
+# 23 * RUNS * DURATION seconds. On a shared machine run it as
 # `nice -n -10 tests/perf/bench_rpc.sh` (as root).
 #
 # PIN=1 measures instead the throughput rows (a), (b) and (c) twice, with
-# taskset: first the proxies (both switchboards, floor_proxy, the nginx
+# taskset: first the proxies (the switchboards, floor_proxy, the nginx
 # proxy's master and workers: every thread) pinned to CPU 0 and the provider
 # and load generator (wrk or sbctl) to the other CPUs, then the proxies
 # pinned to CPUs 0-1 and the rest to the CPUs beyond (none on a 2-core
@@ -62,7 +62,7 @@
 # sharing them with the proxy as in the unpinned run). The first is what a
 # proxy does with one core of its own; on a 2-core machine the provider
 # and the load generator then share the other core. Prints its own table
-# (about 16 * RUNS * DURATION seconds).
+# (about 20 * RUNS * DURATION seconds).
 #
 #   tests/perf/bench_rpc.sh [BUILD_DIR]   (default build/release)
 set -euo pipefail

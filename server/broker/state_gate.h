@@ -1,12 +1,12 @@
 // StateGate: the thread-safe front of a broker whose state lives on one
 // dispatcher thread (MemoryBroker, RedisBroker).
 //
-// A PostingGate (server/event/posting_gate.h) with the Broker calls on top:
-// the broker's public methods may be called from any thread; they post
-// closures that run with the broker's State on its dispatcher. Once Close()
-// has run, closures run with nullptr instead, so calls after shutdown fail
-// with the gate's shut-down status and handles that outlive the state (a
-// Subscription destroyed late) do nothing.
+// An Anchor (server/event/anchor.h) with the Broker calls on top: the
+// broker's public methods may be called from any thread; they post closures
+// (never inline) that run with the broker's State on its dispatcher. Once
+// Close() has run, closures run with nullptr instead, so calls after
+// shutdown fail with the gate's shut-down status and handles that outlive
+// the state (a Subscription destroyed late) do nothing.
 //
 // `State` offers, on its dispatcher thread:
 //   void Publish(const std::string& topic, std::vector<OutgoingMessage>,
@@ -36,25 +36,25 @@
 #include "server/broker/broker.h"
 #include "server/broker/sink_guard.h"
 #include "server/broker/topic_policy.h"
+#include "server/event/anchor.h"
 #include "server/event/dispatcher.h"
-#include "server/event/posting_gate.h"
 
 namespace switchboard::broker {
 
 template <typename State>
-class StateGate : public event::PostingGate<State> {
+class StateGate : public event::Anchor<State> {
  public:
-  using event::PostingGate<State>::Run;
+  using event::Anchor<State>::Post;
 
   // `shut_down` is what calls get once the gate is closed.
   StateGate(event::Dispatcher& dispatcher, State* state, absl::Status shut_down)
-      : event::PostingGate<State>(dispatcher, state), shut_down_(std::move(shut_down)) {}
+      : event::Anchor<State>(dispatcher, state), shut_down_(std::move(shut_down)) {}
 
   const absl::Status& shut_down_error() const { return shut_down_; }
 
   void Publish(std::string topic, std::vector<OutgoingMessage> messages, PublishCallback done) {
-    Run([this, topic = std::move(topic), messages = std::move(messages),
-         done = std::move(done)](State* state) mutable {
+    Post([this, topic = std::move(topic), messages = std::move(messages),
+          done = std::move(done)](State* state) mutable {
       if (state == nullptr) {
         done(shut_down_);
         return;
@@ -70,7 +70,7 @@ class StateGate : public event::PostingGate<State> {
                                                           SubscriberSink& sink) {
     auto guard = std::make_shared<SinkGuard<SubscriberSink>>(sink);
     const uint64_t id = next_handle_id_.fetch_add(1);
-    const bool running = Run([id, pattern = std::move(pattern), &policy, guard](State* state) {
+    const bool running = Post([id, pattern = std::move(pattern), &policy, guard](State* state) {
       if (state != nullptr) state->AddSubscriber(id, pattern, policy, guard);
     });
     if (!running) return shut_down_;
@@ -82,7 +82,7 @@ class StateGate : public event::PostingGate<State> {
                                                            ConsumerSink& sink) {
     auto guard = std::make_shared<SinkGuard<ConsumerSink>>(sink);
     const uint64_t id = next_handle_id_.fetch_add(1);
-    const bool running = Run([id, options = std::move(options), guard](State* state) mutable {
+    const bool running = Post([id, options = std::move(options), guard](State* state) mutable {
       if (state != nullptr) state->AddSession(id, std::move(options), guard);
     });
     if (!running) return shut_down_;
@@ -98,13 +98,13 @@ class StateGate : public event::PostingGate<State> {
 
     ~SubscriptionHandle() override {
       sink_->Detach();
-      gate_.Run([id = id_](State* state) {
+      gate_.Post([id = id_](State* state) {
         if (state != nullptr) state->RemoveSubscriber(id);
       });
     }
 
     void Ready() override {
-      gate_.Run([id = id_](State* state) {
+      gate_.Post([id = id_](State* state) {
         if (state != nullptr) state->SubscriberReady(id);
       });
     }
@@ -122,13 +122,13 @@ class StateGate : public event::PostingGate<State> {
 
     ~SessionHandle() override {
       sink_->Detach();
-      gate_.Run([id = id_](State* state) {
+      gate_.Post([id = id_](State* state) {
         if (state != nullptr) state->RemoveSession(id);
       });
     }
 
     void Settle(LeaseUpdate update, absl::AnyInvocable<void(LeaseUpdateResult)> done) override {
-      gate_.Run(
+      gate_.Post(
           [id = id_, update = std::move(update), done = std::move(done)](State* state) mutable {
             if (state != nullptr) state->Settle(id, update, std::move(done));
           });

@@ -26,8 +26,7 @@ absl::string_view OriginOf(absl::string_view url) {
 // requests carries each of the sharded pool's.
 class ShardedHttpPool::ShardCore final : public HttpPoolObserver {
  public:
-  ShardCore(event::Dispatcher& home, bool on_home, std::weak_ptr<Inbox> inbox)
-      : home_(home), on_home_(on_home), inbox_(std::move(inbox)) {}
+  explicit ShardCore(event::Anchor<ShardedHttpPool> home) : home_(std::move(home)) {}
 
   void Start(const ShardFactory& make_pool, size_t index, int connections_per_host) {
     pool_ = make_pool(index, connections_per_host, *this);
@@ -61,21 +60,15 @@ class ShardedHttpPool::ShardCore final : public HttpPoolObserver {
   void OnRequestDone(const RequestOutcome&) override {}
 
  private:
-  // Runs `fn` with the sharded pool on the home dispatcher, unless the pool
-  // is gone by then.
+  // Runs `fn` with the sharded pool on the home dispatcher (inline for the
+  // shard on it), unless the pool is gone by then.
   void ToHome(absl::AnyInvocable<void(ShardedHttpPool& pool)> fn) {
-    if (on_home_) {
-      if (std::shared_ptr<Inbox> inbox = inbox_.lock()) fn(*inbox->pool);
-      return;
-    }
-    home_.Post([inbox = inbox_, fn = std::move(fn)]() mutable {
-      if (std::shared_ptr<Inbox> live = inbox.lock()) fn(*live->pool);
+    home_.Run([fn = std::move(fn)](ShardedHttpPool* pool) mutable {
+      if (pool != nullptr) fn(*pool);
     });
   }
 
-  event::Dispatcher& home_;
-  const bool on_home_;
-  const std::weak_ptr<Inbox> inbox_;
+  const event::Anchor<ShardedHttpPool> home_;
   // The sharded pool's request ids, to the pool's. Declared before pool_:
   // the pool's destructor runs callbacks that erase from it.
   absl::flat_hash_map<RequestId, RequestId> requests_;
@@ -85,7 +78,7 @@ class ShardedHttpPool::ShardCore final : public HttpPoolObserver {
 ShardedHttpPool::ShardedHttpPool(event::Dispatcher& home, std::vector<event::Dispatcher*> shards,
                                  ShardedHttpPoolOptions options, ShardFactory make_pool,
                                  HttpPoolObserver& observer)
-    : home_(home), observer_(observer), inbox_(std::make_shared<Inbox>(Inbox{this})) {
+    : home_(home), observer_(observer), anchor_(home, this) {
   if (shards.empty()) shards.push_back(&home);
   const std::vector<int> shares = ConnectionShares(options.max_connections_per_host, shards.size());
   for (size_t i = 0; i < shares.size(); ++i) {
@@ -94,14 +87,14 @@ ShardedHttpPool::ShardedHttpPool(event::Dispatcher& home, std::vector<event::Dis
     shard.home = shards[i] == &home;
     shard.capacity = static_cast<size_t>(shares[i]) *
                      static_cast<size_t>(std::max(options.requests_per_connection, 1));
-    shard.core = new ShardCore(home, shard.home, inbox_);
+    shard.core = new ShardCore(anchor_);
     OnShard(
         i, [make_pool, i, share = shares[i]](ShardCore& core) { core.Start(make_pool, i, share); });
   }
 }
 
 ShardedHttpPool::~ShardedHttpPool() {
-  inbox_.reset();  // No shard's closure reaches this pool any more.
+  anchor_.Clear();  // No shard's closure reaches this pool any more.
   absl::flat_hash_map<RequestId, Pending> pending = std::move(pending_);
   for (auto& [id, request] : pending) {
     observer_.OnRequestDone(

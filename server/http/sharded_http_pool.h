@@ -19,9 +19,9 @@
 //
 // Ownership and threads: the sharded pool owns its shards. Each shard's pool
 // is made, used and destroyed on its own dispatcher's thread, through
-// closures posted there in order. Results and connection events come back as
-// closures posted to the home dispatcher; they check a token that the
-// sharded pool revokes at destruction, so none reaches it afterwards.
+// closures posted there in order. Results and connection events come back
+// through the pool's Anchor (server/event/anchor.h), which the pool clears
+// at destruction, so none reaches it afterwards.
 // Destroying the sharded pool answers its open requests with UNAVAILABLE
 // (from the destructor, as HttpPool says) and posts each remote shard's
 // destruction to its dispatcher, which must run until then: shut the shards'
@@ -40,6 +40,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "server/event/anchor.h"
 #include "server/event/dispatcher.h"
 #include "server/http/http_pool.h"
 
@@ -90,10 +91,6 @@ class ShardedHttpPool final : public HttpPool {
 
  private:
   class ShardCore;
-  // The home side's liveness token, which shards' closures check.
-  struct Inbox {
-    ShardedHttpPool* pool;
-  };
   struct Shard {
     event::Dispatcher* dispatcher = nullptr;
     bool home = false;    // On the home dispatcher: called directly.
@@ -117,7 +114,8 @@ class ShardedHttpPool final : public HttpPool {
 
   event::Dispatcher& home_;
   HttpPoolObserver& observer_;
-  std::shared_ptr<Inbox> inbox_;
+  // How shards reach this pool (cleared at destruction).
+  event::Anchor<ShardedHttpPool> anchor_;
   std::vector<Shard> shards_;
   // Requests in flight to each host (origin), by shard.
   absl::node_hash_map<std::string, std::vector<size_t>> hosts_;

@@ -37,7 +37,7 @@ Upstreams::~Upstreams() { Shutdown(); }
 Upstreams::CallHandle Upstreams::Call(absl::string_view name, UpstreamCall call,
                                       AnswerCallback done) {
   CallHandle handle{std::string(name), next_id_.fetch_add(1)};
-  gate_.Run([handle, call = std::move(call), done = std::move(done)](Clients* clients) mutable {
+  gate_.Post([handle, call = std::move(call), done = std::move(done)](Clients* clients) mutable {
     if (clients == nullptr) {
       done(absl::UnavailableError("the upstream proxy is shutting down"));
       return;
@@ -48,14 +48,14 @@ Upstreams::CallHandle Upstreams::Call(absl::string_view name, UpstreamCall call,
 }
 
 void Upstreams::Cancel(const CallHandle& handle) {
-  gate_.Run([handle](Clients* clients) {
+  gate_.Post([handle](Clients* clients) {
     if (clients != nullptr) clients->at(handle.upstream)->Cancel(handle.id);
   });
 }
 
 void Upstreams::DescribeLimit(absl::string_view name,
                               absl::AnyInvocable<void(absl::StatusOr<LimitDescription>)> done) {
-  gate_.Run([this, name = std::string(name), done = std::move(done)](Clients* clients) mutable {
+  gate_.Post([this, name = std::string(name), done = std::move(done)](Clients* clients) mutable {
     if (clients == nullptr) {
       done(absl::UnavailableError("the upstream proxy is shutting down"));
       return;

@@ -21,8 +21,8 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "server/event/anchor.h"
 #include "server/event/dispatcher.h"
-#include "server/event/posting_gate.h"
 #include "server/ratelimit/client_quotas.h"
 #include "server/ratelimit/lease_service.h"
 #include "server/upstream/upstream_client.h"
@@ -87,7 +87,7 @@ class Upstreams final : public UpstreamProxy {
   // which hold them.
   std::unique_ptr<ratelimit::ClientQuotas> quotas_;
   std::unique_ptr<Clients> clients_;
-  event::PostingGate<Clients> gate_;
+  event::Anchor<Clients> gate_;
 };
 
 }  // namespace switchboard::upstream

@@ -373,7 +373,7 @@ absl::StatusOr<std::unique_ptr<ConsumerSession>> MemoryBroker::Consume(ConsumeOp
 }
 
 void MemoryBroker::WatchHealth(absl::AnyInvocable<void(bool serving)> watcher) {
-  gate_.Run([watcher = std::move(watcher)](State* state) mutable { watcher(state != nullptr); });
+  gate_.Post([watcher = std::move(watcher)](State* state) mutable { watcher(state != nullptr); });
 }
 
 void MemoryBroker::Shutdown() {

@@ -9,8 +9,9 @@
 
 namespace switchboard::broker::redis {
 
-BlockingReads::BlockingReads(event::Dispatcher& dispatcher, Anchor<ConnectionSet> connections,
-                             BlockingReadOptions options, CommandLanes& lanes, StreamGroups& groups)
+BlockingReads::BlockingReads(event::Dispatcher& dispatcher,
+                             event::Anchor<ConnectionSet> connections, BlockingReadOptions options,
+                             CommandLanes& lanes, StreamGroups& groups)
     : connections_(std::move(connections)),
       options_(options),
       lanes_(lanes),

@@ -22,11 +22,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/broker/redis/anchor.h"
 #include "server/broker/redis/command_lanes.h"
 #include "server/broker/redis/connection_set.h"
 #include "server/broker/redis/reply.h"
 #include "server/broker/redis/topic_group.h"
+#include "server/event/anchor.h"
 #include "server/event/dispatcher.h"
 
 namespace switchboard::broker::redis {
@@ -41,7 +41,7 @@ struct BlockingReadOptions {
 
 class BlockingReads {
  public:
-  BlockingReads(event::Dispatcher& dispatcher, Anchor<ConnectionSet> connections,
+  BlockingReads(event::Dispatcher& dispatcher, event::Anchor<ConnectionSet> connections,
                 BlockingReadOptions options, CommandLanes& lanes, StreamGroups& groups);
   ~BlockingReads();
 
@@ -99,14 +99,14 @@ class BlockingReads {
   void Unblock(GroupReads& group);
   void OnBlockingRead(const std::string& name, absl::StatusOr<Reply> reply);
 
-  Anchor<ConnectionSet> connections_;
+  event::Anchor<ConnectionSet> connections_;
   const BlockingReadOptions options_;
   CommandLanes& lanes_;
   StreamGroups& groups_;
   bool stopped_ = false;
   std::map<std::string, GroupReads> reads_;  // By group name.
   std::deque<ReaderSlot> readers_;           // By index; a deque keeps references stable.
-  Anchor<BlockingReads> self_;
+  event::Anchor<BlockingReads> self_;
 };
 
 }  // namespace switchboard::broker::redis

@@ -6,7 +6,7 @@ namespace switchboard::broker::redis {
 
 absl::Status ShutDownError() { return absl::UnavailableError("the redis broker is shut down"); }
 
-CommandLanes::CommandLanes(event::Dispatcher& dispatcher, Anchor<ConnectionSet> connections,
+CommandLanes::CommandLanes(event::Dispatcher& dispatcher, event::Anchor<ConnectionSet> connections,
                            const TopicPolicies& policies, absl::AnyInvocable<void()> on_idle)
     : connections_(std::move(connections)), on_idle_(std::move(on_idle)), self_(dispatcher, this) {
   for (const TopicDeclaration* declaration : ExclusiveDeclarations(policies)) {

@@ -17,9 +17,9 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
-#include "server/broker/redis/anchor.h"
 #include "server/broker/redis/connection_set.h"
 #include "server/broker/topic_policy.h"
+#include "server/event/anchor.h"
 #include "server/event/dispatcher.h"
 
 namespace switchboard::broker::redis {
@@ -33,7 +33,7 @@ class CommandLanes {
  public:
   // `on_idle` runs whenever the handler of the last pending command returned.
   // `policies` must outlive the lanes.
-  CommandLanes(event::Dispatcher& dispatcher, Anchor<ConnectionSet> connections,
+  CommandLanes(event::Dispatcher& dispatcher, event::Anchor<ConnectionSet> connections,
                const TopicPolicies& policies, absl::AnyInvocable<void()> on_idle);
   ~CommandLanes();
 
@@ -61,13 +61,13 @@ class CommandLanes {
  private:
   void EndCommand();
 
-  Anchor<ConnectionSet> connections_;
+  event::Anchor<ConnectionSet> connections_;
   absl::AnyInvocable<void()> on_idle_;
   // By lane: the shared connection, then one per exclusive declaration.
   std::vector<bool> ready_ = {false};
   std::map<const TopicPolicy*, size_t> exclusive_lanes_;
   size_t pending_ = 0;  // Commands sent whose replies are not handled yet.
-  Anchor<CommandLanes> self_;
+  event::Anchor<CommandLanes> self_;
 };
 
 }  // namespace switchboard::broker::redis

@@ -2,7 +2,7 @@
 // dispatcher (DESIGN.md §3).
 //
 // Owned by RedisBroker; knows nothing of topics or groups. The broker's
-// components reach it through an Anchor<ConnectionSet> (CommandLanes,
+// components reach it through an event::Anchor<ConnectionSet> (CommandLanes,
 // PubSubChannels, BlockingReads), and it reports connection events back
 // through the Events the broker gives Start().
 //
@@ -21,11 +21,11 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "server/broker/redis/anchor.h"
 #include "server/broker/redis/command.h"
 #include "server/broker/redis/connection.h"
 #include "server/broker/redis/reply.h"
 #include "server/broker/topic_policy.h"
+#include "server/event/anchor.h"
 #include "server/event/dispatcher_impl.h"
 
 namespace switchboard::broker::redis {
@@ -61,7 +61,7 @@ class ConnectionSet {
   ConnectionSet& operator=(const ConnectionSet&) = delete;
 
   // How the broker's components reach this set.
-  const Anchor<ConnectionSet>& anchor() const { return anchor_; }
+  const event::Anchor<ConnectionSet>& anchor() const { return anchor_; }
 
   // Connects, and ticks every `maintenance_interval`. Call once.
   void Start(Events events);
@@ -114,7 +114,7 @@ class ConnectionSet {
   std::vector<std::unique_ptr<Connection>> exclusive_;  // Lane i + 1 is exclusive_[i].
   std::deque<Reader> readers_;  // By index; a deque keeps references stable.
   std::unique_ptr<event::Timer> maintenance_timer_;
-  Anchor<ConnectionSet> anchor_;
+  event::Anchor<ConnectionSet> anchor_;
 };
 
 }  // namespace switchboard::broker::redis

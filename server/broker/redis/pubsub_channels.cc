@@ -11,7 +11,7 @@
 
 namespace switchboard::broker::redis {
 
-PubSubChannels::PubSubChannels(Anchor<ConnectionSet> connections, BrokerObserver& observer,
+PubSubChannels::PubSubChannels(event::Anchor<ConnectionSet> connections, BrokerObserver& observer,
                                absl::AnyInvocable<void()> on_serving_change)
     : connections_(std::move(connections)),
       observer_(observer),

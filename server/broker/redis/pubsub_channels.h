@@ -21,13 +21,13 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "server/broker/broker.h"
-#include "server/broker/redis/anchor.h"
 #include "server/broker/redis/connection_set.h"
 #include "server/broker/redis/reply.h"
 #include "server/broker/sink_guard.h"
 #include "server/broker/subscriber_buffer.h"
 #include "server/broker/subscriber_index.h"
 #include "server/broker/topic_policy.h"
+#include "server/event/anchor.h"
 
 namespace switchboard::broker::redis {
 
@@ -35,7 +35,7 @@ class PubSubChannels {
  public:
   // `on_serving_change` runs after each change of serving(). `observer` must
   // outlive this object.
-  PubSubChannels(Anchor<ConnectionSet> connections, BrokerObserver& observer,
+  PubSubChannels(event::Anchor<ConnectionSet> connections, BrokerObserver& observer,
                  absl::AnyInvocable<void()> on_serving_change);
 
   PubSubChannels(const PubSubChannels&) = delete;
@@ -96,7 +96,7 @@ class PubSubChannels {
   static void HandOver(Subscriber& subscriber, const SubscriberBuffer::Handoff& handoff);
   void EraseSubscriber(std::map<uint64_t, Subscriber>::iterator it);
 
-  Anchor<ConnectionSet> connections_;
+  event::Anchor<ConnectionSet> connections_;
   BrokerObserver& observer_;
   absl::AnyInvocable<void()> on_serving_change_;
   bool ready_ = false;

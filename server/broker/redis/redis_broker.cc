@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "server/broker/message_id.h"
-#include "server/broker/redis/anchor.h"
 #include "server/broker/redis/command_lanes.h"
 #include "server/broker/redis/connection_set.h"
 #include "server/broker/redis/lease_keeper.h"
@@ -22,11 +21,12 @@
 #include "server/broker/redis/sync_barrier.h"
 #include "server/common/log.h"
 #include "server/common/status_macros.h"
+#include "server/event/anchor.h"
 
 namespace switchboard::broker {
 namespace {
 
-using redis::Anchor;
+using event::Anchor;
 using redis::Command;
 using redis::ConnectionSet;
 using redis::Replies;
@@ -316,7 +316,7 @@ absl::StatusOr<std::unique_ptr<ConsumerSession>> RedisBroker::Consume(ConsumeOpt
 }
 
 void RedisBroker::WatchHealth(absl::AnyInvocable<void(bool serving)> watcher) {
-  gate_.Run([watcher = std::move(watcher)](State* state) mutable {
+  gate_.Post([watcher = std::move(watcher)](State* state) mutable {
     if (state == nullptr) {
       watcher(false);
       return;
@@ -326,7 +326,7 @@ void RedisBroker::WatchHealth(absl::AnyInvocable<void(bool serving)> watcher) {
 }
 
 void RedisBroker::Sync(absl::AnyInvocable<void()> done) {
-  gate_.Run([done = std::move(done)](State* state) mutable {
+  gate_.Post([done = std::move(done)](State* state) mutable {
     if (state == nullptr) {
       done();
       return;

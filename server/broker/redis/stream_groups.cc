@@ -14,7 +14,8 @@ namespace switchboard::broker::redis {
 StreamGroups::StreamGroups(event::Dispatcher& dispatcher, common::Clock& io_clock,
                            std::string consumer, const TopicPolicies& policies,
                            BrokerObserver& observer, CommandLanes& lanes,
-                           Anchor<ConnectionSet> connections, BlockingReadOptions read_options)
+                           event::Anchor<ConnectionSet> connections,
+                           BlockingReadOptions read_options)
     : clock_(dispatcher.clock()),
       io_clock_(io_clock),
       consumer_(std::move(consumer)),

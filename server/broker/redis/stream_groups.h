@@ -46,7 +46,7 @@ class StreamGroups {
   // Every reference must outlive this object.
   StreamGroups(event::Dispatcher& dispatcher, common::Clock& io_clock, std::string consumer,
                const TopicPolicies& policies, BrokerObserver& observer, CommandLanes& lanes,
-               Anchor<ConnectionSet> connections, BlockingReadOptions read_options);
+               event::Anchor<ConnectionSet> connections, BlockingReadOptions read_options);
 
   StreamGroups(const StreamGroups&) = delete;
   StreamGroups& operator=(const StreamGroups&) = delete;

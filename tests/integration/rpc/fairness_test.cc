@@ -57,17 +57,10 @@ class RpcFairnessTest : public SharedServersTest<FairnessServers> {
   static void SetUpTestSuite() { StartServers(/*batching=*/false); }
 
   static void StartServers(bool batching) {
-    BatchingProvider upstream;
-    if (batching) {
-      absl::StatusOr<BatchingProvider> provider =
-          StartBatchingProvider(NginxServer::Options(), kBatchingProviderDelay);
-      ASSERT_THAT(provider, IsOk());
-      upstream = *std::move(provider);
-    } else {
-      absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start();
-      ASSERT_THAT(nginx, IsOk());
-      upstream.nginx = *std::move(nginx);
-    }
+    absl::StatusOr<BatchingProvider> started =
+        StartLoadTestUpstream(batching, kBatchingProviderDelay);
+    ASSERT_THAT(started, IsOk());
+    BatchingProvider upstream = *std::move(started);
     // A burst of 2 lets the limiter keep its rate when its timer fires a
     // little late.
     absl::StatusOr<InProcessServer> server = StartInProcessServer(

@@ -53,17 +53,10 @@ constexpr absl::Duration kBatchingProviderDelay = absl::Milliseconds(30);
 // with 429 for kPushback; with `batching`, nginx proxies to a provider that
 // answers batches and the upstream batches.
 void RunPushback(bool batching) {
-  BatchingProvider upstream;
-  if (batching) {
-    absl::StatusOr<BatchingProvider> provider =
-        StartBatchingProvider(NginxServer::Options(), kBatchingProviderDelay);
-    ASSERT_THAT(provider, IsOk());
-    upstream = *std::move(provider);
-  } else {
-    absl::StatusOr<std::unique_ptr<NginxServer>> started = NginxServer::Start();
-    ASSERT_THAT(started, IsOk());
-    upstream.nginx = *std::move(started);
-  }
+  absl::StatusOr<BatchingProvider> started =
+      StartLoadTestUpstream(batching, kBatchingProviderDelay);
+  ASSERT_THAT(started, IsOk());
+  BatchingProvider upstream = *std::move(started);
   NginxServer* const nginx = upstream.nginx.get();
   absl::StatusOr<InProcessServer> server = StartInProcessServer(LoadTestConfigYaml(
       kUpstream, nginx->url(), kLimit, 2, /*max_connections=*/2, batching ? kLoadTestBatch : ""));

@@ -44,6 +44,15 @@ absl::StatusOr<BatchingProvider> StartBatchingProvider(NginxServer::Options opti
   return BatchingProvider{*std::move(provider), *std::move(nginx)};
 }
 
+absl::StatusOr<BatchingProvider> StartLoadTestUpstream(bool batching, absl::Duration delay) {
+  if (batching) return StartBatchingProvider(NginxServer::Options(), delay);
+  absl::StatusOr<std::unique_ptr<NginxServer>> nginx = NginxServer::Start();
+  if (!nginx.ok()) return nginx.status();
+  BatchingProvider upstream;
+  upstream.nginx = *std::move(nginx);
+  return upstream;
+}
+
 std::vector<AccessLogEntry> CallEntries(const ScriptedHttpServer& provider) {
   const std::vector<std::string> bodies = provider.requests();
   const std::vector<absl::Time> times = provider.request_times();

@@ -57,6 +57,11 @@ struct BatchingProvider {
 absl::StatusOr<BatchingProvider> StartBatchingProvider(NginxServer::Options options,
                                                        absl::Duration delay = absl::ZeroDuration());
 
+// The upstream of a load test: nginx alone, answering every call itself
+// (`provider` null), or with `batching` StartBatchingProvider() with
+// default nginx options and `delay`.
+absl::StatusOr<BatchingProvider> StartLoadTestUpstream(bool batching, absl::Duration delay);
+
 // One entry per JSON-RPC call `provider` read, at the time it read the
 // request that carried it (a batch's calls share it), in that order: for
 // PeakLimitReqExcess over calls rather than HTTP requests.

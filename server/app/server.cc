@@ -319,8 +319,6 @@ class ServerImpl final : public Server {
     return [this, pool](http::HttpPoolObserver& observer) -> std::unique_ptr<http::HttpPool> {
       http::ShardedHttpPoolOptions sharding;
       sharding.max_connections_per_host = pool.max_connections_per_host;
-      sharding.requests_per_connection =
-          pool.http2 ? static_cast<int>(kHttp2StreamsPerConnection) : 1;
       return std::make_unique<http::ShardedHttpPool>(
           upstream_dispatcher_,
           std::vector<event::Dispatcher*>(upstream_io_.begin(), upstream_io_.end()), sharding,

@@ -85,8 +85,7 @@ ShardedHttpPool::ShardedHttpPool(event::Dispatcher& home, std::vector<event::Dis
     Shard& shard = shards_.emplace_back();
     shard.dispatcher = shards[i];
     shard.home = shards[i] == &home;
-    shard.capacity = static_cast<size_t>(shares[i]) *
-                     static_cast<size_t>(std::max(options.requests_per_connection, 1));
+    shard.connections = static_cast<size_t>(shares[i]);
     shard.core = new ShardCore(anchor_);
     OnShard(
         i, [make_pool, i, share = shares[i]](ShardCore& core) { core.Start(make_pool, i, share); });
@@ -146,13 +145,13 @@ void ShardedHttpPool::OnShard(size_t index, absl::AnyInvocable<void(ShardCore& c
 }
 
 size_t ShardedHttpPool::PickShard(const std::vector<size_t>& host_in_flight) const {
+  // The least (in flight + 1) / connections, compared without division.
   size_t best = 0;
-  auto free_room = [&](size_t shard) {
-    return static_cast<int64_t>(shards_[shard].capacity) -
-           static_cast<int64_t>(host_in_flight[shard]);
-  };
   for (size_t shard = 1; shard < shards_.size(); ++shard) {
-    if (free_room(shard) > free_room(best)) best = shard;
+    if ((host_in_flight[shard] + 1) * shards_[best].connections <
+        (host_in_flight[best] + 1) * shards_[shard].connections) {
+      best = shard;
+    }
   }
   return best;
 }

@@ -11,11 +11,12 @@
 // gets none (so there are at most that many shards).
 //
 // The sharded pool itself lives on the home dispatcher, where the upstream's
-// admission and batching run. Each request goes to the shard with the most
-// free room for its host (its connections times the requests each carries,
-// minus its requests in flight there); on a tie the first (put a shard on
-// the home dispatcher first: it needs no thread hop). A request never
-// moves between shards. Its result comes back to the home dispatcher.
+// admission and batching run. Each request goes to the shard least loaded
+// for its host for its share: the fewest requests in flight there per
+// connection it holds, whatever each connection carries (one request over
+// HTTP/1.1, many over HTTP/2); on a tie the first (put a shard on the home
+// dispatcher first: it needs no thread hop). A request never moves between
+// shards. Its result comes back to the home dispatcher.
 //
 // Ownership and threads: the sharded pool owns its shards. Each shard's pool
 // is made, used and destroyed on its own dispatcher's thread, through
@@ -49,9 +50,6 @@ namespace switchboard::http {
 struct ShardedHttpPoolOptions {
   // Connections to one host, in total over the shards.
   int max_connections_per_host = 2;
-  // Requests one connection carries at once: 1 over HTTP/1.1, its streams
-  // over HTTP/2.
-  int requests_per_connection = 1;
 };
 
 // The shares of `connections` connections over at most `shards` shards:
@@ -93,8 +91,8 @@ class ShardedHttpPool final : public HttpPool {
   class ShardCore;
   struct Shard {
     event::Dispatcher* dispatcher = nullptr;
-    bool home = false;    // On the home dispatcher: called directly.
-    size_t capacity = 0;  // Requests to one host it carries at once.
+    bool home = false;       // On the home dispatcher: called directly.
+    size_t connections = 0;  // Its share of the connections to each host.
     // Owned: destroyed on the shard's dispatcher (see ~ShardedHttpPool).
     ShardCore* core = nullptr;
   };

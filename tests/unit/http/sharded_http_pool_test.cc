@@ -135,11 +135,9 @@ class ShardedHttpPoolTest : public ::testing::Test {
   }
 
   // Builds the pool on home with shards on `shards` (home first).
-  void Build(std::vector<event::DispatcherImpl*> shards, int max_connections,
-             int requests_per_connection = 1) {
+  void Build(std::vector<event::DispatcherImpl*> shards, int max_connections) {
     ShardedHttpPoolOptions options;
     options.max_connections_per_host = max_connections;
-    options.requests_per_connection = requests_per_connection;
     OnHome([&] {
       pool_ = std::make_unique<ShardedHttpPool>(
           home_, std::vector<event::Dispatcher*>(shards.begin(), shards.end()), options,
@@ -228,7 +226,7 @@ TEST_F(ShardedHttpPoolTest, NoMoreShardsThanConnections) {
   EXPECT_THAT(SentOn(0), ElementsAre("a", "b"));
 }
 
-TEST_F(ShardedHttpPoolTest, EachRequestGoesToTheShardWithTheMostFreeRoomForItsHost) {
+TEST_F(ShardedHttpPoolTest, EachRequestGoesToTheLeastLoadedShardForItsHost) {
   Build({&home_, &io1_}, 4);  // 2 + 2 connections.
   for (const char* body : {"r1", "r2", "r3", "r4", "r5"}) Send(body);
   Send("other-host", "http://b:2/");  // Counted apart: goes to the first shard.
@@ -242,11 +240,11 @@ TEST_F(ShardedHttpPoolTest, EachRequestGoesToTheShardWithTheMostFreeRoomForItsHo
   OnHome([&] { EXPECT_THAT(results_["r2"], ElementsAre("answer to r2")); });
 }
 
-TEST_F(ShardedHttpPoolTest, StreamsCountAsRoom) {
-  Build({&home_, &io1_}, 2, /*requests_per_connection=*/3);
-  for (int i = 0; i < 6; ++i) Send(absl::StrCat("r", i));
-  EXPECT_THAT(SentOn(0), ElementsAre("r0", "r2", "r4"));
-  EXPECT_THAT(SentOn(1), ElementsAre("r1", "r3", "r5"));
+TEST_F(ShardedHttpPoolTest, UnequalSharesLoadInProportionToTheirConnections) {
+  Build({&home_, &io1_}, 5);  // 3 + 2 connections.
+  for (int i = 0; i < 10; ++i) Send(absl::StrCat("r", i));
+  EXPECT_THAT(SentOn(0), ElementsAre("r0", "r2", "r3", "r5", "r7", "r8"));
+  EXPECT_THAT(SentOn(1), ElementsAre("r1", "r4", "r6", "r9"));
 }
 
 TEST_F(ShardedHttpPoolTest, ResultsAndConnectionEventsComeHomeOnce) {

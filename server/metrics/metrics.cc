@@ -285,8 +285,23 @@ void Metrics::OnCoalesced(absl::string_view upstream, absl::string_view method) 
       .Increment();
 }
 
+template <typename Child>
+Child& Metrics::UpstreamChild(absl::string_view upstream, Child* UpstreamChildren::*slot,
+                              absl::FunctionRef<Child&(const prometheus::Labels&)> make) {
+  auto it = upstream_children_.find(upstream);
+  if (it == upstream_children_.end()) it = upstream_children_.try_emplace(upstream).first;
+  Child*& child = it->second.*slot;
+  if (child == nullptr) child = &make({{"upstream", std::string(upstream)}});
+  return *child;
+}
+
 void Metrics::OnAdmitted(absl::string_view upstream, absl::Duration queue_wait) {
-  upstream_queue_wait_.Add({{"upstream", std::string(upstream)}}, LatencyBuckets())
+  absl::MutexLock lock(&mu_);
+  UpstreamChild<prometheus::Histogram>(
+      upstream, &UpstreamChildren::queue_wait,
+      [this](const prometheus::Labels& labels) -> auto& {
+        return upstream_queue_wait_.Add(labels, LatencyBuckets());
+      })
       .Observe(absl::ToDoubleSeconds(queue_wait));
 }
 
@@ -296,7 +311,11 @@ void Metrics::OnRejected(absl::string_view upstream, absl::string_view reason) {
 }
 
 void Metrics::OnRateChanged(absl::string_view upstream, double rate) {
-  upstream_rate_.Add({{"upstream", std::string(upstream)}}).Set(rate);
+  absl::MutexLock lock(&mu_);
+  UpstreamChild<prometheus::Gauge>(
+      upstream, &UpstreamChildren::rate,
+      [this](const prometheus::Labels& labels) -> auto& { return upstream_rate_.Add(labels); })
+      .Set(rate);
 }
 
 void Metrics::OnLeaseRoundTrip(absl::string_view kind, absl::string_view name, bool ok,
@@ -322,23 +341,44 @@ void Metrics::OnFallback(absl::string_view kind, absl::string_view name, bool fa
 void Metrics::OnLiveReplicas(uint32_t replicas) { live_replicas_.Add({}).Set(replicas); }
 
 void Metrics::OnQueueDepth(absl::string_view upstream, size_t depth) {
-  upstream_queue_depth_.Add({{"upstream", std::string(upstream)}}).Set(static_cast<double>(depth));
+  absl::MutexLock lock(&mu_);
+  UpstreamChild<prometheus::Gauge>(
+      upstream, &UpstreamChildren::queue_depth,
+      [this](const prometheus::Labels& labels) -> auto& {
+        return upstream_queue_depth_.Add(labels);
+      })
+      .Set(static_cast<double>(depth));
 }
 
 void Metrics::OnConnectionsChanged(absl::string_view upstream, int delta) {
-  upstream_connections_.Add({{"upstream", std::string(upstream)}})
+  absl::MutexLock lock(&mu_);
+  UpstreamChild<prometheus::Gauge>(
+      upstream, &UpstreamChildren::connections,
+      [this](const prometheus::Labels& labels) -> auto& {
+        return upstream_connections_.Add(labels);
+      })
       .Increment(static_cast<double>(delta));
 }
 
 void Metrics::OnBatchSent(absl::string_view upstream, size_t calls) {
   static const prometheus::Histogram::BucketBoundaries kBatchBuckets = {2,  4,   8,   16,  32,
                                                                         64, 128, 256, 512, 1000};
-  upstream_batch_size_.Add({{"upstream", std::string(upstream)}}, kBatchBuckets)
+  absl::MutexLock lock(&mu_);
+  UpstreamChild<prometheus::Histogram>(
+      upstream, &UpstreamChildren::batch_size,
+      [this](const prometheus::Labels& labels) -> auto& {
+        return upstream_batch_size_.Add(labels, kBatchBuckets);
+      })
       .Observe(static_cast<double>(calls));
 }
 
 void Metrics::OnBatchWaiting(absl::string_view upstream, size_t calls) {
-  upstream_batch_waiting_.Add({{"upstream", std::string(upstream)}})
+  absl::MutexLock lock(&mu_);
+  UpstreamChild<prometheus::Gauge>(
+      upstream, &UpstreamChildren::batch_waiting,
+      [this](const prometheus::Labels& labels) -> auto& {
+        return upstream_batch_waiting_.Add(labels);
+      })
       .Set(static_cast<double>(calls));
 }
 

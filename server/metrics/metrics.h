@@ -19,12 +19,14 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
+#include "prometheus/labels.h"
 #include "prometheus/registry.h"
 #include "server/broker/broker.h"
 #include "server/broker/redis/connection.h"
@@ -181,6 +183,24 @@ class Metrics final : public broker::BrokerObserver,
   };
   absl::flat_hash_map<std::string, UpstreamRequestMetrics> upstream_request_children_
       ABSL_GUARDED_BY(mu_);
+  // The children of one upstream's series without a method label, each
+  // made on its first use: the admission and batching report per call, and
+  // building a label set per report would cost more than the report.
+  struct UpstreamChildren {
+    prometheus::Histogram* queue_wait = nullptr;
+    prometheus::Gauge* queue_depth = nullptr;
+    prometheus::Gauge* rate = nullptr;
+    prometheus::Gauge* connections = nullptr;
+    prometheus::Histogram* batch_size = nullptr;
+    prometheus::Gauge* batch_waiting = nullptr;
+  };
+  // `upstream`'s child in `slot`, made by `make` (given the label set) the
+  // first time.
+  template <typename Child>
+  Child& UpstreamChild(absl::string_view upstream, Child* UpstreamChildren::*slot,
+                       absl::FunctionRef<Child&(const prometheus::Labels&)> make)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::flat_hash_map<std::string, UpstreamChildren> upstream_children_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::metrics

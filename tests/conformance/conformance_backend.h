@@ -1,11 +1,11 @@
 // ConformanceBackend: how the broker conformance suite gets a backend.
 //
-// broker_conformance_test.cc states every behaviour of DESIGN.md §2 once, as a
-// parameterized suite over BackendUnderTest. Each backend adds one file that
-// implements this interface and instantiates the suite with
-// INSTANTIATE_TEST_SUITE_P(<Name>, BrokerConformanceTest,
-// Values(BackendUnderTest{...}), BackendName): memory_backend.cc today, a
-// Redis backend next. Tests never name a backend.
+// durable_topics_test.cc and ephemeral_topics_test.cc state every behaviour
+// of DESIGN.md §2 once, as a parameterized suite over BackendUnderTest. Each
+// backend adds one file that implements this interface and instantiates the
+// suite with INSTANTIATE_TEST_SUITE_P(<Name>, BrokerConformanceTest,
+// Values(BackendUnderTest{...}), BackendName): memory_backend.cc and
+// redis_backend.cc. Tests never name a backend.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // The broker conformance suite's fixture: one broker per test, on a
 // dispatcher driven by a SimulatedClock, from the backend under test.
 //
-// Tests live in broker_conformance_test.cc; backends instantiate the suite
+// Tests live in durable_topics_test.cc and ephemeral_topics_test.cc; backends instantiate the suite
 // (see conformance_backend.h). Every topic a test uses is declared in
 // ConformanceTopics() or is an undeclared, hence durable, name.
 #pragma once

@@ -1,0 +1,227 @@
+// Issue 3's fault acceptance, end to end (the harness: end_to_end_harness.h):
+// Redis killed during publishes, a consumer killed, a Switchboard replica
+// killed. Exact counts; how soon a publish fails after the kill is recorded
+// as a property (tests/perf/bench_timing.sh holds it to its bound); the one
+// clock check left here is a lower bound (no reclaim before the ack
+// deadline), which a slow machine cannot break.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/integration/redis/end_to_end_harness.h"
+
+namespace switchboard::end_to_end {
+namespace {
+
+TEST_F(EndToEndTest, KillingRedisDuringPublishFailsFastAndLosesNoAcknowledgedPublish) {
+  constexpr int kPublishThreads = 4;
+  RedisServer::Options redis_options;
+  redis_options.append_only = true;
+  redis_options.append_fsync = "always";
+  ASSERT_NO_FATAL_FAILURE(StartRedis(redis_options));
+  ASSERT_NO_FATAL_FAILURE(StartSwitchboard(R"(
+topics:
+  - {name: alerts, kind: ephemeral}
+)"));
+  HealthWatch health(channel_, kBrokerService);
+  ASSERT_TRUE(health.WaitFor(HealthResponse::SERVING));
+  grpc::ClientContext subscribe_context;
+  std::unique_ptr<SubscribeStream> subscriber = OpenSubscribe(*stub_, subscribe_context, "alerts");
+  v1::SubscribeResponse alert;
+  Publish("alerts", {"before"});
+  ASSERT_TRUE(subscriber->Read(&alert));
+  EXPECT_EQ(alert.message().payload(), "before");
+
+  PublishLoad load(*stub_, "orders", kPublishThreads);
+  ASSERT_TRUE(load.WaitFor(/*succeeded=*/true, 100));
+  const absl::Time kill_started = absl::Now();
+  redis_->Kill();
+  const absl::Time killed = absl::Now();
+  ASSERT_TRUE(health.WaitFor(HealthResponse::NOT_SERVING));
+  ASSERT_TRUE(load.WaitFor(/*succeeded=*/false, 20))
+      << "publishes keep failing while Redis is down";
+  ASSERT_THAT(redis_->Restart(), IsOk());
+  ASSERT_TRUE(health.WaitFor(HealthResponse::SERVING));
+  ASSERT_TRUE(load.WaitFor(/*succeeded=*/true, load.succeeded() + 100))
+      << "publishing resumes without restarting Switchboard";
+  const std::vector<PublishLoad::Call> calls = load.Stop();
+
+  // Every failure is an UNAVAILABLE, never a hang or a timeout (a call
+  // stuck until its deadline would be DEADLINE_EXCEEDED).
+  std::map<std::string, std::string> acked;   // id -> payload
+  std::set<std::string> failed_before_death;  // Payloads that may have reached Redis.
+  absl::Duration slowest_failure;
+  absl::Time first_failure_end = absl::InfiniteFuture();
+  for (const PublishLoad::Call& call : calls) {
+    if (call.status.ok()) {
+      acked[call.id] = call.payload;
+      continue;
+    }
+    EXPECT_EQ(call.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << call.payload << ": " << call.status.error_message();
+    slowest_failure = std::max(slowest_failure, call.end - call.start);
+    first_failure_end = std::min(first_failure_end, call.end);
+    if (call.start < killed) failed_before_death.insert(call.payload);
+  }
+  RecordProperty("failed_publishes", static_cast<int>(calls.size() - acked.size()));
+  RecordProperty("slowest_failed_publish_ms", absl::ToInt64Milliseconds(slowest_failure));
+  // How fast (each under 1 s): tests/perf/bench_timing.sh holds them to it.
+  RecordProperty("first_failure_after_kill_ms",
+                 absl::ToInt64Milliseconds(first_failure_end - kill_started));
+
+  // Every acknowledged publish is in the stream with its payload, once.
+  // Besides them, at most the one call of each thread in flight at the kill
+  // was stored without an answer.
+  absl::StatusOr<std::vector<RedisServer::StreamEntry>> entries = redis_->StreamEntries("orders");
+  ASSERT_THAT(entries, IsOk());
+  std::map<std::string, std::string> stored;  // id -> payload
+  std::set<std::string> stored_payloads;
+  for (RedisServer::StreamEntry& entry : *entries) {
+    stored[entry.id] = entry.fields["p"];
+    EXPECT_TRUE(stored_payloads.insert(entry.fields["p"]).second) << "stored twice: " << entry.id;
+  }
+  size_t acked_and_stored = 0;
+  for (const auto& [id, payload] : acked) {
+    auto it = stored.find(id);
+    if (it != stored.end() && it->second == payload) {
+      ++acked_and_stored;
+    } else {
+      ADD_FAILURE() << "acknowledged publish " << id << " (" << payload << ") is not stored";
+    }
+  }
+  EXPECT_EQ(acked_and_stored, acked.size());
+  size_t stored_unacked = 0;
+  for (const auto& [id, payload] : stored) {
+    if (acked.count(id) != 0) continue;
+    ++stored_unacked;
+    EXPECT_EQ(failed_before_death.count(payload), 1u)
+        << payload << " was stored, but no call in flight at the kill published it";
+  }
+  RecordProperty("stored_without_answer", static_cast<int>(stored_unacked));
+  EXPECT_LE(stored_unacked, static_cast<size_t>(kPublishThreads));
+
+  // The subscription open across the restart hears what is published after.
+  Publish("alerts", Numbered("after", 5));
+  std::vector<std::string> heard;
+  while (heard.size() < 5 && subscriber->Read(&alert)) heard.push_back(alert.message().payload());
+  EXPECT_THAT(heard, ElementsAreArray(Numbered("after", 5)));
+  subscribe_context.TryCancel();
+}
+
+TEST_F(EndToEndTest, KilledConsumersLeasesGoToTheOtherConsumerAtOnceWithAttemptTwo) {
+  ASSERT_NO_FATAL_FAILURE(StartRedis());
+  // Leases far longer than any call: only the closed stream can free them.
+  ASSERT_NO_FATAL_FAILURE(StartSwitchboard(R"(
+topics:
+  - {name: jobs, ack_deadline_ms: 600000}
+)"));
+  const std::vector<std::string> ids = Publish("jobs", Numbered("k", 5));
+  grpc::ClientContext killed_context;
+  std::unique_ptr<ConsumeStream> killed = OpenConsume(*stub_, killed_context, "jobs", "workers", 5);
+  const std::vector<v1::Delivery> held = ReadDeliveries(*killed, 5);
+  ASSERT_EQ(MessageIds(held), ids);
+  grpc::ClientContext survivor_context;
+  std::unique_ptr<ConsumeStream> survivor =
+      OpenConsume(*stub_, survivor_context, "jobs", "workers", 10);
+  // The survivor's session is live once it gets a message of its own.
+  Publish("jobs", {"own"});
+  ASSERT_THAT(Payloads(ReadDeliveries(*survivor, 1)), ElementsAre("own"));
+
+  killed_context.TryCancel();  // The worker dies with five messages in flight.
+  const std::vector<v1::Delivery> redelivered = ReadDeliveries(*survivor, 5);
+  EXPECT_THAT(MessageIds(redelivered), UnorderedElementsAreArray(ids));
+  EXPECT_THAT(Payloads(redelivered), UnorderedElementsAreArray(Numbered("k", 5)));
+  for (const v1::Delivery& delivery : redelivered) {
+    EXPECT_EQ(delivery.delivery_attempt(), 2);
+    // The attempt is Redis' own delivery count.
+    EXPECT_THAT(redis_->DeliveryCount("jobs", "workers", delivery.message().message_id()),
+                IsOkAndHolds(2));
+  }
+  survivor_context.TryCancel();
+}
+
+// Two Switchboard processes on one Redis; the first is SIGKILLed holding
+// leases. The second redelivers them once they idled past the topic's ack
+// deadline, and every message is acked exactly once in the end.
+TEST_F(EndToEndTest, LeasesOfAKilledSwitchboardAreRedeliveredByAnotherAfterTheAckDeadline) {
+  constexpr absl::Duration kAckDeadline = absl::Seconds(1);
+  // The consumers' own leases: long, so only the process' death frees any.
+  constexpr uint32_t kConsumerAckDeadlineMs = 60000;
+  ASSERT_NO_FATAL_FAILURE(StartRedis());
+  const std::string config =
+      RedisConfigYaml(*redis_, absl::StrCat("topics:\n  - {name: jobs, ack_deadline_ms: ",
+                                            absl::ToInt64Milliseconds(kAckDeadline), "}\n"));
+  testing::SwitchboardProcess doomed(SWITCHBOARD_BINARY, config);
+  testing::SwitchboardProcess survivor(SWITCHBOARD_BINARY, config);
+  ASSERT_THAT(doomed.Start(), IsOk());
+  ASSERT_THAT(survivor.Start(), IsOk());
+  const auto channel = [](const testing::SwitchboardProcess& process) {
+    return grpc::CreateChannel(process.target(), grpc::InsecureChannelCredentials());
+  };
+  const std::shared_ptr<grpc::Channel> doomed_channel = channel(doomed);
+  const std::shared_ptr<grpc::Channel> survivor_channel = channel(survivor);
+  ASSERT_TRUE(HealthWatch(doomed_channel, kBrokerService).WaitFor(HealthResponse::SERVING))
+      << doomed.stderr_text();
+  ASSERT_TRUE(HealthWatch(survivor_channel, kBrokerService).WaitFor(HealthResponse::SERVING))
+      << survivor.stderr_text();
+  const std::unique_ptr<v1::Broker::Stub> doomed_stub = v1::Broker::NewStub(doomed_channel);
+  const std::unique_ptr<v1::Broker::Stub> survivor_stub = v1::Broker::NewStub(survivor_channel);
+  v1::PublishResponse published;
+  const grpc::Status status =
+      testing::Publish(*survivor_stub, "jobs", Numbered("j", 10), &published);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+
+  // Redis counts an entry's idle time from its delivery or last refresh,
+  // all later than this.
+  const absl::Time first_delivery_possible = absl::Now();
+  grpc::ClientContext doomed_context;
+  std::unique_ptr<ConsumeStream> doomed_consumer =
+      OpenConsume(*doomed_stub, doomed_context, "jobs", "workers", 4, kConsumerAckDeadlineMs);
+  const std::vector<v1::Delivery> held = ReadDeliveries(*doomed_consumer, 4);
+  ASSERT_EQ(held.size(), 4u);
+  grpc::ClientContext survivor_context;
+  std::unique_ptr<ConsumeStream> survivor_consumer =
+      OpenConsume(*survivor_stub, survivor_context, "jobs", "workers", 100, kConsumerAckDeadlineMs);
+  const std::vector<v1::Delivery> free_ones = ReadDeliveries(*survivor_consumer, 6);
+  ASSERT_EQ(free_ones.size(), 6u);
+  for (const v1::Delivery& delivery : free_ones) EXPECT_EQ(delivery.delivery_attempt(), 1);
+
+  ASSERT_THAT(doomed.Kill(), IsOk());
+  const std::vector<v1::Delivery> reclaimed = ReadDeliveries(*survivor_consumer, 4);
+  const absl::Duration reclaimed_after = absl::Now() - first_delivery_possible;
+  RecordProperty("reclaimed_after_ms", absl::ToInt64Milliseconds(reclaimed_after));
+  EXPECT_GE(reclaimed_after, kAckDeadline) << "reclaimed before the ack deadline";
+  EXPECT_THAT(MessageIds(reclaimed), UnorderedElementsAreArray(MessageIds(held)));
+  for (const v1::Delivery& delivery : reclaimed) EXPECT_EQ(delivery.delivery_attempt(), 2);
+
+  // Nothing lost: the survivor acks all ten, each once, and nothing is left
+  // pending in the group.
+  std::vector<std::string> delivered = MessageIds(free_ones);
+  for (const std::string& id : MessageIds(reclaimed)) delivered.push_back(id);
+  EXPECT_THAT(delivered, UnorderedElementsAreArray(published.message_ids()));
+  ASSERT_TRUE(Ack(*survivor_consumer, free_ones));
+  ASSERT_TRUE(Ack(*survivor_consumer, reclaimed));
+  EXPECT_THAT(PollMetric(survivor.metrics_port(), R"(switchboard_acks_total{topic="jobs"})", 10),
+              IsOkAndHolds(10));
+  EXPECT_THAT(ScrapeMetric(survivor.metrics_port(),
+                           R"(switchboard_messages_delivered_total{topic="jobs"})"),
+              IsOkAndHolds(10));
+  EXPECT_THAT(PollRedis(*redis_, {"XPENDING", "jobs", "workers"}, kNothingPending),
+              IsOkAndHolds(kNothingPending));
+  EXPECT_THAT(redis_->Command({"XLEN", "jobs"}), IsOkAndHolds("10"));
+  survivor_context.TryCancel();
+}
+
+}  // namespace
+}  // namespace switchboard::end_to_end

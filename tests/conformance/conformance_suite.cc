@@ -3,17 +3,12 @@
 #include "tests/conformance/conformance_suite.h"
 
 #include <algorithm>
-#include <set>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
-#include "absl/functional/function_ref.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -24,20 +19,10 @@ namespace switchboard::testing {
 using broker::Delivery;
 using broker::LeaseUpdate;
 using broker::LeaseUpdateResult;
-using broker::Message;
 using broker::OutgoingMessage;
 using broker::OverflowPolicy;
 using broker::TopicDeclaration;
 using broker::TopicKind;
-using ::testing::AllOf;
-using ::testing::DoubleEq;
-using ::testing::ElementsAre;
-using ::testing::ElementsAreArray;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
-using ::testing::MatchesRegex;
-using ::testing::Pair;
-using ::testing::UnorderedElementsAre;
 
 std::vector<TopicDeclaration> ConformanceTopics() {
   auto ephemeral = [](std::string pattern, uint32_t buffer, OverflowPolicy overflow) {

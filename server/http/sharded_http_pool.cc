@@ -9,9 +9,10 @@ namespace switchboard::http {
 
 std::vector<int> ConnectionShares(int connections, size_t shards) {
   if (shards == 0) return {};
-  const size_t count = std::min(shards, static_cast<size_t>(std::max(connections, 1)));
-  std::vector<int> shares(count, std::max(connections, 1) / static_cast<int>(count));
-  for (size_t i = 0; i < static_cast<size_t>(std::max(connections, 1)) % count; ++i) ++shares[i];
+  const size_t total = static_cast<size_t>(std::max(connections, 1));
+  const size_t count = std::min(shards, total);
+  std::vector<int> shares(count, static_cast<int>(total / count));
+  for (size_t i = 0; i < total % count; ++i) ++shares[i];
   return shares;
 }
 

@@ -1,5 +1,6 @@
 #include "switchboard/client/consume_stream.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "bidi_stream_reactor.h"
@@ -75,6 +76,15 @@ void ConsumeStream::Ack(std::string ack_id) {
 
 void ConsumeStream::Nack(std::string ack_id) {
   impl_->Queue([&](v1::ConsumeRequest& request) { request.add_nack_ids(std::move(ack_id)); });
+}
+
+void ConsumeStream::Nack(std::string ack_id, absl::Duration delay) {
+  impl_->Queue([&](v1::ConsumeRequest& request) {
+    v1::Nack& nack = *request.add_nacks();
+    nack.set_ack_id(std::move(ack_id));
+    nack.set_delay_ms(
+        static_cast<uint32_t>(absl::ToInt64Milliseconds(std::max(delay, absl::ZeroDuration()))));
+  });
 }
 
 void ConsumeStream::Close() { impl_->CloseWrites(); }

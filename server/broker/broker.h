@@ -117,13 +117,23 @@ class ConsumerSink {
   virtual void OnClosed(absl::Status status) = 0;
 };
 
+// The longest delay a nack may ask for.
+inline constexpr absl::Duration kMaxNackDelay = absl::Hours(1);
+
 // Acks, nacks and deadline changes for one consume stream, in request order.
 struct LeaseUpdate {
   std::vector<std::string> acks;
-  std::vector<std::string> nacks;
+  struct Nack {
+    std::string ack_id;
+    // The message is not delivered again before this much time has passed
+    // (at most kMaxNackDelay). Zero: the topic's retry_backoff for the
+    // attempt, or at once without one.
+    absl::Duration delay = absl::ZeroDuration();
+  };
+  std::vector<Nack> nacks;
   struct Extension {
     std::string ack_id;
-    absl::Duration deadline;  // From now. Zero behaves as a nack.
+    absl::Duration deadline;  // From now. Zero behaves as a nack without a delay.
   };
   std::vector<Extension> extensions;
 };

@@ -8,14 +8,11 @@
 // message handed over can report `dropped_since_last`.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <optional>
-#include <string>
 
-#include "absl/container/flat_hash_map.h"
 #include "server/broker/broker.h"
 #include "server/broker/topic_policy.h"
 
@@ -69,18 +66,5 @@ class SubscriberBuffer {
   bool outstanding_ = false;
   uint64_t dropped_since_last_ = 0;
 };
-
-// Per subscribed topic or pattern, the fill of its fullest buffer, for
-// BrokerObserver::OnSubscriberBufferFill. `subscribers` maps ids to values
-// with a `pattern` and a `buffer`.
-template <typename Subscribers>
-absl::flat_hash_map<std::string, double> FullestBufferByPattern(const Subscribers& subscribers) {
-  absl::flat_hash_map<std::string, double> fullest;
-  for (const auto& [id, subscriber] : subscribers) {
-    double& fill = fullest[subscriber.pattern];
-    fill = std::max(fill, subscriber.buffer.fill());
-  }
-  return fullest;
-}
 
 }  // namespace switchboard::broker

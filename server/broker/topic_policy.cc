@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/backoff.h"
 #include "server/common/names.h"
 
 namespace switchboard::broker {
@@ -64,6 +65,14 @@ absl::Status TopicPolicies::CheckConsumable(absl::string_view topic) const {
   const TopicPolicy& policy = Resolve(topic);
   if (policy.kind != TopicKind::kDurable) return KindMismatch(topic, policy.kind, "Subscribe");
   return absl::OkStatus();
+}
+
+absl::Duration NackDelay(const TopicPolicy& policy, uint32_t attempt) {
+  if (!policy.retry_backoff) return absl::ZeroDuration();
+  common::BackoffOptions options;
+  options.initial = policy.retry_backoff->min;
+  options.max = policy.retry_backoff->max;
+  return common::BackoffCeiling(options, static_cast<int>(attempt) - 1);
 }
 
 }  // namespace switchboard::broker

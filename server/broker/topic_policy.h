@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,13 @@ enum class OverflowPolicy {
 absl::string_view TopicKindName(TopicKind kind);  // "durable" / "ephemeral"
 absl::string_view OverflowPolicyName(OverflowPolicy policy);
 
+// The redelivery delay of a nack that names none: `min` after the first
+// attempt, doubling per attempt, at most `max`.
+struct RetryBackoff {
+  absl::Duration min;
+  absl::Duration max;
+};
+
 struct TopicPolicy {
   TopicKind kind = TopicKind::kDurable;
 
@@ -40,9 +48,14 @@ struct TopicPolicy {
   uint64_t max_len = 1000000;  // Retention: entries kept in the stream.
   absl::Duration ack_deadline = absl::Seconds(30);
   uint32_t max_delivery_attempts = 5;
-  std::string dead_letter_suffix = ":dlq";  // Dead letters go to topic + suffix.
-  bool exclusive = false;                   // Give this topic its own backend connection.
+  std::string dead_letter_suffix = ":dlq";    // Dead letters go to topic + suffix.
+  bool exclusive = false;                     // Give this topic its own backend connection.
+  std::optional<RetryBackoff> retry_backoff;  // Absent: a nack redelivers at once.
 };
+
+// How long a message nacked on `attempt` (counted from 1) without a delay
+// waits before its next delivery: zero without a retry_backoff.
+absl::Duration NackDelay(const TopicPolicy& policy, uint32_t attempt);
 
 struct TopicDeclaration {
   std::string pattern;  // Exact name, or a prefix ending in '*'.

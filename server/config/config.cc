@@ -55,7 +55,8 @@ absl::Status ValidateKindSpecificFields(const v1::Topic& topic, const std::strin
                                            {topic.has_max_delivery_attempts(),
                                             "max_delivery_attempts"},
                                            {topic.has_dead_letter_suffix(), "dead_letter_suffix"},
-                                           {topic.has_exclusive(), "exclusive"}}
+                                           {topic.has_exclusive(), "exclusive"},
+                                           {topic.has_retry_backoff(), "retry_backoff"}}
           : std::vector<KindSpecificField>{{topic.has_buffer(), "buffer"},
                                            {topic.has_overflow(), "overflow"}};
   for (const KindSpecificField& field : other_kind_fields) {
@@ -97,6 +98,11 @@ absl::Status ValidateTopics(const Config& config) {
     SB_RETURN_IF_ERROR(ValidateKindSpecificFields(topic, path));
     if (topic.kind() == v1::Topic::KIND_DURABLE) {
       SB_RETURN_IF_ERROR(ValidateDeadLetterSuffix(topic, path));
+    }
+    if (topic.retry_backoff().max_ms() < topic.retry_backoff().min_ms()) {
+      return FieldError(absl::StrCat(path, ".retry_backoff.max_ms"),
+                        absl::StrCat("must be at least min_ms (", topic.retry_backoff().min_ms(),
+                                     "), got ", topic.retry_backoff().max_ms()));
     }
   }
   return absl::OkStatus();
@@ -249,6 +255,10 @@ broker::TopicPolicy ToTopicPolicy(const v1::Topic& topic) {
   policy.max_delivery_attempts = topic.max_delivery_attempts();
   policy.dead_letter_suffix = topic.dead_letter_suffix();
   policy.exclusive = topic.exclusive();
+  if (topic.has_retry_backoff()) {
+    policy.retry_backoff = broker::RetryBackoff{absl::Milliseconds(topic.retry_backoff().min_ms()),
+                                                absl::Milliseconds(topic.retry_backoff().max_ms())};
+  }
   return policy;
 }
 

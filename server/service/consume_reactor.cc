@@ -30,6 +30,13 @@ size_t CollectFailures(const std::vector<std::string>& ack_ids,
   return succeeded;
 }
 
+std::vector<std::string> NackAckIds(const broker::LeaseUpdate& update) {
+  std::vector<std::string> ids;
+  ids.reserve(update.nacks.size());
+  for (const auto& nack : update.nacks) ids.push_back(nack.ack_id);
+  return ids;
+}
+
 std::vector<std::string> ExtensionAckIds(const broker::LeaseUpdate& update) {
   std::vector<std::string> ids;
   ids.reserve(update.extensions.size());
@@ -136,7 +143,7 @@ void ConsumeReactor::OnSettled(ValidatedLeaseUpdate validated, broker::LeaseUpda
   topic_metrics_->acks.Increment(static_cast<double>(
       CollectFailures(update.acks, validated.ack_fields, result.acks, failures_)));
   topic_metrics_->nacks.Increment(static_cast<double>(
-      CollectFailures(update.nacks, validated.nack_fields, result.nacks, failures_)));
+      CollectFailures(NackAckIds(update), validated.nack_fields, result.nacks, failures_)));
   CollectFailures(ExtensionAckIds(update), validated.extension_fields, result.extensions,
                   failures_);
   MaybeWriteLocked();

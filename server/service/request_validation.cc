@@ -10,6 +10,8 @@
 namespace switchboard::service {
 namespace {
 
+static_assert(absl::Milliseconds(kMaxNackDelayMs) == broker::kMaxNackDelay);
+
 v1::AckFailure MakeFailure(const std::string& ack_id, const std::string& field,
                            absl::string_view problem) {
   v1::AckFailure failure;
@@ -112,7 +114,7 @@ absl::StatusOr<ValidatedLeaseUpdate> ValidateLeaseUpdate(const v1::ConsumeReques
         "subscription: only the first request of a Consume stream may carry it");
   }
   const size_t items = static_cast<size_t>(request.ack_ids_size()) + request.nack_ids_size() +
-                       request.extensions_size();
+                       request.extensions_size() + request.nacks_size();
   if (items > limits.max_lease_updates) {
     return absl::InvalidArgumentError(absl::StrCat("ack_ids: ", items,
                                                    " acks, nacks and extensions exceed the "
@@ -135,8 +137,24 @@ absl::StatusOr<ValidatedLeaseUpdate> ValidateLeaseUpdate(const v1::ConsumeReques
       result.failures.push_back(MakeFailure(request.nack_ids(i), field, "must not be empty"));
       continue;
     }
-    result.update.nacks.push_back(request.nack_ids(i));
+    result.update.nacks.push_back({request.nack_ids(i), absl::ZeroDuration()});
     result.nack_fields.push_back(std::move(field));
+  }
+  for (int i = 0; i < request.nacks_size(); ++i) {
+    const v1::Nack& nack = request.nacks(i);
+    if (nack.ack_id().empty()) {
+      result.failures.push_back(
+          MakeFailure(nack.ack_id(), absl::StrCat("nacks[", i, "].ack_id"), "must not be empty"));
+      continue;
+    }
+    if (nack.delay_ms() > kMaxNackDelayMs) {
+      result.failures.push_back(
+          MakeFailure(nack.ack_id(), absl::StrCat("nacks[", i, "].delay_ms"),
+                      absl::StrCat("must be 0 to ", kMaxNackDelayMs, ", got ", nack.delay_ms())));
+      continue;
+    }
+    result.update.nacks.push_back({nack.ack_id(), absl::Milliseconds(nack.delay_ms())});
+    result.nack_fields.push_back(absl::StrCat("nacks[", i, "]"));
   }
   for (int i = 0; i < request.extensions_size(); ++i) {
     const v1::DeadlineExtension& extension = request.extensions(i);

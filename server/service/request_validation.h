@@ -26,6 +26,7 @@ struct RequestLimits {
 inline constexpr uint32_t kMaxInFlightLimit = 10000;
 inline constexpr uint32_t kMinAckDeadlineMs = 1000;
 inline constexpr uint32_t kMaxAckDeadlineMs = 600000;
+inline constexpr uint32_t kMaxNackDelayMs = 3600000;  // broker::kMaxNackDelay.
 
 // Checks a batch and converts it into the broker's form. PublishRequest and
 // PublishStreamRequest name the fields alike: `topic`, `messages`.

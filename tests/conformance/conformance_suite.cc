@@ -50,6 +50,11 @@ std::vector<TopicDeclaration> ConformanceTopics() {
       durable("jobs", 1000, absl::Seconds(10), 5),
       durable("short", 5, absl::Seconds(30), 5),
       durable("fragile", 1000, absl::Seconds(10), 3),
+      [&] {
+        TopicDeclaration backoff = durable("backoff", 1000, absl::Seconds(60), 4);
+        backoff.policy.retry_backoff = broker::RetryBackoff{absl::Seconds(1), absl::Seconds(2)};
+        return backoff;
+      }(),
   };
 }
 
@@ -144,9 +149,9 @@ void BrokerConformanceTest::Ack(broker::ConsumerSession& session, RecordingConsu
 }
 
 void BrokerConformanceTest::Nack(broker::ConsumerSession& session, RecordingConsumerSink& sink,
-                                 const Delivery& delivery) {
+                                 const Delivery& delivery, absl::Duration delay) {
   LeaseUpdate update;
-  update.nacks.push_back(delivery.ack_id);
+  update.nacks.push_back({delivery.ack_id, delay});
   LeaseUpdateResult result = Settle(session, sink, std::move(update));
   ASSERT_EQ(result.nacks.size(), 1u);
   EXPECT_THAT(result.nacks[0], IsOk());

@@ -1,8 +1,9 @@
 // The broker conformance suite's fixture: one broker per test, on a
 // dispatcher driven by a SimulatedClock, from the backend under test.
 //
-// Tests live in durable_topics_test.cc and ephemeral_topics_test.cc; backends instantiate the suite
-// (see conformance_backend.h). Every topic a test uses is declared in
+// Tests live in durable_topics_test.cc, delivery_order_test.cc and
+// ephemeral_topics_test.cc; backends instantiate the suite (see
+// conformance_backend.h). Every topic a test uses is declared in
 // ConformanceTopics() or is an undeclared, hence durable, name.
 #pragma once
 
@@ -54,8 +55,9 @@ class BrokerConformanceTest : public ::testing::TestWithParam<BackendUnderTest> 
   // Acks `deliveries`, expecting every ack to succeed.
   void Ack(broker::ConsumerSession& session, RecordingConsumerSink& sink,
            const std::vector<broker::Delivery>& deliveries);
+  // Nacks `delivery` (after `delay`), expecting the nack to succeed.
   void Nack(broker::ConsumerSession& session, RecordingConsumerSink& sink,
-            const broker::Delivery& delivery);
+            const broker::Delivery& delivery, absl::Duration delay = absl::ZeroDuration());
 
   void Quiesce() { backend_->Quiesce(); }
   void Advance(absl::Duration d) { clock_.Advance(d); }

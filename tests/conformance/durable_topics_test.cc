@@ -503,7 +503,7 @@ TEST_P(BrokerConformanceTest, SettleReportsEachItemsFailureWithAPreciseCode) {
 
   LeaseUpdate update;
   update.acks = {my[0].ack_id, "not-an-ack-id", "", their[0].ack_id, my[0].ack_id};
-  update.nacks = {their[1].ack_id, "garbage", my[0].ack_id};
+  update.nacks = {{their[1].ack_id}, {"garbage"}, {my[0].ack_id}};
   update.extensions = {Extend(my[1], absl::Seconds(30)),
                        Extend(their[1], absl::Seconds(30)),
                        {"x", absl::Seconds(30)}};

@@ -13,27 +13,10 @@ void Stream::Append(std::shared_ptr<const Message> message) {
   }
 }
 
-std::optional<ConsumerGroup::Claim> ConsumerGroup::ClaimNext() {
-  if (!redeliveries_.empty()) {
-    Pending& pending = pending_.at(redeliveries_.front());
-    redeliveries_.pop_front();
-    return Claim{pending.message, ++pending.delivery_count};
-  }
-  // Entries trimmed before this group read them are gone for it too.
-  next_position_ = std::max(next_position_, stream_.begin());
-  if (next_position_ == stream_.end()) return std::nullopt;
-  const std::shared_ptr<const Message>& message = stream_.at(next_position_++);
-  pending_.emplace(message->id, Pending{message, 1});
-  return Claim{message, 1};
+std::shared_ptr<const Message> StreamCursor::Next() {
+  next_ = std::max(next_, stream_.begin());
+  if (next_ == stream_.end()) return nullptr;
+  return stream_.at(next_++);
 }
-
-std::shared_ptr<const Message> ConsumerGroup::Remove(const std::string& id) {
-  auto it = pending_.find(id);
-  std::shared_ptr<const Message> message = std::move(it->second.message);
-  pending_.erase(it);
-  return message;
-}
-
-void ConsumerGroup::Requeue(const std::string& id) { redeliveries_.push_back(id); }
 
 }  // namespace switchboard::broker::memory

@@ -1,6 +1,6 @@
-// Stream and ConsumerGroup: the memory broker's durable topics, shaped like a
-// Redis stream with consumer groups (XADD with MAXLEN, XREADGROUP, the
-// pending entries list, XACK).
+// Stream and StreamCursor: the memory broker's durable topics, shaped like a
+// Redis stream (XADD with MAXLEN) read by consumer groups (XREADGROUP's
+// last-delivered id).
 //
 // Used only by MemoryBroker, on its dispatcher thread (not thread-safe).
 // Leases, credits and sessions are not here: they belong to the broker.
@@ -10,9 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <optional>
 #include <string>
-#include <unordered_map>
 
 #include "server/broker/broker.h"
 
@@ -42,46 +40,25 @@ class Stream {
   uint64_t begin_ = 0;
 };
 
-// A consumer group's progress through a Stream: where it reads next, which
-// messages are pending (delivered, not yet acked) with their delivery counts,
-// and which pending messages wait for redelivery. Like Redis' pending entries
-// list, a pending message stays deliverable after retention trims it from the
-// stream.
-class ConsumerGroup {
+// A consumer group's read position in a Stream: the next entry it has not
+// read. Entries trimmed before the group read them are gone for it too. What
+// the group holds after reading (pending, leased, due again) is the
+// consumer-group core's (server/broker/consumer_groups.h).
+class StreamCursor {
  public:
-  struct Claim {
-    std::shared_ptr<const Message> message;
-    uint32_t delivery_count = 0;  // Including this delivery.
-  };
-
   // Starts at the oldest entry `stream` retains. `stream` must outlive the
-  // group.
-  explicit ConsumerGroup(const Stream& stream) : stream_(stream), next_position_(stream.begin()) {}
+  // cursor.
+  explicit StreamCursor(const Stream& stream) : stream_(stream), next_(stream.begin()) {}
 
-  // Takes the next message to deliver, waiting redeliveries first and then
-  // new entries, and counts the delivery. Nothing when neither is left.
-  std::optional<Claim> ClaimNext();
+  // The next entry, or nullptr when the group has read them all.
+  std::shared_ptr<const Message> Next();
 
-  // Pending message `id` leaves the group (acked, or dead-lettered), and is
-  // returned.
-  std::shared_ptr<const Message> Remove(const std::string& id);
-
-  // Pending message `id` waits for redelivery, behind earlier ones.
-  void Requeue(const std::string& id);
-
-  // Retained entries this group has not read yet.
-  uint64_t lag() const { return stream_.end() - std::max(next_position_, stream_.begin()); }
+  // Retained entries the group has not read yet.
+  uint64_t lag() const { return stream_.end() - std::max(next_, stream_.begin()); }
 
  private:
-  struct Pending {
-    std::shared_ptr<const Message> message;
-    uint32_t delivery_count = 0;
-  };
-
   const Stream& stream_;
-  uint64_t next_position_;
-  std::unordered_map<std::string, Pending> pending_;  // By message id.
-  std::deque<std::string> redeliveries_;
+  uint64_t next_;
 };
 
 }  // namespace switchboard::broker::memory

@@ -53,7 +53,7 @@ void BlockingReads::ReleaseReaderIfIdle(const std::string& name) {
   GroupReads& group = reads_[name];
   if (group.reader == kNoReader) return;
   for (const TopicGroup* topic_group : group.topics) {
-    if (!topic_group->sessions.empty()) return;
+    if (topic_group->core.has_sessions()) return;
   }
   if (group.blocking) {
     Unblock(group);  // Released when the read returns.
@@ -89,7 +89,7 @@ void BlockingReads::EnsureBlocking(const std::string& name) {
     const bool covered = std::find(group.blocking_topics.begin(), group.blocking_topics.end(),
                                    topic_group) != group.blocking_topics.end();
     if (topic_group->existence == TopicGroup::Existence::kReady && topic_group->drained &&
-        (covered || groups_.FreeCredits(*topic_group) > 0)) {
+        (covered || topic_group->core.FreeCredits() > 0)) {
       wanted.push_back(topic_group);
     }
   }
@@ -116,13 +116,13 @@ void BlockingReads::EnsureBlocking(const std::string& name) {
   uint32_t count = std::numeric_limits<uint32_t>::max();
   std::vector<absl::string_view> topics;
   for (TopicGroup* topic_group : wanted) {
-    count = std::min(count, groups_.FreeCredits(*topic_group));
+    count = std::min(count, topic_group->core.FreeCredits());
     topics.push_back(topic_group->topic);
   }
   const absl::Duration block =
       options_.block_time / static_cast<int64_t>(std::max<size_t>(1, slot.groups.size()));
   // The read holds no credits: claims and reclaims may use them meanwhile,
-  // and what it brings beyond them waits in `ready` (at most `count` per
+  // and what it brings beyond them waits in the group (at most `count` per
   // topic).
   group.blocking = true;
   group.blocking_topics = wanted;

@@ -7,8 +7,8 @@
 //     JUSTID), so no other replica reclaims a live lease;
 //   * reclaims entries idle longer than the ack deadline (XAUTOCLAIM): the
 //     leases of a replica that died, or entries this one could not ack;
-//   * samples Redis' lag of the group, and the leases in flight, for the
-//     BrokerObserver;
+//   * forgets the recorded nack delays that are over;
+//   * samples Redis' lag of the group for the BrokerObserver;
 //   * retries groups whose creation or reads failed.
 //
 // Threading: every call and callback on the broker's dispatcher thread.
@@ -32,10 +32,6 @@ class LeaseKeeper {
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
 
-  // Reports every group's leases in flight: what this process holds,
-  // whatever Redis' state.
-  void SampleLeasesInFlight();
-
   // Refreshes, reclaims and samples every group whose lane is ready. Only
   // while the shared lane is ready.
   void Pass();
@@ -46,6 +42,7 @@ class LeaseKeeper {
   void CountReclaimed(TopicGroup& topic_group, uint32_t reserved, std::vector<Message> reclaimed);
   void EndReclaim(TopicGroup& topic_group, uint32_t reserved);
   void SampleLag(TopicGroup& topic_group);
+  void ForgetEndedDelays(TopicGroup& topic_group);
 
   StreamGroups& groups_;
   CommandLanes& lanes_;

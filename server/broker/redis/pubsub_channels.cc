@@ -14,8 +14,8 @@ namespace switchboard::broker::redis {
 PubSubChannels::PubSubChannels(event::Anchor<ConnectionSet> connections, BrokerObserver& observer,
                                absl::AnyInvocable<void()> on_serving_change)
     : connections_(std::move(connections)),
-      observer_(observer),
-      on_serving_change_(std::move(on_serving_change)) {}
+      on_serving_change_(std::move(on_serving_change)),
+      subscribers_(observer, [this](const std::string& pattern) { OnPatternUnused(pattern); }) {}
 
 void PubSubChannels::AddMarkerChannel(std::string channel, absl::AnyInvocable<void()> on_message) {
   marker_channel_ = std::move(channel);
@@ -30,17 +30,11 @@ bool PubSubChannels::subscribed(const std::string& pattern) const {
 
 void PubSubChannels::AddSubscriber(uint64_t id, std::string pattern, const TopicPolicy& policy,
                                    std::shared_ptr<SinkGuard<SubscriberSink>> sink) {
-  Subscriber& subscriber =
-      subscribers_
-          .try_emplace(
-              id, Subscriber{pattern, SubscriberBuffer(policy.subscriber_buffer, policy.overflow),
-                             std::move(sink), /*confirmed=*/false})
-          .first->second;
-  subscriber_index_.Add(pattern, id);
   Channel& channel = channels_[pattern];
   channel.wanted = true;
+  subscribers_.Add(id, pattern, policy, std::move(sink));
   if (channel.upstream == Upstream::kSubscribed) {
-    Confirm(subscriber);
+    subscribers_.Confirm(id);
   } else {
     channel.waiting.push_back(id);
     Reconcile(pattern);
@@ -48,22 +42,20 @@ void PubSubChannels::AddSubscriber(uint64_t id, std::string pattern, const Topic
 }
 
 void PubSubChannels::RemoveSubscriber(uint64_t id) {
-  auto it = subscribers_.find(id);
-  if (it != subscribers_.end()) EraseSubscriber(it);
+  if (const std::string* pattern = subscribers_.PatternOf(id)) {
+    std::vector<uint64_t>& waiting = channels_[*pattern].waiting;
+    waiting.erase(std::remove(waiting.begin(), waiting.end(), id), waiting.end());
+  }
+  subscribers_.Remove(id);
 }
 
-void PubSubChannels::SubscriberReady(uint64_t id) {
-  auto it = subscribers_.find(id);
-  if (it == subscribers_.end()) return;
-  if (std::optional<SubscriberBuffer::Handoff> next = it->second.buffer.Ready()) {
-    HandOver(it->second, *next);
-  }
-}
+void PubSubChannels::SubscriberReady(uint64_t id) { subscribers_.Ready(id); }
 
-void PubSubChannels::CloseAll(const absl::Status& status) {
-  for (auto& [id, subscriber] : subscribers_) {
-    subscriber.sink->Invoke([&](SubscriberSink& sink) { sink.OnClosed(status); });
-  }
+void PubSubChannels::CloseAll(const absl::Status& status) { subscribers_.CloseAll(status); }
+
+void PubSubChannels::OnPatternUnused(const std::string& pattern) {
+  channels_[pattern].wanted = false;
+  Reconcile(pattern);
 }
 
 void PubSubChannels::OnConnectionState(bool ready) {
@@ -145,17 +137,9 @@ void PubSubChannels::OnSubscribed(const std::string& pattern) {
   channel.upstream = Upstream::kSubscribed;
   std::vector<uint64_t> waiting;
   waiting.swap(channel.waiting);
-  for (uint64_t id : waiting) {
-    auto subscriber = subscribers_.find(id);
-    if (subscriber != subscribers_.end()) Confirm(subscriber->second);
-  }
+  for (uint64_t id : waiting) subscribers_.Confirm(id);
   Reconcile(pattern);
   EndRestoringIfDone();
-}
-
-void PubSubChannels::Confirm(Subscriber& subscriber) {
-  subscriber.confirmed = true;
-  subscriber.sink->Invoke([](SubscriberSink& sink) { sink.OnSubscribed(); });
 }
 
 // A message on `topic`, delivered by the Redis subscription `pattern`.
@@ -170,49 +154,7 @@ void PubSubChannels::OnMessage(const std::string& pattern, const std::string& to
     SB_LOG(kDebug, "dropping a message on ", topic, ": ", decoded.status().message());
     return;
   }
-  auto message = std::make_shared<const Message>(*std::move(decoded));
-  for (uint64_t id : subscriber_index_.Match(topic)) {
-    auto it = subscribers_.find(id);
-    if (it->second.pattern == pattern && it->second.confirmed) Offer(it, message);
-  }
-}
-
-void PubSubChannels::Offer(std::map<uint64_t, Subscriber>::iterator it,
-                           const std::shared_ptr<const Message>& message) {
-  Subscriber& subscriber = it->second;
-  SubscriberBuffer::PushResult pushed = subscriber.buffer.Push(message);
-  if (pushed.dropped > 0) observer_.OnSubscriberDropped(message->topic, pushed.dropped);
-  if (pushed.disconnect) {
-    const absl::Status overflow = absl::ResourceExhaustedError(
-        absl::StrCat("subscriber buffer of ", subscriber.buffer.capacity(),
-                     " messages overflowed on topic '", message->topic, "'"));
-    subscriber.sink->Invoke([&](SubscriberSink& sink) { sink.OnClosed(overflow); });
-    EraseSubscriber(it);
-  } else if (pushed.handoff) {
-    HandOver(subscriber, *pushed.handoff);
-  }
-}
-
-void PubSubChannels::HandOver(Subscriber& subscriber, const SubscriberBuffer::Handoff& handoff) {
-  subscriber.sink->Invoke(
-      [&](SubscriberSink& sink) { sink.OnMessage(*handoff.message, handoff.dropped_since_last); });
-}
-
-void PubSubChannels::EraseSubscriber(std::map<uint64_t, Subscriber>::iterator it) {
-  const uint64_t id = it->first;
-  const std::string pattern = std::move(it->second.pattern);
-  subscribers_.erase(it);
-  Channel& channel = channels_[pattern];
-  channel.waiting.erase(std::remove(channel.waiting.begin(), channel.waiting.end(), id),
-                        channel.waiting.end());
-  if (subscriber_index_.Remove(pattern, id)) {
-    channel.wanted = false;
-    Reconcile(pattern);
-  }
-}
-
-void PubSubChannels::SampleBufferFill() {
-  observer_.OnSubscriberBufferFill(FullestBufferByPattern(subscribers_));
+  subscribers_.Offer(std::make_shared<const Message>(*std::move(decoded)), &pattern);
 }
 
 }  // namespace switchboard::broker::redis

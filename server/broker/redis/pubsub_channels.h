@@ -24,8 +24,7 @@
 #include "server/broker/redis/connection_set.h"
 #include "server/broker/redis/reply.h"
 #include "server/broker/sink_guard.h"
-#include "server/broker/subscriber_buffer.h"
-#include "server/broker/subscriber_index.h"
+#include "server/broker/subscriber_set.h"
 #include "server/broker/topic_policy.h"
 #include "server/event/anchor.h"
 
@@ -66,16 +65,9 @@ class PubSubChannels {
   void OnPush(Reply push);
 
   // Reports the fullest subscriber buffer per pattern to the observer.
-  void SampleBufferFill();
+  void SampleBufferFill() { subscribers_.ReportBufferFill(); }
 
  private:
-  struct Subscriber {
-    std::string pattern;
-    SubscriberBuffer buffer;
-    std::shared_ptr<SinkGuard<SubscriberSink>> sink;
-    bool confirmed;
-  };
-
   enum class Upstream { kNone, kSubscribing, kSubscribed, kUnsubscribing };
 
   // One SUBSCRIBE (exact topic) or PSUBSCRIBE (prefix pattern) on Redis.
@@ -89,23 +81,19 @@ class PubSubChannels {
   void SendPubSub(Command command);
   void EndRestoringIfDone();
   void OnSubscribed(const std::string& pattern);
-  void Confirm(Subscriber& subscriber);
   void OnMessage(const std::string& pattern, const std::string& topic, absl::string_view value);
-  void Offer(std::map<uint64_t, Subscriber>::iterator it,
-             const std::shared_ptr<const Message>& message);
-  static void HandOver(Subscriber& subscriber, const SubscriberBuffer::Handoff& handoff);
-  void EraseSubscriber(std::map<uint64_t, Subscriber>::iterator it);
+  // The last subscriber of `pattern` left: unsubscribe.
+  void OnPatternUnused(const std::string& pattern);
 
   event::Anchor<ConnectionSet> connections_;
-  BrokerObserver& observer_;
   absl::AnyInvocable<void()> on_serving_change_;
   bool ready_ = false;
   bool restoring_ = false;  // Subscriptions are being renewed after a reconnect.
   std::string marker_channel_;
   absl::AnyInvocable<void()> on_marker_;
-  std::map<uint64_t, Subscriber> subscribers_;
-  SubscriberIndex subscriber_index_;
   std::map<std::string, Channel> channels_;  // By subscription pattern.
+  // After the channels: its unused-pattern callback changes them.
+  SubscriberSet subscribers_;
 };
 
 }  // namespace switchboard::broker::redis

@@ -248,7 +248,7 @@ class RedisBroker::State {
   // Every maintenance_interval, real time.
   void Maintain() {
     if (shutting_down_) return;
-    keeper_.SampleLeasesInFlight();
+    groups_.ReportLeasesInFlight();
     channels_.SampleBufferFill();
     if (!lanes_.shared_ready()) return;
     keeper_.Pass();

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "server/broker/redis/message_codec.h"
 
@@ -85,6 +86,25 @@ Command GroupsInfoCommand(absl::string_view topic) {
   return Command::Of({"XINFO", "GROUPS", topic});
 }
 
+std::string NackDelaysKey(absl::string_view topic) {
+  return absl::StrCat("switchboard:nack-delays:", topic);
+}
+
+Command RecordDelayCommand(absl::string_view topic, absl::string_view group, absl::string_view id,
+                           absl::Time end) {
+  return Command::Of({"ZADD", NackDelaysKey(topic), absl::StrCat(absl::ToUnixMillis(end)),
+                      absl::StrCat(group, " ", id)});
+}
+
+Command DelayEndCommand(absl::string_view topic, absl::string_view group, absl::string_view id) {
+  return Command::Of({"ZSCORE", NackDelaysKey(topic), absl::StrCat(group, " ", id)});
+}
+
+Command ForgetEndedDelaysCommand(absl::string_view topic, absl::Time now) {
+  return Command::Of(
+      {"ZREMRANGEBYSCORE", NackDelaysKey(topic), "-inf", absl::StrCat(absl::ToUnixMillis(now))});
+}
+
 bool IsNoGroup(const absl::StatusOr<Reply>& reply) {
   return reply.ok() && reply->is_error() && HasErrorCode(reply->str, "NOGROUP");
 }
@@ -150,12 +170,11 @@ std::optional<int64_t> GroupLag(const Reply& reply, absl::string_view group) {
   return std::nullopt;
 }
 
-OutgoingMessage DeadLetterOf(const Message& message, uint32_t attempts) {
-  OutgoingMessage dead_letter{message.payload, message.attributes};
-  dead_letter.attributes[kDeadLetterAttemptsAttribute] = absl::StrCat(attempts);
-  dead_letter.attributes[kDeadLetterOriginalIdAttribute] = message.id;
-  dead_letter.attributes[kDeadLetterOriginalTopicAttribute] = message.topic;
-  return dead_letter;
+std::optional<absl::Time> DelayEnd(const absl::StatusOr<Reply>& reply) {
+  if (!reply.ok() || !reply->is_string()) return std::nullopt;
+  double ms = 0;
+  if (!absl::SimpleAtod(reply->str, &ms)) return std::nullopt;
+  return absl::FromUnixMillis(static_cast<int64_t>(ms));
 }
 
 std::string DeadLetterId(absl::Time publish_time, absl::Time now) {

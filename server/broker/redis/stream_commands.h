@@ -67,6 +67,25 @@ Command PendingEntryCommand(absl::string_view topic, absl::string_view group, ab
 // `XINFO GROUPS <topic>`.
 Command GroupsInfoCommand(absl::string_view topic);
 
+// -- Nack delays --------------------------------------------------------------
+//
+// A nacked message that must wait is recorded in the sorted set
+// NackDelaysKey(topic), scored by the end of its delay (Unix ms), as member
+// "<group> <id>" (group names have no spaces), so that a replica that takes
+// the pending entry over waits out the rest of the delay too.
+
+std::string NackDelaysKey(absl::string_view topic);
+
+// `ZADD <key> <end ms> "<group> <id>"`.
+Command RecordDelayCommand(absl::string_view topic, absl::string_view group, absl::string_view id,
+                           absl::Time end);
+
+// `ZSCORE <key> "<group> <id>"`.
+Command DelayEndCommand(absl::string_view topic, absl::string_view group, absl::string_view id);
+
+// `ZREMRANGEBYSCORE <key> -inf <now ms>`: forgets the delays that are over.
+Command ForgetEndedDelaysCommand(absl::string_view topic, absl::Time now);
+
 // -- Replies ------------------------------------------------------------------
 
 // True for a NOGROUP error: the consumer group (or its stream) is gone.
@@ -98,6 +117,10 @@ struct AutoClaimed {
 // Nothing when `reply` is not an XAUTOCLAIM reply.
 std::optional<AutoClaimed> AutoClaimedEntries(const Reply& reply, absl::string_view topic);
 
+// The end of a recorded nack delay, from a ZSCORE reply; nothing when none
+// is recorded (nil) or the reply is not a score.
+std::optional<absl::Time> DelayEnd(const absl::StatusOr<Reply>& reply);
+
 // Redis' delivery count of the one entry of an XPENDING reply
 // ([[id, consumer, idle, count]]); nothing for any other reply.
 std::optional<uint32_t> PendingDeliveryCount(const absl::StatusOr<Reply>& reply);
@@ -108,10 +131,6 @@ std::optional<uint32_t> PendingDeliveryCount(const absl::StatusOr<Reply>& reply)
 std::optional<int64_t> GroupLag(const Reply& reply, absl::string_view group);
 
 // -- Dead letters -------------------------------------------------------------
-
-// `message` as its dead letter: the same payload and attributes, plus the
-// attempts it used and its original id and topic.
-OutgoingMessage DeadLetterOf(const Message& message, uint32_t attempts);
 
 // The XADD id of the dead letter of a message published at `publish_time`:
 // "<ms>-*" with the later of `now` and the millisecond after publish_time.

@@ -16,128 +16,73 @@ StreamGroups::StreamGroups(event::Dispatcher& dispatcher, common::Clock& io_cloc
                            BrokerObserver& observer, CommandLanes& lanes,
                            event::Anchor<ConnectionSet> connections,
                            BlockingReadOptions read_options)
-    : clock_(dispatcher.clock()),
-      io_clock_(io_clock),
+    : io_clock_(io_clock),
       consumer_(std::move(consumer)),
       policies_(policies),
       observer_(observer),
       lanes_(lanes),
       reads_(dispatcher, std::move(connections), read_options, lanes, *this),
-      leases_(dispatcher, [this](Lease lease) { OnLeaseExpired(std::move(lease)); }) {}
+      core_(dispatcher, policies, observer,
+            [this](ConsumerGroup& group) { return MakeTopicGroup(group); }) {}
 
 // -- Sessions -----------------------------------------------------------------
 
 void StreamGroups::AddSession(uint64_t id, ConsumeOptions options,
                               std::shared_ptr<SinkGuard<ConsumerSink>> sink) {
-  TopicGroup& topic_group = GetTopicGroup(options.topic, options.group);
-  const absl::Duration ack_deadline = options.ack_deadline > absl::ZeroDuration()
-                                          ? options.ack_deadline
-                                          : topic_group.policy.ack_deadline;
-  Session& session = sessions_
-                         .try_emplace(id, Session{id, &topic_group, options.max_in_flight,
-                                                  ack_deadline, std::move(sink)})
-                         .first->second;
-  topic_group.sessions.push_back(&session);
-  reads_.EnsureReader(topic_group.group);
-  Kick(topic_group);
+  reads_.EnsureReader(options.group);
+  core_.AddSession(id, std::move(options), std::move(sink));
 }
 
-void StreamGroups::RemoveSession(uint64_t id) {
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return;
-  TopicGroup& topic_group = *it->second.topic_group;
-  std::vector<Session*>& members = topic_group.sessions;
-  const size_t index = std::find(members.begin(), members.end(), &it->second) - members.begin();
-  members.erase(members.begin() + index);
-  if (index < topic_group.next_turn) --topic_group.next_turn;
-  if (topic_group.next_turn >= members.size()) topic_group.next_turn = 0;
-  for (const Lease& lease : leases_.ReleaseSession(id)) FailDelivery(topic_group, lease);
-  sessions_.erase(it);
-  Kick(topic_group);
-  reads_.ReleaseReaderIfIdle(topic_group.group);
-}
+void StreamGroups::RemoveSession(uint64_t id) { core_.RemoveSession(id); }
 
 void StreamGroups::Settle(uint64_t id, const LeaseUpdate& update,
                           absl::AnyInvocable<void(LeaseUpdateResult)> done) {
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return;
-  Session& session = it->second;
-  TopicGroup& topic_group = *session.topic_group;
-  LeaseUpdateResult result;
-  std::vector<std::string> acked;
-  for (const std::string& ack_id : update.acks) {
-    absl::StatusOr<Lease> lease = leases_.Release(ack_id, id);
-    result.acks.push_back(lease.status());
-    if (!lease.ok()) continue;
-    topic_group.owned.erase(lease->message_id);
-    acked.push_back(std::move(lease->message_id));
-  }
-  for (const std::string& ack_id : update.nacks) {
-    result.nacks.push_back(Fail(session, ack_id));
-  }
-  for (const LeaseUpdate::Extension& extension : update.extensions) {
-    result.extensions.push_back(
-        extension.deadline > absl::ZeroDuration()
-            ? leases_.Extend(extension.ack_id, id, clock_.Now() + extension.deadline)
-            : Fail(session, extension.ack_id));
-  }
-  if (!acked.empty()) Acknowledge(topic_group, acked);
-  session.sink->Invoke([&](ConsumerSink&) { done(std::move(result)); });
-  Kick(topic_group);
+  core_.Settle(id, update, std::move(done));
 }
 
-void StreamGroups::CloseAll(const absl::Status& status) {
-  for (auto& [id, session] : sessions_) {
-    session.sink->Invoke([&](ConsumerSink& sink) { sink.OnClosed(status); });
-  }
-}
+void StreamGroups::CloseAll(const absl::Status& status) { core_.CloseAll(status); }
 
 void StreamGroups::OnLaneReady(size_t lane) {
-  for (auto& [key, topic_group] : topic_groups_) {
-    if (lane == kSharedLane || topic_group.lane == lane) Kick(topic_group);
+  for (TopicGroup* topic_group : topic_groups_) {
+    if (lane == kSharedLane || topic_group->lane == lane) Kick(*topic_group);
   }
 }
 
 void StreamGroups::Stop() {
-  stopped_ = true;
+  core_.Stop();
   reads_.Stop();
 }
 
-TopicGroup& StreamGroups::GetTopicGroup(const std::string& topic, const std::string& group) {
-  auto key = std::make_pair(topic, group);
-  auto it = topic_groups_.find(key);
-  if (it != topic_groups_.end()) return it->second;
-  const TopicPolicy& policy = policies_.Resolve(topic);
-  TopicGroup& created =
-      topic_groups_.try_emplace(key, topic, group, policy, lanes_.LaneOf(policy)).first->second;
-  reads_.AddTopic(created);
-  return created;
+std::unique_ptr<GroupSource> StreamGroups::MakeTopicGroup(ConsumerGroup& group) {
+  auto topic_group = std::make_unique<TopicGroup>(*this, group, lanes_.LaneOf(group.policy()));
+  topic_groups_.push_back(topic_group.get());
+  reads_.AddTopic(*topic_group);
+  return topic_group;
 }
 
-// -- Moving a group forward ---------------------------------------------------
+// -- The core's source ----------------------------------------------------------
 
-uint32_t StreamGroups::FreeCredits(const TopicGroup& topic_group) const {
-  int64_t free = 0;
-  for (const Session* session : topic_group.sessions) {
-    free += int64_t{session->max_in_flight} - int64_t(leases_.HeldBy(session->id));
-  }
-  free -= int64_t{topic_group.reserved} + int64_t(topic_group.ready.size());
-  return free > 0 ? static_cast<uint32_t>(free) : 0;
+void TopicGroup::Fill(ConsumerGroup&) { owner.Fill(*this); }
+void TopicGroup::Idle(ConsumerGroup&) { owner.Idle(*this); }
+void TopicGroup::RecordDelay(ConsumerGroup&, const std::string& id, absl::Duration delay) {
+  owner.RecordDelay(*this, id, delay);
+}
+void TopicGroup::Acknowledge(ConsumerGroup&, std::vector<std::string> ids) {
+  owner.Acknowledge(*this, ids);
+}
+void TopicGroup::DeadLetter(ConsumerGroup&, std::shared_ptr<const Message> message,
+                            uint32_t attempts) {
+  owner.DeadLetter(*this, *message, attempts);
 }
 
-void StreamGroups::Kick(TopicGroup& topic_group) {
-  if (stopped_ || !lanes_.shared_ready() || !lanes_.ready(topic_group.lane)) return;
-  if (topic_group.sessions.empty()) {
-    ReleaseHeld(topic_group);
-    return;
-  }
+void StreamGroups::Fill(TopicGroup& topic_group) {
+  if (!lanes_.shared_ready() || !lanes_.ready(topic_group.lane)) return;
   if (topic_group.existence != TopicGroup::Existence::kReady) {
     EnsureGroupExists(topic_group);
     return;
   }
-  HandOutReady(topic_group);
-  if (!topic_group.redeliveries.empty()) ClaimRedeliveries(topic_group);
-  if (FreeCredits(topic_group) == 0) return;
+  if (topic_group.core.has_due()) ClaimRedeliveries(topic_group);
+  if (topic_group.core.FreeCredits() == 0) return;
   if (!topic_group.drained) {
     if (!topic_group.probing) Probe(topic_group);
     return;
@@ -145,19 +90,18 @@ void StreamGroups::Kick(TopicGroup& topic_group) {
   reads_.EnsureBlocking(topic_group.group);
 }
 
+void StreamGroups::Idle(TopicGroup& topic_group) {
+  if (lanes_.shared_ready() && lanes_.ready(topic_group.lane)) ReleaseWaiting(topic_group);
+  reads_.ReleaseReaderIfIdle(topic_group.group);
+}
+
 // A group without local sessions gives back what this process holds for it
 // (read or released entries waiting for a consumer): marked idle past the ack
 // deadline, they are reclaimed by the next pass of any replica, this one
 // included, instead of waiting here for a local consumer.
-void StreamGroups::ReleaseHeld(TopicGroup& topic_group) {
-  std::vector<std::string> ids;
-  for (const std::deque<Held>* held : {&topic_group.ready, &topic_group.redeliveries}) {
-    for (const Held& entry : *held) ids.push_back(entry.id);
-  }
-  topic_group.ready.clear();
-  topic_group.redeliveries.clear();
+void StreamGroups::ReleaseWaiting(TopicGroup& topic_group) {
+  std::vector<std::string> ids = topic_group.core.TakeWaiting();
   if (ids.empty()) return;
-  for (const std::string& id : ids) topic_group.owned.erase(id);
   lanes_.Send(topic_group.lane,
               ReleaseIdleCommand(topic_group.topic, topic_group.group, consumer_, ids,
                                  topic_group.policy.ack_deadline),
@@ -202,15 +146,15 @@ void StreamGroups::OnGroupLost(TopicGroup& topic_group) {
 // A non-blocking XREADGROUP on the command connection for the group's free
 // credits.
 void StreamGroups::Probe(TopicGroup& topic_group) {
-  const uint32_t count = FreeCredits(topic_group);
+  const uint32_t count = topic_group.core.FreeCredits();
   topic_group.probing = true;
-  topic_group.reserved += count;
+  topic_group.core.Reserve(count);
   lanes_.Send(
       topic_group.lane,
       ReadGroupCommand(topic_group.group, consumer_, {topic_group.topic}, count, std::nullopt),
       [this, &topic_group, count](absl::StatusOr<Reply> reply) {
         topic_group.probing = false;
-        topic_group.reserved -= count;
+        topic_group.core.Unreserve(count);
         if (IsNoGroup(reply)) {
           OnGroupLost(topic_group);
           return;
@@ -240,82 +184,40 @@ std::vector<size_t> StreamGroups::TakeReadEntries(const absl::StatusOr<Reply>& r
                                     [&](const TopicGroup* t) { return t->topic == stream.topic; });
     if (topic_group == topics.end()) continue;
     for (Message& message : stream.messages) {
-      Own(**topic_group, std::move(message), /*attempt=*/1);
+      (*topic_group)
+          ->core.Arrive(std::make_shared<const Message>(std::move(message)),
+                        /*attempt=*/1);
       ++taken[topic_group - topics.begin()];
     }
   }
   return taken;
 }
 
-void StreamGroups::Own(TopicGroup& topic_group, Message message, uint32_t attempt) {
-  std::string id = message.id;
-  topic_group.owned[id] = std::make_shared<const Message>(std::move(message));
-  topic_group.ready.push_back(Held{std::move(id), attempt});
-}
-
-// Hands waiting messages to the sessions with credit, taking turns.
-void StreamGroups::HandOutReady(TopicGroup& topic_group) {
-  const size_t members = topic_group.sessions.size();
-  std::vector<std::vector<Delivery>> batches(members);
-  const absl::Time now = clock_.Now();
-  for (size_t without_credit = 0; without_credit < members && !topic_group.ready.empty();) {
-    const size_t turn = topic_group.next_turn;
-    topic_group.next_turn = (turn + 1) % members;
-    const Session& session = *topic_group.sessions[turn];
-    if (leases_.HeldBy(session.id) >= session.max_in_flight) {
-      ++without_credit;
-      continue;
-    }
-    without_credit = 0;
-    Held held = std::move(topic_group.ready.front());
-    topic_group.ready.pop_front();
-    if (held.attempt > 1) observer_.OnRedelivered(topic_group.topic, topic_group.group);
-    Delivery& delivery = batches[turn].emplace_back();
-    delivery.ack_id =
-        leases_.Grant(Lease{session.id, held.id, held.attempt, now + session.ack_deadline});
-    delivery.message = *topic_group.owned.at(held.id);
-    delivery.delivery_attempt = held.attempt;
-  }
-  for (size_t i = 0; i < members; ++i) {
-    if (batches[i].empty()) continue;
-    topic_group.sessions[i]->sink->Invoke(
-        [&](ConsumerSink& sink) { sink.OnDeliveries(std::move(batches[i])); });
-  }
-}
-
 // XCLAIM to this process' consumer: Redis counts the delivery, and entries
 // trimmed away meanwhile are not returned (they are gone for good).
 void StreamGroups::ClaimRedeliveries(TopicGroup& topic_group) {
-  const size_t count = std::min<size_t>(FreeCredits(topic_group), topic_group.redeliveries.size());
-  if (count == 0) return;
-  std::vector<Held> claimed(topic_group.redeliveries.begin(),
-                            topic_group.redeliveries.begin() + count);
-  topic_group.redeliveries.erase(topic_group.redeliveries.begin(),
-                                 topic_group.redeliveries.begin() + count);
-  topic_group.reserved += count;
+  std::vector<DueDelivery> due = topic_group.core.TakeDue(topic_group.core.FreeCredits());
+  if (due.empty()) return;
   std::vector<std::string> ids;
-  for (const Held& held : claimed) ids.push_back(held.id);
+  for (const DueDelivery& entry : due) ids.push_back(entry.id);
   lanes_.Send(topic_group.lane, ClaimCommand(topic_group.topic, topic_group.group, consumer_, ids),
-              [this, &topic_group, claimed = std::move(claimed)](absl::StatusOr<Reply> reply) {
-                topic_group.reserved -= claimed.size();
+              [this, &topic_group, due = std::move(due)](absl::StatusOr<Reply> reply) {
                 if (!reply.ok() || reply->is_error()) {
-                  // Try again later; a lost group took them with it.
-                  if (IsNoGroup(reply)) {
-                    for (const Held& held : claimed) topic_group.owned.erase(held.id);
+                  // A lost group took them with it; anything else: again later.
+                  const bool lost = IsNoGroup(reply);
+                  if (lost) {
+                    for (const DueDelivery& entry : due) {
+                      topic_group.core.Redelivered(entry, /*present=*/false);
+                    }
                     OnGroupLost(topic_group);
-                    return;
+                  } else {
+                    topic_group.core.Requeue(due);
                   }
-                  topic_group.redeliveries.insert(topic_group.redeliveries.begin(), claimed.begin(),
-                                                  claimed.end());
                   return;
                 }
                 const std::set<std::string> present = ClaimedIds(*reply);
-                for (const Held& held : claimed) {
-                  if (present.count(held.id) > 0) {
-                    topic_group.ready.push_back(held);
-                  } else {
-                    topic_group.owned.erase(held.id);
-                  }
+                for (const DueDelivery& entry : due) {
+                  topic_group.core.Redelivered(entry, present.count(entry.id) > 0);
                 }
                 Kick(topic_group);
               });
@@ -323,31 +225,9 @@ void StreamGroups::ClaimRedeliveries(TopicGroup& topic_group) {
 
 // -- Ends of deliveries ---------------------------------------------------------
 
-absl::Status StreamGroups::Fail(Session& session, absl::string_view ack_id) {
-  absl::StatusOr<Lease> lease = leases_.Release(ack_id, session.id);
-  if (!lease.ok()) return lease.status();
-  FailDelivery(*session.topic_group, *lease);
-  return absl::OkStatus();
-}
-
-// A delivery ended without an ack (nack, expiry, release): redeliver it, or
-// dead-letter it when it used the last attempt.
-void StreamGroups::FailDelivery(TopicGroup& topic_group, const Lease& lease) {
-  if (lease.delivery_attempt < topic_group.policy.max_delivery_attempts) {
-    topic_group.redeliveries.push_back(Held{lease.message_id, lease.delivery_attempt + 1});
-    return;
-  }
-  DeadLetter(topic_group, lease.message_id, lease.delivery_attempt);
-}
-
-void StreamGroups::DeadLetter(TopicGroup& topic_group, const std::string& id, uint32_t attempts) {
-  auto owned = topic_group.owned.find(id);
-  if (owned == topic_group.owned.end()) return;
-  const Message& message = *owned->second;
-  OutgoingMessage dead_letter = DeadLetterOf(message, attempts);
-  const std::string dead_letter_id = DeadLetterId(message.publish_time, io_clock_.Now());
-  topic_group.owned.erase(owned);
-  AppendDeadLetter(topic_group, id, dead_letter_id, std::move(dead_letter));
+void StreamGroups::DeadLetter(TopicGroup& topic_group, const Message& message, uint32_t attempts) {
+  AppendDeadLetter(topic_group, message.id, DeadLetterId(message.publish_time, io_clock_.Now()),
+                   DeadLetterOf(message, attempts));
 }
 
 void StreamGroups::AppendDeadLetter(TopicGroup& topic_group, const std::string& id,
@@ -375,18 +255,19 @@ void StreamGroups::AppendDeadLetter(TopicGroup& topic_group, const std::string& 
               });
 }
 
-void StreamGroups::Acknowledge(TopicGroup& topic_group, const std::vector<std::string>& ids) {
-  // An ack that fails leaves the entry pending, unrefreshed: it is reclaimed
-  // and delivered again after the ack deadline (at-least-once).
-  lanes_.Send(topic_group.lane, AckCommand(topic_group.topic, topic_group.group, ids),
+// If the command fails, a replica that takes the entry over delivers it
+// without waiting; this one still waits.
+void StreamGroups::RecordDelay(TopicGroup& topic_group, const std::string& id,
+                               absl::Duration delay) {
+  topic_group.delays_recorded = true;
+  lanes_.Send(topic_group.lane,
+              RecordDelayCommand(topic_group.topic, topic_group.group, id, io_clock_.Now() + delay),
               [](absl::StatusOr<Reply>) {});
 }
 
-void StreamGroups::OnLeaseExpired(Lease lease) {
-  TopicGroup& topic_group = *sessions_.at(lease.session).topic_group;
-  observer_.OnLeaseExpired(topic_group.topic, topic_group.group);
-  FailDelivery(topic_group, lease);
-  Kick(topic_group);
+void StreamGroups::Acknowledge(TopicGroup& topic_group, const std::vector<std::string>& ids) {
+  lanes_.Send(topic_group.lane, AckCommand(topic_group.topic, topic_group.group, ids),
+              [](absl::StatusOr<Reply>) {});
 }
 
 }  // namespace switchboard::broker::redis

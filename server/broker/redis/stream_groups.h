@@ -2,16 +2,17 @@
 // Each (topic, Switchboard group) is a Redis consumer group on the topic's
 // stream; this process is one consumer in it (DESIGN.md §3).
 //
-// Owned by RedisBroker's state, which hands it the consume sessions. It owns
-// the leases (LeaseTable; Redis only fetches and acks), the TopicGroup
-// records, and the BlockingReads of its groups; LeaseKeeper works on its
-// groups too, through the methods marked below.
+// Owned by RedisBroker's state, which hands it the consume sessions. Sessions,
+// leases, hand-out order and dead-letter decisions are the consumer-group
+// core's (ConsumerGroups; Redis only fetches and acks); this class is the
+// core's source for every group (TopicGroup) and owns the BlockingReads of
+// its groups; LeaseKeeper works on its groups too, through the methods
+// marked below.
 //   * first deliveries come from XREADGROUP, only while a consumer has
 //     credits; `delivery_attempt` is Redis' delivery count;
-//   * ack is XACK; nack, expiry and a closed stream redeliver at once
-//     through XCLAIM to this process' consumer;
-//   * after max_delivery_attempts the message is XADDed to the dead-letter
-//     topic, then XACKed.
+//   * ack is XACK; a delivery due again (nack, expiry, a closed stream) is
+//     taken back through XCLAIM to this process' consumer, which counts it;
+//   * a dead letter is XADDed to the dead-letter topic, then XACKed.
 //
 // Threading: every call and callback on the broker's dispatcher thread,
 // whose clock times the leases. `io_clock` is real time, close to Redis'.
@@ -29,7 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "server/broker/broker.h"
-#include "server/broker/lease_table.h"
+#include "server/broker/consumer_groups.h"
 #include "server/broker/redis/blocking_reads.h"
 #include "server/broker/redis/command_lanes.h"
 #include "server/broker/redis/topic_group.h"
@@ -41,8 +42,6 @@ namespace switchboard::broker::redis {
 
 class StreamGroups {
  public:
-  using TopicGroups = std::map<std::pair<std::string, std::string>, TopicGroup>;
-
   // Every reference must outlive this object.
   StreamGroups(event::Dispatcher& dispatcher, common::Clock& io_clock, std::string consumer,
                const TopicPolicies& policies, BrokerObserver& observer, CommandLanes& lanes,
@@ -73,19 +72,22 @@ class StreamGroups {
 
   BlockingReads& reads() { return reads_; }
 
+  // Reports every group's leases in flight: what this process holds,
+  // whatever Redis' state.
+  void ReportLeasesInFlight() { core_.ReportLeasesInFlight(); }
+
   // -- For BlockingReads and LeaseKeeper ------------------------------------------
 
   const std::string& consumer() const { return consumer_; }
-  TopicGroups& topic_groups() { return topic_groups_; }
-  const LeaseTable& leases() const { return leases_; }
+  // Real time, close to Redis' own: the clock of recorded nack delays.
+  common::Clock& io_clock() { return io_clock_; }
+  // Every group a session ever joined here.
+  const std::vector<TopicGroup*>& topic_groups() const { return topic_groups_; }
 
-  // Credits the group's sessions have left, beyond the leases they hold, the
-  // reads and claims in flight for them and the messages waiting for them.
-  uint32_t FreeCredits(const TopicGroup& topic_group) const;
-
-  // Moves a group forward: hands out waiting messages, claims redeliveries,
-  // and reads new entries, as far as its credits go.
-  void Kick(TopicGroup& topic_group);
+  // Moves a group forward (ConsumerGroups::Pump): hands out waiting
+  // messages, claims redeliveries, and reads new entries, as far as its
+  // credits go.
+  void Kick(TopicGroup& topic_group) { core_.Pump(topic_group.core); }
 
   // The group vanished from Redis (a flush, or a restart without
   // persistence): create it again. What this process held went with it.
@@ -96,41 +98,40 @@ class StreamGroups {
   std::vector<size_t> TakeReadEntries(const absl::StatusOr<Reply>& reply,
                                       const std::vector<TopicGroup*>& topics);
 
-  // Takes `message` into the group's waiting messages.
-  void Own(TopicGroup& topic_group, Message message, uint32_t attempt);
+  // -- The core's source (TopicGroup's GroupSource methods) ----------------------
 
-  // XADDs the held message `id` to the dead-letter topic, then XACKs it.
-  // When the XADD fails the entry stays pending, unrefreshed, and is
-  // reclaimed later.
-  void DeadLetter(TopicGroup& topic_group, const std::string& id, uint32_t attempts);
+  // Claims due redeliveries and reads new entries for the free credits.
+  void Fill(TopicGroup& topic_group);
+  // No local session: gives back what waits, and the group's reader.
+  void Idle(TopicGroup& topic_group);
+  // Records the end of a nack's delay in Redis (NackDelaysKey), for the
+  // replica that may take the entry over.
+  void RecordDelay(TopicGroup& topic_group, const std::string& id, absl::Duration delay);
+  // XACK. An ack that fails leaves the entry pending, unrefreshed: it is
+  // reclaimed and delivered again after the ack deadline (at-least-once).
+  void Acknowledge(TopicGroup& topic_group, const std::vector<std::string>& ids);
+  // XADDs `message` to the dead-letter topic, then XACKs it. When the XADD
+  // fails the entry stays pending, unrefreshed, and is reclaimed later.
+  void DeadLetter(TopicGroup& topic_group, const Message& message, uint32_t attempts);
 
  private:
-  TopicGroup& GetTopicGroup(const std::string& topic, const std::string& group);
-  void ReleaseHeld(TopicGroup& topic_group);
+  std::unique_ptr<GroupSource> MakeTopicGroup(ConsumerGroup& group);
+  void ReleaseWaiting(TopicGroup& topic_group);
   void EnsureGroupExists(TopicGroup& topic_group);
   void Probe(TopicGroup& topic_group);
-  void HandOutReady(TopicGroup& topic_group);
   void ClaimRedeliveries(TopicGroup& topic_group);
-  absl::Status Fail(Session& session, absl::string_view ack_id);
-  void FailDelivery(TopicGroup& topic_group, const Lease& lease);
   void AppendDeadLetter(TopicGroup& topic_group, const std::string& id,
                         const std::string& dead_letter_id, OutgoingMessage dead_letter);
-  void Acknowledge(TopicGroup& topic_group, const std::vector<std::string>& ids);
-  void OnLeaseExpired(Lease lease);
 
-  common::Clock& clock_;     // Leases.
   common::Clock& io_clock_;  // Real time, close to Redis' own.
   const std::string consumer_;
   const TopicPolicies& policies_;
   BrokerObserver& observer_;
   CommandLanes& lanes_;
-  bool stopped_ = false;
-  // std::map keeps addresses stable: sessions and reads point at groups.
-  TopicGroups topic_groups_;
-  std::map<uint64_t, Session> sessions_;
   BlockingReads reads_;
-  // Last: its expiry callback uses the members above.
-  LeaseTable leases_;
+  std::vector<TopicGroup*> topic_groups_;  // Owned by the core's groups.
+  // Last: its groups' sources use the members above.
+  ConsumerGroups core_;
 };
 
 }  // namespace switchboard::broker::redis

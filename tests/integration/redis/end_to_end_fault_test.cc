@@ -223,5 +223,68 @@ TEST_F(EndToEndTest, LeasesOfAKilledSwitchboardAreRedeliveredByAnotherAfterTheAc
   survivor_context.TryCancel();
 }
 
+// A nack's delay is recorded in Redis: when the Switchboard that took the
+// nack is SIGKILLed during the delay, the one that takes the message over
+// waits out the rest of it, and delivers it as the next attempt.
+TEST_F(EndToEndTest, ADelayedNackOutlivesTheSwitchboardThatTookIt) {
+  constexpr absl::Duration kAckDeadline = absl::Seconds(1);
+  constexpr absl::Duration kNackDelay = absl::Seconds(4);
+  ASSERT_NO_FATAL_FAILURE(StartRedis());
+  const std::string config =
+      RedisConfigYaml(*redis_, absl::StrCat("topics:\n  - {name: jobs, ack_deadline_ms: ",
+                                            absl::ToInt64Milliseconds(kAckDeadline), "}\n"));
+  testing::SwitchboardProcess doomed(SWITCHBOARD_BINARY, config);
+  testing::SwitchboardProcess survivor(SWITCHBOARD_BINARY, config);
+  ASSERT_THAT(doomed.Start(), IsOk());
+  ASSERT_THAT(survivor.Start(), IsOk());
+  const auto channel = [](const testing::SwitchboardProcess& process) {
+    return grpc::CreateChannel(process.target(), grpc::InsecureChannelCredentials());
+  };
+  const std::shared_ptr<grpc::Channel> doomed_channel = channel(doomed);
+  const std::shared_ptr<grpc::Channel> survivor_channel = channel(survivor);
+  ASSERT_TRUE(HealthWatch(doomed_channel, kBrokerService).WaitFor(HealthResponse::SERVING))
+      << doomed.stderr_text();
+  ASSERT_TRUE(HealthWatch(survivor_channel, kBrokerService).WaitFor(HealthResponse::SERVING))
+      << survivor.stderr_text();
+  const std::unique_ptr<v1::Broker::Stub> doomed_stub = v1::Broker::NewStub(doomed_channel);
+  const std::unique_ptr<v1::Broker::Stub> survivor_stub = v1::Broker::NewStub(survivor_channel);
+  v1::PublishResponse published;
+  const grpc::Status status =
+      testing::Publish(*survivor_stub, "jobs", Numbered("j", 1), &published);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+
+  grpc::ClientContext doomed_context;
+  std::unique_ptr<ConsumeStream> doomed_consumer =
+      OpenConsume(*doomed_stub, doomed_context, "jobs", "workers", 1, 60000);
+  const std::vector<v1::Delivery> first = ReadDeliveries(*doomed_consumer, 1);
+  ASSERT_EQ(first.size(), 1u);
+  const absl::Time nacked_at = absl::Now();
+  v1::ConsumeRequest nack;
+  v1::Nack& delayed = *nack.add_nacks();
+  delayed.set_ack_id(first[0].ack_id());
+  delayed.set_delay_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(kNackDelay)));
+  ASSERT_TRUE(doomed_consumer->Write(nack));
+  // The delay is recorded before the process dies.
+  ASSERT_THAT(PollRedis(*redis_, {"ZCARD", "switchboard:nack-delays:jobs"}, "1"),
+              IsOkAndHolds("1"));
+  grpc::ClientContext survivor_context;
+  std::unique_ptr<ConsumeStream> survivor_consumer =
+      OpenConsume(*survivor_stub, survivor_context, "jobs", "workers", 10, 60000);
+  ASSERT_THAT(doomed.Kill(), IsOk());
+
+  // Reclaimed after the ack deadline, then held until the delay is over.
+  const std::vector<v1::Delivery> again = ReadDeliveries(*survivor_consumer, 1);
+  const absl::Duration redelivered_after = absl::Now() - nacked_at;
+  RecordProperty("redelivered_after_ms", absl::ToInt64Milliseconds(redelivered_after));
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_GE(redelivered_after, kNackDelay) << "redelivered before the nack's delay";
+  EXPECT_EQ(again[0].message().message_id(), published.message_ids(0));
+  EXPECT_EQ(again[0].delivery_attempt(), 2);
+  ASSERT_TRUE(Ack(*survivor_consumer, again));
+  EXPECT_THAT(PollRedis(*redis_, {"XPENDING", "jobs", "workers"}, kNothingPending),
+              IsOkAndHolds(kNothingPending));
+  survivor_context.TryCancel();
+}
+
 }  // namespace
 }  // namespace switchboard::end_to_end

@@ -584,7 +584,7 @@ TEST_F(RedisBrokerTest, PoisonMessageLandsInTheDeadLetterStreamAndIsAcked) {
   for (size_t attempt = 1; attempt <= 3; ++attempt) {
     ASSERT_TRUE(sink.WaitForCount(attempt));
     LeaseUpdate nack;
-    nack.nacks.push_back(sink.deliveries().back().ack_id);
+    nack.nacks.push_back({sink.deliveries().back().ack_id});
     Settle(**session, sink, std::move(nack));
   }
   Sync(broker);

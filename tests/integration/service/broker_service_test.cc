@@ -3,10 +3,13 @@
 // asserts exact counts.
 #include <grpcpp/grpcpp.h>
 
+#include <map>
 #include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -330,6 +333,52 @@ TEST_F(BrokerServiceTest, BadAcksAreReportedPerItemAndTheStreamGoesOn) {
   EXPECT_EQ(next[0].message().payload(), "for-a");
   context_a.TryCancel();
   context_b.TryCancel();
+}
+
+TEST_F(BrokerServiceTest, DelayedNacksAreCheckedPerItemAndAValidOneRedeliversLater) {
+  v1::PublishResponse published;
+  ASSERT_TRUE(Publish("jobs", Numbered("d", 2), &published).ok());
+  grpc::ClientContext context;
+  auto stream = OpenConsume(context, "jobs", "g", 2);
+  std::vector<v1::Delivery> held = ReadDeliveries(*stream, 2);
+  ASSERT_EQ(held.size(), 2u);
+
+  v1::ConsumeRequest request;
+  v1::Nack* too_long = request.add_nacks();
+  too_long->set_ack_id(held[0].ack_id());
+  too_long->set_delay_ms(3600001);
+  request.add_nacks()->set_delay_ms(10);  // No ack id.
+  v1::Nack* valid = request.add_nacks();
+  valid->set_ack_id(held[1].ack_id());
+  valid->set_delay_ms(200);
+  const absl::Time nacked_at = absl::Now();
+  ASSERT_TRUE(stream->Write(request));
+
+  std::map<std::string, std::string> failures;  // Field -> message.
+  v1::ConsumeResponse response;
+  while (failures.size() < 2 && stream->Read(&response)) {
+    EXPECT_EQ(response.deliveries_size(), 0);
+    for (const v1::AckFailure& failure : response.ack_failures()) {
+      EXPECT_EQ(failure.status().code(), grpc::StatusCode::INVALID_ARGUMENT);
+      const std::string& message = failure.status().message();
+      failures[message.substr(0, message.find(':'))] = message;
+    }
+  }
+  EXPECT_EQ(failures,
+            (std::map<std::string, std::string>{
+                {"nacks[0].delay_ms", "nacks[0].delay_ms: must be 0 to 3600000, got 3600001"},
+                {"nacks[1].ack_id", "nacks[1].ack_id: must not be empty"},
+            }));
+
+  // The valid nack: back after its delay, as the second attempt; the first
+  // message's lease is untouched by the refused nack and can still be acked.
+  std::vector<v1::Delivery> again = ReadDeliveries(*stream, 1);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_GE(absl::Now() - nacked_at, absl::Milliseconds(200));
+  EXPECT_EQ(again[0].message().message_id(), held[1].message().message_id());
+  EXPECT_EQ(again[0].delivery_attempt(), 2);
+  ASSERT_TRUE(Ack(*stream, {held[0], again[0]}));
+  context.TryCancel();
 }
 
 TEST_F(BrokerServiceTest, KilledConsumersLeasesGoToTheOtherConsumerWithAttemptTwo) {

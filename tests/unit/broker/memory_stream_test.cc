@@ -13,11 +13,9 @@ std::shared_ptr<const Message> Numbered(int n) {
   return message;
 }
 
-std::string NextId(ConsumerGroup& group, uint32_t expected_count) {
-  std::optional<ConsumerGroup::Claim> claim = group.ClaimNext();
-  if (!claim) return "<none>";
-  EXPECT_EQ(claim->delivery_count, expected_count) << claim->message->id;
-  return claim->message->id;
+std::string NextId(StreamCursor& cursor) {
+  std::shared_ptr<const Message> message = cursor.Next();
+  return message == nullptr ? "<none>" : message->id;
 }
 
 TEST(MemoryStreamTest, TrimsTheOldestEntriesBeyondMaxLen) {
@@ -29,52 +27,29 @@ TEST(MemoryStreamTest, TrimsTheOldestEntriesBeyondMaxLen) {
   EXPECT_EQ(stream.at(4)->id, "4");
 }
 
-TEST(MemoryStreamTest, GroupReadsFromTheStartOfRetainedHistory) {
+TEST(MemoryStreamTest, CursorReadsFromTheStartOfRetainedHistory) {
   Stream stream(3);
   for (int i = 0; i < 5; ++i) stream.Append(Numbered(i));
-  ConsumerGroup group(stream);
-  EXPECT_EQ(NextId(group, 1), "2");
-  EXPECT_EQ(NextId(group, 1), "3");
-  EXPECT_EQ(NextId(group, 1), "4");
-  EXPECT_EQ(NextId(group, 0), "<none>");
+  StreamCursor cursor(stream);
+  EXPECT_EQ(cursor.lag(), 3u);
+  EXPECT_EQ(NextId(cursor), "2");
+  EXPECT_EQ(NextId(cursor), "3");
+  EXPECT_EQ(NextId(cursor), "4");
+  EXPECT_EQ(NextId(cursor), "<none>");
+  EXPECT_EQ(cursor.lag(), 0u);
   stream.Append(Numbered(5));
-  EXPECT_EQ(NextId(group, 1), "5");
+  EXPECT_EQ(cursor.lag(), 1u);
+  EXPECT_EQ(NextId(cursor), "5");
 }
 
-TEST(MemoryStreamTest, GroupSkipsEntriesTrimmedBeforeItReadThem) {
+TEST(MemoryStreamTest, CursorSkipsEntriesTrimmedBeforeItReadThem) {
   Stream stream(2);
   stream.Append(Numbered(0));
-  ConsumerGroup group(stream);
+  StreamCursor cursor(stream);
   for (int i = 1; i < 6; ++i) stream.Append(Numbered(i));
-  EXPECT_EQ(NextId(group, 1), "4");
-  EXPECT_EQ(NextId(group, 1), "5");
-}
-
-TEST(MemoryStreamTest, RequeuedMessagesComeFirstAndCountDeliveries) {
-  Stream stream(10);
-  for (int i = 0; i < 3; ++i) stream.Append(Numbered(i));
-  ConsumerGroup group(stream);
-  EXPECT_EQ(NextId(group, 1), "0");
-  EXPECT_EQ(NextId(group, 1), "1");
-  group.Requeue("1");
-  group.Requeue("0");
-  EXPECT_EQ(NextId(group, 2), "1");
-  EXPECT_EQ(NextId(group, 2), "0");
-  group.Requeue("0");
-  EXPECT_EQ(NextId(group, 3), "0");
-  EXPECT_EQ(NextId(group, 1), "2");
-}
-
-TEST(MemoryStreamTest, PendingMessageSurvivesTrimming) {
-  Stream stream(1);
-  stream.Append(Numbered(0));
-  ConsumerGroup group(stream);
-  EXPECT_EQ(NextId(group, 1), "0");
-  stream.Append(Numbered(1));  // Trims 0 from the stream.
-  group.Requeue("0");
-  EXPECT_EQ(NextId(group, 2), "0");
-  EXPECT_EQ(group.Remove("0")->id, "0");
-  EXPECT_EQ(NextId(group, 1), "1");
+  EXPECT_EQ(cursor.lag(), 2u);
+  EXPECT_EQ(NextId(cursor), "4");
+  EXPECT_EQ(NextId(cursor), "5");
 }
 
 }  // namespace

@@ -209,6 +209,16 @@ INSTANTIATE_TEST_SUITE_P(
         ValidationCase{"DeliveryAttemptsZero",
                        "topics: [{name: a}, {name: jobs, max_delivery_attempts: 0}]",
                        "topics[1].max_delivery_attempts: must be between 1 and 1000, got 0"},
+        ValidationCase{"RetryBackoffMaxBelowMin",
+                       "topics: [{name: jobs, retry_backoff: {min_ms: 5000, max_ms: 1000}}]",
+                       "topics[0].retry_backoff.max_ms: must be at least min_ms (5000), got 1000"},
+        ValidationCase{
+            "RetryBackoffOverAnHour", "topics: [{name: jobs, retry_backoff: {max_ms: 3600001}}]",
+            "topics[0].retry_backoff.max_ms: must be between 1 and 3600000, got 3600001"},
+        ValidationCase{"RetryBackoffOnAnEphemeralTopic",
+                       "topics: [{name: n, kind: ephemeral, retry_backoff: {min_ms: 10}}]",
+                       "topics[0].retry_backoff: applies only to durable topics, and this topic "
+                       "is ephemeral"},
         ValidationCase{"WeightZero", "clients: [{id: a, token: t, weight: 0}]",
                        "clients[0].weight: must be between 1 and 1000, got 0"},
         ValidationCase{"NegativeRate", "clients: [{id: a, token: t, requests_per_second: -1}]",
@@ -501,10 +511,27 @@ TEST(BuildTopicPoliciesTest, SchemaDefaultsMatchTheBrokerDefaults) {
   EXPECT_EQ(durable.max_delivery_attempts, defaults.max_delivery_attempts);
   EXPECT_EQ(durable.dead_letter_suffix, defaults.dead_letter_suffix);
   EXPECT_EQ(durable.exclusive, defaults.exclusive);
+  EXPECT_FALSE(durable.retry_backoff.has_value());
   const broker::TopicPolicy& ephemeral = policies.Resolve("e");
   EXPECT_EQ(ephemeral.kind, broker::TopicKind::kEphemeral);
   EXPECT_EQ(ephemeral.subscriber_buffer, defaults.subscriber_buffer);
   EXPECT_EQ(ephemeral.overflow, defaults.overflow);
+}
+
+TEST(BuildTopicPoliciesTest, RetryBackoffBecomesTheNackDelayByAttempt) {
+  absl::StatusOr<Config> config = ParseConfig(
+      "topics: [{name: jobs, retry_backoff: {min_ms: 500, max_ms: 3000}}, {name: other}]",
+      FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
+  const broker::TopicPolicy& jobs = policies.Resolve("jobs");
+  ASSERT_TRUE(jobs.retry_backoff.has_value());
+  EXPECT_EQ(broker::NackDelay(jobs, 1), absl::Milliseconds(500));
+  EXPECT_EQ(broker::NackDelay(jobs, 2), absl::Seconds(1));
+  EXPECT_EQ(broker::NackDelay(jobs, 3), absl::Seconds(2));
+  EXPECT_EQ(broker::NackDelay(jobs, 4), absl::Seconds(3));
+  EXPECT_EQ(broker::NackDelay(jobs, 40), absl::Seconds(3));
+  EXPECT_EQ(broker::NackDelay(policies.Resolve("other"), 3), absl::ZeroDuration());
 }
 
 TEST(BuildTopicPoliciesTest, NoTopicsMeansEverythingIsDurable) {

@@ -127,7 +127,7 @@ INSTANTIATE_TEST_SUITE_P(
         ReadErrorCase{"UnknownKeyInList", "topics: [{name: a}, {name: b, bufer: 3}]",
                       "topics[1].bufer: unknown field; expected one of name, kind, buffer, "
                       "overflow, max_len, ack_deadline_ms, max_delivery_attempts, "
-                      "dead_letter_suffix, exclusive"},
+                      "dead_letter_suffix, exclusive, retry_backoff"},
         ReadErrorCase{"RepeatedKey", "server:\n  listen: a:1\n  listen: b:2\n",
                       "server.listen: appears more than once"},
         ReadErrorCase{"MessageGivenList", "server: [a]", "server: must be a mapping, got a list"},
@@ -271,7 +271,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 34);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 36);
 }
 
 }  // namespace

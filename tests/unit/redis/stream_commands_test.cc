@@ -133,16 +133,6 @@ TEST(StreamCommandsTest, GroupLagIsReadFromTheNamedGroup) {
   EXPECT_EQ(GroupLag(info, "missing"), std::nullopt);
 }
 
-TEST(StreamCommandsTest, DeadLetterKeepsTheMessageAndNamesItsOrigin) {
-  const Message message{"5-3", "jobs", "data", {{"kind", "x"}}, absl::FromUnixMillis(5)};
-  const OutgoingMessage dead_letter = DeadLetterOf(message, 3);
-  EXPECT_EQ(dead_letter.payload, "data");
-  EXPECT_EQ(dead_letter.attributes, (Attributes{{"kind", "x"},
-                                                {kDeadLetterAttemptsAttribute, "3"},
-                                                {kDeadLetterOriginalIdAttribute, "5-3"},
-                                                {kDeadLetterOriginalTopicAttribute, "jobs"}}));
-}
-
 TEST(StreamCommandsTest, DeadLetterIdIsAfterTheOriginalsMillisecond) {
   const absl::Time published = absl::FromUnixMillis(1700000000123);
   EXPECT_EQ(DeadLetterId(published, absl::FromUnixMillis(1700000005000)), "1700000005000-*");

@@ -45,9 +45,11 @@ class ConsumeStream {
 
   // Queue an ack or a nack. Each is dropped silently once the stream is
   // closing or has ended: its lease died with the stream and the message will
-  // be redelivered.
+  // be redelivered. A nack without a delay redelivers at once, or after the
+  // topic's retry_backoff; with one (at most an hour), not before it.
   void Ack(std::string ack_id);
   void Nack(std::string ack_id);
+  void Nack(std::string ack_id, absl::Duration delay);
 
   // Half-closes after the queued acks are written: the server then ends the
   // stream, releasing the leases it still holds. Returns at once.

@@ -92,8 +92,10 @@ std::string NackDelaysKey(absl::string_view topic) {
 
 Command RecordDelayCommand(absl::string_view topic, absl::string_view group, absl::string_view id,
                            absl::Time end) {
-  return Command::Of({"ZADD", NackDelaysKey(topic), absl::StrCat(absl::ToUnixMillis(end)),
-                      absl::StrCat(group, " ", id)});
+  // Rounded up: the delay is never cut short.
+  const int64_t end_ms = absl::ToUnixMillis(end + absl::Milliseconds(1) - absl::Nanoseconds(1));
+  return Command::Of(
+      {"ZADD", NackDelaysKey(topic), absl::StrCat(end_ms), absl::StrCat(group, " ", id)});
 }
 
 Command DelayEndCommand(absl::string_view topic, absl::string_view group, absl::string_view id) {

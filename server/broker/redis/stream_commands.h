@@ -76,7 +76,7 @@ Command GroupsInfoCommand(absl::string_view topic);
 
 std::string NackDelaysKey(absl::string_view topic);
 
-// `ZADD <key> <end ms> "<group> <id>"`.
+// `ZADD <key> <end ms, rounded up> "<group> <id>"`.
 Command RecordDelayCommand(absl::string_view topic, absl::string_view group, absl::string_view id,
                            absl::Time end);
 

@@ -162,24 +162,15 @@ TEST_F(EndToEndTest, LeasesOfAKilledSwitchboardAreRedeliveredByAnotherAfterTheAc
   const std::string config =
       RedisConfigYaml(*redis_, absl::StrCat("topics:\n  - {name: jobs, ack_deadline_ms: ",
                                             absl::ToInt64Milliseconds(kAckDeadline), "}\n"));
-  testing::SwitchboardProcess doomed(SWITCHBOARD_BINARY, config);
-  testing::SwitchboardProcess survivor(SWITCHBOARD_BINARY, config);
-  ASSERT_THAT(doomed.Start(), IsOk());
-  ASSERT_THAT(survivor.Start(), IsOk());
-  const auto channel = [](const testing::SwitchboardProcess& process) {
-    return grpc::CreateChannel(process.target(), grpc::InsecureChannelCredentials());
-  };
-  const std::shared_ptr<grpc::Channel> doomed_channel = channel(doomed);
-  const std::shared_ptr<grpc::Channel> survivor_channel = channel(survivor);
-  ASSERT_TRUE(HealthWatch(doomed_channel, kBrokerService).WaitFor(HealthResponse::SERVING))
-      << doomed.stderr_text();
-  ASSERT_TRUE(HealthWatch(survivor_channel, kBrokerService).WaitFor(HealthResponse::SERVING))
-      << survivor.stderr_text();
-  const std::unique_ptr<v1::Broker::Stub> doomed_stub = v1::Broker::NewStub(doomed_channel);
-  const std::unique_ptr<v1::Broker::Stub> survivor_stub = v1::Broker::NewStub(survivor_channel);
+  Replica doomed;
+  Replica survivor;
+  ASSERT_NO_FATAL_FAILURE(StartReplica(config, doomed));
+  ASSERT_NO_FATAL_FAILURE(StartReplica(config, survivor));
+  v1::Broker::Stub& doomed_stub = *doomed.stub;
+  v1::Broker::Stub& survivor_stub = *survivor.stub;
   v1::PublishResponse published;
   const grpc::Status status =
-      testing::Publish(*survivor_stub, "jobs", Numbered("j", 10), &published);
+      testing::Publish(survivor_stub, "jobs", Numbered("j", 10), &published);
   ASSERT_TRUE(status.ok()) << status.error_message();
 
   // Redis counts an entry's idle time from its delivery or last refresh,
@@ -187,17 +178,17 @@ TEST_F(EndToEndTest, LeasesOfAKilledSwitchboardAreRedeliveredByAnotherAfterTheAc
   const absl::Time first_delivery_possible = absl::Now();
   grpc::ClientContext doomed_context;
   std::unique_ptr<ConsumeStream> doomed_consumer =
-      OpenConsume(*doomed_stub, doomed_context, "jobs", "workers", 4, kConsumerAckDeadlineMs);
+      OpenConsume(doomed_stub, doomed_context, "jobs", "workers", 4, kConsumerAckDeadlineMs);
   const std::vector<v1::Delivery> held = ReadDeliveries(*doomed_consumer, 4);
   ASSERT_EQ(held.size(), 4u);
   grpc::ClientContext survivor_context;
   std::unique_ptr<ConsumeStream> survivor_consumer =
-      OpenConsume(*survivor_stub, survivor_context, "jobs", "workers", 100, kConsumerAckDeadlineMs);
+      OpenConsume(survivor_stub, survivor_context, "jobs", "workers", 100, kConsumerAckDeadlineMs);
   const std::vector<v1::Delivery> free_ones = ReadDeliveries(*survivor_consumer, 6);
   ASSERT_EQ(free_ones.size(), 6u);
   for (const v1::Delivery& delivery : free_ones) EXPECT_EQ(delivery.delivery_attempt(), 1);
 
-  ASSERT_THAT(doomed.Kill(), IsOk());
+  ASSERT_THAT(doomed.process->Kill(), IsOk());
   const std::vector<v1::Delivery> reclaimed = ReadDeliveries(*survivor_consumer, 4);
   const absl::Duration reclaimed_after = absl::Now() - first_delivery_possible;
   RecordProperty("reclaimed_after_ms", absl::ToInt64Milliseconds(reclaimed_after));
@@ -212,9 +203,10 @@ TEST_F(EndToEndTest, LeasesOfAKilledSwitchboardAreRedeliveredByAnotherAfterTheAc
   EXPECT_THAT(delivered, UnorderedElementsAreArray(published.message_ids()));
   ASSERT_TRUE(Ack(*survivor_consumer, free_ones));
   ASSERT_TRUE(Ack(*survivor_consumer, reclaimed));
-  EXPECT_THAT(PollMetric(survivor.metrics_port(), R"(switchboard_acks_total{topic="jobs"})", 10),
-              IsOkAndHolds(10));
-  EXPECT_THAT(ScrapeMetric(survivor.metrics_port(),
+  EXPECT_THAT(
+      PollMetric(survivor.process->metrics_port(), R"(switchboard_acks_total{topic="jobs"})", 10),
+      IsOkAndHolds(10));
+  EXPECT_THAT(ScrapeMetric(survivor.process->metrics_port(),
                            R"(switchboard_messages_delivered_total{topic="jobs"})"),
               IsOkAndHolds(10));
   EXPECT_THAT(PollRedis(*redis_, {"XPENDING", "jobs", "workers"}, kNothingPending),
@@ -233,29 +225,19 @@ TEST_F(EndToEndTest, ADelayedNackOutlivesTheSwitchboardThatTookIt) {
   const std::string config =
       RedisConfigYaml(*redis_, absl::StrCat("topics:\n  - {name: jobs, ack_deadline_ms: ",
                                             absl::ToInt64Milliseconds(kAckDeadline), "}\n"));
-  testing::SwitchboardProcess doomed(SWITCHBOARD_BINARY, config);
-  testing::SwitchboardProcess survivor(SWITCHBOARD_BINARY, config);
-  ASSERT_THAT(doomed.Start(), IsOk());
-  ASSERT_THAT(survivor.Start(), IsOk());
-  const auto channel = [](const testing::SwitchboardProcess& process) {
-    return grpc::CreateChannel(process.target(), grpc::InsecureChannelCredentials());
-  };
-  const std::shared_ptr<grpc::Channel> doomed_channel = channel(doomed);
-  const std::shared_ptr<grpc::Channel> survivor_channel = channel(survivor);
-  ASSERT_TRUE(HealthWatch(doomed_channel, kBrokerService).WaitFor(HealthResponse::SERVING))
-      << doomed.stderr_text();
-  ASSERT_TRUE(HealthWatch(survivor_channel, kBrokerService).WaitFor(HealthResponse::SERVING))
-      << survivor.stderr_text();
-  const std::unique_ptr<v1::Broker::Stub> doomed_stub = v1::Broker::NewStub(doomed_channel);
-  const std::unique_ptr<v1::Broker::Stub> survivor_stub = v1::Broker::NewStub(survivor_channel);
+  Replica doomed;
+  Replica survivor;
+  ASSERT_NO_FATAL_FAILURE(StartReplica(config, doomed));
+  ASSERT_NO_FATAL_FAILURE(StartReplica(config, survivor));
+  v1::Broker::Stub& doomed_stub = *doomed.stub;
+  v1::Broker::Stub& survivor_stub = *survivor.stub;
   v1::PublishResponse published;
-  const grpc::Status status =
-      testing::Publish(*survivor_stub, "jobs", Numbered("j", 1), &published);
+  const grpc::Status status = testing::Publish(survivor_stub, "jobs", Numbered("j", 1), &published);
   ASSERT_TRUE(status.ok()) << status.error_message();
 
   grpc::ClientContext doomed_context;
   std::unique_ptr<ConsumeStream> doomed_consumer =
-      OpenConsume(*doomed_stub, doomed_context, "jobs", "workers", 1, 60000);
+      OpenConsume(doomed_stub, doomed_context, "jobs", "workers", 1, 60000);
   const std::vector<v1::Delivery> first = ReadDeliveries(*doomed_consumer, 1);
   ASSERT_EQ(first.size(), 1u);
   const absl::Time nacked_at = absl::Now();
@@ -269,8 +251,8 @@ TEST_F(EndToEndTest, ADelayedNackOutlivesTheSwitchboardThatTookIt) {
               IsOkAndHolds("1"));
   grpc::ClientContext survivor_context;
   std::unique_ptr<ConsumeStream> survivor_consumer =
-      OpenConsume(*survivor_stub, survivor_context, "jobs", "workers", 10, 60000);
-  ASSERT_THAT(doomed.Kill(), IsOk());
+      OpenConsume(survivor_stub, survivor_context, "jobs", "workers", 10, 60000);
+  ASSERT_THAT(doomed.process->Kill(), IsOk());
 
   // Reclaimed after the ack deadline, then held until the delay is over.
   const std::vector<v1::Delivery> again = ReadDeliveries(*survivor_consumer, 1);

@@ -190,6 +190,24 @@ class PublishLoad {
   std::vector<std::thread> threads_;
 };
 
+// A Switchboard process, and a Broker stub to it.
+struct Replica {
+  std::unique_ptr<testing::SwitchboardProcess> process;
+  std::unique_ptr<v1::Broker::Stub> stub;
+};
+
+// Starts a Switchboard process on `config` into `replica`; fails the test
+// unless its Broker service comes to serve.
+inline void StartReplica(const std::string& config, Replica& replica) {
+  replica.process = std::make_unique<testing::SwitchboardProcess>(SWITCHBOARD_BINARY, config);
+  ASSERT_THAT(replica.process->Start(), IsOk());
+  const std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel(replica.process->target(), grpc::InsecureChannelCredentials());
+  ASSERT_TRUE(HealthWatch(channel, kBrokerService).WaitFor(HealthResponse::SERVING))
+      << replica.process->stderr_text();
+  replica.stub = v1::Broker::NewStub(channel);
+}
+
 class EndToEndTest : public ::testing::Test {
  protected:
   void StartRedis(RedisServer::Options options = {}) {

@@ -55,6 +55,26 @@ TEST(StreamCommandsTest, AckAutoClaimPendingAndInfo) {
   EXPECT_EQ(GroupsInfoCommand("jobs").wire(), Wire({"XINFO", "GROUPS", "jobs"}));
 }
 
+TEST(StreamCommandsTest, NackDelaysAreScoredByTheirEndPerTopicAndNamedByGroupAndId) {
+  const absl::Time end = absl::FromUnixMillis(1700000000123);
+  EXPECT_EQ(RecordDelayCommand("jobs", "workers", "5-1", end).wire(),
+            Wire({"ZADD", "switchboard:nack-delays:jobs", "1700000000123", "workers 5-1"}));
+  // A fraction of a millisecond rounds up: the delay is never cut short.
+  EXPECT_EQ(RecordDelayCommand("jobs", "workers", "5-1", end + absl::Microseconds(1)).wire(),
+            Wire({"ZADD", "switchboard:nack-delays:jobs", "1700000000124", "workers 5-1"}));
+  EXPECT_EQ(DelayEndCommand("jobs", "workers", "5-1").wire(),
+            Wire({"ZSCORE", "switchboard:nack-delays:jobs", "workers 5-1"}));
+  EXPECT_EQ(ForgetEndedDelaysCommand("jobs", end).wire(),
+            Wire({"ZREMRANGEBYSCORE", "switchboard:nack-delays:jobs", "-inf", "1700000000123"}));
+}
+
+TEST(StreamCommandsTest, DelayEndIsTheScoreOrNothing) {
+  EXPECT_EQ(DelayEnd(String("1700000000123")), absl::FromUnixMillis(1700000000123));
+  EXPECT_EQ(DelayEnd(Reply()), std::nullopt);  // Nil: no delay recorded.
+  EXPECT_EQ(DelayEnd(String("soon")), std::nullopt);
+  EXPECT_EQ(DelayEnd(absl::StatusOr<Reply>(absl::UnavailableError("down"))), std::nullopt);
+}
+
 TEST(StreamCommandsTest, NoGroupIsARedisErrorOnly) {
   EXPECT_TRUE(IsNoGroup(Error("NOGROUP No such key 'jobs' or consumer group 'workers'")));
   EXPECT_FALSE(IsNoGroup(Error("BUSYGROUP Consumer Group name already exists")));

@@ -41,7 +41,13 @@ using Attributes = std::map<std::string, std::string>;
 struct OutgoingMessage {
   std::string payload;
   Attributes attributes;
+  // Durable topics: within a consumer group, messages with the same
+  // non-empty key are delivered one at a time, in publish order.
+  std::string ordering_key;
 };
+
+// The longest ordering key, in bytes.
+inline constexpr size_t kMaxOrderingKeyBytes = 256;
 
 // A stored or delivered message.
 struct Message {
@@ -50,6 +56,7 @@ struct Message {
   std::string payload;
   Attributes attributes;
   absl::Time publish_time;
+  std::string ordering_key;  // Empty: none.
 };
 
 // One leased message on a consume stream.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 
 namespace switchboard::broker {
@@ -39,6 +40,7 @@ void ConsumerGroup::Arrive(std::shared_ptr<const Message> message, uint32_t atte
   }
   std::string id = message->id;
   held_[id] = std::move(message);
+  ++arrived_;
   if (delay > absl::ZeroDuration()) {
     Delay(Delayed{std::move(id), attempt, /*taken_back=*/true}, delay);
     return;
@@ -57,9 +59,10 @@ std::vector<DueDelivery> ConsumerGroup::TakeDue(size_t count) {
 void ConsumerGroup::Redelivered(const DueDelivery& due, bool present) {
   --redelivering_;
   if (present) {
+    ++arrived_;
     redelivered_.push_back(Waiting{due.id, due.attempt});
   } else {
-    held_.erase(due.id);
+    Forget(due.id);
   }
 }
 
@@ -79,7 +82,14 @@ std::vector<std::string> ConsumerGroup::TakeWaiting() {
   for (auto& [end, entry] : delayed_) ids.push_back(std::move(entry.id));
   delayed_.clear();
   if (delay_timer_ != nullptr) delay_timer_->Disable();
+  for (auto& [key, waiting] : blocked_) {
+    for (Waiting& entry : waiting) ids.push_back(std::move(entry.id));
+  }
+  blocked_.clear();
+  blocked_count_ = 0;
   for (const std::string& id : ids) held_.erase(id);
+  // What is still held is leased: its keys stay in progress.
+  absl::erase_if(key_in_progress_, [this](const auto& entry) { return !holds(entry.second); });
   return ids;
 }
 
@@ -98,13 +108,24 @@ void ConsumerGroup::HandOut() {
       ++without_credit;
       continue;
     }
-    without_credit = 0;
     std::deque<Waiting>& queue = redelivered_.empty() ? fresh_ : redelivered_;
     Waiting next = std::move(queue.front());
     queue.pop_front();
+    const Message& message = *held_.at(next.id);
+    if (!message.ordering_key.empty()) {
+      auto [in_progress, free] = key_in_progress_.try_emplace(message.ordering_key, next.id);
+      if (!free && in_progress->second != next.id) {
+        // Behind the key's message in progress; the turn is not used.
+        blocked_[message.ordering_key].push_back(std::move(next));
+        ++blocked_count_;
+        next_turn_ = turn;
+        continue;
+      }
+    }
+    without_credit = 0;
     if (next.attempt > 1) core_.observer_.OnRedelivered(topic_, name_);
     Delivery& delivery = batches[turn].emplace_back();
-    delivery.message = *held_.at(next.id);
+    delivery.message = message;
     delivery.delivery_attempt = next.attempt;
     delivery.ack_id = core_.leases_.Grant(
         Lease{session.id, std::move(next.id), next.attempt, now + session.ack_deadline});
@@ -128,9 +149,29 @@ void ConsumerGroup::Fail(const Lease& lease, absl::Duration delay) {
   }
   auto held = held_.find(lease.message_id);
   if (held == held_.end()) return;
-  std::shared_ptr<const Message> message = std::move(held->second);
-  held_.erase(held);
+  std::shared_ptr<const Message> message = held->second;
+  Forget(lease.message_id);
   source_->DeadLetter(*this, std::move(message), lease.delivery_attempt);
+}
+
+void ConsumerGroup::Forget(const std::string& id) {
+  auto held = held_.find(id);
+  if (held == held_.end()) return;
+  const std::string& key = held->second->ordering_key;
+  auto in_progress = key.empty() ? key_in_progress_.end() : key_in_progress_.find(key);
+  if (in_progress != key_in_progress_.end() && in_progress->second == id) {
+    key_in_progress_.erase(in_progress);
+    auto blocked = blocked_.find(key);
+    if (blocked != blocked_.end()) {
+      // The next of the key goes before anything that arrived after it.
+      Waiting next = std::move(blocked->second.front());
+      blocked->second.pop_front();
+      --blocked_count_;
+      if (blocked->second.empty()) blocked_.erase(blocked);
+      (next.attempt > 1 ? redelivered_ : fresh_).push_front(std::move(next));
+    }
+  }
+  held_.erase(held);
 }
 
 void ConsumerGroup::Delay(Delayed entry, absl::Duration delay) {
@@ -242,7 +283,7 @@ absl::Status ConsumerGroups::EndLease(ConsumerGroup::Session& session, absl::str
   if (!lease.ok()) return lease.status();
   ConsumerGroup& group = *session.group;
   if (acked) {
-    group.held_.erase(lease->message_id);
+    group.Forget(lease->message_id);
     acked_ids.push_back(std::move(lease->message_id));
   } else {
     group.Fail(*lease, delay > absl::ZeroDuration()
@@ -265,10 +306,15 @@ void ConsumerGroups::Pump(ConsumerGroup& group) {
     return;
   }
   group.HandOut();
-  if (group.FreeCredits() == 0) return;
-  group.source().Fill(group);
-  // What a source brought inline.
-  group.HandOut();
+  // A source that answers inline (memory) may bring messages that wait
+  // behind their ordering key without using a credit: ask it again while it
+  // brings some and credits are left.
+  while (group.FreeCredits() > 0 && group.blocked() < kMaxBlockedMessages) {
+    const uint64_t arrived = group.arrived_;
+    group.source().Fill(group);
+    group.HandOut();
+    if (group.arrived_ == arrived) break;
+  }
 }
 
 void ConsumerGroups::ReportLeasesInFlight() {

@@ -15,7 +15,13 @@
 //     else the topic's retry_backoff by attempt): it waits here, held, until
 //     then, and the source records the delay for other replicas;
 //   * a message arriving with attempts used up elsewhere (a replica that
-//     died) is dead-lettered at once.
+//     died) is dead-lettered at once;
+//   * messages with an ordering key go out one at a time per key: while a
+//     message of the key is in progress (handed out, due again, or waiting
+//     out a delay) the later ones of the key wait, in publish order, without
+//     holding a credit (at most kMaxBlockedMessages per group; beyond, the
+//     source is asked for nothing more), and the next goes out once the one
+//     in progress is acked or dead-lettered.
 //
 // Threading: construct anywhere; use and destroy on the dispatcher thread
 // only, where every GroupSource call and sink callback runs. The core calls
@@ -32,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -47,6 +54,11 @@ namespace switchboard::broker {
 
 class ConsumerGroup;
 class ConsumerGroups;
+
+// The most messages a group keeps waiting behind the message in progress
+// of their ordering key. They hold no credit, so without a bound one busy key
+// could make a group read its whole stream.
+inline constexpr size_t kMaxBlockedMessages = 10000;
 
 // A failed delivery due again: the message and the attempt it will be.
 struct DueDelivery {
@@ -144,6 +156,9 @@ class ConsumerGroup {
   // Leases this process's sessions of the group hold.
   size_t leases_in_flight() const;
 
+  // Messages waiting behind the message in progress of their ordering key.
+  size_t blocked() const { return blocked_count_; }
+
  private:
   friend class ConsumerGroups;
 
@@ -171,6 +186,10 @@ class ConsumerGroup {
   // Hands waiting messages (redeliveries first) to the sessions with
   // credit, taking turns.
   void HandOut();
+  // Message `id` leaves the group (acked, dead-lettered, gone): its
+  // ordering key, if it was the key's message in progress, lets the next one
+  // of the key go.
+  void Forget(const std::string& id);
   // A delivery ended without an ack: due again (after `delay`), or
   // dead-lettered.
   void Fail(const Lease& lease, absl::Duration delay);
@@ -194,6 +213,12 @@ class ConsumerGroup {
   std::unique_ptr<event::Timer> delay_timer_;  // At the first end of delayed_.
   uint32_t redelivering_ = 0;                  // Taken by TakeDue(), not back yet.
   uint32_t reserved_ = 0;
+  uint64_t arrived_ = 0;  // Messages that arrived or came back, ever.
+  // By ordering key: the id of the key's message in progress, and the later
+  // messages of the key, in publish order.
+  absl::flat_hash_map<std::string, std::string> key_in_progress_;
+  absl::flat_hash_map<std::string, std::deque<Waiting>> blocked_;
+  size_t blocked_count_ = 0;
 };
 
 class ConsumerGroups {

@@ -13,6 +13,7 @@ void ToReceivedMessage(broker::Message&& message, v1::ReceivedMessage& out) {
   const int64_t nanos = absl::ToUnixNanos(message.publish_time);
   out.mutable_publish_time()->set_seconds(nanos / 1000000000);
   out.mutable_publish_time()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  out.set_ordering_key(std::move(message.ordering_key));
 }
 
 }  // namespace switchboard::service

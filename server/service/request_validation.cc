@@ -49,8 +49,14 @@ absl::StatusOr<std::vector<broker::OutgoingMessage>> ValidatePublishBatch(
       }
       attribute_bytes += key.size() + value.size();
     }
+    if (message.ordering_key().size() > broker::kMaxOrderingKeyBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("messages[", i, "].ordering_key: ", message.ordering_key().size(),
+                       " bytes exceeds the limit of ", broker::kMaxOrderingKeyBytes));
+    }
     // The error names the field that took the message past the limit: the
-    // payload when it is too large alone, else the attributes added to it.
+    // payload when it is too large alone, else the attributes added to it,
+    // else the ordering key.
     if (payload_bytes > limits.max_message_bytes) {
       return absl::InvalidArgumentError(
           absl::StrCat("messages[", i, "].payload: ", payload_bytes, " bytes exceeds the ",
@@ -62,9 +68,17 @@ absl::StatusOr<std::vector<broker::OutgoingMessage>> ValidatePublishBatch(
           payload_bytes, "-byte payload exceed the ", limits.max_message_bytes,
           "-byte message limit"));
     }
+    const uint64_t key_bytes = message.ordering_key().size();
+    if (payload_bytes + attribute_bytes + key_bytes > limits.max_message_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "messages[", i, "].ordering_key: ", key_bytes, " bytes with the ",
+          payload_bytes + attribute_bytes, " bytes of payload and attributes exceed the ",
+          limits.max_message_bytes, "-byte message limit"));
+    }
     batch.push_back(broker::OutgoingMessage{
         message.payload(),
-        broker::Attributes(message.attributes().begin(), message.attributes().end())});
+        broker::Attributes(message.attributes().begin(), message.attributes().end()),
+        message.ordering_key()});
   }
   return batch;
 }

@@ -40,6 +40,11 @@ class ConformanceBackend {
   // How many entries beyond a durable topic's max_len retention may keep:
   // 0 for exact trimming, more for approximate (Redis `MAXLEN ~`).
   virtual uint64_t retention_slack() const = 0;
+
+  // Whether the backend takes messages with an ordering key; one that does
+  // not refuses them with FAILED_PRECONDITION, and the ordering tests check
+  // only that.
+  virtual bool supports_ordering_keys() const = 0;
 };
 
 // The suite's parameter: a backend's name and how to make one.

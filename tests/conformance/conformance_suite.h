@@ -1,8 +1,8 @@
 // The broker conformance suite's fixture: one broker per test, on a
 // dispatcher driven by a SimulatedClock, from the backend under test.
 //
-// Tests live in durable_topics_test.cc, delivery_order_test.cc and
-// ephemeral_topics_test.cc; backends instantiate the suite (see
+// Tests live in durable_topics_test.cc, delivery_order_test.cc,
+// ordering_keys_test.cc and ephemeral_topics_test.cc; backends instantiate the suite (see
 // conformance_backend.h). Every topic a test uses is declared in
 // ConformanceTopics() or is an undeclared, hence durable, name.
 #pragma once

@@ -126,8 +126,9 @@ class MemoryBroker::State {
 
   std::shared_ptr<const Message> MakeMessage(const std::string& topic, OutgoingMessage message) {
     const absl::Time now = clock_.Now();
-    return std::make_shared<const Message>(Message{
-        ids_.Next(now), topic, std::move(message.payload), std::move(message.attributes), now});
+    return std::make_shared<const Message>(
+        Message{ids_.Next(now), topic, std::move(message.payload), std::move(message.attributes),
+                now, std::move(message.ordering_key)});
   }
 
   DurableTopic& GetDurableTopic(const std::string& name) {

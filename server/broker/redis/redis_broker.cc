@@ -141,6 +141,17 @@ class RedisBroker::State {
 
   void Publish(const std::string& topic, std::vector<OutgoingMessage> messages,
                PublishCallback done) {
+    // Per-key order across replicas needs partitions owned one replica at a
+    // time, which this backend does not have yet: refuse rather than
+    // deliver keys out of order.
+    for (const OutgoingMessage& message : messages) {
+      if (!message.ordering_key.empty()) {
+        done(absl::FailedPreconditionError(
+            "ordering keys are not supported by the redis backend yet (they are by the memory "
+            "backend); publish without ordering_key"));
+        return;
+      }
+    }
     const TopicPolicy& policy = policies_.Resolve(topic);
     const size_t lane = lanes_.LaneOf(policy);
     if (!lanes_.ready(lane)) {

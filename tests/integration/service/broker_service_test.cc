@@ -87,6 +87,43 @@ TEST_F(BrokerServiceTest, PublishedBatchIsConsumedExactlyOnceInOrder) {
   context.TryCancel();
 }
 
+TEST_F(BrokerServiceTest, OrderingKeysTravelWithTheMessageAndHoldBackTheKeysNextMessage) {
+  v1::PublishRequest request;
+  request.set_topic("orders");
+  for (const auto& [key, payload] : std::vector<std::pair<std::string, std::string>>{
+           {"acct-1", "first"}, {"acct-1", "second"}, {"", "unkeyed"}}) {
+    v1::OutgoingMessage& message = *request.add_messages();
+    message.set_payload(payload);
+    message.set_ordering_key(key);
+  }
+  v1::PublishResponse published;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Publish(&context, request, &published).ok());
+  }
+  grpc::ClientContext context;
+  std::unique_ptr<ConsumeStream> stream = OpenConsume(context, "orders", "g", 10);
+  std::vector<v1::Delivery> deliveries = ReadDeliveries(*stream, 2);
+  ASSERT_EQ(deliveries.size(), 2u);
+  EXPECT_EQ(deliveries[0].message().payload(), "first");
+  EXPECT_EQ(deliveries[0].message().ordering_key(), "acct-1");
+  EXPECT_EQ(deliveries[1].message().payload(), "unkeyed");
+  EXPECT_EQ(deliveries[1].message().ordering_key(), "");
+  ASSERT_TRUE(Ack(*stream, {deliveries[0]}));
+  deliveries = ReadDeliveries(*stream, 1);
+  ASSERT_EQ(deliveries.size(), 1u);
+  EXPECT_EQ(deliveries[0].message().payload(), "second");
+
+  // A key over 256 bytes is refused, naming the field.
+  request.mutable_messages(1)->set_ordering_key(std::string(257, 'k'));
+  grpc::ClientContext refused_context;
+  const grpc::Status refused = stub_->Publish(&refused_context, request, &published);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(refused.error_message(),
+            "messages[1].ordering_key: 257 bytes exceeds the limit of 256");
+  context.TryCancel();
+}
+
 TEST_F(BrokerServiceTest, PublishStreamAnswersEveryRequestByItsId) {
   grpc::ClientContext context;
   context.set_deadline(Deadline());

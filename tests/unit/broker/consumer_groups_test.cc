@@ -306,6 +306,35 @@ TEST_F(ConsumerGroupsTest, AMessageArrivingWithARecordedDelayWaitsOutTheRest) {
   EXPECT_THAT(log_.redelivered, IsEmpty());
 }
 
+TEST_F(ConsumerGroupsTest, MessagesOfABusyKeyWaitWithoutACreditAndGoInOrder) {
+  RecordingSink a;
+  Join(1, a, 2);
+  Run([&] {
+    for (int n = 0; n < 3; ++n) {
+      auto message = std::make_shared<Message>(*Numbered(n));
+      message->ordering_key = "k";
+      log_.backlog.push_back(std::move(message));
+    }
+    log_.backlog.push_back(Numbered(3));
+    core_->Pump(Group());
+  });
+  // 1 and 2 wait behind 0, holding no credit: 3 takes the second one.
+  EXPECT_THAT(a.received, ElementsAre("0@1", "3@1"));
+  EXPECT_EQ(Group().blocked(), 2u);
+  LeaseUpdate update;
+  update.acks = {a.ack_ids.at("0")};
+  Settle(1, update);
+  EXPECT_THAT(a.received, ElementsAre("0@1", "3@1", "1@1"));
+  EXPECT_EQ(Group().blocked(), 1u);
+
+  // Without sessions, what waits behind a key can be given back too.
+  Run([&] { core_->RemoveSession(1); });
+  std::vector<std::string> waiting;
+  Run([&] { waiting = Group().TakeWaiting(); });
+  EXPECT_THAT(waiting, ::testing::UnorderedElementsAre("1", "2", "3"));
+  EXPECT_EQ(Group().blocked(), 0u);
+}
+
 TEST_F(ConsumerGroupsTest, FreeCreditsCountWaitingReservedAndRedelivering) {
   RecordingSink a;
   Join(1, a, 4);

@@ -21,22 +21,27 @@
 #include "absl/synchronization/notification.h"
 #include "prometheus/exposer.h"
 #include "server/auth/client_registry.h"
+#include "server/broker/broker_metrics.h"
 #include "server/broker/memory/memory_broker.h"
 #include "server/broker/redis/redis_broker.h"
+#include "server/broker/redis/redis_metrics.h"
 #include "server/common/clock.h"
 #include "server/common/log.h"
 #include "server/common/status_macros.h"
 #include "server/config/broker_url.h"
 #include "server/event/dispatcher_impl.h"
+#include "server/fleet/fleet_metrics.h"
 #include "server/fleet/redis_lease_service.h"
 #include "server/http/http_pool_impl.h"
 #include "server/http/sharded_http_pool.h"
 #include "server/metrics/metrics.h"
 #include "server/ratelimit/client_quotas.h"
+#include "server/ratelimit/global_limit_metrics.h"
 #include "server/ratelimit/global_limiter.h"
 #include "server/service/broker_service.h"
 #include "server/service/reflection_v1_service.h"
 #include "server/service/rpc_service.h"
+#include "server/upstream/upstream_metrics.h"
 #include "server/upstream/upstreams.h"
 
 namespace switchboard::app {
@@ -92,7 +97,7 @@ class ServerImpl final : public Server {
     broker_ = MakeBroker(url);
     if (config::HasGlobalLimits(config_)) StartFleet(url);
     upstreams_ = std::make_unique<upstream::Upstreams>(upstream_dispatcher_, UpstreamDefinitions(),
-                                                       ClientQuotaDefinitions(), metrics_,
+                                                       ClientQuotaDefinitions(), upstream_metrics_,
                                                        lease_service_.get());
     try {
       exposer_ = std::make_unique<prometheus::Exposer>(config_.server().metrics_listen());
@@ -190,13 +195,13 @@ class ServerImpl final : public Server {
     switch (url.scheme) {
       case config::BrokerUrl::Scheme::kMemory:
         return std::make_unique<broker::MemoryBroker>(
-            broker_dispatcher_, config::BuildTopicPolicies(config_), metrics_);
+            broker_dispatcher_, config::BuildTopicPolicies(config_), broker_metrics_);
       case config::BrokerUrl::Scheme::kRedis:
         // One real-clock dispatcher runs both the broker and its
         // connections, so no work hops between threads.
         return std::make_unique<broker::RedisBroker>(
             broker_dispatcher_, broker_dispatcher_, RedisOptions(url, config_.broker().redis()),
-            config::BuildTopicPolicies(config_), metrics_, metrics_);
+            config::BuildTopicPolicies(config_), broker_metrics_, redis_metrics_);
     }
     return nullptr;
   }
@@ -217,10 +222,11 @@ class ServerImpl final : public Server {
     options.replica_ttl = absl::Milliseconds(fleet.replica_ttl_ms());
     options.horizon = absl::Milliseconds(fleet.lease_ms());
     options.timeout = absl::Milliseconds(fleet.redis_timeout_ms());
+    fleet_metrics_ = std::make_unique<fleet::FleetMetrics>(metrics_);
     absl::Notification started;
     upstream_dispatcher_.Post([this, &options, &started] {
       lease_service_ = std::make_unique<fleet::RedisLeaseService>(
-          upstream_dispatcher_, std::move(options), metrics_, metrics_);
+          upstream_dispatcher_, std::move(options), redis_metrics_, *fleet_metrics_);
       lease_service_->Start();
       started.Notify();
     });
@@ -251,7 +257,7 @@ class ServerImpl final : public Server {
   // The limit a `global` upstream or client quota shares with the fleet.
   std::unique_ptr<ratelimit::Limiter> MakeGlobalLimiter(ratelimit::SharedLimit limit) {
     return std::make_unique<ratelimit::GlobalLimiter>(upstream_dispatcher_, *lease_service_,
-                                                      std::move(limit), metrics_);
+                                                      std::move(limit), global_limit_metrics_);
   }
 
   upstream::Upstreams::Quotas ClientQuotaDefinitions() {
@@ -392,6 +398,12 @@ class ServerImpl final : public Server {
 
   const config::Config config_;
   metrics::Metrics metrics_;
+  // The observers of each component, reporting to metrics_.
+  broker::BrokerMetrics broker_metrics_{metrics_};
+  broker::redis::RedisMetrics redis_metrics_{metrics_};
+  upstream::UpstreamMetrics upstream_metrics_{metrics_};
+  ratelimit::GlobalLimitMetrics global_limit_metrics_{metrics_};
+  std::unique_ptr<fleet::FleetMetrics> fleet_metrics_;  // With the fleet.
   event::DispatcherImpl broker_dispatcher_;
   event::DispatcherImpl upstream_dispatcher_;
   // The upstream I/O threads besides upstream_dispatcher_, and all of them

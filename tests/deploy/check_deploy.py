@@ -665,15 +665,18 @@ class DockerfileTest(unittest.TestCase):
 # ---- the Grafana dashboard --------------------------------------------------
 
 def registered_families():
-    """{name: type} of every metric family server/metrics registers."""
+    """{name: type} of every metric family the server registers: the metrics
+    library's own, and those of each component's adapter beside it."""
     families = {}
-    metrics_dir = source("server", "metrics")
-    for name in os.listdir(metrics_dir):
-        if name.endswith(".cc"):
-            with open(os.path.join(metrics_dir, name), encoding="utf-8") as f:
+    for root, _, files in os.walk(source("server")):
+        for name in files:
+            if not name.endswith(".cc"):
+                continue
+            with open(os.path.join(root, name), encoding="utf-8") as f:
                 text = f.read()
             for kind, family in re.findall(
-                    r"\b(Counter|Gauge|Histogram)\(\*registry_,\s*\"(switchboard_\w+)\"", text):
+                    r"\bAdd(Counter|Gauge|Histogram)\(\s*\*[\w.()]+,\s*\"(switchboard_\w+)\"",
+                    text):
                 families[family] = kind.lower()
             for kind, family in re.findall(
                     r"Build(Counter|Gauge|Histogram)\(\)\s*\.Name\(\"(switchboard_\w+)\"\)", text):

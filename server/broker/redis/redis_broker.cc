@@ -134,7 +134,7 @@ class RedisBroker::State {
 
   void CloseAll(const absl::Status& status) {
     channels_.CloseAll(status);
-    groups_.CloseAll(status);
+    groups_.core().CloseAll(status);
   }
 
   // -- Publish ----------------------------------------------------------------
@@ -211,12 +211,12 @@ class RedisBroker::State {
 
   void AddSession(uint64_t id, ConsumeOptions options,
                   std::shared_ptr<SinkGuard<ConsumerSink>> sink) {
-    groups_.AddSession(id, std::move(options), std::move(sink));
+    groups_.core().AddSession(id, std::move(options), std::move(sink));
   }
-  void RemoveSession(uint64_t id) { groups_.RemoveSession(id); }
+  void RemoveSession(uint64_t id) { groups_.core().RemoveSession(id); }
   void Settle(uint64_t id, const LeaseUpdate& update,
               absl::AnyInvocable<void(LeaseUpdateResult)> done) {
-    groups_.Settle(id, update, std::move(done));
+    groups_.core().Settle(id, update, std::move(done));
   }
 
  private:
@@ -259,7 +259,7 @@ class RedisBroker::State {
   // Every maintenance_interval, real time.
   void Maintain() {
     if (shutting_down_) return;
-    groups_.ReportLeasesInFlight();
+    groups_.core().ReportLeasesInFlight();
     channels_.SampleBufferFill();
     if (!lanes_.shared_ready()) return;
     keeper_.Pass();

@@ -25,22 +25,7 @@ StreamGroups::StreamGroups(event::Dispatcher& dispatcher, common::Clock& io_cloc
       core_(dispatcher, policies, observer,
             [this](ConsumerGroup& group) { return MakeTopicGroup(group); }) {}
 
-// -- Sessions -----------------------------------------------------------------
-
-void StreamGroups::AddSession(uint64_t id, ConsumeOptions options,
-                              std::shared_ptr<SinkGuard<ConsumerSink>> sink) {
-  reads_.EnsureReader(options.group);
-  core_.AddSession(id, std::move(options), std::move(sink));
-}
-
-void StreamGroups::RemoveSession(uint64_t id) { core_.RemoveSession(id); }
-
-void StreamGroups::Settle(uint64_t id, const LeaseUpdate& update,
-                          absl::AnyInvocable<void(LeaseUpdateResult)> done) {
-  core_.Settle(id, update, std::move(done));
-}
-
-void StreamGroups::CloseAll(const absl::Status& status) { core_.CloseAll(status); }
+// -- For RedisBroker -------------------------------------------------------------
 
 void StreamGroups::OnLaneReady(size_t lane) {
   for (TopicGroup* topic_group : topic_groups_) {
@@ -76,6 +61,7 @@ void TopicGroup::DeadLetter(ConsumerGroup&, std::shared_ptr<const Message> messa
 }
 
 void StreamGroups::Fill(TopicGroup& topic_group) {
+  reads_.EnsureReader(topic_group.group);
   if (!lanes_.shared_ready() || !lanes_.ready(topic_group.lane)) return;
   if (topic_group.existence != TopicGroup::Existence::kReady) {
     EnsureGroupExists(topic_group);

@@ -2,11 +2,11 @@
 // Each (topic, Switchboard group) is a Redis consumer group on the topic's
 // stream; this process is one consumer in it (DESIGN.md §3).
 //
-// Owned by RedisBroker's state, which hands it the consume sessions. Sessions,
-// leases, hand-out order and dead-letter decisions are the consumer-group
-// core's (ConsumerGroups; Redis only fetches and acks); this class is the
-// core's source for every group (TopicGroup) and owns the BlockingReads of
-// its groups; LeaseKeeper works on its groups too, through the methods
+// Owned by RedisBroker's state, which hands the consume sessions to its core.
+// Sessions, leases, hand-out order and dead-letter decisions are the
+// consumer-group core's (ConsumerGroups; Redis only fetches and acks); this
+// class owns the core, is its source for every group (TopicGroup), and owns
+// the BlockingReads of its groups; LeaseKeeper works on its groups too, through the methods
 // marked below.
 //   * first deliveries come from XREADGROUP, only while a consumer has
 //     credits; `delivery_attempt` is Redis' delivery count;
@@ -50,17 +50,10 @@ class StreamGroups {
   StreamGroups(const StreamGroups&) = delete;
   StreamGroups& operator=(const StreamGroups&) = delete;
 
-  // -- Sessions (RedisBroker) ---------------------------------------------------
+  // -- For RedisBroker ------------------------------------------------------------
 
-  void AddSession(uint64_t id, ConsumeOptions options,
-                  std::shared_ptr<SinkGuard<ConsumerSink>> sink);
-  // Releases every lease the session holds: its messages go to the group's
-  // other consumers now.
-  void RemoveSession(uint64_t id);
-  void Settle(uint64_t id, const LeaseUpdate& update,
-              absl::AnyInvocable<void(LeaseUpdateResult)> done);
-  // Ends every session with `status`.
-  void CloseAll(const absl::Status& status);
+  // The consume sessions, settles and closes go straight to the core.
+  ConsumerGroups& core() { return core_; }
 
   // `lane` is ready again: reads and claims of its groups resume (lost groups
   // show up as NOGROUP). Blocking reads need the shared lane (CLIENT
@@ -71,10 +64,6 @@ class StreamGroups {
   void Stop();
 
   BlockingReads& reads() { return reads_; }
-
-  // Reports every group's leases in flight: what this process holds,
-  // whatever Redis' state.
-  void ReportLeasesInFlight() { core_.ReportLeasesInFlight(); }
 
   // -- For BlockingReads and LeaseKeeper ------------------------------------------
 

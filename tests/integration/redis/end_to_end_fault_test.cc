@@ -158,14 +158,9 @@ TEST_F(EndToEndTest, LeasesOfAKilledSwitchboardAreRedeliveredByAnotherAfterTheAc
   constexpr absl::Duration kAckDeadline = absl::Seconds(1);
   // The consumers' own leases: long, so only the process' death frees any.
   constexpr uint32_t kConsumerAckDeadlineMs = 60000;
-  ASSERT_NO_FATAL_FAILURE(StartRedis());
-  const std::string config =
-      RedisConfigYaml(*redis_, absl::StrCat("topics:\n  - {name: jobs, ack_deadline_ms: ",
-                                            absl::ToInt64Milliseconds(kAckDeadline), "}\n"));
   Replica doomed;
   Replica survivor;
-  ASSERT_NO_FATAL_FAILURE(StartReplica(config, doomed));
-  ASSERT_NO_FATAL_FAILURE(StartReplica(config, survivor));
+  ASSERT_NO_FATAL_FAILURE(StartReplicasOfJobs(kAckDeadline, doomed, survivor));
   v1::Broker::Stub& doomed_stub = *doomed.stub;
   v1::Broker::Stub& survivor_stub = *survivor.stub;
   v1::PublishResponse published;
@@ -221,14 +216,9 @@ TEST_F(EndToEndTest, LeasesOfAKilledSwitchboardAreRedeliveredByAnotherAfterTheAc
 TEST_F(EndToEndTest, ADelayedNackOutlivesTheSwitchboardThatTookIt) {
   constexpr absl::Duration kAckDeadline = absl::Seconds(1);
   constexpr absl::Duration kNackDelay = absl::Seconds(4);
-  ASSERT_NO_FATAL_FAILURE(StartRedis());
-  const std::string config =
-      RedisConfigYaml(*redis_, absl::StrCat("topics:\n  - {name: jobs, ack_deadline_ms: ",
-                                            absl::ToInt64Milliseconds(kAckDeadline), "}\n"));
   Replica doomed;
   Replica survivor;
-  ASSERT_NO_FATAL_FAILURE(StartReplica(config, doomed));
-  ASSERT_NO_FATAL_FAILURE(StartReplica(config, survivor));
+  ASSERT_NO_FATAL_FAILURE(StartReplicasOfJobs(kAckDeadline, doomed, survivor));
   v1::Broker::Stub& doomed_stub = *doomed.stub;
   v1::Broker::Stub& survivor_stub = *survivor.stub;
   v1::PublishResponse published;

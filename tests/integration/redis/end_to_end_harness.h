@@ -227,6 +227,17 @@ class EndToEndTest : public ::testing::Test {
     ASSERT_TRUE(HealthWatch(channel_, kBrokerService).WaitFor(HealthResponse::SERVING));
   }
 
+  // Starts Redis and two Switchboard processes on it, with the durable topic
+  // "jobs" leased for `ack_deadline` by default.
+  void StartReplicasOfJobs(absl::Duration ack_deadline, Replica& first, Replica& second) {
+    ASSERT_NO_FATAL_FAILURE(StartRedis());
+    const std::string config =
+        RedisConfigYaml(*redis_, absl::StrCat("topics:\n  - {name: jobs, ack_deadline_ms: ",
+                                              absl::ToInt64Milliseconds(ack_deadline), "}\n"));
+    ASSERT_NO_FATAL_FAILURE(StartReplica(config, first));
+    ASSERT_NO_FATAL_FAILURE(StartReplica(config, second));
+  }
+
   // Publishes `payloads` to `topic` in one call and returns their ids.
   std::vector<std::string> Publish(const std::string& topic,
                                    const std::vector<std::string>& payloads) {

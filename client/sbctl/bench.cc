@@ -155,8 +155,13 @@ absl::Status Prepublish(const client::Client& client, const ConsumeBenchOptions&
                                                 1, kPrepublishBatchMessages);
   for (int64_t published = 0; published < options.messages;) {
     const int64_t count = std::min(per_batch, options.messages - published);
-    absl::StatusOr<std::vector<std::string>> ids =
-        client.Publish(options.topic, std::vector<v1::OutgoingMessage>(count, message));
+    std::vector<v1::OutgoingMessage> batch(count, message);
+    if (options.keys > 0) {
+      for (int64_t i = 0; i < count; ++i) {
+        batch[i].set_ordering_key(absl::StrCat("k", (published + i) % options.keys));
+      }
+    }
+    absl::StatusOr<std::vector<std::string>> ids = client.Publish(options.topic, std::move(batch));
     if (!ids.ok()) return ids.status();
     published += count;
   }
@@ -528,8 +533,9 @@ int BenchConsume(const client::Client& client, const ConsumeBenchOptions& option
   const absl::Duration elapsed = absl::Now() - start;
   for (auto& load : loads) load->Close();
   std::cout << tally.Json(absl::StrFormat("\"mode\":\"consume\",\"streams\":%d,"
-                                          "\"max_in_flight\":%d,\"prepublished\":%d",
-                                          options.streams, options.max_in_flight, options.messages),
+                                          "\"max_in_flight\":%d,\"prepublished\":%d,\"keys\":%d",
+                                          options.streams, options.max_in_flight, options.messages,
+                                          options.keys),
                           elapsed)
             << std::endl;
   return 0;

@@ -59,6 +59,7 @@ struct ConsumeBenchOptions {
   uint32_t max_in_flight = 100;  // Credits per stream.
   int64_t messages = 100000;     // Published before the clock starts; 0: consume the backlog.
   int size = 100;                // Payload bytes of the pre-published messages.
+  int keys = 0;                  // Ordering keys of the pre-published messages; 0: none.
   absl::Duration duration = absl::Seconds(10);
 };
 

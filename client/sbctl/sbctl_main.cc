@@ -56,6 +56,9 @@ ABSL_FLAG(bool, stream, false,
           "bench call: multiplex every call on one CallStream instead of unary Calls.");
 ABSL_FLAG(int64_t, messages, 100000,
           "bench consume: messages to publish before the clock starts; 0 consumes the backlog.");
+ABSL_FLAG(int, keys, 0,
+          "bench consume: ordering keys of the pre-published messages, message i with key "
+          "\"k<i % keys>\"; 0: no key.");
 
 namespace switchboard::sbctl {
 namespace {
@@ -81,7 +84,7 @@ constexpr char kUsage[] = R"(the Switchboard command line.
   bench publish --topic=T --streams=S --batch=B --size=BYTES --duration=SEC [--window=W]
   bench publisher --topic=T --publishers=P --size=BYTES --duration=SEC
                   [--max_in_flight_requests=K]
-  bench consume --topic=T --group=G --streams=S --duration=SEC [--messages=N]
+  bench consume --topic=T --group=G --streams=S --duration=SEC [--messages=N] [--keys=K]
   bench latency --topic=T --rate=R --duration=SEC [--group=G] [--size=BYTES]
   bench call --upstream=U --method=M [--params=JSON] --concurrency=C --duration=SEC [--rate=R]
              [--stream]
@@ -143,10 +146,11 @@ int RunBench(const client::Client& client, const std::vector<std::string>& args)
     options.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
     options.messages = absl::GetFlag(FLAGS_messages);
     options.size = absl::GetFlag(FLAGS_size);
+    options.keys = absl::GetFlag(FLAGS_keys);
     options.duration = duration;
     if (options.group.empty()) return UsageError("bench consume needs --group");
-    if (options.streams < 1 || options.messages < 0 || options.size < 0) {
-      return UsageError("--streams must be at least 1, --messages and --size at least 0");
+    if (options.streams < 1 || options.messages < 0 || options.size < 0 || options.keys < 0) {
+      return UsageError("--streams must be at least 1, --messages, --size and --keys at least 0");
     }
     return BenchConsume(client, options);
   }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Consume throughput of the embedded memory broker with and without ordering
+# keys, as in the README table.
+#
+# Starts its own switchboard on free loopback ports; for each key count
+# (KEYS, default "0 10000 1000 100"; 0 = no key), pre-publishes MESSAGES
+# (default 200000) 100-byte messages, message i with key "k<i % keys>", and
+# times `sbctl bench consume` with 8 streams of 100 credits each until all
+# are consumed and acked, RUNS times (default 3), printing the medians as a
+# Markdown table. The 0-key row is the baseline of the keyed rows, measured
+# in the same run. With BASELINE=<build dir> (for example a build of an
+# older commit), the 0-key row is also measured against that build's
+# switchboard. Not part of the default test run.
+#
+#   tests/perf/bench_consume.sh [BUILD_DIR]   (default build/release)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build/release}
+runs=${RUNS:-3}
+messages=${MESSAGES:-200000}
+keys_list=${KEYS:-"0 10000 1000 100"}
+
+if [[ ! -x $build/server/switchboard || ! -x $build/client/sbctl ]]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  ninja -C "$build" switchboard sbctl >/dev/null
+fi
+source tests/perf/lib.sh  # free_port, wait_for_port
+
+server=
+start_server() {  # $1: the switchboard binary
+  grpc_port=$(free_port)
+  metrics_port=$(free_port)
+  "$1" --listen="127.0.0.1:$grpc_port" --metrics_listen="127.0.0.1:$metrics_port" 2>/dev/null &
+  server=$!
+  for _ in $(seq 100); do
+    "$build/client/sbctl" --server="127.0.0.1:$grpc_port" health >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "switchboard did not start" >&2
+  exit 1
+}
+stop_server() { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
+trap stop_server EXIT
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+field() { python3 -c "import json,sys; print(json.loads(sys.stdin.readlines()[-1])['$1'])"; }
+
+row() {  # $1: label, $2: keys
+  local results=()
+  for run in $(seq "$runs"); do
+    results+=("$("$build/client/sbctl" --server="127.0.0.1:$grpc_port" bench consume \
+      --topic="bench.k$2.r$run.$RANDOM" --group=g --streams=8 --max_in_flight=100 \
+      --messages="$messages" --keys="$2" --size=100 --duration=120 2>/dev/null | tail -1)")
+  done
+  local rate p50 p99 count
+  rate=$(for r in "${results[@]}"; do field msgs_per_sec <<<"$r"; done | median)
+  p50=$(for r in "${results[@]}"; do field p50_us <<<"$r"; done | median)
+  p99=$(for r in "${results[@]}"; do field p99_us <<<"$r"; done | median)
+  count=$(for r in "${results[@]}"; do field msgs <<<"$r"; done | median)
+  printf '| %s | %.0f | %s µs | %s µs | %s |\n' "$1" "$rate" "$p50" "$p99" "$count"
+}
+
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $messages messages per run, median of $runs"
+echo
+echo "| Ordering keys | msgs/s consumed and acked | p50 ack to next delivery | p99 | messages |"
+echo "|---|---|---|---|---|"
+start_server "$build/server/switchboard"
+for keys in $keys_list; do
+  if [[ $keys == 0 ]]; then row "none" 0; else row "$keys keys" "$keys"; fi
+done
+stop_server
+if [[ -n ${BASELINE:-} ]]; then
+  start_server "$BASELINE/server/switchboard"
+  row "none, $BASELINE" 0
+  stop_server
+fi

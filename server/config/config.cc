@@ -276,6 +276,10 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, const EnvLookup& env)
 namespace {
 
 // The contents of the file at `path`.
+// A config file is a few kilobytes; this bound keeps a wrong path (a log, a
+// device such as /dev/zero) from exhausting memory.
+constexpr size_t kMaxConfigBytes = 1 << 20;
+
 absl::StatusOr<std::string> ReadConfigText(const std::string& path) {
   auto read_error = [&path](int error) {
     return absl::Status(absl::ErrnoToStatusCode(error),
@@ -289,6 +293,10 @@ absl::StatusOr<std::string> ReadConfigText(const std::string& path) {
   size_t read = 0;
   while ((read = std::fread(buffer, 1, sizeof(buffer), file.get())) > 0) {
     contents.append(buffer, read);
+    if (contents.size() > kMaxConfigBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config file ", path, " is larger than ", kMaxConfigBytes, " bytes"));
+    }
   }
   if (std::ferror(file.get())) return read_error(errno);
   return contents;

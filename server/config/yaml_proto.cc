@@ -45,14 +45,37 @@ absl::Status PathError(const std::string& path, const Args&... message) {
       absl::StrCat(path.empty() ? "(top level)" : path, ": ", message...));
 }
 
-std::string Quoted(absl::string_view text) {
-  return absl::StrCat("\"", absl::CHexEscape(text), "\"");
+// Values longer than this, or with other characters than these, are not
+// echoed in errors: a URL with a key, or a token, given in the wrong place
+// must not end up in logs, and neither must a megabyte of garbage.
+constexpr size_t kMaxShownValue = 32;
+constexpr absl::string_view kShownCharacters =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-";
+
+// How an error names a value: quoted when it is short and plainly not a
+// secret, else only its length.
+std::string Shown(absl::string_view text) {
+  if (text.size() <= kMaxShownValue &&
+      text.find_first_not_of(kShownCharacters) == absl::string_view::npos) {
+    return absl::StrCat("\"", text, "\"");
+  }
+  return absl::StrCat("a value of ", text.size(), " characters (not shown)");
+}
+
+// How an error names a value read as `raw` and expanded to `text`: an
+// expanded value may be a secret, so only the reference is shown.
+std::string Shown(absl::string_view raw, absl::string_view text) {
+  if (raw == text) return Shown(text);
+  if (raw.size() <= 2 * kMaxShownValue) {
+    return absl::StrCat("the expansion of \"", absl::CHexEscape(raw), "\" (not shown)");
+  }
+  return absl::StrCat("an expanded value of ", text.size(), " characters (not shown)");
 }
 
 std::string Describe(const YAML::Node& node) {
   switch (node.Type()) {
     case YAML::NodeType::Scalar:
-      return Quoted(node.Scalar());
+      return Shown(node.Scalar());
     case YAML::NodeType::Sequence:
       return "a list";
     case YAML::NodeType::Map:
@@ -135,8 +158,12 @@ class YamlMessageReader {
         return PathError(path, "keys must be field names, got ", Describe(entry->first));
       }
       const std::string& key = entry->first.Scalar();
-      const std::string field_path = FieldPath(path, key);
       const FieldDescriptor* field = descriptor.FindFieldByName(key);
+      if (field == nullptr && Shown(key) != absl::StrCat("\"", key, "\"")) {
+        return PathError(path, "unknown field ", Shown(key), "; expected one of ",
+                         FieldNames(descriptor));
+      }
+      const std::string field_path = FieldPath(path, key);
       if (field == nullptr) {
         return PathError(field_path, "unknown field; expected one of ", FieldNames(descriptor));
       }
@@ -218,7 +245,8 @@ class YamlMessageReader {
     absl::StatusOr<std::string> text = ExpandEnvReferences(node.Scalar(), env_);
     if (!text.ok()) return PathError(path, text.status().message());
     auto wrong_value = [&] {
-      return PathError(path, "must be ", ExpectedValue(field), ", got ", Quoted(*text));
+      return PathError(path, "must be ", ExpectedValue(field), ", got ",
+                       Shown(node.Scalar(), *text));
     };
 
     switch (field.cpp_type()) {
@@ -391,8 +419,14 @@ absl::Status ReadYamlIntoMessage(absl::string_view yaml, const EnvLookup& env,
                                  google::protobuf::Message* message) {
   // yaml-cpp reports errors by throwing; they stop here.
   try {
-    const YAML::Node root = YAML::Load(std::string(yaml));
-    if (root.IsNull()) return absl::OkStatus();
+    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
+    if (documents.size() > 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("YAML: the config holds ", documents.size(),
+                       " documents (separated by ---); Switchboard reads exactly one"));
+    }
+    if (documents.empty() || documents[0].IsNull()) return absl::OkStatus();
+    const YAML::Node& root = documents[0];
     return YamlMessageReader(env).ReadMessage(root, "", message);
   } catch (const YAML::Exception& error) {
     if (error.mark.is_null()) return absl::InvalidArgumentError(absl::StrCat("YAML: ", error.msg));

@@ -578,6 +578,12 @@ TEST_F(ConfigFileTest, MissingFileIsNotFound) {
   EXPECT_THAT(LoadConfig(path_, FlagOverrides(), FakeEnv()), StatusIs(absl::StatusCode::kNotFound));
 }
 
+TEST(LoadConfigFileTest, AnEndlessFileIsRefusedPastOneMebibyte) {
+  EXPECT_THAT(LoadConfigFile("/dev/zero", FakeEnv()),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("config file /dev/zero is larger than 1048576 bytes")));
+}
+
 TEST(LoadConfigFileTest, ADirectoryIsNotAConfigFile) {
   const std::string directory = ::testing::TempDir();
   EXPECT_THAT(LoadConfigFile(directory, FakeEnv()),

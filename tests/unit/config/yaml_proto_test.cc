@@ -3,6 +3,7 @@
 #include <limits>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "switchboard/config/v1/config.pb.h"
@@ -177,6 +178,46 @@ INSTANTIATE_TEST_SUITE_P(
         ReadErrorCase{"BadReference", "broker: {url: \"redis://${HOST\"}",
                       "broker.url: unterminated \"${\": expected \"${NAME}\""}),
     [](const ::testing::TestParamInfo<ReadErrorCase>& info) { return info.param.name; });
+
+TEST(YamlProtoTest, ErrorsNeverEchoAValueThatMayBeASecret) {
+  // A URL with a key where a list is expected, a token where a number is.
+  EXPECT_THAT(ReadError("upstreams: [{name: s, urls: \"https://host/v1/SECRETKEY123?apikey=S2\"}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("upstreams[0].urls: must be a list, got a value of 38 characters "
+                          "(not shown)")));
+  EXPECT_THAT(ReadError("server: {drain_timeout_ms: tok_live_0123456789abcdefghijklmnopqrstuv}"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("server.drain_timeout_ms: must be a non-negative integer, got a value "
+                          "of 41 characters (not shown)")));
+  // An expanded variable is named, never its value.
+  EnvLookup env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "RPC_KEY") return "sk_SECRET";
+    return std::nullopt;
+  };
+  v1::Config config;
+  EXPECT_THAT(ReadYamlIntoMessage("server: {drain_timeout_ms: \"${RPC_KEY}\"}", env, &config),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("server.drain_timeout_ms: must be a non-negative integer, got the "
+                          "expansion of \"${RPC_KEY}\" (not shown)")));
+  // Ten megabytes of garbage are described, not repeated.
+  const std::string huge(10 << 20, 'x');
+  const absl::Status status = ReadError(absl::StrCat("server: {drain_timeout_ms: ", huge, "}"));
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInvalidArgument,
+                               Eq("server.drain_timeout_ms: must be a non-negative integer, got a "
+                                  "value of 10485760 characters (not shown)")));
+  // Nor is an unknown key that is not a plain name.
+  EXPECT_THAT(ReadError("server: {\"https://h/SECRET\": 1}"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       StartsWith("server: unknown field a value of 16 characters (not shown); "
+                                  "expected one of listen,")));
+}
+
+TEST(YamlProtoTest, ASecondDocumentIsAnError) {
+  EXPECT_THAT(ReadError("server: {listen: \"a:1\"}\n---\nserver: {listen: \"b:2\"}\n"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("YAML: the config holds 2 documents (separated by ---); Switchboard "
+                          "reads exactly one")));
+}
 
 TEST(YamlProtoTest, SyntaxErrorsGiveTheLine) {
   EXPECT_THAT(ReadError("server:\n  listen: [\n"),

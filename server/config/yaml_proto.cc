@@ -45,18 +45,21 @@ absl::Status PathError(const std::string& path, const Args&... message) {
       absl::StrCat(path.empty() ? "(top level)" : path, ": ", message...));
 }
 
-// Values longer than this, or with other characters than these, are not
-// echoed in errors: a URL with a key, or a token, given in the wrong place
+// Errors quote a value only when it is short and plainly not a secret: a
+// number, or a word without digits (a typo of an enum value, "yes" for a
+// boolean). A URL with a key, a token or a password given in the wrong place
 // must not end up in logs, and neither must a megabyte of garbage.
-constexpr size_t kMaxShownValue = 32;
-constexpr absl::string_view kShownCharacters =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-";
+constexpr size_t kMaxShownValue = 24;
+constexpr absl::string_view kNumberCharacters = "0123456789+-.eE";
+constexpr absl::string_view kWordCharacters =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-";
 
 // How an error names a value: quoted when it is short and plainly not a
 // secret, else only its length.
 std::string Shown(absl::string_view text) {
-  if (text.size() <= kMaxShownValue &&
-      text.find_first_not_of(kShownCharacters) == absl::string_view::npos) {
+  const bool plain = text.find_first_not_of(kNumberCharacters) == absl::string_view::npos ||
+                     text.find_first_not_of(kWordCharacters) == absl::string_view::npos;
+  if (!text.empty() && text.size() <= kMaxShownValue && plain) {
     return absl::StrCat("\"", text, "\"");
   }
   return absl::StrCat("a value of ", text.size(), " characters (not shown)");
@@ -66,7 +69,7 @@ std::string Shown(absl::string_view text) {
 // expanded value may be a secret, so only the reference is shown.
 std::string Shown(absl::string_view raw, absl::string_view text) {
   if (raw == text) return Shown(text);
-  if (raw.size() <= 2 * kMaxShownValue) {
+  if (raw.size() <= 64) {
     return absl::StrCat("the expansion of \"", absl::CHexEscape(raw), "\" (not shown)");
   }
   return absl::StrCat("an expanded value of ", text.size(), " characters (not shown)");

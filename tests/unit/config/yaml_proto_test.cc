@@ -189,6 +189,11 @@ TEST(YamlProtoTest, ErrorsNeverEchoAValueThatMayBeASecret) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        Eq("server.drain_timeout_ms: must be a non-negative integer, got a value "
                           "of 41 characters (not shown)")));
+  // Short, but with letters and digits: it may be a password.
+  EXPECT_THAT(ReadError("topics: [{name: jobs, exclusive: hunter2}]"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("topics[0].exclusive: must be true or false, got a value of 7 "
+                          "characters (not shown)")));
   // An expanded variable is named, never its value.
   EnvLookup env = [](const std::string& name) -> std::optional<std::string> {
     if (name == "RPC_KEY") return "sk_SECRET";

@@ -19,7 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
-#include "prometheus/exposer.h"
+#include "server/app/metrics_endpoint.h"
 #include "server/auth/client_registry.h"
 #include "server/broker/broker_metrics.h"
 #include "server/broker/memory/memory_broker.h"
@@ -54,8 +54,8 @@ constexpr size_t kMinReceiveMessageBytes = 16 << 20;
 // count on (servers allow at least 100 by default; nginx 128).
 constexpr uint32_t kHttp2StreamsPerConnection = 100;
 // Of the drain budget, what the steps after the gRPC server's shutdown keep:
-// the broker's flush and the metrics endpoint's stop (civetweb polls every
-// 2 s). At most half the budget.
+// the broker's flush of pending publishes, the upstreams' and the
+// dispatchers' stops. At most half the budget.
 constexpr absl::Duration kAfterGrpcReserve = absl::Milliseconds(2500);
 // The ceiling of the fleet coordination's reconnect backoff.
 constexpr absl::Duration kFleetReconnectMax = absl::Seconds(1);
@@ -74,6 +74,7 @@ class ServerImpl final : public Server {
       : config_(config),
         broker_dispatcher_("sb-broker", common::RealClock::Get()),
         upstream_dispatcher_("sb-upstream", common::RealClock::Get()),
+        metrics_dispatcher_("sb-metrics", common::RealClock::Get()),
         clients_(config::ClientCredentials(config)),
         streams_(config.limits().max_streams_per_client() == 0
                      ? std::numeric_limits<uint32_t>::max()
@@ -85,6 +86,7 @@ class ServerImpl final : public Server {
   absl::Status Init() {
     broker_dispatcher_.Start();
     upstream_dispatcher_.Start();
+    metrics_dispatcher_.Start();
     // The upstream dispatcher is the first I/O thread; the others do I/O only.
     upstream_io_.push_back(&upstream_dispatcher_);
     for (uint32_t i = 1; i < UpstreamThreads(config_.server()); ++i) {
@@ -99,14 +101,16 @@ class ServerImpl final : public Server {
     upstreams_ = std::make_unique<upstream::Upstreams>(upstream_dispatcher_, UpstreamDefinitions(),
                                                        ClientQuotaDefinitions(), upstream_metrics_,
                                                        lease_service_.get());
-    try {
-      exposer_ = std::make_unique<prometheus::Exposer>(config_.server().metrics_listen());
-    } catch (const std::exception& e) {
+    MetricsEndpoint::Options metrics_options;
+    metrics_options.listen = config_.server().metrics_listen();
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+        MetricsEndpoint::Start(metrics_dispatcher_, metrics_options, metrics_.registry());
+    if (!endpoint.ok()) {
       return absl::UnavailableError(absl::StrCat("server.metrics_listen: cannot listen on ",
                                                  config_.server().metrics_listen(), ": ",
-                                                 e.what()));
+                                                 endpoint.status().message()));
     }
-    exposer_->RegisterCollectable(metrics_.registry());
+    metrics_endpoint_ = *std::move(endpoint);
 
     service::RequestLimits limits;
     limits.max_message_bytes = config_.limits().max_message_bytes();
@@ -150,9 +154,7 @@ class ServerImpl final : public Server {
   int grpc_port() const override { return grpc_port_; }
 
   int metrics_port() const override {
-    if (exposer_ == nullptr) return 0;
-    const std::vector<int> ports = exposer_->GetListeningPorts();
-    return ports.empty() ? 0 : ports.front();
+    return metrics_endpoint_ == nullptr ? 0 : metrics_endpoint_->port();
   }
 
   void Shutdown() override {
@@ -185,8 +187,8 @@ class ServerImpl final : public Server {
     // dispatcher that their results go back to.
     for (auto& io : upstream_io_dispatchers_) io->Shutdown();
     upstream_dispatcher_.Shutdown();
-    // civetweb takes up to its 2 s poll quantum to stop.
-    exposer_.reset();
+    metrics_endpoint_.reset();
+    metrics_dispatcher_.Shutdown();
     SB_LOG(kInfo, "shutdown complete");
   }
 
@@ -406,6 +408,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<fleet::FleetMetrics> fleet_metrics_;  // With the fleet.
   event::DispatcherImpl broker_dispatcher_;
   event::DispatcherImpl upstream_dispatcher_;
+  event::DispatcherImpl metrics_dispatcher_;  // Serves /metrics.
   // The upstream I/O threads besides upstream_dispatcher_, and all of them
   // (upstream_dispatcher_ first). Shut down before upstream_dispatcher_.
   std::vector<std::unique_ptr<event::DispatcherImpl>> upstream_io_dispatchers_;
@@ -416,7 +419,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<fleet::RedisLeaseService> lease_service_;
   std::unique_ptr<upstream::Upstreams> upstreams_;
   service::StreamTracker streams_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<service::ServiceContext> context_;
   std::unique_ptr<service::BrokerService> broker_service_;
   std::unique_ptr<service::RpcService> rpc_service_;

@@ -2,8 +2,13 @@
 // Switchboard (Redis backend, an nginx upstream) while workers publish,
 // consume and call the JSON-RPC proxy; through Prometheus' HTTP API the test
 // reads back `up` and the publish, delivery, upstream-request and rate-limit
-// families, each with the exact count of what the test did.
+// families, each with the exact count of what the test did. And scrapes go on
+// while idle and slowloris connections hold the metrics port.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
 #include <string>
@@ -143,6 +148,48 @@ upstreams:
               IsOkAndHolds(kPatientCalls));
   RecordProperty("refused", refused);
   consume_context.TryCancel();
+}
+
+// Issue 15: 50 idle and 50 slowloris connections to the metrics port while
+// Prometheus scrapes every second: no scrape fails.
+TEST(PrometheusScrapeTest, IdleAndSlowlorisConnectionsFailNoScrape) {
+  absl::StatusOr<InProcessServer> server = StartInProcessServer("");
+  ASSERT_THAT(server, IsOk());
+  absl::StatusOr<std::unique_ptr<PrometheusServer>> prometheus =
+      PrometheusServer::Start(kJob, server->metrics_port);
+  ASSERT_THAT(prometheus, IsOk());
+  const std::string up = absl::Substitute(R"(up{job="$0"})", kJob);
+  ASSERT_THAT(QueryUntil(**prometheus, up, 1), IsOkAndHolds(1));
+
+  // Each lives until the endpoint's 5-s deadline cuts it.
+  std::vector<int> attackers;
+  for (int i = 0; i < 100; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(server->metrics_port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    if (i % 2 == 1) ASSERT_EQ(write(fd, "GET /metrics HTTP/1.1\r\nX-A: b", 29), 29);
+    attackers.push_back(fd);
+  }
+  const absl::Time attacked = absl::Now();
+  // The scrapes since the attack began: their count, and the lowest `up`.
+  auto since_attack = [&](absl::string_view function) {
+    const int64_t seconds = absl::ToInt64Seconds(absl::Now() - attacked) + 1;
+    return (*prometheus)->Query(absl::Substitute("$0($1[$2s])", function, up, seconds));
+  };
+  absl::StatusOr<double> scrapes = since_attack("count_over_time");
+  for (const absl::Time give_up = absl::Now() + kScrapeWait;
+       !(scrapes.ok() && *scrapes >= 4) && absl::Now() < give_up;) {
+    absl::SleepFor(absl::Milliseconds(250));
+    scrapes = since_attack("count_over_time");
+  }
+  ASSERT_THAT(scrapes, IsOk());
+  EXPECT_GE(*scrapes, 4);
+  EXPECT_THAT(since_attack("min_over_time"), IsOkAndHolds(1));
+  RecordProperty("scrapes_during_attack", static_cast<int>(*scrapes));
+  for (int fd : attackers) close(fd);
 }
 
 }  // namespace

@@ -58,6 +58,8 @@ class RedisBroker::State {
         Anchor<ConnectionSet> connections)
       : clock_(dispatcher.clock()),
         policies_(policies),
+        address_(absl::StrCat(options.connection.host, ":", options.connection.port)),
+        command_timeout_(options.connection.command_timeout),
         serving_(serving),
         self_(dispatcher, this),
         lanes_(dispatcher, connections, policies, [this] { OnLanesIdle(); }),
@@ -158,6 +160,11 @@ class RedisBroker::State {
       done(absl::UnavailableError("redis is unreachable"));
       return;
     }
+    if (!answering_) {
+      done(absl::UnavailableError(
+          absl::StrCat("redis is not answering (no reply to a PING within the command timeout)")));
+      return;
+    }
     if (messages.empty()) {
       done(std::vector<std::string>());
       return;
@@ -233,8 +240,10 @@ class RedisBroker::State {
   // -- Connection events ----------------------------------------------------------
 
   // After a reconnect, serving waits until the subscriptions are back, so a
-  // publisher that trusts health never publishes past a subscriber.
-  bool serving() const { return lanes_.shared_ready() && channels_.serving(); }
+  // publisher that trusts health never publishes past a subscriber. A Redis
+  // that holds its connections open but answers nothing (hung, stopped) is
+  // not serving either.
+  bool serving() const { return lanes_.shared_ready() && channels_.serving() && answering_; }
 
   // Tells the watchers when serving() changed since it was last reported.
   void RefreshHealth() {
@@ -247,6 +256,8 @@ class RedisBroker::State {
 
   void OnCommandState(size_t lane, bool ready) {
     lanes_.SetReady(lane, ready);
+    // A connection that came back has answered its handshake.
+    if (lane == redis::kSharedLane && ready) answering_ = true;
     if (lane == redis::kSharedLane) RefreshHealth();
     if (ready) groups_.OnLaneReady(lane);
   }
@@ -262,16 +273,47 @@ class RedisBroker::State {
     groups_.core().ReportLeasesInFlight();
     channels_.SampleBufferFill();
     if (!lanes_.shared_ready()) return;
+    ProbeLiveness();
     keeper_.Pass();
+  }
+
+  // A PING on the shared command connection, one at a time: without a reply
+  // within the command timeout Redis is not answering, and health says so
+  // within command_timeout + maintenance_interval of the hang; the first
+  // reply after that brings it back.
+  void ProbeLiveness() {
+    if (probing_) return;
+    probing_ = true;
+    lanes_.Send(
+        redis::kSharedLane, redis::Command::Of({"PING"}),
+        [this](absl::StatusOr<redis::Reply> reply) {
+          probing_ = false;
+          if (reply.ok() && !answering_) {
+            answering_ = true;
+            SB_LOG(kInfo, "redis at ", address_, " answers again");
+            RefreshHealth();
+          } else if (reply.status().code() == absl::StatusCode::kDeadlineExceeded && answering_) {
+            answering_ = false;
+            SB_LOG(kWarning, "redis at ", address_, " has not answered a PING within ",
+                   absl::FormatDuration(command_timeout_),
+                   " (hung or stopped?): Broker health is NOT_SERVING and publishes "
+                   "fail with UNAVAILABLE until it answers");
+            RefreshHealth();
+          }
+        });
   }
 
   // -- Members --------------------------------------------------------------------
 
   common::Clock& clock_;  // Ephemeral ids.
   const TopicPolicies& policies_;
+  const std::string address_;  // host:port, for logs.
+  const absl::Duration command_timeout_;
   std::atomic<bool>& serving_;
   Anchor<State> self_;
   bool reported_serving_ = false;
+  bool answering_ = true;  // Redis answered the last liveness PING.
+  bool probing_ = false;   // A liveness PING is in flight.
   std::vector<absl::AnyInvocable<void(bool)>> health_watchers_;
   bool shutting_down_ = false;
   absl::AnyInvocable<void()> on_idle_;

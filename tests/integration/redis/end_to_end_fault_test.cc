@@ -258,5 +258,55 @@ TEST_F(EndToEndTest, ADelayedNackOutlivesTheSwitchboardThatTookIt) {
   survivor_context.TryCancel();
 }
 
+// Issue 15: a Redis that keeps its connections open but answers nothing
+// (SIGSTOP) turns Broker health NOT_SERVING within the command timeout and a
+// maintenance pass, with a warning in the log; publishes fail fast with
+// UNAVAILABLE meanwhile; health is SERVING again once Redis answers.
+TEST_F(EndToEndTest, AHungRedisIsNotServingUntilItAnswersAgain) {
+  constexpr absl::Duration kCommandTimeout = absl::Seconds(1);
+  // The bound of the issue (command timeout + 1 s), and room for a loaded
+  // machine on top.
+  const absl::Duration kDetectionBound = kCommandTimeout + absl::Seconds(1);
+  constexpr absl::Duration kMargin = absl::Seconds(2);
+  ASSERT_NO_FATAL_FAILURE(StartRedis());
+  const std::string config =
+      absl::Substitute(R"(
+broker:
+  url: "$0"
+  redis:
+    command_timeout_ms: $1
+    reconnect_initial_ms: 20
+    reconnect_max_ms: 200
+    maintenance_interval_ms: 200
+)",
+                       redis_->url(), absl::ToInt64Milliseconds(kCommandTimeout));
+  Replica replica;
+  ASSERT_NO_FATAL_FAILURE(StartReplica(config, replica));
+  const std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel(replica.process->target(), grpc::InsecureChannelCredentials());
+  HealthWatch health(channel, kBrokerService, absl::Seconds(60));
+  ASSERT_TRUE(health.WaitFor(HealthResponse::SERVING));
+
+  const absl::Time paused_at = absl::Now();
+  redis_->Pause();
+  ASSERT_TRUE(health.WaitFor(HealthResponse::NOT_SERVING)) << replica.process->stderr_text();
+  const absl::Duration detected_after = absl::Now() - paused_at;
+  RecordProperty("not_serving_after_ms", absl::ToInt64Milliseconds(detected_after));
+  EXPECT_LE(detected_after, kDetectionBound + kMargin);
+  v1::PublishResponse published;
+  const absl::Time publish_start = absl::Now();
+  const grpc::Status refused =
+      testing::Publish(*replica.stub, "jobs", Numbered("h", 1), &published);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  EXPECT_LT(absl::Now() - publish_start, kCommandTimeout) << "the publish waited for Redis";
+  EXPECT_THAT(replica.process->stderr_text(), HasSubstr("has not answered a PING within 1s"));
+
+  redis_->Resume();
+  ASSERT_TRUE(health.WaitFor(HealthResponse::SERVING)) << replica.process->stderr_text();
+  const grpc::Status stored = testing::Publish(*replica.stub, "jobs", Numbered("h", 1), &published);
+  EXPECT_TRUE(stored.ok()) << stored.error_message();
+  EXPECT_THAT(replica.process->stderr_text(), HasSubstr("answers again"));
+}
+
 }  // namespace
 }  // namespace switchboard::end_to_end

@@ -52,6 +52,7 @@ using ::switchboard::testing::SubscribeStream;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::Gt;
+using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAreArray;
 using HealthResponse = grpc::health::v1::HealthCheckResponse;
 using PublishStream = grpc::ClientReaderWriter<v1::PublishStreamRequest, v1::PublishStreamResponse>;

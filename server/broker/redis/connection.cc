@@ -129,6 +129,7 @@ void Connection::OnHandshakeReply(absl::string_view step, absl::StatusOr<Reply> 
   if (--handshake_left_ > 0) return;
   phase_ = Phase::kReady;
   failures_ = 0;
+  last_failure_.clear();
   backoff_.Reset();
   SB_LOG(kInfo, "redis ", role_, " connection to ", options_.host, ":", options_.port, " is ready");
   observer_.OnStateChanged(role_, ConnectionState::kConnecting, ConnectionState::kReady);
@@ -296,10 +297,14 @@ void Connection::Lost(absl::string_view reason) {
   const bool was_ready = phase_ == Phase::kReady;
   if (phase_ != Phase::kClosed) phase_ = Phase::kIdle;
   ++failures_;
+  // Each new kind of failure is a warning (a Redis restarted with a password
+  // first closes the connection, then refuses AUTH); repeats are debug.
+  const bool new_reason = reason != last_failure_;
+  last_failure_ = std::string(reason);
   if (was_ready) {
     SB_LOG(kWarning, "redis ", role_, " connection to ", options_.host, ":", options_.port,
            " lost: ", reason, "; reconnecting");
-  } else if (failures_ == 1) {
+  } else if (failures_ == 1 || new_reason) {
     SB_LOG(kWarning, "redis ", role_, " connection to ", options_.host, ":", options_.port,
            " failed: ", reason, "; retrying with backoff");
   } else {
@@ -328,8 +333,9 @@ void Connection::FailSoon(ReplyCallback done, absl::Status status) {
 }
 
 absl::Status Connection::NotReady() const {
-  return absl::UnavailableError(absl::StrCat("redis ", role_, " connection to ", options_.host, ":",
-                                             options_.port, " is not ready"));
+  return absl::UnavailableError(absl::StrCat(
+      "redis ", role_, " connection to ", options_.host, ":", options_.port, " is not ready",
+      last_failure_.empty() ? "" : absl::StrCat(" (last attempt: ", last_failure_, ")")));
 }
 
 void Connection::NoteWrittenIfFlushed() {

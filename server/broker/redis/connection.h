@@ -207,7 +207,8 @@ class Connection {
   redisAsyncContext* context_ = nullptr;
   int64_t client_id_ = 0;
   size_t handshake_left_ = 0;
-  size_t failures_ = 0;  // Connection attempts failed since the last ready.
+  size_t failures_ = 0;       // Connection attempts failed since the last ready.
+  std::string last_failure_;  // Why the last attempt failed; empty once ready.
   common::Backoff backoff_;
   absl::BitGen random_;  // Draws backoff_'s jitter.
 

@@ -358,7 +358,11 @@ TEST_F(ConnectionTest, WrongPasswordNeverBecomesReady) {
   Connection& connection = Open(options, recorder);
   ASSERT_TRUE(recorder.WaitForReconnectAttempts(2));
   EXPECT_THAT(recorder.states(), ::testing::IsEmpty());
-  EXPECT_THAT(Call(connection, Command::Of({"PING"})), StatusIs(absl::StatusCode::kUnavailable));
+  // The caller learns why: Redis' own refusal, without the password.
+  const absl::StatusOr<Reply> refused = Call(connection, Command::Of({"PING"}));
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kUnavailable,
+                                ::testing::HasSubstr("(last attempt: AUTH failed: WRONGPASS")));
+  EXPECT_THAT(refused.status().message(), ::testing::Not(::testing::HasSubstr("wrong")));
 }
 
 TEST_F(ConnectionTest, CloseFailsPendingCommandsAndStopsReconnecting) {

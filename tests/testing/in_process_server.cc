@@ -31,7 +31,7 @@ absl::StatusOr<InProcessServer> StartInProcessServer(absl::string_view yaml) {
   return result;
 }
 
-absl::StatusOr<std::string> HttpGet(int port, absl::string_view path) {
+int ConnectToLoopback(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address{};
   address.sin_family = AF_INET;
@@ -39,8 +39,14 @@ absl::StatusOr<std::string> HttpGet(int port, absl::string_view path) {
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
     close(fd);
-    return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
+    return -1;
   }
+  return fd;
+}
+
+absl::StatusOr<std::string> HttpGet(int port, absl::string_view path) {
+  const int fd = ConnectToLoopback(port);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot connect to port ", port));
   const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
   if (write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
     close(fd);

@@ -24,6 +24,9 @@ struct InProcessServer {
 // 127.0.0.1:0) and starts the server.
 absl::StatusOr<InProcessServer> StartInProcessServer(absl::string_view yaml = "");
 
+// A TCP connection to 127.0.0.1:`port` (blocking), or -1.
+int ConnectToLoopback(int port);
+
 // GETs http://127.0.0.1:`port``path` and returns the body.
 absl::StatusOr<std::string> HttpGet(int port, absl::string_view path);
 

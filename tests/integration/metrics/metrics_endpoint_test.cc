@@ -2,8 +2,6 @@
 // idle, slow and surplus connections never hold a scrape up.
 #include "server/app/metrics_endpoint.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -24,6 +22,7 @@
 #include "prometheus/registry.h"
 #include "server/common/clock.h"
 #include "server/event/dispatcher_impl.h"
+#include "tests/testing/in_process_server.h"
 #include "tests/testing/status_matchers.h"
 
 namespace switchboard::app {
@@ -41,15 +40,8 @@ constexpr absl::Duration kPatience = absl::Seconds(5);
 // A connected socket to `port` on loopback that gives up reading after
 // kPatience; -1 when the connect fails.
 int Connect(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    close(fd);
-    return -1;
-  }
+  const int fd = testing::ConnectToLoopback(port);
+  if (fd < 0) return -1;
   const timeval timeout{static_cast<time_t>(absl::ToInt64Seconds(kPatience)), 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   return fd;

@@ -4,10 +4,7 @@
 // reads back `up` and the publish, delivery, upstream-request and rate-limit
 // families, each with the exact count of what the test did. And scrapes go on
 // while idle and slowloris connections hold the metrics port.
-#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <memory>
@@ -164,12 +161,8 @@ TEST(PrometheusScrapeTest, IdleAndSlowlorisConnectionsFailNoScrape) {
   // Each lives until the endpoint's 5-s deadline cuts it.
   std::vector<int> attackers;
   for (int i = 0; i < 100; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<uint16_t>(server->metrics_port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    const int fd = ConnectToLoopback(server->metrics_port);
+    ASSERT_GE(fd, 0);
     if (i % 2 == 1) ASSERT_EQ(write(fd, "GET /metrics HTTP/1.1\r\nX-A: b", 29), 29);
     attackers.push_back(fd);
   }

@@ -176,8 +176,19 @@ class ServerImpl final : public Server {
         SB_LOG(kWarning, "drain budget spent with streams still open; cancelling them");
       }
       // Stops accepting, lets unary calls finish, then cancels what is left
-      // (Health.Watch calls, which only end here, among them).
+      // (Health.Watch calls, which only end here, among them). A cancelled
+      // call still waits for its answer, so at the cut-off the upstreams
+      // answer every call still open (UNAVAILABLE) and cancel their
+      // requests: a provider that answers late never holds the drain up.
+      absl::Notification grpc_stopped;
+      std::thread cut_off([this, &grpc_stopped, grpc_deadline] {
+        if (!grpc_stopped.WaitForNotificationWithDeadline(grpc_deadline) && upstreams_ != nullptr) {
+          upstreams_->Shutdown();
+        }
+      });
       grpc_server_->Shutdown(absl::ToChronoTime(grpc_deadline));
+      grpc_stopped.Notify();
+      cut_off.join();
     }
     if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
     broker_dispatcher_.Shutdown();

@@ -2,11 +2,11 @@
 // every stage offers the stage above it (DESIGN.md §1, "The upstream path is
 // a stack of small layers").
 //
-// UpstreamClient (upstream_client.h) stacks one of each, as google-cloud-cpp
-// decorates its stubs: CacheLayer → CoalescingLayer → QuotaLayer →
-// RetryLayer → AdmissionLayer → Transport. Each layer holds the next one
-// below it and calls it through this interface, so each is tested alone
-// against a fake next layer.
+// UpstreamClient (upstream_client.h) stacks them, as google-cloud-cpp
+// decorates its stubs, top first: CacheLayer → CoalescingLayer → QuotaLayer
+// (with client quotas) → RetryLayer → AdmissionLayer (when rate limited) →
+// Transport. Each layer holds the next one below it and calls it through
+// this interface, so each is tested alone against a fake next layer.
 //
 // Calls are named by the caller's CallId, unique among the calls open in a
 // layer. A layer passes a call down under the same id (RetryLayer sends its

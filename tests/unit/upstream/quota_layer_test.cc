@@ -4,6 +4,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
@@ -16,35 +18,6 @@ namespace {
 
 using ::switchboard::testing::StatusIs;
 using ::testing::HasSubstr;
-
-TEST(QuotaLayerTest, ACallOverItsClientsQuotaIsRefusedWithTheWait) {
-  common::SimulatedClock clock{absl::FromUnixSeconds(1000)};
-  event::DispatcherImpl dispatcher("quota-layer-test", clock);
-  dispatcher.Start();
-  NullObserver observer;
-  FakeCallLayer next;
-  Outcomes outcomes;
-  std::unique_ptr<ratelimit::ClientQuotas> quotas;
-  std::unique_ptr<QuotaLayer> layer;
-  testing::RunOnDispatcher(dispatcher, [&] {
-    // One request per second, a burst of one.
-    quotas = std::make_unique<ratelimit::ClientQuotas>(
-        dispatcher, absl::flat_hash_map<std::string, double>{{"worker", 1}});
-    layer = std::make_unique<QuotaLayer>("solana", *quotas, observer, next);
-    layer->Start(1, CallOf("getSlot"), outcomes.Slot(0));
-    layer->Start(2, CallOf("getSlot"), outcomes.Slot(1));
-    EXPECT_EQ(next.started.size(), 1u);
-    ASSERT_EQ(outcomes.ended[1], 1);
-    EXPECT_THAT(outcomes.outcomes[1].result,
-                StatusIs(absl::StatusCode::kResourceExhausted,
-                         HasSubstr("client worker is over its quota")));
-    EXPECT_EQ(RetryAfter(outcomes.outcomes[1].result.status()), absl::Seconds(1));
-    layer->Cancel(1);
-    EXPECT_EQ(next.cancelled, std::vector<CallLayer::CallId>{1});
-    layer.reset();
-    quotas.reset();
-  });
-}
 
 // A global quota whose tokens are on their way and never come.
 class AwaitingLimiter final : public ratelimit::Limiter {
@@ -60,29 +33,59 @@ class AwaitingLimiter final : public ratelimit::Limiter {
   bool AwaitingTokens() const override { return true; }
 };
 
-TEST(QuotaLayerTest, ACallWaitingForAGlobalQuotaIsWithdrawnByCancel) {
-  common::SimulatedClock clock{absl::FromUnixSeconds(1000)};
-  event::DispatcherImpl dispatcher("quota-layer-test", clock);
-  dispatcher.Start();
-  NullObserver observer;
-  FakeCallLayer next;
-  Outcomes outcomes;
-  std::unique_ptr<ratelimit::ClientQuotas> quotas;
-  std::unique_ptr<QuotaLayer> layer;
-  testing::RunOnDispatcher(dispatcher, [&] {
-    quotas = std::make_unique<ratelimit::ClientQuotas>(
-        dispatcher, absl::flat_hash_map<std::string, double>{{"worker", 1}},
-        [](absl::string_view, double, double) { return std::make_unique<AwaitingLimiter>(); });
-    layer = std::make_unique<QuotaLayer>("solana", *quotas, observer, next);
-    layer->Start(1, CallOf("getSlot"), outcomes.Slot(0));
-    EXPECT_EQ(outcomes.ended[0], 0) << "waits for tokens";
-    layer->Cancel(1);
-    ASSERT_EQ(outcomes.ended[0], 1);
-    EXPECT_THAT(outcomes.outcomes[0].result, StatusIs(absl::StatusCode::kCancelled));
-    EXPECT_TRUE(next.started.empty());
-    EXPECT_TRUE(next.cancelled.empty());
-    layer.reset();
-    quotas.reset();
+class QuotaLayerTest : public DispatcherTest {
+ protected:
+  ~QuotaLayerTest() override {
+    Run([&] {
+      layer_.reset();
+      quotas_.reset();
+    });
+  }
+
+  // Client "worker" gets one request per second, a burst of one, from
+  // `make_limiter`'s limiters if set.
+  void Create(ratelimit::ClientQuotas::LimiterFactory make_limiter = nullptr) {
+    Run([&] {
+      quotas_ = std::make_unique<ratelimit::ClientQuotas>(
+          dispatcher_, absl::flat_hash_map<std::string, double>{{"worker", 1}},
+          std::move(make_limiter));
+      layer_ = std::make_unique<QuotaLayer>("solana", *quotas_, observer_, next_);
+    });
+  }
+
+  NullObserver observer_;
+  FakeCallLayer next_;
+  Outcomes outcomes_;
+  std::unique_ptr<ratelimit::ClientQuotas> quotas_;
+  std::unique_ptr<QuotaLayer> layer_;
+};
+
+TEST_F(QuotaLayerTest, ACallOverItsClientsQuotaIsRefusedWithTheWait) {
+  Create();
+  Run([&] {
+    layer_->Start(1, CallOf("getSlot"), outcomes_.Slot(0));
+    layer_->Start(2, CallOf("getSlot"), outcomes_.Slot(1));
+    EXPECT_EQ(next_.started.size(), 1u);
+    ASSERT_EQ(outcomes_.ended[1], 1);
+    EXPECT_THAT(outcomes_.outcomes[1].result,
+                StatusIs(absl::StatusCode::kResourceExhausted,
+                         HasSubstr("client worker is over its quota")));
+    EXPECT_EQ(RetryAfter(outcomes_.outcomes[1].result.status()), absl::Seconds(1));
+    layer_->Cancel(1);
+    EXPECT_EQ(next_.cancelled, std::vector<CallLayer::CallId>{1});
+  });
+}
+
+TEST_F(QuotaLayerTest, ACallWaitingForAGlobalQuotaIsWithdrawnByCancel) {
+  Create([](absl::string_view, double, double) { return std::make_unique<AwaitingLimiter>(); });
+  Run([&] {
+    layer_->Start(1, CallOf("getSlot"), outcomes_.Slot(0));
+    EXPECT_EQ(outcomes_.ended[0], 0) << "waits for tokens";
+    layer_->Cancel(1);
+    ASSERT_EQ(outcomes_.ended[0], 1);
+    EXPECT_THAT(outcomes_.outcomes[0].result, StatusIs(absl::StatusCode::kCancelled));
+    EXPECT_TRUE(next_.started.empty());
+    EXPECT_TRUE(next_.cancelled.empty());
   });
 }
 

@@ -1,11 +1,12 @@
 // CallCoalescer: identical calls in flight share one upstream request.
 //
-// Owned by the upstream client and used on its dispatcher thread only (not
-// thread-safe). The first call with a key leads: it makes the request and
-// calls Complete(). Calls that join while it is in flight wait, and every
-// waiter, the leader included, gets the leader's result. The owner decides
-// which calls may coalesce (read methods only, never a transaction
-// submission) and builds the key (upstream, method and params text).
+// Owned by the CoalescingLayer (coalescing_layer.h) and used on its
+// dispatcher thread only (not thread-safe). The first call with a key leads:
+// it makes the request and calls Complete(). Calls that join while it is in
+// flight wait, and every waiter, the leader included, gets the leader's
+// result. The owner decides which calls may coalesce (read methods only,
+// never a transaction submission) and builds the key (upstream, method and
+// params text).
 #pragma once
 
 #include <string>

@@ -1,12 +1,13 @@
 // CircuitBreaker: whether one upstream URL should be tried right now.
 //
-// Owned by the upstream client, one per URL, and used on its dispatcher
-// thread only (not thread-safe). Closed, it lets every call through and
-// counts consecutive failures (transport errors and HTTP 5xx); at
-// `failure_threshold` it opens and skips its URL for `open_duration`; then it
-// lets exactly one probe through (half-open): the probe's success closes it,
-// its failure opens it again for another `open_duration`. Time is passed in,
-// so the breaker follows whichever clock its owner runs on.
+// Owned by the upstream client's Transport (transport.h), one per URL, and
+// used on its dispatcher thread only (not thread-safe). Closed, it lets every
+// call through and counts consecutive failures (transport errors and HTTP
+// 5xx); at `failure_threshold` it opens and skips its URL for
+// `open_duration`; then it lets exactly one probe through (half-open): the
+// probe's success closes it, its failure opens it again for another
+// `open_duration`. Time is passed in, so the breaker follows whichever clock
+// its owner runs on.
 #pragma once
 
 #include <cstdint>

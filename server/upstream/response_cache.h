@@ -2,10 +2,11 @@
 // (`cache_ttl_ms`), so repeated reads of slow-changing data (getGenesisHash)
 // never reach the provider.
 //
-// Owned by the upstream client and used on its dispatcher thread only (not
-// thread-safe). Keyed by method and params text: only byte-identical params
-// share an entry. Bounded by entry count and by bytes; past either bound the
-// entries closest to expiry go first. Time is passed in.
+// Owned by the CacheLayer (cache_layer.h) and used on its dispatcher thread
+// only (not thread-safe). Keyed by method and params text: only
+// byte-identical params share an entry. Bounded by entry count and by
+// bytes; past either bound the entries closest to expiry go first. Time is
+// passed in.
 #pragma once
 
 #include <cstddef>

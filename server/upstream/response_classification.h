@@ -1,10 +1,11 @@
 // What one upstream attempt's outcome means for a call: a pure function of
 // the HTTP result and the JSON-RPC body, with no state and no I/O.
 //
-// The upstream client (upstream_client.h) classifies every response it gets
-// and then acts on the verdict: it tells the URL's circuit breaker and the
-// admission's rate control, counts the outcome, and answers the call, sends
-// it to the next URL or retries it. For a JSON-RPC batch the HTTP-level part
+// The upstream client's Transport (transport.h) classifies every response
+// it gets, tells the URL's circuit breaker and counts the outcome; the layers
+// above act on the rest of the verdict (CallOutcome, call_layer.h): the
+// AdmissionLayer tells the rate control, the RetryLayer sends the call to the
+// next URL or retries it. For a JSON-RPC batch the HTTP-level part
 // (transport failure, 429, 5xx) is classified once for the whole request
 // and each item of the answer on its own. Thread-safe.
 #pragma once

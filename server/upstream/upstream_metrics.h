@@ -1,7 +1,7 @@
 // UpstreamMetrics: the UpstreamObserver that reports to Prometheus.
 //
 // The adapter between the JSON-RPC proxy's observer interface
-// (upstream_client.h) and the metrics library: requests by upstream, method
+// (upstream_observer.h) and the metrics library: requests by upstream, method
 // and outcome with their latency, provider pushback, cache hits and
 // coalescing by method, admission (queue wait, rejections, rate, queue
 // depth), connections and auto-batching per upstream. Upstream names come
@@ -26,7 +26,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/labels.h"
 #include "server/metrics/metrics.h"
-#include "server/upstream/upstream_client.h"
+#include "server/upstream/upstream_observer.h"
 
 namespace switchboard::upstream {
 

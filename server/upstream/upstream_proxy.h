@@ -11,9 +11,10 @@
 // The cancel contract: a call's `done` runs exactly once, cancelled or not.
 // Cancel() withdraws a call that is still waiting (for its client's quota,
 // for admission, or for a connection to batch on): its `done` then runs with
-// CANCELLED. A call already sent, or whose request other calls share, runs
-// to its end and `done` gets its result. Cancelling a call that has ended,
-// or cancelling twice, does nothing.
+// CANCELLED. A call already sent, waiting out its retry backoff, or whose
+// request other calls share, runs to its end and `done` gets its result.
+// Cancelling a call that has ended, or cancelling twice, does nothing. Each
+// upstream's pipeline keeps this contract layer by layer (call_layer.h).
 #pragma once
 
 #include <cstddef>

@@ -163,7 +163,9 @@ TEST(PrometheusScrapeTest, IdleAndSlowlorisConnectionsFailNoScrape) {
   for (int i = 0; i < 100; ++i) {
     const int fd = ConnectToLoopback(server->metrics_port);
     ASSERT_GE(fd, 0);
-    if (i % 2 == 1) ASSERT_EQ(write(fd, "GET /metrics HTTP/1.1\r\nX-A: b", 29), 29);
+    if (i % 2 == 1) {
+      ASSERT_EQ(write(fd, "GET /metrics HTTP/1.1\r\nX-A: b", 29), 29);
+    }
     attackers.push_back(fd);
   }
   const absl::Time attacked = absl::Now();

@@ -43,7 +43,7 @@ struct OutgoingMessage {
   Attributes attributes;
   // Durable topics: within a consumer group, messages with the same
   // non-empty key are delivered one at a time, in publish order.
-  std::string ordering_key;
+  std::string ordering_key = {};
 };
 
 // The longest ordering key, in bytes.
@@ -56,7 +56,7 @@ struct Message {
   std::string payload;
   Attributes attributes;
   absl::Time publish_time;
-  std::string ordering_key;  // Empty: none.
+  std::string ordering_key = {};  // Empty: none.
 };
 
 // One leased message on a consume stream.

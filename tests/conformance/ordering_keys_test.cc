@@ -94,7 +94,9 @@ TEST_P(BrokerConformanceTest, MessagesOfOneKeyGoOneAtATimeInPublishOrderAcrossCo
       ++out[of_second[i].message.ordering_key];
     }
     for (const auto& [key, count] : out) {
-      if (!key.empty()) EXPECT_LE(count, 1) << "key " << key << " at step " << step;
+      if (!key.empty()) {
+        EXPECT_LE(count, 1) << "key " << key << " at step " << step;
+      }
     }
     const bool first_turn =
         (step % 2 == 0 && first_acked < of_first.size()) || second_acked == of_second.size();

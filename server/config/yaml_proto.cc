@@ -54,14 +54,16 @@ constexpr absl::string_view kNumberCharacters = "0123456789+-.eE";
 constexpr absl::string_view kWordCharacters =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-";
 
-// How an error names a value: quoted when it is short and plainly not a
-// secret, else only its length.
-std::string Shown(absl::string_view text) {
+// Whether `text` is short and plainly not a secret.
+bool Showable(absl::string_view text) {
   const bool plain = text.find_first_not_of(kNumberCharacters) == absl::string_view::npos ||
                      text.find_first_not_of(kWordCharacters) == absl::string_view::npos;
-  if (!text.empty() && text.size() <= kMaxShownValue && plain) {
-    return absl::StrCat("\"", text, "\"");
-  }
+  return !text.empty() && text.size() <= kMaxShownValue && plain;
+}
+
+// How an error names a value: quoted when Showable(), else only its length.
+std::string Shown(absl::string_view text) {
+  if (Showable(text)) return absl::StrCat("\"", text, "\"");
   return absl::StrCat("a value of ", text.size(), " characters (not shown)");
 }
 
@@ -162,7 +164,7 @@ class YamlMessageReader {
       }
       const std::string& key = entry->first.Scalar();
       const FieldDescriptor* field = descriptor.FindFieldByName(key);
-      if (field == nullptr && Shown(key) != absl::StrCat("\"", key, "\"")) {
+      if (field == nullptr && !Showable(key)) {
         return PathError(path, "unknown field ", Shown(key), "; expected one of ",
                          FieldNames(descriptor));
       }

@@ -30,17 +30,12 @@ size_t CollectFailures(const std::vector<std::string>& ack_ids,
   return succeeded;
 }
 
-std::vector<std::string> NackAckIds(const broker::LeaseUpdate& update) {
+// The ack ids of a LeaseUpdate's nacks or extensions.
+template <typename Items>
+std::vector<std::string> AckIdsOf(const Items& items) {
   std::vector<std::string> ids;
-  ids.reserve(update.nacks.size());
-  for (const auto& nack : update.nacks) ids.push_back(nack.ack_id);
-  return ids;
-}
-
-std::vector<std::string> ExtensionAckIds(const broker::LeaseUpdate& update) {
-  std::vector<std::string> ids;
-  ids.reserve(update.extensions.size());
-  for (const auto& extension : update.extensions) ids.push_back(extension.ack_id);
+  ids.reserve(items.size());
+  for (const auto& item : items) ids.push_back(item.ack_id);
   return ids;
 }
 
@@ -143,8 +138,8 @@ void ConsumeReactor::OnSettled(ValidatedLeaseUpdate validated, broker::LeaseUpda
   topic_metrics_->acks.Increment(static_cast<double>(
       CollectFailures(update.acks, validated.ack_fields, result.acks, failures_)));
   topic_metrics_->nacks.Increment(static_cast<double>(
-      CollectFailures(NackAckIds(update), validated.nack_fields, result.nacks, failures_)));
-  CollectFailures(ExtensionAckIds(update), validated.extension_fields, result.extensions,
+      CollectFailures(AckIdsOf(update.nacks), validated.nack_fields, result.nacks, failures_)));
+  CollectFailures(AckIdsOf(update.extensions), validated.extension_fields, result.extensions,
                   failures_);
   MaybeWriteLocked();
   MaybeReadLocked();

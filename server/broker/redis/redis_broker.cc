@@ -162,7 +162,7 @@ class RedisBroker::State {
     }
     if (!answering_) {
       done(absl::UnavailableError(
-          absl::StrCat("redis is not answering (no reply to a PING within the command timeout)")));
+          "redis is not answering (no reply to a PING within the command timeout)"));
       return;
     }
     if (messages.empty()) {

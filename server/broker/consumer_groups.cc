@@ -1,6 +1,7 @@
 #include "server/broker/consumer_groups.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
@@ -42,6 +43,10 @@ void ConsumerGroup::Arrive(std::shared_ptr<const Message> message, uint32_t atte
   held_[id] = std::move(message);
   ++arrived_;
   if (delay > absl::ZeroDuration()) {
+    // Still in progress (nacked with a delay elsewhere): the later messages
+    // of its key wait for it.
+    const std::string& key = held_[id]->ordering_key;
+    if (!key.empty()) key_in_progress_.try_emplace(key, id);
     Delay(Delayed{std::move(id), attempt, /*taken_back=*/true}, delay);
     return;
   }
@@ -72,25 +77,50 @@ void ConsumerGroup::Requeue(const std::vector<DueDelivery>& due) {
 }
 
 std::vector<std::string> ConsumerGroup::TakeWaiting() {
+  return TakeWaiting([](absl::string_view) { return true; });
+}
+
+std::vector<std::string> ConsumerGroup::TakeWaiting(
+    absl::FunctionRef<bool(absl::string_view id)> which) {
   std::vector<std::string> ids;
-  for (std::deque<Waiting>* waiting : {&redelivered_, &fresh_}) {
-    for (Waiting& entry : *waiting) ids.push_back(std::move(entry.id));
-    waiting->clear();
+  auto take = [&](std::string& id) {
+    if (!which(id)) return false;
+    ids.push_back(std::move(id));
+    return true;
+  };
+  auto take_from = [&](auto& queue) {
+    queue.erase(
+        std::remove_if(queue.begin(), queue.end(), [&](auto& entry) { return take(entry.id); }),
+        queue.end());
+  };
+  take_from(redelivered_);
+  take_from(fresh_);
+  take_from(due_);
+  for (auto entry = delayed_.begin(); entry != delayed_.end();) {
+    entry = take(entry->second.id) ? delayed_.erase(entry) : std::next(entry);
   }
-  for (DueDelivery& entry : due_) ids.push_back(std::move(entry.id));
-  due_.clear();
-  for (auto& [end, entry] : delayed_) ids.push_back(std::move(entry.id));
-  delayed_.clear();
-  if (delay_timer_ != nullptr) delay_timer_->Disable();
-  for (auto& [key, waiting] : blocked_) {
-    for (Waiting& entry : waiting) ids.push_back(std::move(entry.id));
+  if (delay_timer_ != nullptr) {
+    if (delayed_.empty()) {
+      delay_timer_->Disable();
+    } else {
+      delay_timer_->EnableAt(delayed_.begin()->first);
+    }
   }
-  blocked_.clear();
+  for (auto& [key, waiting] : blocked_) take_from(waiting);
+  absl::erase_if(blocked_, [](const auto& entry) { return entry.second.empty(); });
   blocked_count_ = 0;
+  for (const auto& [key, waiting] : blocked_) blocked_count_ += waiting.size();
   for (const std::string& id : ids) held_.erase(id);
   // What is still held is leased: its keys stay in progress.
   absl::erase_if(key_in_progress_, [this](const auto& entry) { return !holds(entry.second); });
   return ids;
+}
+
+bool ConsumerGroup::HoldsAny(absl::FunctionRef<bool(absl::string_view id)> which) const {
+  for (const auto& [id, message] : held_) {
+    if (which(id)) return true;
+  }
+  return false;
 }
 
 size_t ConsumerGroup::leases_in_flight() const { return core_.leases_.HeldByAll(sessions_); }

@@ -40,6 +40,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -150,8 +151,13 @@ class ConsumerGroup {
   void Requeue(const std::vector<DueDelivery>& due);
 
   // Empties what waits for a session (new messages, redeliveries, due and
-  // delayed ones) and forgets it. Returns their ids.
+  // delayed ones, those behind their key) and forgets it. Returns their ids.
   std::vector<std::string> TakeWaiting();
+  // The same for the messages whose id `which` selects.
+  std::vector<std::string> TakeWaiting(absl::FunctionRef<bool(absl::string_view id)> which);
+
+  // Whether the group holds a message whose id `which` selects.
+  bool HoldsAny(absl::FunctionRef<bool(absl::string_view id)> which) const;
 
   // Leases this process's sessions of the group hold.
   size_t leases_in_flight() const;

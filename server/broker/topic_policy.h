@@ -51,6 +51,10 @@ struct TopicPolicy {
   std::string dead_letter_suffix = ":dlq";    // Dead letters go to topic + suffix.
   bool exclusive = false;                     // Give this topic its own backend connection.
   std::optional<RetryBackoff> retry_backoff;  // Absent: a nack redelivers at once.
+  // Redis: streams for messages with an ordering key, shared out among the
+  // replicas (0: keyed messages refused). The memory backend orders keys
+  // without them.
+  uint32_t ordering_partitions = 0;
 };
 
 // How long a message nacked on `attempt` (counted from 1) without a delay

@@ -41,10 +41,10 @@ class ConformanceBackend {
   // 0 for exact trimming, more for approximate (Redis `MAXLEN ~`).
   virtual uint64_t retention_slack() const = 0;
 
-  // Whether the backend takes messages with an ordering key; one that does
-  // not refuses them with FAILED_PRECONDITION, and the ordering tests check
-  // only that.
-  virtual bool supports_ordering_keys() const = 0;
+  // Whether the backend keeps ordering keys only on topics declared with
+  // ordering_partitions (Redis), refusing keyed messages elsewhere with
+  // FAILED_PRECONDITION. The suite's keyed topics have partitions.
+  virtual bool keys_need_partitions() const = 0;
 };
 
 // The suite's parameter: a backend's name and how to make one.

@@ -41,15 +41,20 @@ std::vector<TopicDeclaration> ConformanceTopics() {
     declaration.policy.max_delivery_attempts = max_delivery_attempts;
     return declaration;
   };
+  // Keyed messages on Redis need ordering partitions.
+  auto WithPartitions = [](TopicDeclaration declaration) {
+    declaration.policy.ordering_partitions = 4;
+    return declaration;
+  };
   return {
       ephemeral("events.*", 100, OverflowPolicy::kDropOldest),
       ephemeral("alerts", 100, OverflowPolicy::kDropOldest),
       ephemeral("slow.oldest", 3, OverflowPolicy::kDropOldest),
       ephemeral("slow.newest", 3, OverflowPolicy::kDropNewest),
       ephemeral("slow.disconnect", 3, OverflowPolicy::kDisconnect),
-      durable("jobs", 1000, absl::Seconds(10), 5),
+      WithPartitions(durable("jobs", 1000, absl::Seconds(10), 5)),
       durable("short", 5, absl::Seconds(30), 5),
-      durable("fragile", 1000, absl::Seconds(10), 3),
+      WithPartitions(durable("fragile", 1000, absl::Seconds(10), 3)),
       [&] {
         TopicDeclaration backoff = durable("backoff", 1000, absl::Seconds(60), 4);
         backoff.policy.retry_backoff = broker::RetryBackoff{absl::Seconds(1), absl::Seconds(2)};

@@ -25,7 +25,7 @@ class MemoryBackend final : public ConformanceBackend {
   }
 
   uint64_t retention_slack() const override { return 0; }
-  bool supports_ordering_keys() const override { return true; }
+  bool keys_need_partitions() const override { return false; }
 
  private:
   event::Dispatcher* dispatcher_ = nullptr;

@@ -1,8 +1,8 @@
 // The broker conformance suite, DESIGN.md §2 stated with exact counts for
 // every backend: ordering keys. Within a group, the messages of one key go
 // out one at a time, in publish order; keys go in parallel. A backend that
-// does not support keys yet must refuse them. See conformance_backend.h for
-// how a backend joins.
+// keeps keys only on topics with ordering partitions refuses them elsewhere.
+// See conformance_backend.h for how a backend joins.
 #include <map>
 #include <string>
 #include <utility>
@@ -42,25 +42,20 @@ std::vector<std::string> Received(const std::vector<Delivery>& deliveries) {
   return received;
 }
 
-#define SKIP_UNLESS_ORDERING_KEYS()                                          \
-  if (!backend_->supports_ordering_keys()) {                                 \
-    GTEST_SKIP() << "the backend refuses ordering keys (checked elsewhere)"; \
-  }
-
-TEST_P(BrokerConformanceTest, ABackendWithoutOrderingKeysRefusesThem) {
-  if (backend_->supports_ordering_keys()) GTEST_SKIP() << "the backend supports ordering keys";
+TEST_P(BrokerConformanceTest, KeysOnATopicWithoutPartitionsAreRefusedWhereTheyNeedThem) {
+  if (!backend_->keys_need_partitions()) GTEST_SKIP() << "the backend orders keys on any topic";
   std::vector<OutgoingMessage> batch = {Keyed("", "plain"), Keyed("k", "keyed")};
-  EXPECT_THAT(TryPublish("jobs", std::move(batch)),
-              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(TryPublish("short", std::move(batch)),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       ::testing::HasSubstr("messages[1].ordering_key")));
   // Nothing of the batch was stored.
   RecordingConsumerSink sink;
-  auto session = Consume("jobs", "g", sink, 10);
+  auto session = Consume("short", "g", sink, 10);
   Quiesce();
   EXPECT_EQ(sink.count(), 0u);
 }
 
 TEST_P(BrokerConformanceTest, MessagesOfOneKeyGoOneAtATimeInPublishOrderAcrossConsumers) {
-  SKIP_UNLESS_ORDERING_KEYS();
   // Three keys of four messages each, interleaved, and two without a key.
   std::vector<OutgoingMessage> batch;
   std::map<std::string, std::vector<std::string>> published;  // Key -> payloads.
@@ -124,7 +119,6 @@ TEST_P(BrokerConformanceTest, MessagesOfOneKeyGoOneAtATimeInPublishOrderAcrossCo
 }
 
 TEST_P(BrokerConformanceTest, ANackedOrExpiredMessageComesBackBeforeTheRestOfItsKey) {
-  SKIP_UNLESS_ORDERING_KEYS();
   Publish("jobs", {Keyed("a", "a1"), Keyed("a", "a2"), Keyed("b", "b1")});  // ack_deadline 10 s.
   RecordingConsumerSink sink;
   auto session = Consume("jobs", "g", sink, 3);
@@ -151,7 +145,6 @@ TEST_P(BrokerConformanceTest, ANackedOrExpiredMessageComesBackBeforeTheRestOfIts
 }
 
 TEST_P(BrokerConformanceTest, ADeadLetteredMessageLetsTheNextOfItsKeyGo) {
-  SKIP_UNLESS_ORDERING_KEYS();
   Publish("fragile", {Keyed("a", "a1"), Keyed("a", "a2")});  // 3 attempts.
   RecordingConsumerSink sink;
   auto session = Consume("fragile", "g", sink, 2);

@@ -68,8 +68,7 @@ class RedisBackend final : public ConformanceBackend {
 
   // XADD MAXLEN ~ trims whole stream nodes (100 entries by default).
   uint64_t retention_slack() const override { return 100; }
-  // Not yet: per-key order across replicas needs partitions.
-  bool supports_ordering_keys() const override { return false; }
+  bool keys_need_partitions() const override { return true; }
 
  private:
   event::DispatcherImpl io_;

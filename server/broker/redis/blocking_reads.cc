@@ -21,7 +21,9 @@ BlockingReads::BlockingReads(event::Dispatcher& dispatcher,
 BlockingReads::~BlockingReads() { self_.Clear(); }
 
 void BlockingReads::AddTopic(TopicGroup& topic_group) {
-  reads_[topic_group.group].topics.push_back(&topic_group);
+  for (GroupStream& stream : topic_group.streams) {
+    reads_[topic_group.group].streams.push_back(&stream);
+  }
 }
 
 void BlockingReads::EnsureReader(const std::string& name) {
@@ -52,8 +54,8 @@ void BlockingReads::EnsureReader(const std::string& name) {
 void BlockingReads::ReleaseReaderIfIdle(const std::string& name) {
   GroupReads& group = reads_[name];
   if (group.reader == kNoReader) return;
-  for (const TopicGroup* topic_group : group.topics) {
-    if (topic_group->core.has_sessions()) return;
+  for (const GroupStream* stream : group.streams) {
+    if (stream->group.core.has_sessions()) return;
   }
   if (group.blocking) {
     Unblock(group);  // Released when the read returns.
@@ -84,20 +86,20 @@ void BlockingReads::EnsureBlocking(const std::string& name) {
   if (stopped_) return;
   GroupReads& group = reads_[name];
   if (group.reader == kNoReader) return;
-  std::vector<TopicGroup*> wanted;
-  for (TopicGroup* topic_group : group.topics) {
-    const bool covered = std::find(group.blocking_topics.begin(), group.blocking_topics.end(),
-                                   topic_group) != group.blocking_topics.end();
-    if (topic_group->existence == TopicGroup::Existence::kReady && topic_group->drained &&
-        (covered || topic_group->core.FreeCredits() > 0)) {
-      wanted.push_back(topic_group);
+  std::vector<GroupStream*> wanted;
+  for (GroupStream* stream : group.streams) {
+    const bool covered = std::find(group.blocking_streams.begin(), group.blocking_streams.end(),
+                                   stream) != group.blocking_streams.end();
+    if (stream->readable() && stream->existence == GroupStream::Existence::kReady &&
+        stream->drained && (covered || stream->group.core.FreeCredits() > 0)) {
+      wanted.push_back(stream);
     }
   }
   if (group.blocking) {
-    // A topic the pending read does not cover needs a new read.
-    for (TopicGroup* topic_group : wanted) {
-      if (std::find(group.blocking_topics.begin(), group.blocking_topics.end(), topic_group) ==
-          group.blocking_topics.end()) {
+    // A stream the pending read does not cover needs a new read.
+    for (GroupStream* stream : wanted) {
+      if (std::find(group.blocking_streams.begin(), group.blocking_streams.end(), stream) ==
+          group.blocking_streams.end()) {
         Unblock(group);
         break;
       }
@@ -114,10 +116,10 @@ void BlockingReads::EnsureBlocking(const std::string& name) {
     return;
   }
   uint32_t count = std::numeric_limits<uint32_t>::max();
-  std::vector<absl::string_view> topics;
-  for (TopicGroup* topic_group : wanted) {
-    count = std::min(count, topic_group->core.FreeCredits());
-    topics.push_back(topic_group->topic);
+  std::vector<absl::string_view> keys;
+  for (GroupStream* stream : wanted) {
+    count = std::min(count, stream->group.core.FreeCredits());
+    keys.push_back(stream->key);
   }
   const absl::Duration block =
       options_.block_time / static_cast<int64_t>(std::max<size_t>(1, slot.groups.size()));
@@ -125,11 +127,11 @@ void BlockingReads::EnsureBlocking(const std::string& name) {
   // and what it brings beyond them waits in the group (at most `count` per
   // topic).
   group.blocking = true;
-  group.blocking_topics = wanted;
+  group.blocking_streams = wanted;
   group.blocking_count = count;
   slot.reading = name;
   connections_.Run([index = group.reader,
-                    command = ReadGroupCommand(name, groups_.consumer(), topics, count, block),
+                    command = ReadGroupCommand(name, groups_.consumer(), keys, count, block),
                     timeout = block + options_.command_timeout, self = self_,
                     name](ConnectionSet* connections) {
     auto back = [self, name](absl::StatusOr<Reply> reply) {
@@ -145,24 +147,22 @@ void BlockingReads::EnsureBlocking(const std::string& name) {
 void BlockingReads::OnBlockingRead(const std::string& name, absl::StatusOr<Reply> reply) {
   GroupReads& group = reads_[name];
   ReaderSlot& slot = readers_[group.reader];
-  const std::vector<TopicGroup*> topics = std::move(group.blocking_topics);
-  group.blocking_topics.clear();
+  const std::vector<GroupStream*> streams = std::move(group.blocking_streams);
+  group.blocking_streams.clear();
   group.blocking = false;
   group.unblock_requested = false;
   slot.reading.clear();
   if (IsNoGroup(reply)) {
-    for (TopicGroup* topic_group : topics) groups_.OnGroupLost(*topic_group);
+    for (GroupStream* stream : streams) groups_.OnGroupLost(*stream);
   } else if (reply.ok() && reply->is_error()) {
     SB_LOG(kWarning, "blocking read of group '", name, "' failed: ", reply->str);
-    for (TopicGroup* topic_group : topics) {
-      topic_group->existence = TopicGroup::Existence::kFailed;
-    }
+    for (GroupStream* stream : streams) stream->existence = GroupStream::Existence::kFailed;
   } else {
-    // A topic that filled the read's COUNT may have more waiting behind:
+    // A stream that filled the read's COUNT may have more waiting behind:
     // probe it before blocking again.
-    const std::vector<size_t> taken = groups_.TakeReadEntries(reply, topics);
-    for (size_t i = 0; i < topics.size(); ++i) {
-      topics[i]->drained = taken[i] < group.blocking_count;
+    const std::vector<size_t> taken = groups_.TakeReadEntries(reply, streams);
+    for (size_t i = 0; i < streams.size(); ++i) {
+      streams[i]->drained = taken[i] < group.blocking_count;
     }
   }
   ReleaseReaderIfIdle(name);
@@ -172,7 +172,12 @@ void BlockingReads::OnBlockingRead(const std::string& name, absl::StatusOr<Reply
     slot.waiting.pop_front();
     EnsureBlocking(next);
   }
-  for (TopicGroup* topic_group : topics) groups_.Kick(*topic_group);
+  TopicGroup* kicked = nullptr;
+  for (GroupStream* stream : streams) {
+    if (&stream->group == kicked) continue;
+    kicked = &stream->group;
+    groups_.Kick(stream->group);
+  }
   if (slot.barrier_returned) {
     std::function<void()> returned = std::move(slot.barrier_returned);
     slot.barrier_returned = nullptr;

@@ -2,8 +2,9 @@
 // Redis backend's drained consumer groups.
 //
 // Owned by StreamGroups, which tells it when a group's topics are drained and
-// gets what the reads bring (DESIGN.md §3). A group name reads all its topics
-// in one call on a reader connection of its own, up to
+// gets what the reads bring (DESIGN.md §3). A group name reads all the
+// streams it reads (its topics', and the ordering partitions this process
+// owns) in one call on a reader connection of its own, up to
 // max_reader_connections; beyond, groups share the least shared reader and
 // take turns on it. A read holds no credits. The reader connections
 // themselves live in the ConnectionSet.
@@ -48,8 +49,8 @@ class BlockingReads {
   BlockingReads(const BlockingReads&) = delete;
   BlockingReads& operator=(const BlockingReads&) = delete;
 
-  // `topic_group` is read with the other topics of its group name. It must
-  // outlive this object.
+  // `topic_group`'s streams are read with the other topics of its group
+  // name, while readable. It must outlive this object.
   void AddTopic(TopicGroup& topic_group);
 
   // Gives group `name` a reader connection unless it has one: a free one
@@ -61,7 +62,7 @@ class BlockingReads {
   void ReleaseReaderIfIdle(const std::string& name);
 
   // Starts (or widens) the blocking read of group `name` over its drained
-  // topics that have credit.
+  // readable streams whose topics have credit.
   void EnsureBlocking(const std::string& name);
 
   // Reader `index`'s connection came up or went down.
@@ -78,13 +79,13 @@ class BlockingReads {
  private:
   static constexpr size_t kNoReader = std::numeric_limits<size_t>::max();
 
-  // A group name's blocking reads, over all its topics.
+  // A group name's blocking reads, over all its streams.
   struct GroupReads {
     size_t reader = kNoReader;
-    std::vector<TopicGroup*> topics;
+    std::vector<GroupStream*> streams;
     bool blocking = false;
-    std::vector<TopicGroup*> blocking_topics;
-    uint32_t blocking_count = 0;  // The read's COUNT, per topic.
+    std::vector<GroupStream*> blocking_streams;
+    uint32_t blocking_count = 0;  // The read's COUNT, per stream.
     bool unblock_requested = false;
   };
 

@@ -23,38 +23,50 @@ void LeaseKeeper::Pass() {
   for (TopicGroup* each : groups_.topic_groups()) {
     TopicGroup& topic_group = *each;
     if (!lanes_.ready(topic_group.lane)) continue;
-    if (topic_group.existence == TopicGroup::Existence::kFailed) {
-      topic_group.existence = TopicGroup::Existence::kUnknown;
+    for (GroupStream& stream : topic_group.streams) {
+      if (stream.existence == GroupStream::Existence::kFailed) {
+        stream.existence = GroupStream::Existence::kUnknown;
+      }
     }
     RefreshOwned(topic_group);
-    Reclaim(topic_group);
+    for (GroupStream& stream : topic_group.streams) {
+      if (stream.readable()) groups_.Reclaim(stream, topic_group.policy.ack_deadline);
+    }
     SampleLag(topic_group);
     ForgetEndedDelays(topic_group);
+    groups_.owners().Balance(topic_group);
     groups_.Kick(topic_group);
   }
 }
 
 // Redis' own count of the entries the group has not read yet (XINFO GROUPS
-// `lag`; nil while Redis cannot tell, after deletions).
+// `lag`; nil while Redis cannot tell, after deletions), over all the
+// topic's streams.
 void LeaseKeeper::SampleLag(TopicGroup& topic_group) {
-  if (topic_group.existence != TopicGroup::Existence::kReady || !topic_group.core.has_sessions()) {
+  if (topic_group.own_stream().existence != GroupStream::Existence::kReady ||
+      !topic_group.core.has_sessions()) {
     return;
   }
-  lanes_.Send(topic_group.lane, GroupsInfoCommand(topic_group.topic),
-              [this, &topic_group](absl::StatusOr<Reply> reply) {
-                if (!reply.ok()) return;
-                std::optional<int64_t> lag = GroupLag(*reply, topic_group.group);
-                if (lag.has_value()) {
-                  observer_.OnConsumerLag(topic_group.topic, topic_group.group,
-                                          static_cast<uint64_t>(*lag));
-                }
-              });
+  std::vector<Command> commands;
+  for (const GroupStream& stream : topic_group.streams) {
+    commands.push_back(GroupsInfoCommand(stream.key));
+  }
+  lanes_.Send(topic_group.lane, std::move(commands), [this, &topic_group](Replies replies) {
+    std::optional<int64_t> total;
+    for (const absl::StatusOr<Reply>& reply : replies) {
+      if (!reply.ok() || reply->is_error()) continue;
+      const std::optional<int64_t> lag = GroupLag(*reply, topic_group.group);
+      if (lag.has_value()) total = total.value_or(0) + *lag;
+    }
+    if (total.has_value()) {
+      observer_.OnConsumerLag(topic_group.topic, topic_group.group, static_cast<uint64_t>(*total));
+    }
+  });
 }
 
 // XCLAIM ... JUSTID resets the idle time of the entries this process holds
 // without counting a delivery, so no replica reclaims a live lease.
 void LeaseKeeper::RefreshOwned(TopicGroup& topic_group) {
-  if (topic_group.existence != TopicGroup::Existence::kReady) return;
   const auto& held = topic_group.core.held();
   auto next = held.begin();
   while (next != held.end()) {
@@ -62,76 +74,15 @@ void LeaseKeeper::RefreshOwned(TopicGroup& topic_group) {
     for (; next != held.end() && ids.size() < kRefreshBatch; ++next) {
       ids.push_back(next->first);
     }
-    lanes_.Send(topic_group.lane,
-                RefreshIdleCommand(topic_group.topic, topic_group.group, groups_.consumer(), ids),
-                [this, &topic_group](absl::StatusOr<Reply> reply) {
-                  if (IsNoGroup(reply)) groups_.OnGroupLost(topic_group);
-                });
+    groups_.SendPerStream(
+        topic_group, ids,
+        [&](const GroupStream& stream, const std::vector<std::string>& entry_ids) {
+          return RefreshIdleCommand(stream.key, topic_group.group, groups_.consumer(), entry_ids);
+        },
+        [this](GroupStream& stream, absl::StatusOr<Reply> reply) {
+          if (IsNoGroup(reply)) groups_.OnGroupLost(stream);
+        });
   }
-}
-
-// XAUTOCLAIM takes entries idle longer than the ack deadline: leases of a
-// process that died (or entries this one could not ack). Their attempt is
-// Redis' delivery count (XPENDING); one past the last attempt dead-letters.
-void LeaseKeeper::Reclaim(TopicGroup& topic_group) {
-  if (topic_group.existence != TopicGroup::Existence::kReady || topic_group.reclaiming ||
-      !topic_group.core.has_sessions()) {
-    return;
-  }
-  const uint32_t count = topic_group.core.FreeCredits();
-  if (count == 0) return;
-  topic_group.reclaiming = true;
-  topic_group.core.Reserve(count);
-  lanes_.Send(topic_group.lane,
-              AutoClaimCommand(topic_group.topic, topic_group.group, groups_.consumer(),
-                               topic_group.policy.ack_deadline, topic_group.reclaim_cursor, count),
-              [this, &topic_group, count](absl::StatusOr<Reply> reply) {
-                std::optional<AutoClaimed> claimed =
-                    reply.ok() ? AutoClaimedEntries(*reply, topic_group.topic) : std::nullopt;
-                if (!claimed) {
-                  if (IsNoGroup(reply)) groups_.OnGroupLost(topic_group);
-                  EndReclaim(topic_group, count);
-                  return;
-                }
-                topic_group.reclaim_cursor = std::move(claimed->cursor);
-                std::vector<Message> reclaimed;
-                for (Message& message : claimed->messages) {
-                  // Held here already: a refresh came late; keep the local lease.
-                  if (!topic_group.core.holds(message.id)) reclaimed.push_back(std::move(message));
-                }
-                CountReclaimed(topic_group, count, std::move(reclaimed));
-              });
-}
-
-// Looks up Redis' delivery count of each reclaimed entry, and the end of
-// its nack delay if one was recorded, then hands them to the group.
-void LeaseKeeper::CountReclaimed(TopicGroup& topic_group, uint32_t reserved,
-                                 std::vector<Message> reclaimed) {
-  if (reclaimed.empty()) {
-    EndReclaim(topic_group, reserved);
-    return;
-  }
-  std::vector<Command> commands;
-  for (const Message& message : reclaimed) {
-    commands.push_back(PendingEntryCommand(topic_group.topic, topic_group.group, message.id));
-    commands.push_back(DelayEndCommand(topic_group.topic, topic_group.group, message.id));
-  }
-  lanes_.Send(
-      topic_group.lane, std::move(commands),
-      [this, &topic_group, reserved, reclaimed = std::move(reclaimed)](Replies replies) mutable {
-        const absl::Time now = groups_.io_clock().Now();
-        for (size_t i = 0; i < reclaimed.size(); ++i) {
-          const std::optional<uint32_t> attempt = PendingDeliveryCount(replies[2 * i]);
-          if (!attempt) continue;  // Left pending: reclaimed again later.
-          const std::optional<absl::Time> delay_end = DelayEnd(replies[2 * i + 1]);
-          // Past the last attempt (used up on the process that died), the
-          // core dead-letters it.
-          topic_group.core.Arrive(
-              std::make_shared<const Message>(std::move(reclaimed[i])), *attempt,
-              delay_end ? std::max(*delay_end - now, absl::ZeroDuration()) : absl::ZeroDuration());
-        }
-        EndReclaim(topic_group, reserved);
-      });
 }
 
 // Forgets the recorded nack delays of the topic that are over, when this
@@ -141,14 +92,6 @@ void LeaseKeeper::ForgetEndedDelays(TopicGroup& topic_group) {
   lanes_.Send(topic_group.lane,
               ForgetEndedDelaysCommand(topic_group.topic, groups_.io_clock().Now()),
               [](absl::StatusOr<Reply>) {});
-}
-
-// The reclaim pass is over: its credits go back to reads and claims, which
-// it may have held up meanwhile.
-void LeaseKeeper::EndReclaim(TopicGroup& topic_group, uint32_t reserved) {
-  topic_group.reclaiming = false;
-  topic_group.core.Unreserve(reserved);
-  groups_.Kick(topic_group);
 }
 
 }  // namespace switchboard::broker::redis

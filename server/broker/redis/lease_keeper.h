@@ -5,8 +5,10 @@
 // works on the groups of StreamGroups. Per group, it
 //   * keeps the idle time of the entries this process holds fresh (XCLAIM
 //     JUSTID), so no other replica reclaims a live lease;
-//   * reclaims entries idle longer than the ack deadline (XAUTOCLAIM): the
-//     leases of a replica that died, or entries this one could not ack;
+//   * reclaims entries idle longer than the ack deadline (XAUTOCLAIM) from
+//     the streams it reads: the leases of a replica that died, or entries
+//     this one could not ack;
+//   * balances the ordering partitions (PartitionOwners);
 //   * forgets the recorded nack delays that are over;
 //   * samples Redis' lag of the group for the BrokerObserver;
 //   * retries groups whose creation or reads failed.
@@ -38,9 +40,6 @@ class LeaseKeeper {
 
  private:
   void RefreshOwned(TopicGroup& topic_group);
-  void Reclaim(TopicGroup& topic_group);
-  void CountReclaimed(TopicGroup& topic_group, uint32_t reserved, std::vector<Message> reclaimed);
-  void EndReclaim(TopicGroup& topic_group, uint32_t reserved);
   void SampleLag(TopicGroup& topic_group);
   void ForgetEndedDelays(TopicGroup& topic_group);
 

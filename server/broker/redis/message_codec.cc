@@ -12,6 +12,7 @@ namespace {
 
 constexpr char kPayloadField[] = "p";
 constexpr char kAttributePrefix[] = "a:";
+constexpr char kOrderingKeyField[] = "k";
 constexpr char kEphemeralVersion = '\x01';
 
 void AppendVarint(std::string& out, uint64_t value) {
@@ -51,9 +52,11 @@ bool ReadBytes(absl::string_view& in, std::string& bytes) {
 
 Command StreamAppendCommand(absl::string_view topic, uint64_t max_len, absl::string_view id,
                             const OutgoingMessage& message) {
-  Command command(8 + 2 * message.attributes.size());
+  const bool keyed = !message.ordering_key.empty();
+  Command command(8 + (keyed ? 2 : 0) + 2 * message.attributes.size());
   command.Add("XADD").Add(topic).Add("MAXLEN").Add("~").Add(static_cast<int64_t>(max_len));
   command.Add(id).Add(kPayloadField).Add(message.payload);
+  if (keyed) command.Add(kOrderingKeyField).Add(message.ordering_key);
   for (const auto& [name, value] : message.attributes) {
     command.Add(absl::StrCat(kAttributePrefix, name)).Add(value);
   }
@@ -85,6 +88,8 @@ std::optional<Message> MessageFromStreamEntry(const Reply& entry, absl::string_v
     absl::string_view name = fields[i].str;
     if (name == kPayloadField) {
       message.payload = fields[i + 1].str;
+    } else if (name == kOrderingKeyField) {
+      message.ordering_key = fields[i + 1].str;
     } else if (absl::ConsumePrefix(&name, kAttributePrefix)) {
       message.attributes[std::string(name)] = fields[i + 1].str;
     }

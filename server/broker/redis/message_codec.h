@@ -1,7 +1,8 @@
 // How the Redis backend stores messages in Redis.
 //
-// Durable messages are stream entries: field "p" holds the payload and one
-// field "a:<name>" per attribute, readable with redis-cli; Redis assigns the
+// Durable messages are stream entries: field "p" holds the payload, "k" the
+// ordering key if there is one, and one field "a:<name>" per attribute,
+// readable with redis-cli; Redis assigns the
 // id, whose millisecond part is the publish time. Ephemeral messages travel
 // as one PUBLISH value in a compact length-prefixed binary form that carries
 // the id and publish time too (Switchboard assigns those).
@@ -20,7 +21,8 @@
 
 namespace switchboard::broker::redis {
 
-// `XADD <topic> MAXLEN ~ <max_len> <id> p <payload> a:<k> <v> ...`, where
+// `XADD <topic> MAXLEN ~ <max_len> <id> p <payload> [k <ordering key>]
+// a:<name> <value> ...`, where
 // `id` is "*" (Redis picks) or "<ms>-*".
 Command StreamAppendCommand(absl::string_view topic, uint64_t max_len, absl::string_view id,
                             const OutgoingMessage& message);

@@ -15,6 +15,7 @@
 #include "server/broker/redis/connection_set.h"
 #include "server/broker/redis/lease_keeper.h"
 #include "server/broker/redis/message_codec.h"
+#include "server/broker/redis/partitions.h"
 #include "server/broker/redis/pubsub_channels.h"
 #include "server/broker/redis/pubsub_commands.h"
 #include "server/broker/redis/stream_groups.h"
@@ -44,6 +45,30 @@ std::string DefaultConsumerName() {
   return absl::StrCat(host, ":", getpid(), ":", absl::Hex(RandomTag() & 0xffffffff));
 }
 
+// How long an ordering partition's owner key lives: five maintenance passes,
+// so that renewals may fail a few times before the owner must give it up.
+absl::Duration PartitionTtl(const RedisBrokerOptions& options) {
+  return 5 * options.maintenance_interval;
+}
+
+// FAILED_PRECONDITION for a keyed message on a durable topic without
+// ordering partitions: this backend keeps keys in order across replicas only
+// through them.
+absl::Status CheckOrderingKeys(const std::string& topic, const TopicPolicy& policy,
+                               const std::vector<OutgoingMessage>& messages) {
+  if (policy.kind != TopicKind::kDurable || policy.ordering_partitions > 0) {
+    return absl::OkStatus();
+  }
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].ordering_key.empty()) continue;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "messages[", i, "].ordering_key: topic '", topic,
+        "' has no ordering partitions; on the redis backend a topic keeps ordering keys only "
+        "when declared with ordering_partitions (config topics[].ordering_partitions)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -68,7 +93,8 @@ class RedisBroker::State {
                 options.consumer_name.empty() ? DefaultConsumerName() : options.consumer_name,
                 policies, observer, lanes_, connections,
                 redis::BlockingReadOptions{options.max_reader_connections, options.block_time,
-                                           options.connection.command_timeout}),
+                                           options.connection.command_timeout},
+                PartitionTtl(options), options.maintenance_interval),
         keeper_(groups_, lanes_, observer) {
     if (options.enable_sync_barrier) {
       barrier_.emplace(absl::StrCat("switchboard:sync:", absl::Hex(RandomTag(), absl::kZeroPad16)),
@@ -143,18 +169,11 @@ class RedisBroker::State {
 
   void Publish(const std::string& topic, std::vector<OutgoingMessage> messages,
                PublishCallback done) {
-    // Per-key order across replicas needs partitions owned one replica at a
-    // time, which this backend does not have yet: refuse rather than
-    // deliver keys out of order.
-    for (const OutgoingMessage& message : messages) {
-      if (!message.ordering_key.empty()) {
-        done(absl::FailedPreconditionError(
-            "ordering keys are not supported by the redis backend yet (they are by the memory "
-            "backend); publish without ordering_key"));
-        return;
-      }
-    }
     const TopicPolicy& policy = policies_.Resolve(topic);
+    if (absl::Status keys = CheckOrderingKeys(topic, policy, messages); !keys.ok()) {
+      done(std::move(keys));
+      return;
+    }
     const size_t lane = lanes_.LaneOf(policy);
     if (!lanes_.ready(lane)) {
       done(absl::UnavailableError("redis is unreachable"));
@@ -172,19 +191,35 @@ class RedisBroker::State {
     std::vector<Command> commands;
     commands.reserve(messages.size());
     if (policy.kind == TopicKind::kDurable) {
+      // Keyed messages go to their key's partition stream; their ids say which.
+      std::vector<std::optional<uint32_t>> partitions;
+      partitions.reserve(messages.size());
       for (const OutgoingMessage& message : messages) {
-        commands.push_back(redis::StreamAppendCommand(topic, policy.max_len, "*", message));
-      }
-      lanes_.Send(lane, std::move(commands), [done = std::move(done)](Replies replies) mutable {
-        if (absl::Status error = redis::FirstError(replies); !error.ok()) {
-          done(std::move(error));
-          return;
+        if (message.ordering_key.empty()) {
+          partitions.push_back(std::nullopt);
+          commands.push_back(redis::StreamAppendCommand(topic, policy.max_len, "*", message));
+          continue;
         }
-        std::vector<std::string> ids;
-        ids.reserve(replies.size());
-        for (absl::StatusOr<Reply>& reply : replies) ids.push_back(std::move(reply->str));
-        done(std::move(ids));
-      });
+        const uint32_t partition =
+            redis::PartitionOf(message.ordering_key, policy.ordering_partitions);
+        partitions.push_back(partition);
+        commands.push_back(redis::StreamAppendCommand(redis::PartitionStream(topic, partition),
+                                                      policy.max_len, "*", message));
+      }
+      lanes_.Send(
+          lane, std::move(commands), [done = std::move(done), partitions](Replies replies) mutable {
+            if (absl::Status error = redis::FirstError(replies); !error.ok()) {
+              done(std::move(error));
+              return;
+            }
+            std::vector<std::string> ids;
+            ids.reserve(replies.size());
+            for (size_t i = 0; i < replies.size(); ++i) {
+              ids.push_back(partitions[i] ? redis::PartitionedId(replies[i]->str, *partitions[i])
+                                          : std::move(replies[i]->str));
+            }
+            done(std::move(ids));
+          });
       return;
     }
     const absl::Time now = clock_.Now();

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/common/clock.h"
@@ -333,6 +334,60 @@ TEST_F(ConsumerGroupsTest, MessagesOfABusyKeyWaitWithoutACreditAndGoInOrder) {
   Run([&] { waiting = Group().TakeWaiting(); });
   EXPECT_THAT(waiting, ::testing::UnorderedElementsAre("1", "2", "3"));
   EXPECT_EQ(Group().blocked(), 0u);
+}
+
+TEST_F(ConsumerGroupsTest, AKeyedMessageArrivingDelayedHoldsBackTheRestOfItsKey) {
+  RecordingSink a;
+  Join(1, a, 3);
+  Run([&] {
+    // Taken over from a replica that died after nacking 0 with a delay.
+    auto first = std::make_shared<Message>(*Numbered(0));
+    first->ordering_key = "k";
+    Group().Arrive(first, /*attempt=*/2, absl::Seconds(1));
+    auto second = std::make_shared<Message>(*Numbered(1));
+    second->ordering_key = "k";
+    Group().Arrive(second, /*attempt=*/1);
+    core_->Pump(Group());
+  });
+  EXPECT_THAT(a.received, IsEmpty());
+  clock_.Advance(absl::Seconds(1));
+  Run([] {});
+  EXPECT_THAT(a.received, ElementsAre("0@2"));
+  LeaseUpdate update;
+  update.acks = {a.ack_ids.at("0")};
+  Settle(1, update);
+  EXPECT_THAT(a.received, ElementsAre("0@2", "1@1"));
+}
+
+TEST_F(ConsumerGroupsTest, TakeWaitingCanSelectMessagesAndLeavesTheRestAndTheLeases) {
+  RecordingSink a;
+  Join(1, a, 1);
+  Run([&] {
+    for (const char* id : {"1-0#2", "2-0#1", "3-0#2", "4-0"}) {
+      auto message = std::make_shared<Message>(*Numbered(0));
+      message->id = id;
+      Group().Arrive(std::move(message), /*attempt=*/1);
+    }
+    core_->Pump(Group());
+  });
+  ASSERT_THAT(a.received, ElementsAre("1-0#2@1"));  // Leased; the rest wait.
+  auto of_partition_2 = [](absl::string_view id) { return absl::EndsWith(id, "#2"); };
+  std::vector<std::string> taken;
+  bool holds_any = false;
+  Run([&] {
+    taken = Group().TakeWaiting(of_partition_2);
+    holds_any = Group().HoldsAny(of_partition_2);
+  });
+  EXPECT_THAT(taken, ElementsAre("3-0#2"));
+  EXPECT_TRUE(holds_any);  // The lease of 1-0#2.
+  EXPECT_TRUE(Group().holds("2-0#1"));
+  EXPECT_TRUE(Group().holds("4-0"));
+  LeaseUpdate update;
+  update.acks = {a.ack_ids.at("1-0#2")};
+  Settle(1, update);
+  Run([&] { holds_any = Group().HoldsAny(of_partition_2); });
+  EXPECT_FALSE(holds_any);
+  EXPECT_THAT(a.received, ElementsAre("1-0#2@1", "2-0#1@1"));
 }
 
 TEST_F(ConsumerGroupsTest, FreeCreditsCountWaitingReservedAndRedelivering) {

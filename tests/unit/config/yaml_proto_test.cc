@@ -128,7 +128,7 @@ INSTANTIATE_TEST_SUITE_P(
         ReadErrorCase{"UnknownKeyInList", "topics: [{name: a}, {name: b, bufer: 3}]",
                       "topics[1].bufer: unknown field; expected one of name, kind, buffer, "
                       "overflow, max_len, ack_deadline_ms, max_delivery_attempts, "
-                      "dead_letter_suffix, exclusive, retry_backoff"},
+                      "dead_letter_suffix, exclusive, retry_backoff, ordering_partitions"},
         ReadErrorCase{"RepeatedKey", "server:\n  listen: a:1\n  listen: b:2\n",
                       "server.listen: appears more than once"},
         ReadErrorCase{"MessageGivenList", "server: [a]", "server: must be a mapping, got a list"},
@@ -317,7 +317,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 36);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 37);
 }
 
 }  // namespace

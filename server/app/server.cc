@@ -78,7 +78,8 @@ class ServerImpl final : public Server {
         clients_(config::ClientCredentials(config)),
         streams_(config.limits().max_streams_per_client() == 0
                      ? std::numeric_limits<uint32_t>::max()
-                     : config.limits().max_streams_per_client()),
+                     : config.limits().max_streams_per_client(),
+                 config.limits().max_streams()),
         drain_timeout_(absl::Milliseconds(config.server().drain_timeout_ms())) {}
 
   ~ServerImpl() override { Shutdown(); }
@@ -208,7 +209,9 @@ class ServerImpl final : public Server {
     switch (url.scheme) {
       case config::BrokerUrl::Scheme::kMemory:
         return std::make_unique<broker::MemoryBroker>(
-            broker_dispatcher_, config::BuildTopicPolicies(config_), broker_metrics_);
+            broker_dispatcher_, config::BuildTopicPolicies(config_), broker_metrics_,
+            broker::MemoryLimits{config_.limits().max_memory_bytes(),
+                                 config_.limits().max_topics()});
       case config::BrokerUrl::Scheme::kRedis:
         // One real-clock dispatcher runs both the broker and its
         // connections, so no work hops between threads.

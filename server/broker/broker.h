@@ -200,6 +200,11 @@ class BrokerObserver {
   // the fill (0 to 1) of its fullest buffer. Taken with the lag; a pattern
   // missing from `fill` has no subscriber any more.
   virtual void OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>& fill) = 0;
+
+  // A sample of what a broker that keeps messages in process memory retains:
+  // the bytes of its durable topics together, and how many topics it has.
+  // Taken with the lag, and after a publish refused for either limit.
+  virtual void OnRetained(uint64_t bytes, uint64_t topics) = 0;
 };
 
 // Observes nothing.
@@ -212,6 +217,7 @@ class NullBrokerObserver final : public BrokerObserver {
   void OnConsumerLag(absl::string_view, absl::string_view, uint64_t) override {}
   void OnLeasesInFlight(absl::string_view, absl::string_view, uint64_t) override {}
   void OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>&) override {}
+  void OnRetained(uint64_t, uint64_t) override {}
 };
 
 using PublishCallback = absl::AnyInvocable<void(absl::StatusOr<std::vector<std::string>>)>;

@@ -19,7 +19,15 @@ BrokerMetrics::BrokerMetrics(metrics::Metrics& metrics)
       subscriber_buffer_fill_(metrics::AddGauge(
           *metrics.registry(), "switchboard_subscriber_buffer_fill",
           "Fill (0 to 1) of the fullest subscriber buffer, per subscribed topic or pattern "
-          "(sampled).")) {}
+          "(sampled).")),
+      retained_bytes_(metrics::AddGauge(*metrics.registry(), "switchboard_broker_retained_bytes",
+                                        "Bytes the memory broker's durable topics retain, all "
+                                        "together (bounded by limits.max_memory_bytes; sampled).")
+                          .Add({})),
+      topics_(metrics::AddGauge(*metrics.registry(), "switchboard_broker_topics",
+                                "Durable topics the memory broker holds (bounded by "
+                                "limits.max_topics; sampled).")
+                  .Add({})) {}
 
 void BrokerMetrics::OnRedelivered(absl::string_view topic, absl::string_view) {
   metrics_.ForTopic(topic).redeliveries.Increment();
@@ -76,6 +84,11 @@ void BrokerMetrics::OnSubscriberBufferFill(const absl::flat_hash_map<std::string
     }
     it->second->Set(ratio);
   }
+}
+
+void BrokerMetrics::OnRetained(uint64_t bytes, uint64_t topics) {
+  retained_bytes_.Set(static_cast<double>(bytes));
+  topics_.Set(static_cast<double>(topics));
 }
 
 }  // namespace switchboard::broker

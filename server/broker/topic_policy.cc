@@ -67,6 +67,13 @@ absl::Status TopicPolicies::CheckConsumable(absl::string_view topic) const {
   return absl::OkStatus();
 }
 
+uint64_t MaxLenWithinBytes(const TopicPolicy& policy, double average_entry_bytes) {
+  if (policy.max_bytes == 0 || average_entry_bytes <= 0) return policy.max_len;
+  const double entries = static_cast<double>(policy.max_bytes) / average_entry_bytes;
+  if (entries >= static_cast<double>(policy.max_len)) return policy.max_len;
+  return std::max<uint64_t>(1, static_cast<uint64_t>(entries));
+}
+
 absl::Duration NackDelay(const TopicPolicy& policy, uint32_t attempt) {
   if (!policy.retry_backoff) return absl::ZeroDuration();
   common::BackoffOptions options;

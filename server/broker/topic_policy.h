@@ -46,6 +46,7 @@ struct TopicPolicy {
 
   // Durable topics.
   uint64_t max_len = 1000000;  // Retention: entries kept in the stream.
+  uint64_t max_bytes = 0;      // Retention in bytes too (RetainedBytes()); 0: none.
   absl::Duration ack_deadline = absl::Seconds(30);
   uint32_t max_delivery_attempts = 5;
   std::string dead_letter_suffix = ":dlq";    // Dead letters go to topic + suffix.
@@ -60,6 +61,11 @@ struct TopicPolicy {
 // How long a message nacked on `attempt` (counted from 1) without a delay
 // waits before its next delivery: zero without a retry_backoff.
 absl::Duration NackDelay(const TopicPolicy& policy, uint32_t attempt);
+
+// The retention in entries of a backend that trims by count only (Redis
+// MAXLEN): max_len, lowered to max_bytes / `average_entry_bytes` when the
+// topic has a max_bytes and an average is known; at least 1.
+uint64_t MaxLenWithinBytes(const TopicPolicy& policy, double average_entry_bytes);
 
 struct TopicDeclaration {
   std::string pattern;  // Exact name, or a prefix ending in '*'.

@@ -57,7 +57,8 @@ absl::Status ValidateKindSpecificFields(const v1::Topic& topic, const std::strin
                                            {topic.has_dead_letter_suffix(), "dead_letter_suffix"},
                                            {topic.has_exclusive(), "exclusive"},
                                            {topic.has_retry_backoff(), "retry_backoff"},
-                                           {topic.has_ordering_partitions(), "ordering_partitions"}}
+                                           {topic.has_ordering_partitions(), "ordering_partitions"},
+                                           {topic.has_max_bytes(), "max_bytes"}}
           : std::vector<KindSpecificField>{{topic.has_buffer(), "buffer"},
                                            {topic.has_overflow(), "overflow"}};
   for (const KindSpecificField& field : other_kind_fields) {
@@ -257,6 +258,7 @@ broker::TopicPolicy ToTopicPolicy(const v1::Topic& topic) {
   policy.dead_letter_suffix = topic.dead_letter_suffix();
   policy.exclusive = topic.exclusive();
   policy.ordering_partitions = topic.ordering_partitions();
+  policy.max_bytes = topic.max_bytes();
   if (topic.has_retry_backoff()) {
     policy.retry_backoff = broker::RetryBackoff{absl::Milliseconds(topic.retry_backoff().min_ms()),
                                                 absl::Milliseconds(topic.retry_backoff().max_ms())};

@@ -9,10 +9,15 @@ namespace switchboard::service {
 absl::Status StreamTracker::Register(DrainableStream* stream, const std::string& client_id) {
   absl::MutexLock lock(&mu_);
   if (draining_) return absl::UnavailableError("server is shutting down; reconnect elsewhere");
+  if (streams_.size() >= max_streams_) {
+    return absl::ResourceExhaustedError(absl::StrCat("limits.max_streams: the server has ",
+                                                     streams_.size(), " open streams, its limit"));
+  }
   uint32_t& count = per_client_[client_id];
   if (count >= max_streams_per_client_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("client '", client_id, "' already has ", count, " open streams, the limit"));
+    return absl::ResourceExhaustedError(absl::StrCat("limits.max_streams_per_client: client '",
+                                                     client_id, "' already has ", count,
+                                                     " open streams, the limit"));
   }
   ++count;
   streams_.insert(stream);

@@ -1,7 +1,8 @@
 // Tracks every open gRPC stream so the server can bound them and drain them.
 //
 // Each streaming reactor registers itself when it starts and unregisters in
-// OnDone. The tracker enforces `limits.max_streams_per_client` and, at
+// OnDone. The tracker enforces `limits.max_streams_per_client` and
+// `limits.max_streams` (the process' total) and, at
 // shutdown, asks every stream to end (DESIGN.md §3 close order: consume
 // streams release their leases, subscribers get UNAVAILABLE so clients
 // reconnect elsewhere). Thread-safe.
@@ -30,11 +31,12 @@ class DrainableStream {
 
 class StreamTracker {
  public:
-  explicit StreamTracker(uint32_t max_streams_per_client)
-      : max_streams_per_client_(max_streams_per_client) {}
+  StreamTracker(uint32_t max_streams_per_client, uint32_t max_streams)
+      : max_streams_per_client_(max_streams_per_client), max_streams_(max_streams) {}
 
   // Registers `stream` for `client_id`. Fails with RESOURCE_EXHAUSTED when
-  // the client is at its limit, and UNAVAILABLE once draining began.
+  // the client or the process is at its limit, and UNAVAILABLE once
+  // draining began.
   absl::Status Register(DrainableStream* stream, const std::string& client_id);
 
   // Unregisters a stream registered with Register().
@@ -48,6 +50,7 @@ class StreamTracker {
 
  private:
   const uint32_t max_streams_per_client_;
+  const uint32_t max_streams_;
   absl::Mutex mu_;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<DrainableStream*> streams_ ABSL_GUARDED_BY(mu_);

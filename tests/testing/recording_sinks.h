@@ -274,6 +274,15 @@ class RecordingObserver final : public broker::BrokerObserver {
     absl::MutexLock lock(&mu_);
     buffer_fill_ = fill;
   }
+  void OnRetained(uint64_t bytes, uint64_t topics) override {
+    absl::MutexLock lock(&mu_);
+    retained_ = {bytes, topics};
+  }
+  // The last sample of retained bytes and topics, if any.
+  std::optional<std::pair<uint64_t, uint64_t>> retained() const {
+    absl::MutexLock lock(&mu_);
+    return retained_;
+  }
 
   uint64_t redelivered(absl::string_view topic, absl::string_view group) const {
     return Get(redelivered_, Key(topic, group));
@@ -331,6 +340,7 @@ class RecordingObserver final : public broker::BrokerObserver {
   Counts lags_ ABSL_GUARDED_BY(mu_);              // Last sample, not a sum.
   Counts leases_in_flight_ ABSL_GUARDED_BY(mu_);  // Last sample.
   absl::flat_hash_map<std::string, double> buffer_fill_ ABSL_GUARDED_BY(mu_);
+  std::optional<std::pair<uint64_t, uint64_t>> retained_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::testing

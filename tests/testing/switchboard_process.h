@@ -37,6 +37,8 @@ class SwitchboardProcess {
   std::string target() const;
   // The metrics port of the current (or last) run, once Start() succeeded.
   int metrics_port() const { return metrics_port_; }
+  // The process id of the current run, once Start() succeeded.
+  pid_t pid() const { return process_->pid(); }
 
   // Starts the process and waits until it logs the ports it listens on
   // (which it does once it accepts connections on both). FAILED_PRECONDITION

@@ -32,10 +32,12 @@ constexpr absl::Duration kSampleInterval = absl::Seconds(1);
 // Everything the broker knows, owned by the dispatcher thread.
 class MemoryBroker::State {
  public:
-  State(event::Dispatcher& dispatcher, const TopicPolicies& policies, BrokerObserver& observer)
+  State(event::Dispatcher& dispatcher, const TopicPolicies& policies, BrokerObserver& observer,
+        MemoryLimits limits)
       : clock_(dispatcher.clock()),
         policies_(policies),
         observer_(observer),
+        limits_(limits),
         subscribers_(observer, [](const std::string&) {}),
         groups_(dispatcher, policies, observer,
                 [this](ConsumerGroup& group) {
@@ -47,10 +49,11 @@ class MemoryBroker::State {
 
   void Publish(const std::string& topic, std::vector<OutgoingMessage> messages,
                PublishCallback done) {
-    std::vector<std::string> ids = policies_.Resolve(topic).kind == TopicKind::kDurable
-                                       ? AppendDurable(topic, std::move(messages))
-                                       : FanOut(topic, std::move(messages));
-    done(std::move(ids));
+    if (policies_.Resolve(topic).kind == TopicKind::kEphemeral) {
+      done(FanOut(topic, std::move(messages)));
+      return;
+    }
+    done(AppendWithinLimits(topic, std::move(messages)));
   }
 
   void AddSubscriber(uint64_t id, std::string pattern, const TopicPolicy& policy,
@@ -64,6 +67,10 @@ class MemoryBroker::State {
   void SubscriberReady(uint64_t id) { subscribers_.Ready(id); }
 
   void AddSession(uint64_t id, ConsumeOptions options, std::shared_ptr<ConsumerGuard> sink) {
+    if (absl::Status room = CheckRoomForTopic(options.topic); !room.ok()) {
+      sink->Invoke([&](ConsumerSink& closed) { closed.OnClosed(room); });
+      return;
+    }
     KeepSampling();
     groups_.AddSession(id, std::move(options), std::move(sink));
   }
@@ -82,7 +89,7 @@ class MemoryBroker::State {
 
  private:
   struct DurableTopic {
-    explicit DurableTopic(const TopicPolicy& policy) : stream(policy.max_len) {}
+    explicit DurableTopic(const TopicPolicy& policy) : stream(policy.max_len, policy.max_bytes) {}
 
     memory::Stream stream;
     std::vector<ConsumerGroup*> groups;  // Every group reading it.
@@ -110,11 +117,13 @@ class MemoryBroker::State {
     void Acknowledge(ConsumerGroup&, std::vector<std::string>) override {}
     void DeadLetter(ConsumerGroup& group, std::shared_ptr<const Message> message,
                     uint32_t attempts) override {
-      std::vector<OutgoingMessage> dead_letter;
-      dead_letter.push_back(DeadLetterOf(*message, attempts));
+      const std::string topic = absl::StrCat(group.topic(), group.policy().dead_letter_suffix);
+      std::shared_ptr<const Message> dead_letter =
+          state_.MakeMessage(topic, DeadLetterOf(*message, attempts));
+      const uint64_t bytes = memory::RetainedBytes(*dead_letter);
       state_.observer_.OnDeadLettered(group.topic(), group.name());
-      state_.AppendDurable(absl::StrCat(group.topic(), group.policy().dead_letter_suffix),
-                           std::move(dead_letter));
+      // Beyond the limits if need be: the broker holds the message already.
+      state_.AppendDurable(topic, {std::move(dead_letter)}, {bytes});
     }
 
     uint64_t lag() const { return cursor_.lag(); }
@@ -137,16 +146,60 @@ class MemoryBroker::State {
     return durable_topics_.try_emplace(name, policies_.Resolve(name)).first->second;
   }
 
+  // RESOURCE_EXHAUSTED when `topic` would be a topic beyond limits.max_topics.
+  absl::Status CheckRoomForTopic(const std::string& topic) {
+    if (durable_topics_.count(topic) > 0 || durable_topics_.size() < limits_.max_topics) {
+      return absl::OkStatus();
+    }
+    observer_.OnRetained(retained_bytes_, durable_topics_.size());
+    return absl::ResourceExhaustedError(
+        absl::StrCat("limits.max_topics: the memory broker holds ", durable_topics_.size(),
+                     " durable topics, its limit; topic '", topic, "' is not created"));
+  }
+
+  // A publish: stored only if the topic exists or may be created, and the
+  // broker's retained bytes stay within limits.max_memory_bytes once the
+  // topic's own retention has trimmed.
+  absl::StatusOr<std::vector<std::string>> AppendWithinLimits(
+      const std::string& topic_name, std::vector<OutgoingMessage> outgoing) {
+    SB_RETURN_IF_ERROR(CheckRoomForTopic(topic_name));
+    std::vector<std::shared_ptr<const Message>> messages;
+    std::vector<uint64_t> sizes;
+    uint64_t incoming = 0;
+    for (OutgoingMessage& each : outgoing) {
+      messages.push_back(MakeMessage(topic_name, std::move(each)));
+      sizes.push_back(memory::RetainedBytes(*messages.back()));
+      incoming += sizes.back();
+    }
+    auto existing = durable_topics_.find(topic_name);
+    const memory::Stream empty(policies_.Resolve(topic_name).max_len,
+                               policies_.Resolve(topic_name).max_bytes);
+    const memory::Stream& stream =
+        existing != durable_topics_.end() ? existing->second.stream : empty;
+    const uint64_t after = retained_bytes_ - stream.bytes() + stream.BytesAfterAppending(sizes);
+    if (after > limits_.max_memory_bytes) {
+      observer_.OnRetained(retained_bytes_, durable_topics_.size());
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "limits.max_memory_bytes: the memory broker retains ", retained_bytes_,
+          " bytes of its limit of ", limits_.max_memory_bytes, "; this publish of ", incoming,
+          " bytes would go beyond it (consumers behind, or retention above the limit)"));
+    }
+    return AppendDurable(topic_name, std::move(messages), sizes);
+  }
+
   std::vector<std::string> AppendDurable(const std::string& topic_name,
-                                         std::vector<OutgoingMessage> messages) {
+                                         std::vector<std::shared_ptr<const Message>> messages,
+                                         const std::vector<uint64_t>& sizes) {
     DurableTopic& topic = GetDurableTopic(topic_name);
     std::vector<std::string> ids;
     ids.reserve(messages.size());
-    for (OutgoingMessage& outgoing : messages) {
-      std::shared_ptr<const Message> message = MakeMessage(topic_name, std::move(outgoing));
-      ids.push_back(message->id);
-      topic.stream.Append(std::move(message));
+    retained_bytes_ -= topic.stream.bytes();
+    for (size_t i = 0; i < messages.size(); ++i) {
+      ids.push_back(messages[i]->id);
+      topic.stream.Append(std::move(messages[i]), sizes[i]);
     }
+    retained_bytes_ += topic.stream.bytes();
+    observer_.OnRetained(retained_bytes_, durable_topics_.size());
     for (ConsumerGroup* group : topic.groups) groups_.Pump(*group);
     return ids;
   }
@@ -178,13 +231,16 @@ class MemoryBroker::State {
     }
     groups_.ReportLeasesInFlight();
     subscribers_.ReportBufferFill();
+    observer_.OnRetained(retained_bytes_, durable_topics_.size());
     if (groups_.has_sessions() || !subscribers_.empty()) sample_timer_->Enable(kSampleInterval);
   }
 
   common::Clock& clock_;
   const TopicPolicies& policies_;
   BrokerObserver& observer_;
+  const MemoryLimits limits_;
   MessageIdGenerator ids_;
+  uint64_t retained_bytes_ = 0;  // By every durable topic's stream.
   // std::map keeps addresses stable: sources read their topic's stream.
   std::map<std::string, DurableTopic> durable_topics_;
   SubscriberSet subscribers_;
@@ -194,10 +250,10 @@ class MemoryBroker::State {
 };
 
 MemoryBroker::MemoryBroker(event::Dispatcher& dispatcher, TopicPolicies policies,
-                           BrokerObserver& observer)
+                           BrokerObserver& observer, MemoryLimits limits)
     : dispatcher_(dispatcher),
       policies_(std::move(policies)),
-      state_(std::make_unique<State>(dispatcher, policies_, observer)),
+      state_(std::make_unique<State>(dispatcher, policies_, observer, limits)),
       gate_(dispatcher, state_.get(), absl::UnavailableError("the memory broker is shut down")) {}
 
 MemoryBroker::~MemoryBroker() { Shutdown(); }

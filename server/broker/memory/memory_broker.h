@@ -31,9 +31,21 @@
 
 namespace switchboard::broker {
 
+// What the memory broker may hold, all topics together. A publish beyond
+// either fails with RESOURCE_EXHAUSTED naming the limit; dead letters are
+// kept beyond them (they move messages the broker already holds).
+struct MemoryLimits {
+  // Bytes retained by durable topics (memory::RetainedBytes per message),
+  // after each topic's own retention (max_len, max_bytes) trimmed.
+  uint64_t max_memory_bytes = uint64_t{1} << 30;
+  // Durable topics, each created on its first publish or consume.
+  uint32_t max_topics = 10000;
+};
+
 class MemoryBroker final : public Broker {
  public:
-  MemoryBroker(event::Dispatcher& dispatcher, TopicPolicies policies, BrokerObserver& observer);
+  MemoryBroker(event::Dispatcher& dispatcher, TopicPolicies policies, BrokerObserver& observer,
+               MemoryLimits limits = {});
   ~MemoryBroker() override;  // Calls Shutdown().
 
   MemoryBroker(const MemoryBroker&) = delete;

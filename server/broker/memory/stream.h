@@ -11,19 +11,36 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "server/broker/broker.h"
 
 namespace switchboard::broker::memory {
 
+// What a retained message is counted as: its payload, attribute names and
+// values, ordering key and id, plus kMessageOverheadBytes for the message's
+// own structures (the object, its shared_ptr block, map nodes).
+inline constexpr uint64_t kMessageOverheadBytes = 160;
+uint64_t RetainedBytes(const Message& message);
+
 // One durable topic's retained messages, oldest first, at most `max_len` of
-// them. Positions are absolute: they keep counting as old entries go.
+// them and, when `max_bytes` is not 0, at most `max_bytes` of them
+// (RetainedBytes). Positions are absolute: they keep counting as old entries
+// go.
 class Stream {
  public:
-  explicit Stream(uint64_t max_len) : max_len_(max_len) {}
+  Stream(uint64_t max_len, uint64_t max_bytes) : max_len_(max_len), max_bytes_(max_bytes) {}
 
-  // Appends `message`, trimming the oldest entries beyond max_len.
-  void Append(std::shared_ptr<const Message> message);
+  // Appends `message` (counted as `bytes`), trimming the oldest entries
+  // beyond the bounds.
+  void Append(std::shared_ptr<const Message> message, uint64_t bytes);
+
+  // The bytes the stream would retain after appending messages of `sizes`
+  // (and trimming), without changing it.
+  uint64_t BytesAfterAppending(const std::vector<uint64_t>& sizes) const;
+
+  // The bytes retained now.
+  uint64_t bytes() const { return bytes_; }
 
   // The position of the oldest retained entry, and one past the newest.
   uint64_t begin() const { return begin_; }
@@ -31,13 +48,24 @@ class Stream {
 
   // The entry at `position`, which must lie in [begin(), end()).
   const std::shared_ptr<const Message>& at(uint64_t position) const {
-    return entries_[position - begin_];
+    return entries_[position - begin_].message;
   }
 
  private:
+  struct Entry {
+    std::shared_ptr<const Message> message;
+    uint64_t bytes;
+  };
+
+  bool OverBounds(uint64_t count, uint64_t bytes) const {
+    return count > max_len_ || (max_bytes_ > 0 && bytes > max_bytes_);
+  }
+
   const uint64_t max_len_;
-  std::deque<std::shared_ptr<const Message>> entries_;
+  const uint64_t max_bytes_;
+  std::deque<Entry> entries_;
   uint64_t begin_ = 0;
+  uint64_t bytes_ = 0;
 };
 
 // A consumer group's read position in a Stream: the next entry it has not

@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -44,6 +45,9 @@ std::string DefaultConsumerName() {
   gethostname(host, sizeof(host) - 1);
   return absl::StrCat(host, ":", getpid(), ":", absl::Hex(RandomTag() & 0xffffffff));
 }
+
+// Topics whose average entry size a replica keeps (AverageEntryBytes).
+constexpr size_t kMaxAveragedTopics = 10000;
 
 // How long an ordering partition's owner key lives: five maintenance passes,
 // so that renewals may fail a few times before the owner must give it up.
@@ -191,20 +195,22 @@ class RedisBroker::State {
     std::vector<Command> commands;
     commands.reserve(messages.size());
     if (policy.kind == TopicKind::kDurable) {
+      const uint64_t max_len =
+          MaxLenWithinBytes(policy, AverageEntryBytes(topic, policy, messages));
       // Keyed messages go to their key's partition stream; their ids say which.
       std::vector<std::optional<uint32_t>> partitions;
       partitions.reserve(messages.size());
       for (const OutgoingMessage& message : messages) {
         if (message.ordering_key.empty()) {
           partitions.push_back(std::nullopt);
-          commands.push_back(redis::StreamAppendCommand(topic, policy.max_len, "*", message));
+          commands.push_back(redis::StreamAppendCommand(topic, max_len, "*", message));
           continue;
         }
         const uint32_t partition =
             redis::PartitionOf(message.ordering_key, policy.ordering_partitions);
         partitions.push_back(partition);
         commands.push_back(redis::StreamAppendCommand(redis::PartitionStream(topic, partition),
-                                                      policy.max_len, "*", message));
+                                                      max_len, "*", message));
       }
       lanes_.Send(
           lane, std::move(commands), [done = std::move(done), partitions](Replies replies) mutable {
@@ -240,6 +246,32 @@ class RedisBroker::State {
                     done(std::move(error));
                   }
                 });
+  }
+
+  // The average size of the entries this replica published to `topic`,
+  // `messages` included (payload, ordering key, attribute names and values):
+  // what turns a topic's max_bytes into a MAXLEN. 0 for topics without
+  // max_bytes. At most kMaxAveragedTopics topics keep an average; beyond,
+  // the batch's own.
+  double AverageEntryBytes(const std::string& topic, const TopicPolicy& policy,
+                           const std::vector<OutgoingMessage>& messages) {
+    if (policy.max_bytes == 0 || messages.empty()) return 0;
+    double batch = 0;
+    for (const OutgoingMessage& message : messages) {
+      double bytes = static_cast<double>(message.payload.size() + message.ordering_key.size());
+      for (const auto& [name, value] : message.attributes) bytes += name.size() + value.size();
+      batch += bytes;
+    }
+    batch /= static_cast<double>(messages.size());
+    auto average = average_entry_bytes_.find(topic);
+    if (average == average_entry_bytes_.end()) {
+      if (average_entry_bytes_.size() >= kMaxAveragedTopics) return batch;
+      average_entry_bytes_.emplace(topic, batch);
+      return batch;
+    }
+    // A moving average: recent sizes count most.
+    average->second = 0.9 * average->second + 0.1 * batch;
+    return average->second;
   }
 
   // -- Subscriptions and sessions (StateGate) ---------------------------------
@@ -353,6 +385,7 @@ class RedisBroker::State {
   bool shutting_down_ = false;
   absl::AnyInvocable<void()> on_idle_;
   MessageIdGenerator ids_;
+  absl::flat_hash_map<std::string, double> average_entry_bytes_;  // By topic with max_bytes.
 
   redis::CommandLanes lanes_;
   redis::PubSubChannels channels_;

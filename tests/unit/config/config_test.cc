@@ -84,7 +84,10 @@ TEST(ConfigTest, DefaultConfigRunsOnLoopbackWithTheMemoryBroker) {
   EXPECT_EQ(config.broker().url(), "memory://");
   EXPECT_EQ(config.limits().max_message_bytes(), 1048576u);
   EXPECT_EQ(config.limits().max_batch_messages(), 1000u);
-  EXPECT_EQ(config.limits().max_streams_per_client(), 0u);
+  EXPECT_EQ(config.limits().max_streams_per_client(), 1000u);
+  EXPECT_EQ(config.limits().max_streams(), 10000u);
+  EXPECT_EQ(config.limits().max_memory_bytes(), uint64_t{1} << 30);
+  EXPECT_EQ(config.limits().max_topics(), 10000u);
   EXPECT_EQ(config.topics_size(), 0);
   EXPECT_EQ(config.clients_size(), 0);
   EXPECT_EQ(config.logging().level(), v1::Logging::LEVEL_INFO);
@@ -532,6 +535,25 @@ TEST(BuildTopicPoliciesTest, RetryBackoffBecomesTheNackDelayByAttempt) {
   EXPECT_EQ(broker::NackDelay(jobs, 4), absl::Seconds(3));
   EXPECT_EQ(broker::NackDelay(jobs, 40), absl::Seconds(3));
   EXPECT_EQ(broker::NackDelay(policies.Resolve("other"), 3), absl::ZeroDuration());
+}
+
+TEST(BuildTopicPoliciesTest, MaxBytesBecomesAMaxLenByTheAverageEntrySize) {
+  absl::StatusOr<Config> config = ParseConfig(
+      "topics: [{name: jobs, max_len: 1000, max_bytes: 100000, ordering_partitions: 16}, "
+      "{name: other, max_len: 1000}]",
+      FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
+  const broker::TopicPolicy& jobs = policies.Resolve("jobs");
+  EXPECT_EQ(jobs.max_bytes, 100000u);
+  EXPECT_EQ(jobs.ordering_partitions, 16u);
+  EXPECT_EQ(broker::MaxLenWithinBytes(jobs, 1000), 100u);
+  EXPECT_EQ(broker::MaxLenWithinBytes(jobs, 10), 1000u);  // max_len still bounds it.
+  EXPECT_EQ(broker::MaxLenWithinBytes(jobs, 1e9), 1u);    // At least one entry.
+  EXPECT_EQ(broker::MaxLenWithinBytes(jobs, 0), 1000u);   // No average yet.
+  EXPECT_EQ(broker::MaxLenWithinBytes(policies.Resolve("other"), 1000), 1000u);
+  EXPECT_THAT(ParseConfig("topics: [{name: e, kind: ephemeral, max_bytes: 5}]", FakeEnv()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("topics[0].max_bytes")));
 }
 
 TEST(BuildTopicPoliciesTest, NoTopicsMeansEverythingIsDurable) {

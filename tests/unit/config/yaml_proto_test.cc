@@ -127,7 +127,7 @@ INSTANTIATE_TEST_SUITE_P(
                       "metrics_listen, drain_timeout_ms, upstream_threads"},
         ReadErrorCase{"UnknownKeyInList", "topics: [{name: a}, {name: b, bufer: 3}]",
                       "topics[1].bufer: unknown field; expected one of name, kind, buffer, "
-                      "overflow, max_len, ack_deadline_ms, max_delivery_attempts, "
+                      "overflow, max_len, max_bytes, ack_deadline_ms, max_delivery_attempts, "
                       "dead_letter_suffix, exclusive, retry_backoff, ordering_partitions"},
         ReadErrorCase{"RepeatedKey", "server:\n  listen: a:1\n  listen: b:2\n",
                       "server.listen: appears more than once"},
@@ -317,7 +317,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 37);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 41);
 }
 
 }  // namespace

@@ -179,10 +179,9 @@ class RedisBroker::State {
       return;
     }
     const size_t lane = lanes_.LaneOf(policy);
-    if (!lanes_.ready(lane)) {
-      done(absl::UnavailableError("redis is unreachable"));
-      return;
-    }
+    // A connection that is not ready refuses the commands at once with
+    // UNAVAILABLE and the reason of its last attempt (refused, AUTH failed,
+    // ...), so the worker learns why.
     if (!answering_) {
       done(absl::UnavailableError(
           "redis is not answering (no reply to a PING within the command timeout)"));

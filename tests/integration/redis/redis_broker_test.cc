@@ -165,6 +165,33 @@ class RedisBrokerTest : public ::testing::Test {
 // The sync barrier is for tests: a broker subscribes its marker channel only
 // when asked to. Serving waits for every wanted subscription, so whatever a
 // broker subscribes is there once AddBroker() returns.
+// Issue 15: a Redis that refuses Switchboard's credentials is reported to
+// the publisher as UNAVAILABLE naming the refusal, never with the password.
+TEST_F(RedisBrokerTest, APublishWhileRedisRefusesTheCredentialsNamesAuthentication) {
+  RedisServer::Options server_options;
+  server_options.password = "right";
+  StartServer(server_options);
+  RedisBrokerOptions options;
+  options.connection.port = static_cast<uint16_t>(redis_->port());
+  options.connection.password = "wrong";
+  options.connection.reconnect_initial = absl::Milliseconds(20);
+  options.connection.reconnect_max = absl::Milliseconds(200);
+  brokers_.push_back(std::make_unique<RedisBroker>(dispatcher_, dispatcher_, std::move(options),
+                                                   TopicPolicies(), observer_,
+                                                   connection_observer_));
+  RedisBroker& broker = *brokers_.back();
+  // Until the first attempt failed the connection only says it is not ready.
+  absl::StatusOr<std::vector<std::string>> refused = Publish(broker, "jobs", {"j0"});
+  const absl::Time deadline = absl::Now() + kWaitTimeout;
+  while (!absl::StrContains(refused.status().message(), "AUTH") && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+    refused = Publish(broker, "jobs", {"j0"});
+  }
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kUnavailable,
+                                ::testing::HasSubstr("(last attempt: AUTH failed: WRONGPASS")));
+  EXPECT_THAT(refused.status().message(), ::testing::Not(::testing::HasSubstr("wrong")));
+}
+
 TEST_F(RedisBrokerTest, OnlyABrokerWithTheSyncBarrierSubscribesItsMarkerChannel) {
   StartServer();
   const std::vector<std::string> list_markers = {"PUBSUB", "CHANNELS", "switchboard:sync:*"};

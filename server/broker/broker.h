@@ -44,10 +44,16 @@ struct OutgoingMessage {
   // Durable topics: within a consumer group, messages with the same
   // non-empty key are delivered one at a time, in publish order.
   std::string ordering_key = {};
+  // Durable topics: a second message with the same non-empty id within the
+  // topic's dedup_window is not stored again; its publish answers the first
+  // one's message id.
+  std::string dedup_id = {};
 };
 
 // The longest ordering key, in bytes.
 inline constexpr size_t kMaxOrderingKeyBytes = 256;
+// The longest dedup id, in bytes.
+inline constexpr size_t kMaxDedupIdBytes = 128;
 
 // A stored or delivered message.
 struct Message {

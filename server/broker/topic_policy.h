@@ -56,6 +56,8 @@ struct TopicPolicy {
   // replicas (0: keyed messages refused). The memory backend orders keys
   // without them.
   uint32_t ordering_partitions = 0;
+  // How long a message's dedup_id is remembered.
+  absl::Duration dedup_window = absl::Minutes(2);
 };
 
 // How long a message nacked on `attempt` (counted from 1) without a delay

@@ -58,7 +58,8 @@ absl::Status ValidateKindSpecificFields(const v1::Topic& topic, const std::strin
                                            {topic.has_exclusive(), "exclusive"},
                                            {topic.has_retry_backoff(), "retry_backoff"},
                                            {topic.has_ordering_partitions(), "ordering_partitions"},
-                                           {topic.has_max_bytes(), "max_bytes"}}
+                                           {topic.has_max_bytes(), "max_bytes"},
+                                           {topic.has_dedup_window_ms(), "dedup_window_ms"}}
           : std::vector<KindSpecificField>{{topic.has_buffer(), "buffer"},
                                            {topic.has_overflow(), "overflow"}};
   for (const KindSpecificField& field : other_kind_fields) {
@@ -259,6 +260,7 @@ broker::TopicPolicy ToTopicPolicy(const v1::Topic& topic) {
   policy.exclusive = topic.exclusive();
   policy.ordering_partitions = topic.ordering_partitions();
   policy.max_bytes = topic.max_bytes();
+  policy.dedup_window = absl::Milliseconds(topic.dedup_window_ms());
   if (topic.has_retry_backoff()) {
     policy.retry_backoff = broker::RetryBackoff{absl::Milliseconds(topic.retry_backoff().min_ms()),
                                                 absl::Milliseconds(topic.retry_backoff().max_ms())};

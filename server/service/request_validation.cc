@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/common/names.h"
+#include "server/common/status_macros.h"
 #include "server/service/status_conversion.h"
 
 namespace switchboard::service {
@@ -19,6 +20,23 @@ v1::AckFailure MakeFailure(const std::string& ack_id, const std::string& field,
   *failure.mutable_status() =
       ToErrorStatus(absl::InvalidArgumentError(absl::StrCat(field, ": ", problem)));
   return failure;
+}
+
+// 1 to kMaxDedupIdBytes printable ASCII characters without spaces, or none.
+absl::Status ValidateDedupId(const std::string& dedup_id, int index) {
+  if (dedup_id.size() > broker::kMaxDedupIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("messages[", index, "].dedup_id: ", dedup_id.size(),
+                     " bytes exceeds the limit of ", broker::kMaxDedupIdBytes));
+  }
+  for (size_t c = 0; c < dedup_id.size(); ++c) {
+    if (dedup_id[c] <= ' ' || dedup_id[c] > '~') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("messages[", index, "].dedup_id: character ", c,
+                       " is not printable ASCII (spaces and control characters are not allowed)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -75,10 +93,11 @@ absl::StatusOr<std::vector<broker::OutgoingMessage>> ValidatePublishBatch(
           payload_bytes + attribute_bytes, " bytes of payload and attributes exceed the ",
           limits.max_message_bytes, "-byte message limit"));
     }
+    SB_RETURN_IF_ERROR(ValidateDedupId(message.dedup_id(), i));
     batch.push_back(broker::OutgoingMessage{
         message.payload(),
         broker::Attributes(message.attributes().begin(), message.attributes().end()),
-        message.ordering_key()});
+        message.ordering_key(), message.dedup_id()});
   }
   return batch;
 }

@@ -2,14 +2,17 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "server/broker/consumer_groups.h"
+#include "server/broker/memory/dedup_table.h"
 #include "server/broker/memory/stream.h"
 #include "server/broker/message_id.h"
 #include "server/broker/sink_guard.h"
@@ -23,6 +26,10 @@ namespace {
 
 using SubscriberGuard = SinkGuard<SubscriberSink>;
 using ConsumerGuard = SinkGuard<ConsumerSink>;
+
+// The most dedup ids remembered within their windows, all topics together
+// (about 200 bytes each).
+constexpr size_t kMaxDedupIds = 250000;
 
 // How often each group's lag is reported (on the dispatcher's clock).
 constexpr absl::Duration kSampleInterval = absl::Seconds(1);
@@ -159,21 +166,49 @@ class MemoryBroker::State {
 
   // A publish: stored only if the topic exists or may be created, and the
   // broker's retained bytes stay within limits.max_memory_bytes once the
-  // topic's own retention has trimmed.
+  // topic's own retention has trimmed. A message whose dedup_id was stored
+  // within the topic's dedup window is answered with the first one's id and
+  // not stored again (the same within the batch).
   absl::StatusOr<std::vector<std::string>> AppendWithinLimits(
       const std::string& topic_name, std::vector<OutgoingMessage> outgoing) {
     SB_RETURN_IF_ERROR(CheckRoomForTopic(topic_name));
+    const TopicPolicy& policy = policies_.Resolve(topic_name);
+    const absl::Time now = clock_.Now();
+    // For each message: the id it is answered with when it is a duplicate,
+    // else the index of the message it is stored as in `messages`.
+    std::vector<std::optional<std::string>> duplicate_of(outgoing.size());
+    std::vector<size_t> stored_as(outgoing.size(), 0);
+    absl::flat_hash_map<std::string, size_t> batch_dedup_ids;  // To index in `messages`.
     std::vector<std::shared_ptr<const Message>> messages;
     std::vector<uint64_t> sizes;
+    std::vector<std::string> dedup_ids;  // Of `messages`, to remember.
     uint64_t incoming = 0;
-    for (OutgoingMessage& each : outgoing) {
-      messages.push_back(MakeMessage(topic_name, std::move(each)));
+    for (size_t i = 0; i < outgoing.size(); ++i) {
+      std::string dedup_id = std::move(outgoing[i].dedup_id);
+      if (!dedup_id.empty()) {
+        if (const std::string* first = dedup_.Find(topic_name, dedup_id, now)) {
+          duplicate_of[i] = *first;
+          continue;
+        }
+        auto [earlier, added] = batch_dedup_ids.try_emplace(dedup_id, messages.size());
+        if (!added) {
+          stored_as[i] = earlier->second;
+          continue;
+        }
+      }
+      stored_as[i] = messages.size();
+      messages.push_back(MakeMessage(topic_name, std::move(outgoing[i])));
       sizes.push_back(memory::RetainedBytes(*messages.back()));
+      dedup_ids.push_back(std::move(dedup_id));
       incoming += sizes.back();
     }
+    if (!dedup_.HasRoomFor(batch_dedup_ids.size())) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("messages[].dedup_id: the memory broker remembers ", dedup_.size(),
+                       " dedup ids within their windows, its limit of ", dedup_.max_entries()));
+    }
     auto existing = durable_topics_.find(topic_name);
-    const memory::Stream empty(policies_.Resolve(topic_name).max_len,
-                               policies_.Resolve(topic_name).max_bytes);
+    const memory::Stream empty(policy.max_len, policy.max_bytes);
     const memory::Stream& stream =
         existing != durable_topics_.end() ? existing->second.stream : empty;
     const uint64_t after = retained_bytes_ - stream.bytes() + stream.BytesAfterAppending(sizes);
@@ -184,7 +219,18 @@ class MemoryBroker::State {
           " bytes of its limit of ", limits_.max_memory_bytes, "; this publish of ", incoming,
           " bytes would go beyond it (consumers behind, or retention above the limit)"));
     }
-    return AppendDurable(topic_name, std::move(messages), sizes);
+    std::vector<std::string> stored_ids = AppendDurable(topic_name, std::move(messages), sizes);
+    for (size_t m = 0; m < stored_ids.size(); ++m) {
+      if (!dedup_ids[m].empty()) {
+        dedup_.Remember(topic_name, dedup_ids[m], stored_ids[m], now + policy.dedup_window);
+      }
+    }
+    std::vector<std::string> ids;
+    ids.reserve(outgoing.size());
+    for (size_t i = 0; i < outgoing.size(); ++i) {
+      ids.push_back(duplicate_of[i] ? *duplicate_of[i] : stored_ids[stored_as[i]]);
+    }
+    return ids;
   }
 
   std::vector<std::string> AppendDurable(const std::string& topic_name,
@@ -241,6 +287,7 @@ class MemoryBroker::State {
   const MemoryLimits limits_;
   MessageIdGenerator ids_;
   uint64_t retained_bytes_ = 0;  // By every durable topic's stream.
+  memory::DedupTable dedup_{kMaxDedupIds};
   // std::map keeps addresses stable: sources read their topic's stream.
   std::map<std::string, DurableTopic> durable_topics_;
   SubscriberSet subscribers_;

@@ -1,5 +1,6 @@
 #include "server/broker/redis/message_codec.h"
 
+#include <algorithm>
 #include <cstdint>
 
 #include "absl/strings/match.h"
@@ -48,18 +49,54 @@ bool ReadBytes(absl::string_view& in, std::string& bytes) {
   return true;
 }
 
+// The field/value arguments of `message`'s stream entry.
+size_t FieldArguments(const OutgoingMessage& message) {
+  return 2 + (message.ordering_key.empty() ? 0 : 2) + 2 * message.attributes.size();
+}
+
+void AddFields(const OutgoingMessage& message, Command& command) {
+  command.Add(kPayloadField).Add(message.payload);
+  if (!message.ordering_key.empty()) command.Add(kOrderingKeyField).Add(message.ordering_key);
+  for (const auto& [name, value] : message.attributes) {
+    command.Add(absl::StrCat(kAttributePrefix, name)).Add(value);
+  }
+}
+
+// Appends the entry unless the dedup key exists, atomically: a dedup id is
+// stored once across replicas. Replies with the message id, the first one's
+// for a duplicate.
+constexpr char kDedupAppendScript[] =
+    "local first = redis.call('get', KEYS[1]) "
+    "if first then return first end "
+    "local id = redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4)) "
+    "local message_id = id .. ARGV[3] "
+    "redis.call('set', KEYS[1], message_id, 'PX', ARGV[1]) "
+    "return message_id";
+
 }  // namespace
 
 Command StreamAppendCommand(absl::string_view topic, uint64_t max_len, absl::string_view id,
                             const OutgoingMessage& message) {
-  const bool keyed = !message.ordering_key.empty();
-  Command command(8 + (keyed ? 2 : 0) + 2 * message.attributes.size());
+  Command command(6 + FieldArguments(message));
   command.Add("XADD").Add(topic).Add("MAXLEN").Add("~").Add(static_cast<int64_t>(max_len));
-  command.Add(id).Add(kPayloadField).Add(message.payload);
-  if (keyed) command.Add(kOrderingKeyField).Add(message.ordering_key);
-  for (const auto& [name, value] : message.attributes) {
-    command.Add(absl::StrCat(kAttributePrefix, name)).Add(value);
-  }
+  command.Add(id);
+  AddFields(message, command);
+  return command;
+}
+
+std::string DedupKey(absl::string_view topic, absl::string_view dedup_id) {
+  return absl::StrCat("switchboard:dedup:", topic, "/", dedup_id);
+}
+
+Command DedupAppendCommand(absl::string_view topic, absl::string_view stream, uint64_t max_len,
+                           absl::Duration window, absl::string_view id_suffix,
+                           const OutgoingMessage& message) {
+  Command command(8 + FieldArguments(message));
+  command.Add("EVAL").Add(kDedupAppendScript).Add("2");
+  command.Add(DedupKey(topic, message.dedup_id)).Add(stream);
+  command.Add(std::max<int64_t>(1, absl::ToInt64Milliseconds(window)));
+  command.Add(static_cast<int64_t>(max_len)).Add(id_suffix);
+  AddFields(message, command);
   return command;
 }
 

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "server/broker/broker.h"
 #include "server/broker/redis/command.h"
 #include "server/broker/redis/reply.h"
@@ -26,6 +27,19 @@ namespace switchboard::broker::redis {
 // `id` is "*" (Redis picks) or "<ms>-*".
 Command StreamAppendCommand(absl::string_view topic, uint64_t max_len, absl::string_view id,
                             const OutgoingMessage& message);
+
+// "switchboard:dedup:<topic>/<dedup id>": the message id a dedup id was
+// stored as, for the topic's dedup window.
+std::string DedupKey(absl::string_view topic, absl::string_view dedup_id);
+
+// Appends `message` (which has a dedup_id) to `stream` of `topic` as
+// StreamAppendCommand does with id "*", unless DedupKey() exists: one Lua
+// script, so the check and the append are atomic across replicas. Replies
+// with the message id (the entry id + `id_suffix`), the first one's for a
+// duplicate; the key lives `window`.
+Command DedupAppendCommand(absl::string_view topic, absl::string_view stream, uint64_t max_len,
+                           absl::Duration window, absl::string_view id_suffix,
+                           const OutgoingMessage& message);
 
 // The message of one stream entry as XREADGROUP, XCLAIM and XAUTOCLAIM
 // return it: [id, [field, value, ...]]. Nothing for an entry that no longer

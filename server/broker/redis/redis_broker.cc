@@ -191,42 +191,12 @@ class RedisBroker::State {
       done(std::vector<std::string>());
       return;
     }
-    std::vector<Command> commands;
-    commands.reserve(messages.size());
     if (policy.kind == TopicKind::kDurable) {
-      const uint64_t max_len =
-          MaxLenWithinBytes(policy, AverageEntryBytes(topic, policy, messages));
-      // Keyed messages go to their key's partition stream; their ids say which.
-      std::vector<std::optional<uint32_t>> partitions;
-      partitions.reserve(messages.size());
-      for (const OutgoingMessage& message : messages) {
-        if (message.ordering_key.empty()) {
-          partitions.push_back(std::nullopt);
-          commands.push_back(redis::StreamAppendCommand(topic, max_len, "*", message));
-          continue;
-        }
-        const uint32_t partition =
-            redis::PartitionOf(message.ordering_key, policy.ordering_partitions);
-        partitions.push_back(partition);
-        commands.push_back(redis::StreamAppendCommand(redis::PartitionStream(topic, partition),
-                                                      max_len, "*", message));
-      }
-      lanes_.Send(
-          lane, std::move(commands), [done = std::move(done), partitions](Replies replies) mutable {
-            if (absl::Status error = redis::FirstError(replies); !error.ok()) {
-              done(std::move(error));
-              return;
-            }
-            std::vector<std::string> ids;
-            ids.reserve(replies.size());
-            for (size_t i = 0; i < replies.size(); ++i) {
-              ids.push_back(partitions[i] ? redis::PartitionedId(replies[i]->str, *partitions[i])
-                                          : std::move(replies[i]->str));
-            }
-            done(std::move(ids));
-          });
+      AppendDurable(topic, policy, lane, messages, std::move(done));
       return;
     }
+    std::vector<Command> commands;
+    commands.reserve(messages.size());
     const absl::Time now = clock_.Now();
     std::vector<std::string> ids;
     ids.reserve(messages.size());
@@ -244,6 +214,51 @@ class RedisBroker::State {
                   } else {
                     done(std::move(error));
                   }
+                });
+  }
+
+  // XADDs `messages` to `topic`'s streams: a keyed message to its key's
+  // partition (its id says which), a message with a dedup_id through the
+  // dedup script (stored once per dedup window, across replicas).
+  void AppendDurable(const std::string& topic, const TopicPolicy& policy, size_t lane,
+                     const std::vector<OutgoingMessage>& messages, PublishCallback done) {
+    const uint64_t max_len = MaxLenWithinBytes(policy, AverageEntryBytes(topic, policy, messages));
+    std::vector<Command> commands;
+    commands.reserve(messages.size());
+    // Per message, what its entry id needs to become its message id (the
+    // dedup script replies with the whole message id).
+    std::vector<std::string> suffixes;
+    suffixes.reserve(messages.size());
+    for (const OutgoingMessage& message : messages) {
+      std::string stream = topic;
+      std::string suffix;
+      if (!message.ordering_key.empty()) {
+        const uint32_t partition =
+            redis::PartitionOf(message.ordering_key, policy.ordering_partitions);
+        stream = redis::PartitionStream(topic, partition);
+        suffix = redis::PartitionedId("", partition);
+      }
+      if (message.dedup_id.empty()) {
+        commands.push_back(redis::StreamAppendCommand(stream, max_len, "*", message));
+        suffixes.push_back(std::move(suffix));
+      } else {
+        commands.push_back(redis::DedupAppendCommand(topic, stream, max_len, policy.dedup_window,
+                                                     suffix, message));
+        suffixes.emplace_back();
+      }
+    }
+    lanes_.Send(lane, std::move(commands),
+                [done = std::move(done), suffixes = std::move(suffixes)](Replies replies) mutable {
+                  if (absl::Status error = redis::FirstError(replies); !error.ok()) {
+                    done(std::move(error));
+                    return;
+                  }
+                  std::vector<std::string> ids;
+                  ids.reserve(replies.size());
+                  for (size_t i = 0; i < replies.size(); ++i) {
+                    ids.push_back(absl::StrCat(replies[i]->str, suffixes[i]));
+                  }
+                  done(std::move(ids));
                 });
   }
 

@@ -133,6 +133,34 @@ topics:
 // SIGKILLed under publish load and restarted on the same port and data,
 // while Switchboard keeps running.
 
+// Issue 15: a publish retried through another replica with the same
+// dedup_id (its first attempt's outcome unknown to the worker) is stored once.
+TEST_F(EndToEndTest, ARetriedPublishWithTheSameDedupIdIsStoredOnceAcrossReplicas) {
+  Replica first;
+  Replica second;
+  ASSERT_NO_FATAL_FAILURE(StartReplicasOfJobs(absl::Seconds(30), first, second));
+  v1::PublishRequest request;
+  request.set_topic("jobs");
+  for (int i = 0; i < 3; ++i) {
+    v1::OutgoingMessage& message = *request.add_messages();
+    message.set_payload(absl::StrCat("job-", i));
+    message.set_dedup_id(absl::StrCat("worker-7:job-", i));
+  }
+  std::vector<v1::PublishResponse> answers(2);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    grpc::ClientContext context;
+    context.set_deadline(testing::Deadline());
+    Replica& replica = attempt == 0 ? first : second;
+    const grpc::Status status = replica.stub->Publish(&context, request, &answers[attempt]);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  ASSERT_EQ(answers[0].message_ids_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(answers[1].message_ids(i), answers[0].message_ids(i));
+  }
+  EXPECT_THAT(redis_->Command({"XLEN", "jobs"}), IsOkAndHolds("3"));
+}
+
 TEST_F(EndToEndTest, PoisonMessageLandsInTheDeadLetterStreamAndIsAcked) {
   ASSERT_NO_FATAL_FAILURE(StartRedis());
   ASSERT_NO_FATAL_FAILURE(StartSwitchboard(R"(

@@ -5,7 +5,10 @@
 
 #include <map>
 #include <set>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -122,6 +125,42 @@ TEST_F(BrokerServiceTest, OrderingKeysTravelWithTheMessageAndHoldBackTheKeysNext
   EXPECT_EQ(refused.error_message(),
             "messages[1].ordering_key: 257 bytes exceeds the limit of 256");
   context.TryCancel();
+}
+
+TEST_F(BrokerServiceTest, ADedupIdIsCarriedToTheBrokerAndValidated) {
+  v1::PublishRequest request;
+  request.set_topic("orders");
+  v1::OutgoingMessage& message = *request.add_messages();
+  message.set_payload("once");
+  message.set_dedup_id("order-42:attempt");
+  v1::PublishResponse first;
+  v1::PublishResponse retried;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Publish(&context, request, &first).ok());
+  }
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(stub_->Publish(&context, request, &retried).ok());
+  }
+  ASSERT_EQ(first.message_ids_size(), 1);
+  EXPECT_EQ(retried.message_ids(0), first.message_ids(0));
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {std::string(129, 'd'), "messages[0].dedup_id: 129 bytes exceeds the limit of 128"},
+      {"with space",
+       "messages[0].dedup_id: character 4 is not printable ASCII (spaces and "
+       "control characters are not allowed)"},
+      {"tab\t",
+       "messages[0].dedup_id: character 3 is not printable ASCII (spaces and control "
+       "characters are not allowed)"}};
+  for (const auto& [dedup_id, error] : bad) {
+    request.mutable_messages(0)->set_dedup_id(dedup_id);
+    grpc::ClientContext context;
+    const grpc::Status refused = stub_->Publish(&context, request, &retried);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << dedup_id;
+    EXPECT_EQ(refused.error_message(), error);
+  }
 }
 
 TEST_F(BrokerServiceTest, PublishStreamAnswersEveryRequestByItsId) {

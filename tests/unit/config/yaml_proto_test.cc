@@ -127,8 +127,9 @@ INSTANTIATE_TEST_SUITE_P(
                       "metrics_listen, drain_timeout_ms, upstream_threads"},
         ReadErrorCase{"UnknownKeyInList", "topics: [{name: a}, {name: b, bufer: 3}]",
                       "topics[1].bufer: unknown field; expected one of name, kind, buffer, "
-                      "overflow, max_len, max_bytes, ack_deadline_ms, max_delivery_attempts, "
-                      "dead_letter_suffix, exclusive, retry_backoff, ordering_partitions"},
+                      "overflow, max_len, max_bytes, dedup_window_ms, ack_deadline_ms, "
+                      "max_delivery_attempts, dead_letter_suffix, exclusive, retry_backoff, "
+                      "ordering_partitions"},
         ReadErrorCase{"RepeatedKey", "server:\n  listen: a:1\n  listen: b:2\n",
                       "server.listen: appears more than once"},
         ReadErrorCase{"MessageGivenList", "server: [a]", "server: must be a mapping, got a list"},
@@ -317,7 +318,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 41);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 42);
 }
 
 }  // namespace

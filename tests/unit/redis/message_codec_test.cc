@@ -1,7 +1,9 @@
 #include "server/broker/redis/message_codec.h"
 
+#include <optional>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -47,6 +49,32 @@ TEST(MessageCodecTest, StreamAppendWritesPayloadAndAttributeFields) {
   EXPECT_EQ(
       command.wire(),
       Command::Of({"XADD", "jobs", "MAXLEN", "~", "1000", "*", "p", "data", "a:kind", "x"}).wire());
+}
+
+TEST(MessageCodecTest, KeyedEntriesCarryTheirKeyBothWays) {
+  OutgoingMessage message{"hi", {}, "acct-1"};
+  EXPECT_EQ(
+      StreamAppendCommand("jobs#3", 10, "*", message).wire(),
+      Command::Of({"XADD", "jobs#3", "MAXLEN", "~", "10", "*", "p", "hi", "k", "acct-1"}).wire());
+  std::optional<Message> read = MessageFromStreamEntry(
+      Array({String("1-0"), Array({String("p"), String("hi"), String("k"), String("acct-1")})}),
+      "jobs");
+  ASSERT_TRUE(read.has_value());
+  EXPECT_EQ(read->ordering_key, "acct-1");
+}
+
+TEST(MessageCodecTest, ADedupAppendChecksTheDedupKeyAndAppendsInOneScript) {
+  OutgoingMessage message{"hi", {{"x", "1"}}, "acct-1", "d-7"};
+  const std::string wire =
+      DedupAppendCommand("jobs", "jobs#3", 10, absl::Minutes(2), "#3", message).wire();
+  EXPECT_EQ(DedupKey("jobs", "d-7"), "switchboard:dedup:jobs/d-7");
+  // EVAL <script> 2 <dedup key> <stream> <window ms> <max_len> <id suffix> <fields...>.
+  const std::string tail = Command::Of({"2", "switchboard:dedup:jobs/d-7", "jobs#3", "120000", "10",
+                                        "#3", "p", "hi", "k", "acct-1", "a:x", "1"})
+                               .wire();
+  EXPECT_TRUE(absl::EndsWith(wire, tail.substr(tail.find("\r\n") + 2))) << wire;
+  EXPECT_TRUE(absl::StrContains(wire, "redis.call('get', KEYS[1])"));
+  EXPECT_TRUE(absl::StrContains(wire, "'PX', ARGV[1]"));
 }
 
 TEST(MessageCodecTest, StreamEntriesBecomeMessagesTimedByTheirId) {

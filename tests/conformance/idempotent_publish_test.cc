@@ -1,0 +1,67 @@
+// The broker conformance suite, DESIGN.md §2 stated with exact counts for
+// every backend: idempotent publish. A message whose dedup_id was stored
+// within the topic's dedup window is answered with the first one's message
+// id and not stored again. See conformance_backend.h for how a backend
+// joins.
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/conformance/conformance_helpers.h"
+#include "tests/conformance/conformance_suite.h"
+
+namespace switchboard::testing {
+namespace {
+
+using broker::OutgoingMessage;
+using ::testing::ElementsAre;
+
+OutgoingMessage WithDedupId(std::string payload, std::string dedup_id,
+                            std::string ordering_key = "") {
+  OutgoingMessage message;
+  message.payload = std::move(payload);
+  message.ordering_key = std::move(ordering_key);
+  message.dedup_id = std::move(dedup_id);
+  return message;
+}
+
+TEST_P(BrokerConformanceTest, ARepeatedDedupIdIsStoredOnceAndAnsweredWithTheFirstId) {
+  const std::vector<std::string> first =
+      Publish("jobs", {WithDedupId("a", "d1"), WithDedupId("b", "d2"),
+                       WithDedupId("a, in the same batch", "d1"), WithDedupId("k", "d3", "key")});
+  ASSERT_EQ(first.size(), 4u);
+  EXPECT_EQ(first[2], first[0]);
+  EXPECT_NE(first[1], first[0]);
+  // A retry of the whole batch, and a message without an id.
+  const std::vector<std::string> retried =
+      Publish("jobs", {WithDedupId("a, retried", "d1"), WithDedupId("b, retried", "d2"),
+                       WithDedupId("k, retried", "d3", "key"), WithDedupId("c", "")});
+  ASSERT_EQ(retried.size(), 4u);
+  EXPECT_EQ(retried[0], first[0]);
+  EXPECT_EQ(retried[1], first[1]);
+  EXPECT_EQ(retried[2], first[3]);
+  // Dedup ids are per topic.
+  const std::vector<std::string> elsewhere = Publish("fragile", {WithDedupId("x", "d1")});
+  ASSERT_EQ(elsewhere.size(), 1u);
+
+  RecordingConsumerSink sink;
+  auto session = Consume("jobs", "g", sink, 10);
+  ASSERT_TRUE(sink.WaitForCount(4));
+  Quiesce();
+  std::vector<std::string> payloads;
+  for (const broker::Delivery& delivery : sink.deliveries()) {
+    payloads.push_back(delivery.message.payload);
+  }
+  std::sort(payloads.begin(), payloads.end());
+  EXPECT_THAT(payloads, ElementsAre("a", "b", "c", "k"));
+  RecordingConsumerSink other;
+  auto other_session = Consume("fragile", "g", other, 10);
+  ASSERT_TRUE(other.WaitForCount(1));
+  EXPECT_EQ(other.deliveries()[0].message.payload, "x");
+}
+
+}  // namespace
+}  // namespace switchboard::testing

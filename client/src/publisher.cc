@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <deque>
+#include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -21,14 +23,29 @@ struct QueuedMessage {
   v1::OutgoingMessage message;
   MessageIdPromise promise;
   std::size_t bytes = 0;
+  int sent = 0;  // Requests it went out in before (failed, outcome unknown).
 };
 
-// The futures of one PublishStream request, in message order, and the bytes
-// its messages hold of max_outstanding_bytes.
+// One PublishStream request: its messages (kept for a retry) and their
+// futures, in order, and the bytes its messages hold of
+// max_outstanding_bytes.
 struct Request {
-  std::vector<MessageIdPromise> promises;
+  std::vector<QueuedMessage> messages;
   std::size_t bytes = 0;
 };
+
+// A request whose stream broke or timed out may have been stored: these are
+// retried (with their dedup ids); any other failure is the server's answer.
+bool OutcomeUnknown(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+         absl::IsCancelled(status);
+}
+
+// A prefix unique to one Publisher for the dedup ids it assigns.
+std::string RandomDedupPrefix() {
+  std::random_device random;
+  return absl::StrCat(absl::Hex((uint64_t{random()} << 32) ^ random(), absl::kZeroPad16));
+}
 
 // Requests that no stream took, with the reason: resolved once the lock is
 // released.
@@ -49,6 +66,7 @@ class Publisher::Impl {
       : client_(client),
         topic_(std::move(topic)),
         options_(AtLeastOneInFlight(options)),
+        dedup_prefix_(RandomDedupPrefix()),
         stream_(std::make_unique<PublishStream>(client)) {}
 
   ~Impl() {
@@ -81,6 +99,9 @@ class Publisher::Impl {
       }
       ++outstanding_messages_;
       outstanding_bytes_ += bytes;
+      if (options_.max_attempts > 1 && message.dedup_id().empty()) {
+        message.set_dedup_id(absl::StrCat(dedup_prefix_, "-", next_dedup_id_++));
+      }
       queue_.push_back(QueuedMessage{std::move(message), std::move(promise), bytes});
       SendQueuedLocked(unsent);
       ended.swap(ended_streams_);
@@ -110,9 +131,10 @@ class Publisher::Impl {
       auto request = std::make_shared<Request>();
       do {
         QueuedMessage& next = queue_.front();
-        messages.push_back(std::move(next.message));
-        request->promises.push_back(std::move(next.promise));
+        // A copy when a retry may need the message again.
+        messages.push_back(options_.max_attempts > 1 ? next.message : std::move(next.message));
         request->bytes += next.bytes;
+        request->messages.push_back(std::move(next));
         queue_.pop_front();
       } while (!queue_.empty() && messages.size() < options_.max_batch_messages &&
                request->bytes + queue_.front().bytes <= options_.max_batch_bytes);
@@ -148,14 +170,33 @@ class Publisher::Impl {
   // A request's answer. Its slot stays taken until every future of it is
   // resolved: threads woken by those futures publish meanwhile, and their
   // messages leave together in the next request rather than the first alone.
+  //
+  // A request whose outcome is unknown (its stream broke, or it timed out)
+  // goes again, first in the queue, for the messages that have attempts
+  // left: they carry dedup ids, so whatever the first attempt stored is not
+  // stored twice.
   void OnAnswered(Request& request, absl::StatusOr<std::vector<std::string>> ids)
       ABSL_LOCKS_EXCLUDED(mu_) {
+    Request retried;
+    if (!ids.ok() && OutcomeUnknown(ids.status())) {
+      Request failed;
+      for (QueuedMessage& message : request.messages) {
+        Request& to = ++message.sent < options_.max_attempts ? retried : failed;
+        to.bytes += message.bytes;
+        to.messages.push_back(std::move(message));
+      }
+      request = std::move(failed);
+    }
     SetValues(request, std::move(ids));
     Unsent unsent;
     {
       absl::MutexLock lock(&mu_);
       --in_flight_requests_;
       ReleaseLocked(request);
+      for (auto message = retried.messages.rbegin(); message != retried.messages.rend();
+           ++message) {
+        queue_.push_front(std::move(*message));
+      }
       SendQueuedLocked(unsent);
     }
     FailUnsent(unsent);
@@ -172,30 +213,32 @@ class Publisher::Impl {
 
   // Resolves every future of `request`, each with its id or with the error.
   static void SetValues(Request& request, absl::StatusOr<std::vector<std::string>> ids) {
-    if (ids.ok() && ids->size() != request.promises.size()) {
+    if (ids.ok() && ids->size() != request.messages.size()) {
       ids = absl::InternalError(absl::StrCat("the server returned ", ids->size(), " ids for ",
-                                             request.promises.size(), " messages"));
+                                             request.messages.size(), " messages"));
     }
-    for (std::size_t i = 0; i < request.promises.size(); ++i) {
+    for (std::size_t i = 0; i < request.messages.size(); ++i) {
       if (ids.ok()) {
-        request.promises[i].set_value(std::move((*ids)[i]));
+        request.messages[i].promise.set_value(std::move((*ids)[i]));
       } else {
-        request.promises[i].set_value(ids.status());
+        request.messages[i].promise.set_value(ids.status());
       }
     }
   }
 
   // Frees the outstanding room of a resolved request.
   void ReleaseLocked(const Request& request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    outstanding_messages_ -= request.promises.size();
+    outstanding_messages_ -= request.messages.size();
     outstanding_bytes_ -= request.bytes;
   }
 
   const Client& client_;
   const std::string topic_;
   const PublisherOptions options_;
+  const std::string dedup_prefix_;  // Of the dedup ids this publisher assigns.
 
   absl::Mutex mu_;
+  uint64_t next_dedup_id_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<QueuedMessage> queue_ ABSL_GUARDED_BY(mu_);
   std::size_t in_flight_requests_ ABSL_GUARDED_BY(mu_) = 0;
   std::size_t outstanding_messages_ ABSL_GUARDED_BY(mu_) = 0;

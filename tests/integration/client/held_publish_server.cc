@@ -43,6 +43,12 @@ std::vector<std::vector<std::string>> HeldPublishServer::Requests() const {
   return requests_;
 }
 
+std::vector<std::string> HeldPublishServer::DedupIdsOf(const std::string& payload) const {
+  absl::MutexLock lock(&mu_);
+  auto found = dedup_ids_.find(payload);
+  return found == dedup_ids_.end() ? std::vector<std::string>() : found->second;
+}
+
 std::vector<std::size_t> HeldPublishServer::RequestSizes() const {
   absl::MutexLock lock(&mu_);
   std::vector<std::size_t> sizes;
@@ -84,6 +90,7 @@ grpc::Status HeldPublishServer::PublishStream(grpc::ServerContext* context, Stre
     std::vector<std::string>& payloads = requests_.emplace_back();
     for (const v1::OutgoingMessage& message : request.messages()) {
       payloads.push_back(message.payload());
+      dedup_ids_[message.payload()].push_back(message.dedup_id());
     }
     held_.push_back(HeldRequest{stream, request.request_id(), payloads.size()});
     if (answer_at_once_) AnswerOldestLocked(absl::OkStatus());

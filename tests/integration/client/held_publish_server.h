@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,9 @@ class HeldPublishServer final : public v1::Broker::Service {
 
   // The payloads of every request that arrived, in arrival order.
   std::vector<std::vector<std::string>> Requests() const;
+
+  // The dedup id of each time a message with `payload` arrived.
+  std::vector<std::string> DedupIdsOf(const std::string& payload) const;
 
   // The messages of each request that arrived, in arrival order.
   std::vector<std::size_t> RequestSizes() const;
@@ -78,6 +82,7 @@ class HeldPublishServer final : public v1::Broker::Service {
 
   mutable absl::Mutex mu_;
   std::vector<std::vector<std::string>> requests_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<std::string>> dedup_ids_ ABSL_GUARDED_BY(mu_);
   std::deque<HeldRequest> held_ ABSL_GUARDED_BY(mu_);
   std::vector<grpc::ServerContext*> open_ ABSL_GUARDED_BY(mu_);
   int streams_opened_ ABSL_GUARDED_BY(mu_) = 0;

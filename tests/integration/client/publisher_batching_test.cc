@@ -168,23 +168,61 @@ TEST_F(PublisherBatchingTest, AFailedRequestFailsExactlyItsOwnMessages) {
   EXPECT_EQ(published[1].get().value(), "2");
 }
 
-TEST_F(PublisherBatchingTest, ABrokenStreamFailsWhatWasInFlightAndTheQueueGoesOnANewStream) {
+TEST_F(PublisherBatchingTest, ABrokenStreamRetriesWhatWasInFlightFirstWithItsDedupIds) {
   Publisher& publisher = Start(InFlightAtMost(1));
   std::vector<IdFuture> in_flight = PublishRange(0, 0);
   ASSERT_TRUE(server_.AwaitRequests(1));
   std::vector<IdFuture> queued = PublishRange(1, 3);
   server_.EndStreams();
+  // The message whose outcome is unknown goes again, ahead of the queue.
   ASSERT_TRUE(server_.AwaitRequests(2));
   server_.AnswerOldest();
-  EXPECT_THAT(in_flight[0].get(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_TRUE(in_flight[0].get().ok());
   for (IdFuture& future : queued) EXPECT_TRUE(future.get().ok());
-  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 3));
+  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 4));
+  EXPECT_EQ(server_.Requests()[1][0], Name(0));
   EXPECT_EQ(server_.streams_opened(), 2);
+  // Both attempts carried the same dedup id, one the publisher assigned.
+  const std::vector<std::string> attempts = server_.DedupIdsOf(Name(0));
+  ASSERT_EQ(attempts.size(), 2u);
+  EXPECT_FALSE(attempts[0].empty());
+  EXPECT_EQ(attempts[1], attempts[0]);
+  EXPECT_NE(server_.DedupIdsOf(Name(1)).at(0), attempts[0]);
   // The ended stream is released by this thread; the publisher goes on.
   IdFuture after = publisher.Publish(Message("after"));
   ASSERT_TRUE(server_.AwaitRequests(3));
   server_.AnswerOldest();
   EXPECT_TRUE(after.get().ok());
+}
+
+TEST_F(PublisherBatchingTest, AMessageFailsOnceItWentOutMaxAttemptsTimes) {
+  PublisherOptions options = InFlightAtMost(1);
+  options.max_attempts = 2;
+  Start(options);
+  std::vector<IdFuture> doomed = PublishRange(0, 0);
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  server_.EndStreams();
+  ASSERT_TRUE(server_.AwaitRequests(2));
+  server_.EndStreams();
+  EXPECT_THAT(doomed[0].get(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(server_.RequestSizes().size(), 2u);
+  // An answer from the server is never retried.
+  std::vector<IdFuture> refused = PublishRange(1, 1);
+  ASSERT_TRUE(server_.AwaitRequests(3));
+  server_.AnswerOldest(absl::InvalidArgumentError("topic: no such thing"));
+  EXPECT_THAT(refused[0].get(), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(server_.RequestSizes().size(), 3u);
+}
+
+TEST_F(PublisherBatchingTest, WithOneAttemptNothingIsRetriedAndNoDedupIdIsAssigned) {
+  PublisherOptions options = InFlightAtMost(1);
+  options.max_attempts = 1;
+  Start(options);
+  std::vector<IdFuture> in_flight = PublishRange(0, 0);
+  ASSERT_TRUE(server_.AwaitRequests(1));
+  server_.EndStreams();
+  EXPECT_THAT(in_flight[0].get(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_THAT(server_.DedupIdsOf(Name(0)), ElementsAre(""));
 }
 
 TEST_F(PublisherBatchingTest, QueuedMessagesCountAgainstTheOutstandingBounds) {

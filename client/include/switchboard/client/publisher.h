@@ -23,9 +23,15 @@
 // message larger than the byte bound is still accepted when nothing else is
 // outstanding.)
 //
-// Failures are not retried: a request that fails (a bad topic, or a stream
-// that broke) resolves each of its futures with that status; what is still
-// queued goes on a new stream.
+// Retries: a request whose outcome is unknown (its stream broke, the server
+// went away, or it timed out: CANCELLED, UNAVAILABLE, DEADLINE_EXCEEDED) is
+// sent again, first, on a new stream, until each message went out
+// `max_attempts` times. Every message without a dedup_id gets one (this
+// publisher's random prefix and a sequence number), so a retry of a message
+// the server had stored is answered with the first id and stored once (within
+// the topic's dedup window). Any other failure (a bad topic, a limit) is the
+// server's answer and resolves the request's futures with it; what is still
+// queued goes on.
 //
 // Threads: Publish() and Flush() are thread-safe and never wait for the
 // server. The Publisher has no thread of its own: requests leave from the
@@ -57,6 +63,10 @@ struct PublisherOptions {
   // bytes (serialized messages; a single larger message goes alone).
   std::size_t max_batch_messages = 100;
   std::size_t max_batch_bytes = 512 * 1024;
+
+  // How many times a message may go out when the outcome of its request is
+  // unknown (see Retries above); 1: never again, and no dedup ids assigned.
+  int max_attempts = 3;
 
   // Bounds on messages accepted by Publish() and not yet answered.
   std::size_t max_outstanding_messages = 10000;

@@ -23,6 +23,8 @@ case "${1:-}" in
       "${runtime_packages[@]}"
       # Toolchain.
       build-essential cmake ninja-build pkg-config clang-format git ca-certificates
+      # libFuzzer (fuzz/): clang and its runtime libraries.
+      clang libclang-rt-dev
       # Libraries.
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
       libabsl-dev libhiredis-dev libcurl4-openssl-dev prometheus-cpp-dev

@@ -5,8 +5,11 @@
 #   1. RelWithDebInfo: unit + integration tests (real redis-server / nginx
 #      started by the tests on loopback ports picked at run time);
 #   2. ASan+UBSan: the same tests;
-#   3. TSan: the test binaries that do not link gRPC (core, conformance).
-# Slow soak and benchmark runs are not here: see tests/perf/.
+#   3. TSan: the test binaries that do not link gRPC (core, conformance);
+# then runs each libFuzzer target of fuzz/ (clang, ASan+UBSan) for
+# FUZZ_SECONDS (default 10) from its checked-in corpus.
+# Slow soak, long fuzzing and benchmark runs are not here: see tests/perf/
+# and fuzz/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -54,5 +57,27 @@ export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 build build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSWITCHBOARD_SANITIZE=thread -- \
   core_tests conformance_tests
 run_ctest build/tsan -L unit
+
+stage "fuzz (libFuzzer, each target ${FUZZ_SECONDS:-10} s from its corpus)"
+# fuzz_config is built but not run here: it finds inputs on which yaml-cpp
+# itself takes seconds (fuzz/README.md).
+fuzzers=(fuzz_json_rpc fuzz_redis_reply fuzz_retry_after fuzz_url_mask)
+build build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+  -DCMAKE_CXX_COMPILER=clang++ -DSWITCHBOARD_FUZZ=ON -DSWITCHBOARD_BUILD_TESTS=OFF -- \
+  fuzz_config "${fuzzers[@]}"
+for fuzzer in "${fuzzers[@]}"; do
+  # New inputs go to a scratch directory, never into the checked-in corpus.
+  scratch=$(mktemp -d)
+  log=$scratch/log
+  if ! build/fuzz/fuzz/"$fuzzer" -max_total_time="${FUZZ_SECONDS:-10}" -timeout=10 \
+    -rss_limit_mb=2048 -print_final_stats=1 "$scratch" fuzz/corpus/"${fuzzer#fuzz_}" \
+    >"$log" 2>&1; then
+    cat "$log"
+    echo "$fuzzer failed: the input is in the log above (crash-* / leak-* / timeout-*)" >&2
+    exit 1
+  fi
+  echo "$fuzzer: $(grep -m1 -o 'Done [0-9]* runs in [0-9]* second(s)' "$log")"
+  rm -rf "$scratch"
+done
 
 stage "all tests passed"

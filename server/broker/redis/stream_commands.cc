@@ -175,7 +175,9 @@ std::optional<int64_t> GroupLag(const Reply& reply, absl::string_view group) {
 std::optional<absl::Time> DelayEnd(const absl::StatusOr<Reply>& reply) {
   if (!reply.ok() || !reply->is_string()) return std::nullopt;
   double ms = 0;
-  if (!absl::SimpleAtod(reply->str, &ms)) return std::nullopt;
+  // Anything but a plausible Unix time in ms (not a number, or out of
+  // int64's range) is no recorded delay.
+  if (!absl::SimpleAtod(reply->str, &ms) || !(ms >= 0 && ms < 9.2e18)) return std::nullopt;
   return absl::FromUnixMillis(static_cast<int64_t>(ms));
 }
 

@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -163,12 +165,23 @@ class MetricsEndpoint::Server {
     if (absl::StartsWith(request_line, "GET /metrics ") ||
         absl::StartsWith(request_line, "GET /metrics?")) {
       Answer(connection, Response("200 OK", "text/plain; version=0.0.4; charset=utf-8",
-                                  prometheus::TextSerializer().Serialize(registry_->Collect())));
+                                  prometheus::TextSerializer().Serialize(Collect())));
     } else if (absl::StartsWith(request_line, "GET ")) {
       Answer(connection, Response("404 Not Found", "text/plain", "only /metrics is served\n"));
     } else {
       Answer(connection, Response("405 Method Not Allowed", "text/plain", "only GET\n"));
     }
+  }
+
+  // The registry's families, then the collectables'.
+  std::vector<prometheus::MetricFamily> Collect() const {
+    std::vector<prometheus::MetricFamily> families = registry_->Collect();
+    for (const std::shared_ptr<prometheus::Collectable>& collectable : options_.collectables) {
+      std::vector<prometheus::MetricFamily> more = collectable->Collect();
+      families.insert(families.end(), std::make_move_iterator(more.begin()),
+                      std::make_move_iterator(more.end()));
+    }
+    return families;
   }
 
   // Writes `response`. Once it is sent the server shuts its side down and

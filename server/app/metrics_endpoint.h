@@ -19,9 +19,11 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "prometheus/collectable.h"
 #include "prometheus/registry.h"
 #include "server/event/dispatcher_impl.h"
 
@@ -34,10 +36,13 @@ class MetricsEndpoint {
     size_t max_connections = 512;
     absl::Duration request_timeout = absl::Seconds(5);
     size_t max_request_bytes = 8192;
+    // Served after the registry's families, each collected at every scrape
+    // on the dispatcher thread (the process metrics).
+    std::vector<std::shared_ptr<prometheus::Collectable>> collectables;
   };
 
-  // Listens on `options.listen` and serves `registry`. UNAVAILABLE when it
-  // cannot listen.
+  // Listens on `options.listen` and serves `registry` (and
+  // `options.collectables`). UNAVAILABLE when it cannot listen.
   static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(
       event::DispatcherImpl& dispatcher, Options options,
       std::shared_ptr<prometheus::Registry> registry);

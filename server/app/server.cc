@@ -11,14 +11,22 @@
 #include <cstdio>
 #include <exception>
 #include <limits>
+#include <memory>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "google/protobuf/descriptor.h"
+#include "grpc/health/v1/health.pb.h"
+#include "grpc/reflection/v1/reflection.pb.h"
+#include "server/app/grpc_request_interceptor.h"
+#include "server/app/grpc_request_metrics.h"
 #include "server/app/metrics_endpoint.h"
 #include "server/auth/client_registry.h"
 #include "server/broker/broker_metrics.h"
@@ -35,6 +43,7 @@
 #include "server/http/http_pool_impl.h"
 #include "server/http/sharded_http_pool.h"
 #include "server/metrics/metrics.h"
+#include "server/metrics/process_metrics.h"
 #include "server/ratelimit/client_quotas.h"
 #include "server/ratelimit/global_limit_metrics.h"
 #include "server/ratelimit/global_limiter.h"
@@ -43,6 +52,8 @@
 #include "server/service/rpc_service.h"
 #include "server/upstream/upstream_metrics.h"
 #include "server/upstream/upstreams.h"
+#include "switchboard/v1/broker.pb.h"
+#include "switchboard/v1/rpc.pb.h"
 
 namespace switchboard::app {
 namespace {
@@ -63,6 +74,28 @@ constexpr absl::Duration kFleetReconnectMax = absl::Seconds(1);
 // this many (past it, libcurl's work per call is no longer what limits).
 constexpr uint32_t kMaxDefaultUpstreamThreads = 8;
 
+// Every method the server serves, by full name: those of the services these
+// files declare (Broker, Rpc, Health, reflection v1), and that of gRPC's own
+// reflection v1alpha, whose descriptors this build does not include.
+std::vector<GrpcRequestMetrics::Method> ServedMethods() {
+  std::vector<GrpcRequestMetrics::Method> methods = {
+      {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", /*unary=*/false}};
+  for (const google::protobuf::FileDescriptor* file :
+       {v1::PublishRequest::descriptor()->file(), v1::CallRequest::descriptor()->file(),
+        grpc::health::v1::HealthCheckRequest::descriptor()->file(),
+        grpc::reflection::v1::ServerReflectionRequest::descriptor()->file()}) {
+    for (int i = 0; i < file->service_count(); ++i) {
+      const google::protobuf::ServiceDescriptor& service = *file->service(i);
+      for (int j = 0; j < service.method_count(); ++j) {
+        const google::protobuf::MethodDescriptor& method = *service.method(j);
+        methods.push_back({absl::StrCat("/", service.full_name(), "/", method.name()),
+                           !method.client_streaming() && !method.server_streaming()});
+      }
+    }
+  }
+  return methods;
+}
+
 uint32_t UpstreamThreads(const config::v1::Server& server) {
   if (server.upstream_threads() > 0) return server.upstream_threads();
   return std::clamp<uint32_t>(std::thread::hardware_concurrency(), 1, kMaxDefaultUpstreamThreads);
@@ -80,7 +113,9 @@ class ServerImpl final : public Server {
                      ? std::numeric_limits<uint32_t>::max()
                      : config.limits().max_streams_per_client(),
                  config.limits().max_streams()),
-        drain_timeout_(absl::Milliseconds(config.server().drain_timeout_ms())) {}
+        drain_timeout_(absl::Milliseconds(config.server().drain_timeout_ms())) {
+    metrics::ExportBuildInfo(*metrics_.registry(), SWITCHBOARD_VERSION);
+  }
 
   ~ServerImpl() override { Shutdown(); }
 
@@ -104,6 +139,7 @@ class ServerImpl final : public Server {
                                                        lease_service_.get());
     MetricsEndpoint::Options metrics_options;
     metrics_options.listen = config_.server().metrics_listen();
+    metrics_options.collectables.push_back(std::make_shared<metrics::ProcessCollector>());
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
         MetricsEndpoint::Start(metrics_dispatcher_, metrics_options, metrics_.registry());
     if (!endpoint.ok()) {
@@ -129,6 +165,11 @@ class ServerImpl final : public Server {
                              &grpc_port_);
     builder.SetMaxReceiveMessageSize(static_cast<int>(
         std::max<uint64_t>(kMinReceiveMessageBytes, limits.max_message_bytes + (64 << 10))));
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(
+        MakeGrpcRequestInterceptorFactory(request_metrics_, common::RealClock::Get()));
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
     builder.RegisterService(broker_service_.get());
     builder.RegisterService(rpc_service_.get());
     service::AddReflectionV1(builder);  // Beside gRPC's v1alpha.
@@ -414,6 +455,7 @@ class ServerImpl final : public Server {
 
   const config::Config config_;
   metrics::Metrics metrics_;
+  GrpcRequestMetrics request_metrics_{metrics_, ServedMethods()};
   // The observers of each component, reporting to metrics_.
   broker::BrokerMetrics broker_metrics_{metrics_};
   broker::redis::RedisMetrics redis_metrics_{metrics_};

@@ -5,15 +5,17 @@
 // observer interface it owns, and the adapter from that interface to
 // Prometheus lives beside it (broker/broker_metrics.h,
 // broker/redis/redis_metrics.h, upstream/upstream_metrics.h,
-// ratelimit/global_limit_metrics.h, fleet/fleet_metrics.h), registering its
-// own families here. Owned by the server (server/app); the service layer uses
-// the per-topic counters and the stream gauges directly.
+// ratelimit/global_limit_metrics.h, fleet/fleet_metrics.h,
+// app/grpc_request_metrics.h), registering its own families here. Owned by
+// the server (server/app); the service layer uses the per-topic counters and
+// the stream gauges directly.
 //
 // Label sets are bounded on purpose: label values that come from requests
 // (topics, groups, patterns, JSON-RPC methods) are capped at
 // `max_topic_labels` distinct values each (LabelCap); later ones are
 // counted under "__other__" or not reported, and the cap is itself exported
-// as a gauge. Every family is named `switchboard_*`.
+// as a gauge. Every family is named `switchboard_*`, but for the standard
+// process_* ones of process_metrics.h.
 //
 // Hot paths hold the Counter references of a TopicMetrics (one lookup per
 // stream or per publish call, never per message). Thread-safe.

@@ -686,7 +686,8 @@ def registered_families():
 
 class DashboardTest(unittest.TestCase):
     """deploy/grafana/switchboard.json queries only metrics switchboard
-    exports, each the way its type wants."""
+    exports (its own and the standard process_* ones), each the way its type
+    wants."""
 
     # What an operator must see; a panel going missing fails here.
     REQUIRED = [
@@ -702,6 +703,9 @@ class DashboardTest(unittest.TestCase):
         "switchboard_global_limit_tokens_leased_total",
         "switchboard_global_limit_tokens_returned_total",
         "switchboard_global_limit_lease_round_trips_total",
+        "switchboard_grpc_requests_total", "switchboard_grpc_request_duration_seconds",
+        "switchboard_build_info", "process_cpu_seconds_total", "process_resident_memory_bytes",
+        "process_open_fds", "process_max_fds",
     ]
 
     @classmethod
@@ -726,7 +730,10 @@ class DashboardTest(unittest.TestCase):
             finally:
                 server.stop()
         cls.exported = dict(re.findall(r"^# TYPE (switchboard_\w+) (\w+)$", text, re.M))
-        cls.families = dict(registered_families(), **cls.exported)
+        # The process families are collected at scrape time
+        # (server/metrics/process_metrics.cc), so only the page shows them.
+        cls.process = dict(re.findall(r"^# TYPE (process_\w+) (\w+)$", text, re.M))
+        cls.families = dict(registered_families(), **cls.exported, **cls.process)
 
     def expressions(self):
         exprs = []
@@ -755,7 +762,7 @@ class DashboardTest(unittest.TestCase):
     def test_metric_names_and_functions(self):
         used = set()
         for title, expr in self.expressions():
-            for match in re.finditer(r"\bswitchboard_\w+", expr):
+            for match in re.finditer(r"\b(?:switchboard|process)_\w+", expr):
                 name = match.group(0)
                 before = expr[:match.start()].rstrip()
                 family = name

@@ -143,6 +143,27 @@ upstreams:
                          R"(switchboard_upstream_queue_wait_seconds_count{upstream="provider"})",
                          kPatientCalls),
               IsOkAndHolds(kPatientCalls));
+  // The gRPC server's own view (RED), and the process.
+  EXPECT_THAT(
+      QueryUntil(**prometheus,
+                 R"(switchboard_grpc_requests_total{method="/switchboard.v1.Broker/Publish",)"
+                 R"(code="OK"})",
+                 1),
+      IsOkAndHolds(1));
+  EXPECT_THAT(QueryUntil(**prometheus,
+                         R"(switchboard_grpc_requests_total{method="/switchboard.v1.Rpc/Call",)"
+                         R"(code="OK"})",
+                         kPatientCalls),
+              IsOkAndHolds(kPatientCalls));
+  EXPECT_THAT(QueryUntil(**prometheus,
+                         R"(switchboard_grpc_request_duration_seconds_count{)"
+                         R"(method="/switchboard.v1.Broker/Publish"})",
+                         1),
+              IsOkAndHolds(1));
+  EXPECT_THAT(QueryUntil(**prometheus, R"(count(process_resident_memory_bytes > 0))", 1),
+              IsOkAndHolds(1));
+  EXPECT_THAT(QueryUntil(**prometheus, R"(count(switchboard_build_info == 1))", 1),
+              IsOkAndHolds(1));
   RecordProperty("refused", refused);
   consume_context.TryCancel();
 }

@@ -1,5 +1,5 @@
-// What a Prometheus registry exports, read back for the metrics tests:
-// the series of a family, their labels, a gauge's value.
+// What a Prometheus registry (or another Collectable) exports, read back for
+// the metrics tests: the series of a family, their labels, a gauge's value.
 #pragma once
 
 #include <map>
@@ -7,13 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 
 namespace switchboard::metrics::testing {
 
 // The collected series of `family`.
-inline std::vector<prometheus::ClientMetric> Collect(const prometheus::Registry& registry,
+inline std::vector<prometheus::ClientMetric> Collect(const prometheus::Collectable& registry,
                                                      const std::string& family) {
   for (const prometheus::MetricFamily& collected : registry.Collect()) {
     if (collected.name == family) return collected.metric;

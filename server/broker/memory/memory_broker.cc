@@ -207,11 +207,15 @@ class MemoryBroker::State {
           absl::StrCat("messages[].dedup_id: the memory broker remembers ", dedup_.size(),
                        " dedup ids within their windows, its limit of ", dedup_.max_entries()));
     }
+    // A new topic's stream is made only to count: existing topics (every
+    // publish but a topic's first) allocate nothing here.
     auto existing = durable_topics_.find(topic_name);
-    const memory::Stream empty(policy.max_len, policy.max_bytes);
-    const memory::Stream& stream =
-        existing != durable_topics_.end() ? existing->second.stream : empty;
-    const uint64_t after = retained_bytes_ - stream.bytes() + stream.BytesAfterAppending(sizes);
+    const uint64_t after =
+        existing != durable_topics_.end()
+            ? retained_bytes_ - existing->second.stream.bytes() +
+                  existing->second.stream.BytesAfterAppending(sizes)
+            : retained_bytes_ +
+                  memory::Stream(policy.max_len, policy.max_bytes).BytesAfterAppending(sizes);
     if (after > limits_.max_memory_bytes) {
       observer_.OnRetained(retained_bytes_, durable_topics_.size());
       return absl::ResourceExhaustedError(absl::StrCat(

@@ -54,6 +54,8 @@ struct OutgoingMessage {
 inline constexpr size_t kMaxOrderingKeyBytes = 256;
 // The longest dedup id, in bytes.
 inline constexpr size_t kMaxDedupIdBytes = 128;
+// The most attributes one message may carry (as Google Pub/Sub's).
+inline constexpr size_t kMaxAttributes = 100;
 
 // A stored or delivered message.
 struct Message {

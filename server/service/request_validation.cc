@@ -59,6 +59,11 @@ absl::StatusOr<std::vector<broker::OutgoingMessage>> ValidatePublishBatch(
   for (int i = 0; i < messages.size(); ++i) {
     const v1::OutgoingMessage& message = messages[i];
     const uint64_t payload_bytes = message.payload().size();
+    if (static_cast<size_t>(message.attributes().size()) > broker::kMaxAttributes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("messages[", i, "].attributes: ", message.attributes().size(),
+                       " attributes exceed the limit of ", broker::kMaxAttributes));
+    }
     uint64_t attribute_bytes = 0;
     for (const auto& [key, value] : message.attributes()) {
       if (key.empty()) {

@@ -63,5 +63,24 @@ TEST_P(BrokerConformanceTest, ARepeatedDedupIdIsStoredOnceAndAnsweredWithTheFirs
   EXPECT_EQ(other.deliveries()[0].message.payload, "x");
 }
 
+TEST_P(BrokerConformanceTest, MessagesWithAndWithoutDedupIdsKeepTheirPublishOrder) {
+  const std::vector<std::string> ids =
+      Publish("jobs", {WithDedupId("1", "d1"), WithDedupId("2", "d2"), WithDedupId("3", ""),
+                       WithDedupId("4", "d4"), WithDedupId("5", ""), WithDedupId("6", "")});
+  ASSERT_EQ(ids.size(), 6u);
+
+  RecordingConsumerSink sink;
+  auto session = Consume("jobs", "g", sink, 10);
+  ASSERT_TRUE(sink.WaitForCount(6));
+  std::vector<std::string> payloads;
+  std::vector<std::string> delivered_ids;
+  for (const broker::Delivery& delivery : sink.deliveries()) {
+    payloads.push_back(delivery.message.payload);
+    delivered_ids.push_back(delivery.message.id);
+  }
+  EXPECT_THAT(payloads, ElementsAre("1", "2", "3", "4", "5", "6"));
+  EXPECT_EQ(delivered_ids, ids);
+}
+
 }  // namespace
 }  // namespace switchboard::testing

@@ -62,16 +62,26 @@ void AddFields(const OutgoingMessage& message, Command& command) {
   }
 }
 
-// Appends the entry unless the dedup key exists, atomically: a dedup id is
-// stored once across replicas. Replies with the message id, the first one's
-// for a duplicate.
+// Appends each message unless its dedup key exists, atomically: a dedup id
+// is stored once across replicas. KEYS: per message, its stream and its dedup
+// key. ARGV: the window in ms, the MAXLEN, then per message its id suffix,
+// its field count and its fields. Replies with the message ids, the first
+// one's for a duplicate (within the batch too).
 constexpr char kDedupAppendScript[] =
-    "local first = redis.call('get', KEYS[1]) "
-    "if first then return first end "
-    "local id = redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4)) "
-    "local message_id = id .. ARGV[3] "
-    "redis.call('set', KEYS[1], message_id, 'PX', ARGV[1]) "
-    "return message_id";
+    "local ids = {} "
+    "local arg = 3 "
+    "for i = 1, #KEYS, 2 do "
+    "  local id = redis.call('get', KEYS[i + 1]) "
+    "  local fields = tonumber(ARGV[arg + 1]) "
+    "  if not id then "
+    "    id = redis.call('xadd', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', "
+    "                    unpack(ARGV, arg + 2, arg + 1 + fields)) .. ARGV[arg] "
+    "    redis.call('set', KEYS[i + 1], id, 'PX', ARGV[1]) "
+    "  end "
+    "  ids[#ids + 1] = id "
+    "  arg = arg + 2 + fields "
+    "end "
+    "return ids";
 
 }  // namespace
 
@@ -88,15 +98,23 @@ std::string DedupKey(absl::string_view topic, absl::string_view dedup_id) {
   return absl::StrCat("switchboard:dedup:", topic, "/", dedup_id);
 }
 
-Command DedupAppendCommand(absl::string_view topic, absl::string_view stream, uint64_t max_len,
-                           absl::Duration window, absl::string_view id_suffix,
-                           const OutgoingMessage& message) {
-  Command command(8 + FieldArguments(message));
-  command.Add("EVAL").Add(kDedupAppendScript).Add("2");
-  command.Add(DedupKey(topic, message.dedup_id)).Add(stream);
+Command DedupAppendCommand(absl::string_view topic, uint64_t max_len, absl::Duration window,
+                           absl::Span<const DedupAppend> appends) {
+  size_t arguments = 5;
+  for (const DedupAppend& append : appends) {
+    arguments += 4 + FieldArguments(*append.message);
+  }
+  Command command(arguments);
+  command.Add("EVAL").Add(kDedupAppendScript).Add(static_cast<int64_t>(2 * appends.size()));
+  for (const DedupAppend& append : appends) {
+    command.Add(append.stream).Add(DedupKey(topic, append.message->dedup_id));
+  }
   command.Add(std::max<int64_t>(1, absl::ToInt64Milliseconds(window)));
-  command.Add(static_cast<int64_t>(max_len)).Add(id_suffix);
-  AddFields(message, command);
+  command.Add(static_cast<int64_t>(max_len));
+  for (const DedupAppend& append : appends) {
+    command.Add(append.id_suffix).Add(static_cast<int64_t>(FieldArguments(*append.message)));
+    AddFields(*append.message, command);
+  }
   return command;
 }
 

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "server/broker/broker.h"
 #include "server/broker/redis/command.h"
 #include "server/broker/redis/reply.h"
@@ -32,14 +33,23 @@ Command StreamAppendCommand(absl::string_view topic, uint64_t max_len, absl::str
 // stored as, for the topic's dedup window.
 std::string DedupKey(absl::string_view topic, absl::string_view dedup_id);
 
-// Appends `message` (which has a dedup_id) to `stream` of `topic` as
-// StreamAppendCommand does with id "*", unless DedupKey() exists: one Lua
-// script, so the check and the append are atomic across replicas. Replies
-// with the message id (the entry id + `id_suffix`), the first one's for a
-// duplicate; the key lives `window`.
-Command DedupAppendCommand(absl::string_view topic, absl::string_view stream, uint64_t max_len,
-                           absl::Duration window, absl::string_view id_suffix,
-                           const OutgoingMessage& message);
+// A message with a dedup_id for DedupAppendCommand: the stream it goes to,
+// and what its entry id needs to become its message id.
+struct DedupAppend {
+  absl::string_view stream;
+  absl::string_view id_suffix;
+  const OutgoingMessage* message;
+};
+
+// Appends each message of `appends` (each has a dedup_id) to its stream of
+// `topic`, in order, as StreamAppendCommand does with id "*", unless its
+// DedupKey() exists: one Lua script, so each check and its append are atomic
+// across replicas, and a run of messages costs one script call. Replies with
+// an array of message ids (entry id + id suffix), the first one's for a
+// duplicate; each key lives `window`. Every message has at most
+// kMaxAttributes attributes (Lua's unpack bounds a message's fields).
+Command DedupAppendCommand(absl::string_view topic, uint64_t max_len, absl::Duration window,
+                           absl::Span<const DedupAppend> appends);
 
 // The message of one stream entry as XREADGROUP, XCLAIM and XAUTOCLAIM
 // return it: [id, [field, value, ...]]. Nothing for an entry that no longer

@@ -49,6 +49,10 @@ std::string DefaultConsumerName() {
 // Topics whose average entry size a replica keeps (AverageEntryBytes).
 constexpr size_t kMaxAveragedTopics = 10000;
 
+// The messages one dedup script call appends at most: Redis runs nothing
+// else while a script runs (about 5 µs a message).
+constexpr size_t kMaxDedupAppendsPerScript = 100;
+
 // How long an ordering partition's owner key lives: five maintenance passes,
 // so that renewals may fail a few times before the owner must give it up.
 absl::Duration PartitionTtl(const RedisBrokerOptions& options) {
@@ -218,45 +222,69 @@ class RedisBroker::State {
   }
 
   // XADDs `messages` to `topic`'s streams: a keyed message to its key's
-  // partition (its id says which), a message with a dedup_id through the
-  // dedup script (stored once per dedup window, across replicas).
+  // partition (its id says which), a run of messages with dedup_ids through
+  // one dedup script call (each stored once per dedup window, across
+  // replicas). Commands keep the messages' order.
   void AppendDurable(const std::string& topic, const TopicPolicy& policy, size_t lane,
                      const std::vector<OutgoingMessage>& messages, PublishCallback done) {
     const uint64_t max_len = MaxLenWithinBytes(policy, AverageEntryBytes(topic, policy, messages));
-    std::vector<Command> commands;
-    commands.reserve(messages.size());
-    // Per message, what its entry id needs to become its message id (the
-    // dedup script replies with the whole message id).
+    std::vector<std::string> streams;
     std::vector<std::string> suffixes;
+    streams.reserve(messages.size());
     suffixes.reserve(messages.size());
     for (const OutgoingMessage& message : messages) {
-      std::string stream = topic;
-      std::string suffix;
-      if (!message.ordering_key.empty()) {
-        const uint32_t partition =
-            redis::PartitionOf(message.ordering_key, policy.ordering_partitions);
-        stream = redis::PartitionStream(topic, partition);
-        suffix = redis::PartitionedId("", partition);
-      }
-      if (message.dedup_id.empty()) {
-        commands.push_back(redis::StreamAppendCommand(stream, max_len, "*", message));
-        suffixes.push_back(std::move(suffix));
-      } else {
-        commands.push_back(redis::DedupAppendCommand(topic, stream, max_len, policy.dedup_window,
-                                                     suffix, message));
+      if (message.ordering_key.empty()) {
+        streams.push_back(topic);
         suffixes.emplace_back();
+        continue;
       }
+      const uint32_t partition =
+          redis::PartitionOf(message.ordering_key, policy.ordering_partitions);
+      streams.push_back(redis::PartitionStream(topic, partition));
+      suffixes.push_back(redis::PartitionedId("", partition));
     }
+    std::vector<Command> commands;
+    // Per command, the suffix its XADD entry id needs to become a message id,
+    // or nothing for a dedup script (its reply holds whole message ids).
+    std::vector<std::optional<std::string>> reply_suffixes;
+    std::vector<redis::DedupAppend> run;
+    auto end_run = [&] {
+      if (run.empty()) return;
+      commands.push_back(redis::DedupAppendCommand(topic, max_len, policy.dedup_window, run));
+      reply_suffixes.emplace_back();
+      run.clear();
+    };
+    for (size_t i = 0; i < messages.size(); ++i) {
+      if (messages[i].dedup_id.empty()) {
+        end_run();
+        commands.push_back(redis::StreamAppendCommand(streams[i], max_len, "*", messages[i]));
+        reply_suffixes.push_back(std::move(suffixes[i]));
+        continue;
+      }
+      run.push_back(redis::DedupAppend{streams[i], suffixes[i], &messages[i]});
+      if (run.size() == kMaxDedupAppendsPerScript) end_run();
+    }
+    end_run();
     lanes_.Send(lane, std::move(commands),
-                [done = std::move(done), suffixes = std::move(suffixes)](Replies replies) mutable {
+                [done = std::move(done), reply_suffixes = std::move(reply_suffixes),
+                 count = messages.size()](Replies replies) mutable {
                   if (absl::Status error = redis::FirstError(replies); !error.ok()) {
                     done(std::move(error));
                     return;
                   }
                   std::vector<std::string> ids;
-                  ids.reserve(replies.size());
+                  ids.reserve(count);
                   for (size_t i = 0; i < replies.size(); ++i) {
-                    ids.push_back(absl::StrCat(replies[i]->str, suffixes[i]));
+                    if (reply_suffixes[i].has_value()) {
+                      ids.push_back(absl::StrCat(replies[i]->str, *reply_suffixes[i]));
+                      continue;
+                    }
+                    for (Reply& id : replies[i]->elements) ids.push_back(std::move(id.str));
+                  }
+                  if (ids.size() != count) {
+                    done(absl::InternalError(absl::StrCat("redis: ", ids.size(), " ids for ", count,
+                                                          " published messages")));
+                    return;
                   }
                   done(std::move(ids));
                 });

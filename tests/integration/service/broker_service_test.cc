@@ -124,6 +124,17 @@ TEST_F(BrokerServiceTest, OrderingKeysTravelWithTheMessageAndHoldBackTheKeysNext
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(refused.error_message(),
             "messages[1].ordering_key: 257 bytes exceeds the limit of 256");
+
+  // So is a message with more than 100 attributes.
+  request.mutable_messages(1)->set_ordering_key("acct-1");
+  for (int i = 0; i <= 100; ++i) {
+    (*request.mutable_messages(1)->mutable_attributes())[absl::StrCat("a", i)] = "v";
+  }
+  grpc::ClientContext too_many_context;
+  const grpc::Status too_many = stub_->Publish(&too_many_context, request, &published);
+  EXPECT_EQ(too_many.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(too_many.error_message(),
+            "messages[1].attributes: 101 attributes exceed the limit of 100");
   context.TryCancel();
 }
 

@@ -2,6 +2,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
@@ -63,17 +64,20 @@ TEST(MessageCodecTest, KeyedEntriesCarryTheirKeyBothWays) {
   EXPECT_EQ(read->ordering_key, "acct-1");
 }
 
-TEST(MessageCodecTest, ADedupAppendChecksTheDedupKeyAndAppendsInOneScript) {
-  OutgoingMessage message{"hi", {{"x", "1"}}, "acct-1", "d-7"};
-  const std::string wire =
-      DedupAppendCommand("jobs", "jobs#3", 10, absl::Minutes(2), "#3", message).wire();
+TEST(MessageCodecTest, ARunOfDedupAppendsChecksEachKeyAndAppendsInOneScript) {
+  OutgoingMessage keyed{"hi", {{"x", "1"}}, "acct-1", "d-7"};
+  OutgoingMessage plain{"yo", {}, "", "d-8"};
+  const std::vector<DedupAppend> appends = {{"jobs#3", "#3", &keyed}, {"jobs", "", &plain}};
+  const std::string wire = DedupAppendCommand("jobs", 10, absl::Minutes(2), appends).wire();
   EXPECT_EQ(DedupKey("jobs", "d-7"), "switchboard:dedup:jobs/d-7");
-  // EVAL <script> 2 <dedup key> <stream> <window ms> <max_len> <id suffix> <fields...>.
-  const std::string tail = Command::Of({"2", "switchboard:dedup:jobs/d-7", "jobs#3", "120000", "10",
-                                        "#3", "p", "hi", "k", "acct-1", "a:x", "1"})
+  // EVAL <script> 4 <stream> <dedup key> <stream> <dedup key> <window ms>
+  // <max_len> then per message <id suffix> <field count> <fields...>.
+  const std::string tail = Command::Of({"4", "jobs#3", "switchboard:dedup:jobs/d-7", "jobs",
+                                        "switchboard:dedup:jobs/d-8", "120000", "10", "#3", "6",
+                                        "p", "hi", "k", "acct-1", "a:x", "1", "", "2", "p", "yo"})
                                .wire();
   EXPECT_TRUE(absl::EndsWith(wire, tail.substr(tail.find("\r\n") + 2))) << wire;
-  EXPECT_TRUE(absl::StrContains(wire, "redis.call('get', KEYS[1])"));
+  EXPECT_TRUE(absl::StrContains(wire, "redis.call('get', KEYS[i + 1])"));
   EXPECT_TRUE(absl::StrContains(wire, "'PX', ARGV[1]"));
 }
 

@@ -37,19 +37,27 @@ int BenchPublish(const client::Client& client, const PublishBenchOptions& option
 
 struct PublisherBenchOptions {
   std::string topic;
-  int publishers = 50;  // Threads sharing one client::Publisher.
-  int size = 100;       // Payload bytes per message.
+  int publishers = 50;  // Sharing one client::Publisher.
+  // Each publisher a chain of callbacks (Publish with a callback that
+  // publishes the next message) rather than a thread waiting on futures.
+  bool callbacks = false;
+  int size = 100;  // Payload bytes per message.
   // The Publisher's max_in_flight_requests; 0 keeps its default.
   std::size_t max_in_flight_requests = 0;
+  // The Publisher's max_attempts (1: no retries, so no dedup ids); 0 keeps
+  // its default.
+  int max_attempts = 0;
   absl::Duration duration = absl::Seconds(10);
 };
 
-// Publishes for `duration` as a worker process does: `publishers` threads
-// share one client::Publisher (auto-batching, its default options), and each
+// Publishes for `duration` as a worker process does: `publishers` share one
+// client::Publisher (auto-batching, its default options), and each
 // publishes one message per call and waits for its id before the next, as
-// an unpipelined Redis client waits for its reply. Latency is one message's
-// Publish() to its id. The JSON adds `publishers` and
-// `max_in_flight_requests`.
+// an unpipelined Redis client waits for its reply: a thread each, waiting on
+// the future, or with `callbacks` a callback each, publishing the next
+// message when its id arrives (as redis-benchmark's clients share one event
+// loop). Latency is one message's Publish() to its id. The JSON adds
+// `publishers`, `callbacks`, `max_in_flight_requests` and `max_attempts`.
 int BenchPublisher(const client::Client& client, const PublisherBenchOptions& options);
 
 struct ConsumeBenchOptions {

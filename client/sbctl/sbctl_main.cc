@@ -37,9 +37,14 @@ ABSL_FLAG(int, streams, 8, "bench: concurrent streams, all on one channel.");
 ABSL_FLAG(int, window, 16, "bench publish: requests in flight per stream.");
 ABSL_FLAG(int, batch, 1, "bench publish: messages per request.");
 ABSL_FLAG(int, publishers, 50,
-          "bench publisher: threads sharing one Publisher, each waiting for its message's id.");
+          "bench publisher: publishers sharing one Publisher, each waiting for its message's id.");
+ABSL_FLAG(bool, callbacks, false,
+          "bench publisher: each publisher a chain of Publish callbacks, not a thread.");
 ABSL_FLAG(std::optional<int>, max_in_flight_requests, std::nullopt,
           "bench publisher: the Publisher's max_in_flight_requests (default: its own).");
+ABSL_FLAG(
+    std::optional<int>, max_attempts, std::nullopt,
+    "bench publisher: the Publisher's max_attempts; 1 sends no dedup ids (default: its own).");
 ABSL_FLAG(int, size, 100, "bench: payload bytes per message.");
 ABSL_FLAG(double, duration, 10, "bench: seconds to run.");
 ABSL_FLAG(std::optional<double>, rate, std::nullopt,
@@ -83,7 +88,7 @@ constexpr char kUsage[] = R"(the Switchboard command line.
                                result (a JSON-RPC error goes to stderr, exit 1)
   bench publish --topic=T --streams=S --batch=B --size=BYTES --duration=SEC [--window=W]
   bench publisher --topic=T --publishers=P --size=BYTES --duration=SEC
-                  [--max_in_flight_requests=K]
+                  [--max_in_flight_requests=K] [--max_attempts=A] [--callbacks]
   bench consume --topic=T --group=G --streams=S --duration=SEC [--messages=N] [--keys=K]
   bench latency --topic=T --rate=R --duration=SEC [--group=G] [--size=BYTES]
   bench call --upstream=U --method=M [--params=JSON] --concurrency=C --duration=SEC [--rate=R]
@@ -128,14 +133,19 @@ int RunBench(const client::Client& client, const std::vector<std::string>& args)
     PublisherBenchOptions options;
     options.topic = absl::GetFlag(FLAGS_topic);
     options.publishers = absl::GetFlag(FLAGS_publishers);
+    options.callbacks = absl::GetFlag(FLAGS_callbacks);
     options.size = absl::GetFlag(FLAGS_size);
     options.duration = duration;
     const std::optional<int> in_flight = absl::GetFlag(FLAGS_max_in_flight_requests);
-    if (options.publishers < 1 || options.size < 0 || in_flight.value_or(1) < 1) {
+    const std::optional<int> attempts = absl::GetFlag(FLAGS_max_attempts);
+    if (options.publishers < 1 || options.size < 0 || in_flight.value_or(1) < 1 ||
+        attempts.value_or(1) < 1) {
       return UsageError(
-          "--publishers and --max_in_flight_requests must be at least 1, --size at least 0");
+          "--publishers, --max_in_flight_requests and --max_attempts must be at least 1, --size "
+          "at least 0");
     }
     options.max_in_flight_requests = static_cast<std::size_t>(in_flight.value_or(0));
+    options.max_attempts = attempts.value_or(0);
     return BenchPublisher(client, options);
   }
   if (args[1] == "consume") {

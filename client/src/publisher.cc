@@ -16,18 +16,18 @@
 namespace switchboard::client {
 namespace {
 
-using MessageIdPromise = std::promise<absl::StatusOr<std::string>>;
+using PublishCallback = Publisher::PublishCallback;
 
 // A message accepted by Publish() that waits for a request slot.
 struct QueuedMessage {
   v1::OutgoingMessage message;
-  MessageIdPromise promise;
+  PublishCallback done;
   std::size_t bytes = 0;
   int sent = 0;  // Requests it went out in before (failed, outcome unknown).
 };
 
 // One PublishStream request: its messages (kept for a retry) and their
-// futures, in order, and the bytes its messages hold of
+// callbacks, in order, and the bytes its messages hold of
 // max_outstanding_bytes.
 struct Request {
   std::vector<QueuedMessage> messages;
@@ -79,36 +79,26 @@ class Publisher::Impl {
     stream->Close().IgnoreError();
   }
 
-  std::future<absl::StatusOr<std::string>> Publish(v1::OutgoingMessage message) {
-    MessageIdPromise promise;
-    std::future<absl::StatusOr<std::string>> future = promise.get_future();
+  void Publish(v1::OutgoingMessage message, PublishCallback done) {
     const std::size_t bytes = message.ByteSizeLong();
     Unsent unsent;
     std::vector<std::unique_ptr<PublishStream>> ended;
+    absl::Status accepted;
     {
       absl::MutexLock lock(&mu_);
-      if (outstanding_messages_ > 0 &&
-          (outstanding_messages_ + 1 > options_.max_outstanding_messages ||
-           outstanding_bytes_ + bytes > options_.max_outstanding_bytes)) {
-        promise.set_value(absl::ResourceExhaustedError(absl::StrCat(
-            "publisher for '", topic_, "': ", outstanding_messages_, " messages (",
-            outstanding_bytes_, " bytes) outstanding; limits are max_outstanding_messages=",
-            options_.max_outstanding_messages,
-            ", max_outstanding_bytes=", options_.max_outstanding_bytes)));
-        return future;
+      accepted = AcceptLocked(bytes, message);
+      if (accepted.ok()) {
+        queue_.push_back(QueuedMessage{std::move(message), std::move(done), bytes});
+        SendQueuedLocked(unsent);
+        ended.swap(ended_streams_);
       }
-      ++outstanding_messages_;
-      outstanding_bytes_ += bytes;
-      if (options_.max_attempts > 1 && message.dedup_id().empty()) {
-        message.set_dedup_id(absl::StrCat(dedup_prefix_, "-", next_dedup_id_++));
-      }
-      queue_.push_back(QueuedMessage{std::move(message), std::move(promise), bytes});
-      SendQueuedLocked(unsent);
-      ended.swap(ended_streams_);
+    }
+    if (!accepted.ok()) {
+      std::move(done)(std::move(accepted));  // Outside the lock: `done` may publish.
+      return;
     }
     FailUnsent(unsent);
-    return future;  // `ended` streams are destroyed here, outside the lock.
-  }
+  }  // `ended` streams are destroyed here, outside the lock.
 
   void Flush() {
     // Declared before the lock: ended streams are destroyed once it is released.
@@ -120,6 +110,28 @@ class Publisher::Impl {
   }
 
  private:
+  // Takes outstanding room for a message of `bytes` and gives it a dedup id
+  // when retries may need one; RESOURCE_EXHAUSTED when flow control refuses
+  // it.
+  absl::Status AcceptLocked(std::size_t bytes, v1::OutgoingMessage& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (outstanding_messages_ > 0 &&
+        (outstanding_messages_ + 1 > options_.max_outstanding_messages ||
+         outstanding_bytes_ + bytes > options_.max_outstanding_bytes)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "publisher for '", topic_, "': ", outstanding_messages_, " messages (",
+          outstanding_bytes_, " bytes) outstanding; limits are max_outstanding_messages=",
+          options_.max_outstanding_messages,
+          ", max_outstanding_bytes=", options_.max_outstanding_bytes));
+    }
+    ++outstanding_messages_;
+    outstanding_bytes_ += bytes;
+    if (options_.max_attempts > 1 && message.dedup_id().empty()) {
+      message.set_dedup_id(absl::StrCat(dedup_prefix_, "-", next_dedup_id_++));
+    }
+    return absl::OkStatus();
+  }
+
   // Sends the queue, oldest first, in requests of at most max_batch_messages
   // and max_batch_bytes (and at least one message), while fewer than
   // max_in_flight_requests are in flight. Runs under mu_ so that requests
@@ -167,9 +179,10 @@ class Publisher::Impl {
         "publisher for '", topic_, "': the PublishStream ended at once: ", sent.message()));
   }
 
-  // A request's answer. Its slot stays taken until every future of it is
-  // resolved: threads woken by those futures publish meanwhile, and their
-  // messages leave together in the next request rather than the first alone.
+  // A request's answer. Its slot stays taken until every callback of it has
+  // run (every future is resolved): what those callbacks, or the threads
+  // woken by those futures, publish meanwhile leaves together in the next
+  // request rather than the first alone.
   //
   // A request whose outcome is unknown (its stream broke, or it timed out)
   // goes again, first in the queue, for the messages that have attempts
@@ -211,7 +224,7 @@ class Publisher::Impl {
     }
   }
 
-  // Resolves every future of `request`, each with its id or with the error.
+  // Runs every callback of `request`, each with its id or with the error.
   static void SetValues(Request& request, absl::StatusOr<std::vector<std::string>> ids) {
     if (ids.ok() && ids->size() != request.messages.size()) {
       ids = absl::InternalError(absl::StrCat("the server returned ", ids->size(), " ids for ",
@@ -219,9 +232,9 @@ class Publisher::Impl {
     }
     for (std::size_t i = 0; i < request.messages.size(); ++i) {
       if (ids.ok()) {
-        request.messages[i].promise.set_value(std::move((*ids)[i]));
+        std::move(request.messages[i].done)(std::move((*ids)[i]));
       } else {
-        request.messages[i].promise.set_value(ids.status());
+        std::move(request.messages[i].done)(ids.status());
       }
     }
   }
@@ -254,7 +267,17 @@ Publisher::Publisher(const Client& client, std::string topic, PublisherOptions o
 Publisher::~Publisher() = default;
 
 std::future<absl::StatusOr<std::string>> Publisher::Publish(v1::OutgoingMessage message) {
-  return impl_->Publish(std::move(message));
+  std::promise<absl::StatusOr<std::string>> promise;
+  std::future<absl::StatusOr<std::string>> future = promise.get_future();
+  impl_->Publish(std::move(message),
+                 [promise = std::move(promise)](absl::StatusOr<std::string> id) mutable {
+                   promise.set_value(std::move(id));
+                 });
+  return future;
+}
+
+void Publisher::Publish(v1::OutgoingMessage message, PublishCallback done) {
+  impl_->Publish(std::move(message), std::move(done));
 }
 
 void Publisher::Flush() { impl_->Flush(); }

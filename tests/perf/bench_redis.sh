@@ -12,10 +12,14 @@
 #       WINDOW requests in flight (default 16, sbctl's default); and, for
 #       comparison with (b), 50 streams at batch 1 with one request in flight
 #       each;
-#   (c') `sbctl bench publisher`: 50 publishers in one process (threads
-#       sharing one auto-batching client::Publisher, its default options),
-#       each publishing one message per call and waiting for its id, as each
-#       client of (b) waits for its reply;
+#   (c') `sbctl bench publisher`: 50 publishers in one process sharing one
+#       auto-batching client::Publisher, each publishing one message per call
+#       and waiting for its id, as each client of (b) waits for its reply:
+#       50 threads waiting on futures, and 50 callback chains (the shape of
+#       redis-benchmark's 50 clients on one event loop), with the default
+#       options (idempotent retries: every message carries a dedup id, which
+#       Redis records) and with max_attempts 1 (no dedup ids: what (b)
+#       stores);
 #   (d) `sbctl bench latency`: publish-to-delivery latency at a steady RATE
 #       msgs/s (default 5000), received by a Consume stream (durable topic,
 #       acked at once) and by a Subscribe stream (ephemeral topic).
@@ -25,7 +29,7 @@
 # DURATION seconds (default 10); Redis is flushed between runs. Prints one
 # Markdown table, then the load average before and after (the machine's
 # other work skews every figure). Not part of the default test run: it takes
-# about 9 * RUNS * DURATION seconds.
+# about 11 * RUNS * DURATION seconds.
 #
 #   tests/perf/bench_redis.sh [BUILD_DIR]   (default build/release)
 set -euo pipefail
@@ -135,16 +139,18 @@ read -r batch1 batch1_cpu < <(median_runs publish 50 1 "$window")
 read -r batch100 batch100_cpu < <(median_runs publish 8 100 "$window")
 read -r unpipelined unpipelined_cpu < <(median_runs publish 50 1 1)
 
-# sbctl bench publisher with $1 publishing threads on one Publisher, to a new
-# topic: "MSGS_PER_SEC MSGS".
+# sbctl bench publisher with $1 publishers on one Publisher and the rest of
+# the arguments, to a new topic: "MSGS_PER_SEC MSGS".
 publisher() {
   local line
   line=$("$sbctl" --server="127.0.0.1:$grpc_port" bench publisher \
-    --topic="bench.$(date +%s%N)" --publishers="$1" --size=100 --duration="$duration" \
-    2>/dev/null | tail -1)
+    --topic="bench.$(date +%s%N)" --publishers="$1" "${@:2}" --size=100 \
+    --duration="$duration" 2>/dev/null | tail -1)
   echo "$(field msgs_per_sec <<<"$line") $(field msgs <<<"$line")"
 }
-read -r autobatch autobatch_cpu < <(median_runs publisher 50)
+read -r threads threads_cpu < <(median_runs publisher 50)
+read -r callbacks callbacks_cpu < <(median_runs publisher 50 --callbacks)
+read -r no_dedup no_dedup_cpu < <(median_runs publisher 50 --callbacks --max_attempts=1)
 
 # sbctl bench latency RUNS times, on a new topic under prefix $1 each time,
 # with the rest of the arguments (--group): prints the medians of p50, p99
@@ -169,13 +175,14 @@ ephemeral=$(latency bench.ephemeral.latency | xargs)
 
 python3 - "$runs" "$duration" "$window" "$rate" "$ceiling" "$ceiling_cpu" "$direct" \
   "$direct_cpu" "$batch1" "$batch1_cpu" "$batch100" "$batch100_cpu" "$unpipelined" \
-  "$unpipelined_cpu" "$autobatch" "$autobatch_cpu" "$durable" "$ephemeral" <<'EOF'
+  "$unpipelined_cpu" "$threads" "$threads_cpu" "$callbacks" "$callbacks_cpu" "$no_dedup" \
+  "$no_dedup_cpu" "$durable" "$ephemeral" <<'EOF'
 import sys
 (runs, duration, window, rate, ceiling, ceiling_cpu, direct, direct_cpu, batch1, batch1_cpu,
- batch100, batch100_cpu, unpipelined, unpipelined_cpu, autobatch, autobatch_cpu, durable,
- ephemeral) = sys.argv[1:]
-ceiling, direct, batch1, batch100, unpipelined, autobatch = map(
-    float, (ceiling, direct, batch1, batch100, unpipelined, autobatch))
+ batch100, batch100_cpu, unpipelined, unpipelined_cpu, threads, threads_cpu, callbacks,
+ callbacks_cpu, no_dedup, no_dedup_cpu, durable, ephemeral) = sys.argv[1:]
+ceiling, direct, batch1, batch100, unpipelined, threads, callbacks, no_dedup = map(
+    float, (ceiling, direct, batch1, batch100, unpipelined, threads, callbacks, no_dedup))
 met = lambda ok: "yes" if ok else "**no**"
 def latency(figures):
     p50, p99, top, received = map(float, figures.split())
@@ -199,10 +206,15 @@ print(f"| (c) | Switchboard, 8 streams × {window} in flight, batch 100 "
 print(f"| (c) | Switchboard, 50 streams × 1 in flight, batch 1 (as (b): each waits for its answer) "
       f"| {unpipelined:,.0f} msgs/s = {unpipelined / direct:.2f}× (b) | {unpipelined_cpu} µs "
       "| | |")
-print(f"| (c') | Switchboard, 50 publishers in one process on one auto-batching Publisher, "
-      f"one message per call (as (b): each waits for its id) "
-      f"| {autobatch:,.0f} msgs/s = **{autobatch / direct:.2f}× (b)** | {autobatch_cpu} µs "
-      f"| ≥ 1.0× (b) | {met(autobatch >= direct)} |")
+publisher = ("Switchboard, 50 publishers in one process on one auto-batching Publisher, one "
+             "message per call (as (b): each waits for its id)")
+print(f"| (c') | {publisher}: 50 threads, default options (dedup ids) "
+      f"| {threads:,.0f} msgs/s = {threads / direct:.2f}× (b) | {threads_cpu} µs | | |")
+print(f"| (c') | {publisher}: 50 callback chains, default options (dedup ids) "
+      f"| {callbacks:,.0f} msgs/s = {callbacks / direct:.2f}× (b) | {callbacks_cpu} µs | | |")
+print(f"| (c') | {publisher}: 50 callback chains, `max_attempts` 1 (no dedup ids, as (b)) "
+      f"| {no_dedup:,.0f} msgs/s = **{no_dedup / direct:.2f}× (b)** | {no_dedup_cpu} µs "
+      f"| ≥ 1.0× (b) | {met(no_dedup >= direct)} |")
 print(f"| (d) | Publish to delivery at {float(rate):,.0f} msgs/s, durable (Consume, acked) "
       f"| {durable_text} | | p99 ≤ 2 ms | {met(durable_p99 <= 2000)} |")
 print(f"| (d) | Publish to delivery at {float(rate):,.0f} msgs/s, ephemeral (Subscribe) "

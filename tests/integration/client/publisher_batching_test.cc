@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "switchboard/client/client.h"
@@ -268,6 +269,63 @@ TEST_F(PublisherBatchingTest, TheDestructorSendsTheQueueAndWaitsForEveryAnswer) 
     ASSERT_TRUE(IsReady(future));
     EXPECT_TRUE(future.get().ok());
   }
+}
+
+TEST_F(PublisherBatchingTest, MessagesPublishedFromCallbacksLeaveTogetherInTheNextRequest) {
+  Publisher& publisher = Start(InFlightAtMost(1));
+  absl::Notification first_answered;
+  absl::StatusOr<std::string> first_id;
+  std::vector<IdFuture> next(2);
+  std::vector<IdFuture> chained(2);
+  for (int i = 0; i < 2; ++i) {
+    // The first message's callback publishes again, before its slot frees.
+    publisher.Publish(Message(Name(i)), [&, i](absl::StatusOr<std::string> id) {
+      chained[i] = publisher.Publish(Message(absl::StrCat("after-", Name(i))));
+      if (i == 0) {
+        first_id = std::move(id);
+        first_answered.Notify();
+      }
+    });
+    if (i == 0) {
+      ASSERT_TRUE(server_.AwaitRequests(1));
+    }
+  }
+  next[0] = publisher.Publish(Message("m2"));
+  next[1] = publisher.Publish(Message("m3"));
+  server_.AnswerOldest();  // [m0]: its callback publishes "after-m0".
+  first_answered.WaitForNotification();
+  EXPECT_EQ(first_id.value(), "1");
+  ASSERT_TRUE(server_.AwaitRequests(2));
+  server_.AnswerOldest();  // [m1, m2, m3, after-m0]: m1's callback publishes "after-m1".
+  ASSERT_TRUE(server_.AwaitRequests(3));
+  server_.AnswerAll();
+  publisher.Flush();
+  EXPECT_THAT(server_.RequestSizes(), ElementsAre(1, 4, 1));
+  for (IdFuture& future : next) EXPECT_TRUE(future.get().ok());
+  for (IdFuture& future : chained) EXPECT_TRUE(future.get().ok());
+}
+
+TEST_F(PublisherBatchingTest, ARefusedMessageRunsItsCallbackBeforePublishReturns) {
+  PublisherOptions options = InFlightAtMost(1);
+  options.max_outstanding_messages = 1;
+  Publisher& publisher = Start(options);
+  IdFuture accepted = publisher.Publish(Message("m0"));
+  std::vector<absl::Status> refusals;
+  // The callback runs outside the publisher's lock: publishing again from it
+  // is refused too, not deadlocked.
+  publisher.Publish(Message("m1"), [&](absl::StatusOr<std::string> id) {
+    refusals.push_back(id.status());
+    publisher.Publish(Message("m2"), [&](absl::StatusOr<std::string> again) {
+      refusals.push_back(again.status());
+    });
+  });
+  ASSERT_EQ(refusals.size(), 2u);
+  for (const absl::Status& refusal : refusals) {
+    EXPECT_THAT(refusal, StatusIs(absl::StatusCode::kResourceExhausted,
+                                  HasSubstr("max_outstanding_messages=1")));
+  }
+  server_.AnswerAll();
+  EXPECT_TRUE(accepted.get().ok());
 }
 
 }  // namespace

@@ -160,10 +160,20 @@ TEST_F(SbctlTest, BenchPublisherEndsWithItsJsonSummary) {
              "--max_in_flight_requests=2", "--size=16", "--duration=1"});
   ASSERT_EQ(bench.exit_code, 0) << bench.stderr_text;
   EXPECT_THAT(LastLine(bench.stdout_text),
-              MatchesRegex("\\{\"mode\":\"publisher\",\"publishers\":4,"
-                           "\"max_in_flight_requests\":2,\"size\":16,.*\"msgs\":[1-9][0-9]*,"
-                           ".*\"errors\":\\{\\}\\}"));
+              MatchesRegex("\\{\"mode\":\"publisher\",\"publishers\":4,\"callbacks\":false,"
+                           "\"max_in_flight_requests\":2,\"max_attempts\":3,\"size\":16,.*"
+                           "\"msgs\":[1-9][0-9]*,.*\"errors\":\\{\\}\\}"));
+  // Callback chains, without dedup ids.
+  testing::RunResult chained =
+      Sbctl({"bench", "publisher", "--topic=bench-publisher", "--publishers=4", "--callbacks",
+             "--max_attempts=1", "--size=16", "--duration=1"});
+  ASSERT_EQ(chained.exit_code, 0) << chained.stderr_text;
+  EXPECT_THAT(LastLine(chained.stdout_text),
+              MatchesRegex("\\{\"mode\":\"publisher\",\"publishers\":4,\"callbacks\":true,"
+                           "\"max_in_flight_requests\":1,\"max_attempts\":1,\"size\":16,.*"
+                           "\"msgs\":[1-9][0-9]*,.*\"errors\":\\{\\}\\}"));
   EXPECT_EQ(Sbctl({"bench", "publisher", "--publishers=0"}).exit_code, 2);
+  EXPECT_EQ(Sbctl({"bench", "publisher", "--max_attempts=0"}).exit_code, 2);
 }
 
 TEST_F(SbctlTest, BenchConsumeConsumesExactlyWhatItPrepublished) {

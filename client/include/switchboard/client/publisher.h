@@ -36,7 +36,9 @@
 // Threads: Publish() and Flush() are thread-safe and never wait for the
 // server. The Publisher has no thread of its own: requests leave from the
 // thread that calls Publish() or from the gRPC callback thread that received
-// an answer, and futures are resolved on gRPC callback threads. Requests
+// an answer, and futures are resolved (callbacks run) on gRPC callback
+// threads. A worker that publishes from many threads, each waiting for its
+// future, pays a thread wake-up per message; callbacks do not. Requests
 // leave in Publish() order, so with one request in flight ids increase in
 // Publish() order; with more, the server may complete them in another order.
 #pragma once
@@ -46,6 +48,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "switchboard/client/client.h"
 #include "switchboard/v1/broker.pb.h"
@@ -88,6 +91,13 @@ class Publisher {
   // future resolves with its server-assigned id, or with the error that kept
   // it from being published.
   std::future<absl::StatusOr<std::string>> Publish(v1::OutgoingMessage message);
+
+  // The same, for a caller that waits without a thread: `done` gets the id
+  // or the error, once, on a gRPC callback thread (or on this thread, before
+  // Publish returns, when flow control refuses the message). It must not
+  // block; it may Publish again.
+  using PublishCallback = absl::AnyInvocable<void(absl::StatusOr<std::string>) &&>;
+  void Publish(v1::OutgoingMessage message, PublishCallback done);
 
   // Blocks until no message is outstanding (including messages other threads
   // publish meanwhile). Nothing needs sending: queued messages already leave

@@ -18,7 +18,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return std::nullopt;
   };
   absl::StatusOr<switchboard::config::Config> config = switchboard::config::ParseConfig(yaml, env);
-  if (!config.ok() && absl::StrContains(config.status().message(), "s3cr3t-T0KEN")) {
+  // (The input itself may hold the text: a short value in a field that holds
+  // no secret is quoted, and that is not the expansion.)
+  if (!config.ok() && absl::StrContains(config.status().message(), "s3cr3t-T0KEN") &&
+      !absl::StrContains(yaml, "s3cr3t-T0KEN")) {
     std::abort();  // An error echoed an expanded secret.
   }
   return 0;

@@ -273,9 +273,11 @@ broker::TopicPolicy ToTopicPolicy(const v1::Topic& topic) {
 Config DefaultConfig() { return Config(); }
 
 absl::StatusOr<Config> ParseConfig(absl::string_view yaml, const EnvLookup& env) {
+  ExpansionRedactor redactor(env);
   Config config;
-  SB_RETURN_IF_ERROR(ReadYamlIntoMessage(yaml, env, &config));
-  SB_RETURN_IF_ERROR(ValidateConfig(config));
+  absl::Status status = ReadYamlIntoMessage(yaml, redactor.Lookup(), &config);
+  if (status.ok()) status = ValidateConfig(config);
+  if (!status.ok()) return redactor.Redact(status);
   return config;
 }
 
@@ -317,19 +319,20 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, const EnvLookup& 
 
 absl::StatusOr<Config> LoadConfig(const std::string& path, const FlagOverrides& overrides,
                                   const EnvLookup& env) {
+  ExpansionRedactor redactor(env);
   Config config;
   if (!path.empty()) {
     // Validated once the flags are in: a flag may make the file valid
     // (--broker=redis://... for a `scope: global` limit).
     SB_ASSIGN_OR_RETURN(std::string contents, ReadConfigText(path));
-    SB_RETURN_IF_ERROR(ReadYamlIntoMessage(contents, env, &config));
+    SB_RETURN_IF_ERROR(redactor.Redact(ReadYamlIntoMessage(contents, redactor.Lookup(), &config)));
   }
   if (overrides.listen.has_value()) config.mutable_server()->set_listen(*overrides.listen);
   if (overrides.metrics_listen.has_value()) {
     config.mutable_server()->set_metrics_listen(*overrides.metrics_listen);
   }
   if (overrides.broker_url.has_value()) config.mutable_broker()->set_url(*overrides.broker_url);
-  SB_RETURN_IF_ERROR(ValidateConfig(config));
+  SB_RETURN_IF_ERROR(redactor.Redact(ValidateConfig(config)));
   return config;
 }
 

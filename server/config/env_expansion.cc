@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 
 namespace switchboard::config {
@@ -63,6 +64,23 @@ absl::StatusOr<std::string> ExpandEnvReferences(absl::string_view text, const En
   }
   absl::StrAppend(&expanded, text);
   return expanded;
+}
+
+EnvLookup ExpansionRedactor::Lookup() {
+  return [this](const std::string& name) -> std::optional<std::string> {
+    std::optional<std::string> value = env_(name);
+    if (value.has_value() && value->size() >= kMinRedactedBytes) {
+      const std::string reference = absl::StrCat("${", name, "}");
+      replacements_.emplace_back(*value, reference);
+      replacements_.emplace_back(absl::CHexEscape(*value), reference);
+    }
+    return value;
+  };
+}
+
+absl::Status ExpansionRedactor::Redact(const absl::Status& status) const {
+  if (status.ok() || replacements_.empty()) return status;
+  return absl::Status(status.code(), absl::StrReplaceAll(status.message(), replacements_));
 }
 
 }  // namespace switchboard::config

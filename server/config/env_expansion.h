@@ -10,7 +10,10 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -30,5 +33,29 @@ EnvLookup ProcessEnv();
 // Errors are INVALID_ARGUMENT without a field path (the caller adds it):
 // an unset variable, an unterminated `${`, or an invalid name.
 absl::StatusOr<std::string> ExpandEnvReferences(absl::string_view text, const EnvLookup& env);
+
+// Remembers the values a configuration took from the environment, so that an
+// error names their references instead: an expanded value may be a secret
+// wherever it lands (a listen address, a topic name), and validation sees
+// only values. Values shorter than kMinRedactedBytes are left alone (they
+// would garble the message and are no secret).
+class ExpansionRedactor {
+ public:
+  static constexpr size_t kMinRedactedBytes = 4;
+
+  explicit ExpansionRedactor(EnvLookup env) : env_(std::move(env)) {}
+
+  // Looks up through the wrapped EnvLookup, remembering what it returns.
+  // Valid while this redactor lives.
+  EnvLookup Lookup();
+
+  // `status` with every remembered value (and its C-escaped form) replaced
+  // by "${NAME}".
+  absl::Status Redact(const absl::Status& status) const;
+
+ private:
+  EnvLookup env_;
+  std::vector<std::pair<std::string, std::string>> replacements_;  // (value, "${NAME}").
+};
 
 }  // namespace switchboard::config

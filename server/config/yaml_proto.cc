@@ -1,5 +1,6 @@
 #include "server/config/yaml_proto.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>
@@ -7,6 +8,8 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -420,18 +423,49 @@ std::string YamlEnumName(const EnumValueDescriptor& value) {
   return absl::AsciiStrToLower(name);
 }
 
+namespace {
+
+// Parses documents and keeps nothing: what counts them.
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {}
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+// Whether `yaml` holds more than one document. Stops at the second: yaml-cpp
+// 0.7 reads a stray top-level ',' as an empty document without consuming
+// it, so YAML::LoadAll never returns on ",".
+bool HoldsSeveralDocuments(const std::string& yaml) {
+  std::istringstream stream(yaml);
+  YAML::Parser parser(stream);
+  DocumentCounter counter;
+  return parser.HandleNextDocument(counter) && parser.HandleNextDocument(counter);
+}
+
+}  // namespace
+
 absl::Status ReadYamlIntoMessage(absl::string_view yaml, const EnvLookup& env,
                                  google::protobuf::Message* message) {
   // yaml-cpp reports errors by throwing; they stop here.
   try {
-    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
-    if (documents.size() > 1) {
+    const std::string text(yaml);
+    const YAML::Node root = YAML::Load(text);
+    if (HoldsSeveralDocuments(text)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("YAML: the config holds ", documents.size(),
-                       " documents (separated by ---); Switchboard reads exactly one"));
+          "YAML: the config holds more than one document (separated by ---, or after a stray "
+          "',' at the top level); Switchboard reads exactly one");
     }
-    if (documents.empty() || documents[0].IsNull()) return absl::OkStatus();
-    const YAML::Node& root = documents[0];
+    if (root.IsNull()) return absl::OkStatus();
     return YamlMessageReader(env).ReadMessage(root, "", message);
   } catch (const YAML::Exception& error) {
     if (error.mark.is_null()) return absl::InvalidArgumentError(absl::StrCat("YAML: ", error.msg));

@@ -15,6 +15,7 @@ namespace {
 
 using ::switchboard::testing::IsOk;
 using ::switchboard::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::Eq;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -413,6 +414,22 @@ clients:
   EXPECT_EQ(config->fleet().lease_ms(), 50u);
   EXPECT_EQ(config->fleet().heartbeat_ms(), 500u);
   EXPECT_FALSE(HasGlobalLimits(DefaultConfig()));
+}
+
+TEST(ConfigTest, AnErrorNamesTheReferenceOfAnExpandedValueNeverTheValue) {
+  // Validation sees only the expanded value, wherever it landed (found by
+  // fuzz_config: a listen address quoted with the secret in it).
+  const EnvLookup env = FakeEnv({{"SECRET", "s3cr3t-T0KEN"}, {"SHORT", "ab"}});
+  EXPECT_THAT(ParseConfig("server:\n  listen: \"${SECRET}am127.0.0\"\n", env),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("server.listen: \"${SECRET}am127.0.0\": expected host:port or "
+                          "[ipv6]:port")));
+  EXPECT_THAT(ParseConfig("topics: [{name: \"${SECRET}\"}, {name: \"${SECRET}\"}]\n", env),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("${SECRET}"), Not(HasSubstr("s3cr3t")))));
+  // Too short to be a secret, and replacing it would garble the message.
+  EXPECT_THAT(ParseConfig("server:\n  listen: \"${SHORT}:x\"\n", env),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("\"ab:x\"")));
 }
 
 TEST(ConfigTest, ClientCredentialsCarryEachClientsTokenAndIdentity) {

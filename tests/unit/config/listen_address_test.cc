@@ -51,6 +51,15 @@ TEST(ParseHostPortTest, RejectsMalformedAddresses) {
   }
 }
 
+TEST(ParseHostPortTest, AnAddressTooLongToBeOneIsNotQuoted) {
+  // A misplaced URL with a key, say: only its length is shown.
+  const std::string long_value = "https://host/v1/SECRETKEY123?apikey=" + std::string(40, 'x');
+  EXPECT_THAT(ParseHostPort(long_value),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       Eq("a value of 76 characters (not shown): the port must be a number "
+                          "from 0 to 65535")));
+}
+
 TEST(IsLoopbackAddressTest, LoopbackAddresses) {
   EXPECT_TRUE(IsLoopbackAddress("127.0.0.1:7070"));
   EXPECT_TRUE(IsLoopbackAddress("127.1.2.3:0"));

@@ -61,6 +61,10 @@ namespace {
 constexpr char kBrokerServiceName[] = "switchboard.v1.Broker";
 constexpr char kRpcServiceName[] = "switchboard.v1.Rpc";
 constexpr size_t kMinReceiveMessageBytes = 16 << 20;
+// The request metadata (headers) a call may carry. gRPC's default, 8 KiB,
+// is below some identity providers' bearer tokens, and a call past the limit
+// ends the whole HTTP/2 connection, failing the worker's other calls.
+constexpr int kMaxRequestMetadataBytes = 64 << 10;
 // Concurrent streams on one HTTP/2 connection to a provider that a call may
 // count on (servers allow at least 100 by default; nginx 128).
 constexpr uint32_t kHttp2StreamsPerConnection = 100;
@@ -163,6 +167,7 @@ class ServerImpl final : public Server {
     grpc::ServerBuilder builder;
     builder.AddListeningPort(config_.server().listen(), grpc::InsecureServerCredentials(),
                              &grpc_port_);
+    builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxRequestMetadataBytes);
     builder.SetMaxReceiveMessageSize(static_cast<int>(
         std::max<uint64_t>(kMinReceiveMessageBytes, limits.max_message_bytes + (64 << 10))));
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>

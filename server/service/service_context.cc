@@ -1,5 +1,7 @@
 #include "server/service/service_context.h"
 
+#include <iterator>
+
 #include "absl/strings/str_cat.h"
 
 namespace switchboard::service {
@@ -7,9 +9,15 @@ namespace switchboard::service {
 absl::StatusOr<auth::ClientIdentity> AuthenticateCall(const ServiceContext& context,
                                                       const grpc::CallbackServerContext& call) {
   const auto& metadata = call.client_metadata();
-  auto it = metadata.find("authorization");
+  const auto [first, end] = metadata.equal_range("authorization");
   absl::string_view authorization;
-  if (it != metadata.end()) authorization = absl::string_view(it->second.data(), it->second.size());
+  if (first != end) {
+    // Which one would count is ambiguous (a proxy may have added one).
+    if (std::next(first) != end) {
+      return absl::UnauthenticatedError("more than one authorization header: send exactly one");
+    }
+    authorization = absl::string_view(first->second.data(), first->second.size());
+  }
   return context.clients.Authenticate(authorization);
 }
 

@@ -554,5 +554,39 @@ TEST_F(AuthenticatedBrokerServiceTest, TokensMapToClientsAndWrongOnesAreRefused)
   EXPECT_TRUE(Publish("payroll", {"x"}, &response, "s3cret-ops").ok());
 }
 
+TEST_F(AuthenticatedBrokerServiceTest, TwoAuthorizationHeadersAreRefusedAsUnauthenticated) {
+  v1::PublishRequest request;
+  request.set_topic("invoices");
+  request.add_messages()->set_payload("x");
+  v1::PublishResponse response;
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer s3cret-billing");
+  context.AddMetadata("authorization", "Bearer s3cret-ops");
+  const grpc::Status status = stub_->Publish(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(status.error_message(), "more than one authorization header: send exactly one");
+}
+
+TEST_F(AuthenticatedBrokerServiceTest, AnOversizedTokenFailsItsOwnCallNotTheConnection) {
+  // A stream of another caller on the same connection.
+  grpc::ClientContext stream_context;
+  stream_context.AddMetadata("authorization", "Bearer s3cret-ops");
+  std::unique_ptr<ConsumeStream> stream = OpenConsume(stream_context, "jobs", "g", 10);
+  v1::PublishResponse response;
+  ASSERT_TRUE(Publish("jobs", {"before"}, &response, "s3cret-ops").ok());
+  ASSERT_EQ(ReadDeliveries(*stream, 1).size(), 1u);
+
+  // 20 KiB: past gRPC's default 8 KiB metadata limit (which ends the whole
+  // connection), within Switchboard's 64 KiB.
+  const grpc::Status status = Publish("jobs", {"x"}, &response, std::string(20 << 10, 't'));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(status.error_message(), "unknown bearer token");
+  ASSERT_TRUE(Publish("jobs", {"after"}, &response, "s3cret-ops").ok());
+  std::vector<v1::Delivery> deliveries = ReadDeliveries(*stream, 1);
+  ASSERT_EQ(deliveries.size(), 1u);
+  EXPECT_EQ(deliveries[0].message().payload(), "after");
+  stream_context.TryCancel();
+}
+
 }  // namespace
 }  // namespace switchboard

@@ -81,6 +81,15 @@ clients:
     return opened;
   }
 
+  // Opens a stream as Open() does and waits for its first delivery, which
+  // shows the server registered it: streams opened one after another would
+  // otherwise reach the server in any order.
+  Stream OpenAndReceive(const std::string& token) {
+    Stream opened = Open(token);
+    EXPECT_EQ(ReadDeliveries(*opened.stream, 1).size(), 1u) << "no delivery for " << token;
+    return opened;
+  }
+
   // The status a stream ended with, once it ended.
   static grpc::Status Ended(Stream& opened) {
     v1::ConsumeResponse response;
@@ -132,19 +141,21 @@ TEST_F(LimitsTest, TopicsAndStreamsBeyondTheirLimitsAreRefusedNamingTheLimit) {
   const grpc::Status fourth_topic = PublishOne("t4", 10);
   EXPECT_EQ(fourth_topic.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(fourth_topic.error_message(), HasSubstr("limits.max_topics"));
+  // One message on "t1" for each stream that is let in (max_in_flight 1).
+  EXPECT_TRUE(PublishOne("t1", 10).ok());
   EXPECT_TRUE(PublishOne("t1", 10).ok());
 
   // Client a: two streams, the third refused by the per-client limit.
   std::vector<Stream> open;
-  open.push_back(Open("token-a"));
-  open.push_back(Open("token-a"));
+  open.push_back(OpenAndReceive("token-a"));
+  open.push_back(OpenAndReceive("token-a"));
   Stream third = Open("token-a");
   const grpc::Status per_client = Ended(third);
   EXPECT_EQ(per_client.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(per_client.error_message(), HasSubstr("limits.max_streams_per_client"));
   // Client b: one stream makes three in the process, the next is refused by
   // the process' limit.
-  open.push_back(Open("token-b"));
+  open.push_back(OpenAndReceive("token-b"));
   Stream fourth = Open("token-b");
   const grpc::Status process_wide = Ended(fourth);
   EXPECT_EQ(process_wide.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);

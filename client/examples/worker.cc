@@ -14,17 +14,16 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
-
-ABSL_FLAG(std::string, server, "127.0.0.1:7070", "Switchboard's gRPC address.");
-ABSL_FLAG(std::string, token, "",
-          "Bearer token sent as `authorization: Bearer <token>`; empty sends none.");
+#include "client/flags/connection_flags.h"
 
 namespace switchboard::examples {
 namespace {
 
 // --help lists the flags of the example's own file and of this one; the
 // default would show only flags from a file named after the program.
-bool IsExampleFlagFile(absl::string_view file) { return absl::StrContains(file, "examples/"); }
+bool IsExampleFlagFile(absl::string_view file) {
+  return absl::StrContains(file, "examples/") || absl::StrContains(file, "client/flags/");
+}
 
 sigset_t StopSignals() {
   sigset_t signals;
@@ -51,10 +50,12 @@ void ParseWorkerFlags(int argc, char** argv, const char* usage) {
 }
 
 client::ClientOptions ClientOptionsFromFlags() {
-  client::ClientOptions options;
-  options.target = absl::GetFlag(FLAGS_server);
-  options.bearer_token = absl::GetFlag(FLAGS_token);
-  return options;
+  absl::StatusOr<client::ClientOptions> options = client::ClientOptionsFromFlags();
+  if (!options.ok()) {
+    std::cerr << "--" << options.status().message() << std::endl;
+    std::exit(kExitUsage);
+  }
+  return *std::move(options);
 }
 
 Shutdown::Shutdown() {

@@ -35,12 +35,13 @@ inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
 // Parses the command line (absl flags; --help lists the examples' flags,
-// --server and --token included). Exits with kExitUsage, after a message on
+// --server, --token and the TLS flags included). Exits with kExitUsage, after a message on
 // stderr, when positional arguments are given: the examples take none.
 void ParseWorkerFlags(int argc, char** argv, const char* usage);
 
-// --server and --token as ClientOptions; the other options keep the
-// library's defaults.
+// --server, --token and the TLS flags (client/flags/connection_flags.h) as
+// ClientOptions; the other options keep the library's defaults. Exits with
+// kExitUsage, naming the flag, when a TLS file cannot be used.
 client::ClientOptions ClientOptionsFromFlags();
 
 // A worker's stop request: the first of SIGTERM, SIGINT, or Request() from

@@ -14,12 +14,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "bench.h"
+#include "client/flags/connection_flags.h"
 #include "commands.h"
 #include "switchboard/client/client.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:7070", "Switchboard's gRPC address.");
-ABSL_FLAG(std::string, token, "",
-          "Bearer token sent as `authorization: Bearer <token>`; empty sends none.");
 ABSL_FLAG(int64_t, count, 0,
           "subscribe, consume: exit after this many messages; 0 runs until stopped.");
 ABSL_FLAG(std::string, group, "",
@@ -72,7 +70,8 @@ constexpr int kExitUsage = 2;
 
 constexpr char kUsage[] = R"(the Switchboard command line.
 
-  sbctl [--server=HOST:PORT] [--token=T] COMMAND ...
+  sbctl [--server=HOST:PORT] [--token=T] [--tls] [--tls_ca=FILE]
+        [--tls_cert=FILE --tls_key=FILE] [--tls_server_name=NAME] COMMAND ...
 
   publish TOPIC [MSG...]       publish the MSGs, or one message per stdin line;
                                stdout stays quiet unless --print_ids
@@ -200,10 +199,9 @@ int RunBench(const client::Client& client, const std::vector<std::string>& args)
 
 int Run(const std::vector<std::string>& args) {
   if (args.empty()) return UsageError("no command");
-  client::ClientOptions options;
-  options.target = absl::GetFlag(FLAGS_server);
-  options.bearer_token = absl::GetFlag(FLAGS_token);
-  const client::Client client(options);
+  absl::StatusOr<client::ClientOptions> options = client::ClientOptionsFromFlags();
+  if (!options.ok()) return UsageError(absl::StrCat("--", options.status().message()));
+  const client::Client client(*std::move(options));
   const std::string& command = args[0];
   if (command == "publish") {
     if (args.size() < 2) return UsageError("publish needs a TOPIC");

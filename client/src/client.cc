@@ -4,9 +4,13 @@
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include <fstream>
+#include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "status_conversion.h"
 
 namespace switchboard::client {
@@ -17,6 +21,34 @@ namespace {
 // BACKOFF_MS stays at its default: gRPC uses it as the connect timeout, and a
 // short one fails handshakes on a busy machine.)
 constexpr int kInitialReconnectBackoffMs = 100;
+// The largest PEM file LoadTlsFiles reads.
+constexpr std::streamsize kMaxPemFileBytes = 1 << 20;
+
+// The PEM text of `path`, read for `flag`.
+absl::StatusOr<std::string> ReadPemFile(absl::string_view flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+  std::string text(kMaxPemFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > static_cast<size_t>(kMaxPemFileBytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": ", path, " is larger than ", kMaxPemFileBytes, " bytes"));
+  }
+  if (!absl::StrContains(text, "-----BEGIN ")) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", path, " holds no PEM block"));
+  }
+  return text;
+}
+
+std::shared_ptr<grpc::ChannelCredentials> ChannelCredentials(const ClientOptions& options) {
+  if (!options.tls.has_value()) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.tls->root_certificates;
+  ssl.pem_cert_chain = options.tls->certificate_chain;
+  ssl.pem_private_key = options.tls->private_key;
+  return grpc::SslCredentials(ssl);
+}
 
 std::shared_ptr<grpc::Channel> CreateChannel(const ClientOptions& options) {
   grpc::ChannelArguments args;
@@ -26,10 +58,35 @@ std::shared_ptr<grpc::Channel> CreateChannel(const ClientOptions& options) {
   // A consume response may carry up to max_in_flight messages of 1 MiB each:
   // the server's limits bound the size, not the client.
   args.SetMaxReceiveMessageSize(-1);
-  return grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  if (options.tls.has_value() && !options.tls->server_name.empty()) {
+    args.SetSslTargetNameOverride(options.tls->server_name);
+  }
+  return grpc::CreateCustomChannel(options.target, ChannelCredentials(options), args);
 }
 
 }  // namespace
+
+absl::StatusOr<TlsOptions> LoadTlsFiles(const std::string& ca_file, const std::string& cert_file,
+                                        const std::string& key_file) {
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError("tls_cert and tls_key: give both (mutual TLS) or neither");
+  }
+  TlsOptions tls;
+  if (!ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadPemFile("tls_ca", ca_file);
+    if (!ca.ok()) return ca.status();
+    tls.root_certificates = *std::move(ca);
+  }
+  if (!cert_file.empty()) {
+    absl::StatusOr<std::string> chain = ReadPemFile("tls_cert", cert_file);
+    if (!chain.ok()) return chain.status();
+    absl::StatusOr<std::string> key = ReadPemFile("tls_key", key_file);
+    if (!key.ok()) return key.status();
+    tls.certificate_chain = *std::move(chain);
+    tls.private_key = *std::move(key);
+  }
+  return tls;
+}
 
 Client::Client(ClientOptions options)
     : options_(std::move(options)),

@@ -28,6 +28,7 @@
 #include "server/app/grpc_request_interceptor.h"
 #include "server/app/grpc_request_metrics.h"
 #include "server/app/metrics_endpoint.h"
+#include "server/app/server_tls.h"
 #include "server/auth/client_registry.h"
 #include "server/broker/broker_metrics.h"
 #include "server/broker/memory/memory_broker.h"
@@ -72,6 +73,8 @@ constexpr uint32_t kHttp2StreamsPerConnection = 100;
 // the broker's flush of pending publishes, the upstreams' and the
 // dispatchers' stops. At most half the budget.
 constexpr absl::Duration kAfterGrpcReserve = absl::Milliseconds(2500);
+// How long the start waits for the broker's first health report.
+constexpr absl::Duration kFirstHealthReportWait = absl::Seconds(2);
 // The ceiling of the fleet coordination's reconnect backoff.
 constexpr absl::Duration kFleetReconnectMax = absl::Seconds(1);
 // Upstream I/O threads when server.upstream_threads is 0: the cores, at most
@@ -98,6 +101,14 @@ std::vector<GrpcRequestMetrics::Method> ServedMethods() {
     }
   }
   return methods;
+}
+
+// How the gRPC port is secured, for the startup line.
+std::string TransportSecurity(const config::v1::Server& server) {
+  if (!server.has_tls()) return "plaintext";
+  if (server.tls().client_ca_file().empty()) return "TLS";
+  return server.tls().require_client_cert() ? "TLS, client certificate required"
+                                            : "TLS, client certificate optional";
 }
 
 uint32_t UpstreamThreads(const config::v1::Server& server) {
@@ -162,11 +173,12 @@ class ServerImpl final : public Server {
     broker_service_ = std::make_unique<service::BrokerService>(*context_);
     rpc_service_ = std::make_unique<service::RpcService>(*context_);
 
+    SB_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                        MakeServerCredentials(config_.server()));
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(config_.server().listen(), grpc::InsecureServerCredentials(),
-                             &grpc_port_);
+    builder.AddListeningPort(config_.server().listen(), credentials, &grpc_port_);
     builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxRequestMetadataBytes);
     builder.SetMaxReceiveMessageSize(static_cast<int>(
         std::max<uint64_t>(kMinReceiveMessageBytes, limits.max_message_bytes + (64 << 10))));
@@ -186,15 +198,26 @@ class ServerImpl final : public Server {
     grpc::HealthCheckServiceInterface* health = grpc_server_->GetHealthCheckService();
     // The proxy needs no broker: it serves as long as the process does.
     health->SetServingStatus(kRpcServiceName, true);
+    // Known, and not serving until the broker's first report.
+    health->SetServingStatus(kBrokerServiceName, false);
     broker_->WatchHealth([this, health](bool serving) {
       absl::MutexLock lock(&shutdown_mu_);
       if (shut_down_) return;
       health->SetServingStatus(kBrokerServiceName, serving);
       SB_LOG(kInfo, "broker is ", serving ? "serving" : "NOT serving");
+      broker_reported_ = true;
     });
+    // Ready when the broker's health is known (the memory broker's at once,
+    // a Redis broker's once it connected or failed to), or after
+    // kFirstHealthReportWait: a health check right after the start sees
+    // the broker's state.
+    {
+      absl::MutexLock lock(&shutdown_mu_);
+      shutdown_mu_.AwaitWithTimeout(absl::Condition(&broker_reported_), kFirstHealthReportWait);
+    }
     SB_LOG(kInfo, "switchboard listening on ", config_.server().listen(), " (port ", grpc_port_,
            "), metrics on ", config_.server().metrics_listen(), " (port ", metrics_port(),
-           "), broker ", url.Redacted());
+           "), broker ", url.Redacted(), ", gRPC ", TransportSecurity(config_.server()));
     return absl::OkStatus();
   }
 
@@ -490,6 +513,7 @@ class ServerImpl final : public Server {
 
   absl::Mutex shutdown_mu_;
   bool shut_down_ ABSL_GUARDED_BY(shutdown_mu_) = false;
+  bool broker_reported_ ABSL_GUARDED_BY(shutdown_mu_) = false;
 };
 
 }  // namespace

@@ -27,12 +27,38 @@ bool ConstantTimeEquals(absl::string_view presented, absl::string_view expected)
 ClientRegistry::ClientRegistry(std::vector<ClientCredential> clients)
     : clients_(std::move(clients)) {}
 
-absl::StatusOr<ClientIdentity> ClientRegistry::Authenticate(absl::string_view authorization) const {
+absl::StatusOr<ClientIdentity> ClientRegistry::Authenticate(
+    absl::string_view authorization, const PeerCertificate* certificate) const {
   if (anonymous()) {
     ClientIdentity anonymous_client;
     anonymous_client.id = std::string(kAnonymousClientId);
     return anonymous_client;
   }
+  if (authorization.empty() && certificate != nullptr) return AuthenticateCertificate(*certificate);
+  return AuthenticateToken(authorization);
+}
+
+absl::StatusOr<ClientIdentity> ClientRegistry::AuthenticateCertificate(
+    const PeerCertificate& certificate) const {
+  for (const ClientCredential& client : clients_) {
+    if (!client.cert_subject.empty() && client.cert_subject == certificate.subject) {
+      return client.identity;
+    }
+  }
+  for (const ClientCredential& client : clients_) {
+    if (client.cert_san.empty()) continue;
+    for (const std::string& san : certificate.sans) {
+      if (san == client.cert_san) return client.identity;
+    }
+  }
+  // The subject is no secret, but it is the caller's text: not echoed.
+  return absl::UnauthenticatedError(
+      "the client certificate matches no client's cert_subject or cert_san, and no bearer "
+      "token was sent");
+}
+
+absl::StatusOr<ClientIdentity> ClientRegistry::AuthenticateToken(
+    absl::string_view authorization) const {
   // RFC 7235: the scheme is case-insensitive and followed by whitespace.
   absl::string_view credentials = absl::StripAsciiWhitespace(authorization);
   if (!absl::StartsWithIgnoreCase(credentials, kBearerScheme) ||
@@ -47,6 +73,7 @@ absl::StatusOr<ClientIdentity> ClientRegistry::Authenticate(absl::string_view au
   // which one matched.
   const ClientCredential* match = nullptr;
   for (const ClientCredential& client : clients_) {
+    if (client.token.empty()) continue;  // A certificate-only client.
     if (ConstantTimeEquals(token, client.token) && match == nullptr) match = &client;
   }
   if (match == nullptr) return absl::UnauthenticatedError("unknown bearer token");

@@ -20,6 +20,9 @@
 namespace switchboard::config {
 namespace {
 
+// The longest clients[].cert_subject or cert_san.
+constexpr size_t kMaxCertIdentityBytes = 1024;
+
 absl::Status FieldError(absl::string_view path, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", message));
 }
@@ -36,6 +39,60 @@ absl::Status ValidateServer(const v1::Server& server) {
       WithPath("server.metrics_listen", ParseHostPort(server.metrics_listen()).status()));
   if (server.listen() == server.metrics_listen() && !absl::EndsWith(server.listen(), ":0")) {
     return FieldError("server.metrics_listen", "must differ from server.listen");
+  }
+  if (!server.has_tls()) return absl::OkStatus();
+  const v1::Tls& tls = server.tls();
+  if (tls.cert_file().empty()) return FieldError("server.tls.cert_file", "is required");
+  if (tls.key_file().empty()) return FieldError("server.tls.key_file", "is required");
+  if (tls.require_client_cert() && tls.client_ca_file().empty()) {
+    return FieldError("server.tls.require_client_cert",
+                      "needs server.tls.client_ca_file, the CAs that sign client certificates");
+  }
+  return absl::OkStatus();
+}
+
+// gRPC metadata values are printable ASCII, and Bearer tokens have no spaces:
+// a token with anything else (often a trailing newline from a Secret file)
+// could never match.
+bool IsValidToken(absl::string_view token) {
+  for (char c : token) {
+    if (c <= ' ' || c > '~') return false;
+  }
+  return true;
+}
+
+// A client's bearer token: non-empty, sendable as a header, unique.
+absl::Status ValidateToken(const std::string& token, const std::string& path,
+                           std::map<std::string, int>& index, int client) {
+  if (token.empty()) return FieldError(path, "must not be empty");
+  if (!IsValidToken(token)) {
+    return FieldError(path,
+                      "must be printable ASCII without spaces (check for a trailing newline)");
+  }
+  const auto [existing, inserted] = index.emplace(token, client);
+  if (!inserted) {
+    return FieldError(path, absl::StrCat("same token as clients[", existing->second, "]"));
+  }
+  return absl::OkStatus();
+}
+
+// A client's certificate identity (cert_subject or cert_san): non-empty,
+// bounded, unique among the clients, and only with client certificates on.
+absl::Status ValidateCertIdentity(const Config& config, const std::string& value,
+                                  const std::string& path, std::map<std::string, int>& index,
+                                  int client) {
+  if (value.empty()) return FieldError(path, "must not be empty");
+  if (value.size() > kMaxCertIdentityBytes) {
+    return FieldError(path, absl::StrCat("is longer than ", kMaxCertIdentityBytes, " bytes"));
+  }
+  if (config.server().tls().client_ca_file().empty()) {
+    return FieldError(path,
+                      "needs server.tls.client_ca_file: without it no client presents a "
+                      "certificate");
+  }
+  const auto [existing, inserted] = index.emplace(value, client);
+  if (!inserted) {
+    return FieldError(path, absl::StrCat("same value as clients[", existing->second, "]"));
   }
   return absl::OkStatus();
 }
@@ -109,16 +166,6 @@ absl::Status ValidateTopics(const Config& config) {
     }
   }
   return absl::OkStatus();
-}
-
-// gRPC metadata values are printable ASCII, and Bearer tokens have no spaces:
-// a token with anything else (often a trailing newline from a Secret file)
-// could never match.
-bool IsValidToken(absl::string_view token) {
-  for (char c : token) {
-    if (c <= ' ' || c > '~') return false;
-  }
-  return true;
 }
 
 absl::Status ValidateRedis(const v1::Redis& redis) {
@@ -202,6 +249,8 @@ absl::Status ValidateUpstreams(const Config& config) {
 absl::Status ValidateClients(const Config& config) {
   std::map<std::string, int> index_of_id;
   std::map<std::string, int> index_of_token;
+  std::map<std::string, int> index_of_subject;
+  std::map<std::string, int> index_of_san;
   for (int i = 0; i < config.clients_size(); ++i) {
     const v1::Client& client = config.clients(i);
     const std::string path = absl::StrCat("clients[", i, "]");
@@ -215,16 +264,18 @@ absl::Status ValidateClients(const Config& config) {
       return FieldError(id_path, absl::StrCat("\"", client.id(), "\" is already used by clients[",
                                               existing_id->second, "]"));
     }
-    if (!client.has_token()) return FieldError(token_path, "is required");
-    if (client.token().empty()) return FieldError(token_path, "must not be empty");
-    if (!IsValidToken(client.token())) {
-      return FieldError(token_path,
-                        "must be printable ASCII without spaces (check for a trailing newline)");
+    if (client.has_cert_subject()) {
+      SB_RETURN_IF_ERROR(ValidateCertIdentity(
+          config, client.cert_subject(), absl::StrCat(path, ".cert_subject"), index_of_subject, i));
     }
-    const auto [existing_token, new_token] = index_of_token.emplace(client.token(), i);
-    if (!new_token) {
-      return FieldError(token_path,
-                        absl::StrCat("same token as clients[", existing_token->second, "]"));
+    if (client.has_cert_san()) {
+      SB_RETURN_IF_ERROR(ValidateCertIdentity(config, client.cert_san(),
+                                              absl::StrCat(path, ".cert_san"), index_of_san, i));
+    }
+    if (client.has_token()) {
+      SB_RETURN_IF_ERROR(ValidateToken(client.token(), token_path, index_of_token, i));
+    } else if (!client.has_cert_subject() && !client.has_cert_san()) {
+      return FieldError(token_path, "is required (or cert_subject / cert_san)");
     }
     for (int j = 0; j < client.allowed_topics_size(); ++j) {
       SB_RETURN_IF_ERROR(common::ValidateTopicPattern(
@@ -410,6 +461,8 @@ std::vector<auth::ClientCredential> ClientCredentials(const Config& config) {
   for (const v1::Client& client : config.clients()) {
     auth::ClientCredential& credential = clients.emplace_back();
     credential.token = client.token();
+    credential.cert_subject = client.cert_subject();
+    credential.cert_san = client.cert_san();
     credential.identity.id = client.id();
     credential.identity.weight = client.weight();
     credential.identity.requests_per_second = client.requests_per_second();

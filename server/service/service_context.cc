@@ -1,10 +1,34 @@
 #include "server/service/service_context.h"
 
+#include <grpc/grpc_security_constants.h>
+#include <grpcpp/security/auth_context.h>
+
 #include <iterator>
+#include <memory>
+#include <optional>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
 namespace switchboard::service {
+namespace {
+
+// The client certificate the TLS handshake verified, if the caller sent one.
+std::optional<auth::PeerCertificate> VerifiedCertificate(const grpc::CallbackServerContext& call) {
+  const std::shared_ptr<const grpc::AuthContext> auth = call.auth_context();
+  if (auth == nullptr || !auth->IsPeerAuthenticated()) return std::nullopt;
+  const std::vector<grpc::string_ref> subject =
+      auth->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
+  if (subject.empty()) return std::nullopt;
+  auth::PeerCertificate certificate;
+  certificate.subject.assign(subject.front().data(), subject.front().size());
+  for (const grpc::string_ref& san : auth->FindPropertyValues(GRPC_X509_SAN_PROPERTY_NAME)) {
+    certificate.sans.emplace_back(san.data(), san.size());
+  }
+  return certificate;
+}
+
+}  // namespace
 
 absl::StatusOr<auth::ClientIdentity> AuthenticateCall(const ServiceContext& context,
                                                       const grpc::CallbackServerContext& call) {
@@ -18,7 +42,9 @@ absl::StatusOr<auth::ClientIdentity> AuthenticateCall(const ServiceContext& cont
     }
     authorization = absl::string_view(first->second.data(), first->second.size());
   }
-  return context.clients.Authenticate(authorization);
+  std::optional<auth::PeerCertificate> certificate = VerifiedCertificate(call);
+  return context.clients.Authenticate(authorization,
+                                      certificate.has_value() ? &*certificate : nullptr);
 }
 
 absl::Status CheckTopicAllowed(const auth::ClientIdentity& client, absl::string_view topic,

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/substitute.h"
 #include "absl/time/clock.h"
+#include "tests/testing/test_certificates.h"
 
 namespace switchboard::testing {
 namespace {
@@ -24,13 +25,6 @@ namespace {
 constexpr char kNginxBinary[] = "/usr/sbin/nginx";
 constexpr char kOpensslBinary[] = "/usr/bin/openssl";
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // Text that goes into the configuration inside `quote`s, where nginx would
 // also read `$` as a variable and `\` as an escape.
@@ -252,7 +246,7 @@ absl::Status NginxServer::Launch() {
   // The error log outlives restarts: only what this run adds tells why it
   // failed.
   const std::string error_log_path = absl::StrCat(dir_, "/error.log");
-  const size_t error_log_start = ReadFile(error_log_path).size();
+  const size_t error_log_start = ReadTextFile(error_log_path).size();
   absl::StatusOr<Subprocess> process =
       Subprocess::Start({kNginxBinary, "-p", absl::StrCat(dir_, "/"), "-c",
                          absl::StrCat(dir_, "/nginx.conf"), "-e", error_log_path});
@@ -262,7 +256,7 @@ absl::Status NginxServer::Launch() {
   const absl::Time deadline = absl::Now() + kStartTimeout;
   while (absl::Now() < deadline) {
     int pid = 0;
-    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadFile(pid_path)), &pid) &&
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(ReadTextFile(pid_path)), &pid) &&
         pid == process_->pid()) {
       return absl::OkStatus();
     }
@@ -270,7 +264,7 @@ absl::Status NginxServer::Launch() {
       process_.reset();
       // nginx retries a bind for 2.5 s before it exits with "Address
       // already in use".
-      return ExitedAtStartError("nginx", ReadFile(error_log_path).substr(error_log_start));
+      return ExitedAtStartError("nginx", ReadTextFile(error_log_path).substr(error_log_start));
     }
   }
   return absl::DeadlineExceededError(absl::StrCat("nginx on port ", port_, " did not start within ",
@@ -302,7 +296,7 @@ absl::Status NginxServer::SetPushback(bool on) {
 
 absl::StatusOr<AccessLog> NginxServer::ReadAccessLog() const {
   AccessLog log;
-  const std::string text = ReadFile(absl::StrCat(dir_, "/access.log"));
+  const std::string text = ReadTextFile(absl::StrCat(dir_, "/access.log"));
   // A last line without its newline is still being written.
   const absl::string_view complete(text.data(), text.rfind('\n') + 1);
   for (absl::string_view line : absl::StrSplit(complete, '\n', absl::SkipEmpty())) {

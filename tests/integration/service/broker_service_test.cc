@@ -493,6 +493,22 @@ TEST_F(BrokerServiceTest, KilledConsumersLeasesGoToTheOtherConsumerWithAttemptTw
 
 TEST_F(BrokerServiceTest, HealthReportsServingPerService) {
   auto health = grpc::health::v1::Health::NewStub(channel_);
+  // The broker reports its health on its own thread, soon after the start:
+  // watch until it does.
+  {
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service("switchboard.v1.Broker");
+    auto watch = health->Watch(&context, request);
+    grpc::health::v1::HealthCheckResponse response;
+    while (watch->Read(&response) &&
+           response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    }
+    EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+    context.TryCancel();
+    watch->Finish();
+  }
   for (const char* service : {"", "switchboard.v1.Broker", "switchboard.v1.Rpc"}) {
     grpc::ClientContext context;
     context.set_deadline(Deadline());

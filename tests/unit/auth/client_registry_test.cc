@@ -13,9 +13,11 @@ namespace switchboard::auth {
 namespace {
 
 using ::switchboard::testing::IsOk;
+using ::switchboard::testing::IsOkAndHolds;
 using ::switchboard::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::Eq;
+using ::testing::Field;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -96,6 +98,52 @@ TEST(ClientRegistryTest, AnUnknownTokenIsUnauthenticatedAndNeverEchoed) {
     EXPECT_THAT(client, StatusIs(absl::StatusCode::kUnauthenticated, Eq(kUnknown))) << token;
     EXPECT_THAT(client, StatusIs(absl::StatusCode::kUnauthenticated, Not(HasSubstr(token))));
   }
+}
+
+// A token client, one known by its certificate's subject and one by a SAN.
+std::vector<ClientCredential> ClientsWithCertificates() {
+  std::vector<ClientCredential> clients = Clients();
+  ClientCredential by_subject;
+  by_subject.cert_subject = "CN=worker-a,O=Acme";
+  by_subject.identity.id = "worker-a";
+  ClientCredential by_san;
+  by_san.cert_san = "spiffe://acme/worker-b";
+  by_san.identity.id = "worker-b";
+  clients.push_back(by_subject);
+  clients.push_back(by_san);
+  return clients;
+}
+
+TEST(ClientRegistryTest, ACertificateMapsToTheClientOfItsSubjectOrOfOneOfItsSans) {
+  const ClientRegistry registry(ClientsWithCertificates());
+  const PeerCertificate a{"CN=worker-a,O=Acme", {"worker-a.acme.internal"}};
+  EXPECT_THAT(registry.Authenticate("", &a), IsOkAndHolds(Field(&ClientIdentity::id, "worker-a")));
+  const PeerCertificate b{"CN=b,O=Acme", {"b.acme.internal", "spiffe://acme/worker-b"}};
+  EXPECT_THAT(registry.Authenticate("", &b), IsOkAndHolds(Field(&ClientIdentity::id, "worker-b")));
+  // Exact matches only: no prefix, no case folding, the subject is not a SAN.
+  for (const PeerCertificate& other :
+       {PeerCertificate{"CN=worker-a", {}}, PeerCertificate{"cn=worker-a,o=acme", {}},
+        PeerCertificate{"CN=x", {"spiffe://acme/worker"}},
+        PeerCertificate{"CN=x", {"CN=worker-a,O=Acme"}}}) {
+    EXPECT_THAT(registry.Authenticate("", &other),
+                StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("matches no client")))
+        << other.subject;
+  }
+}
+
+TEST(ClientRegistryTest, ATokenDecidesOverACertificate) {
+  const ClientRegistry registry(ClientsWithCertificates());
+  const PeerCertificate a{"CN=worker-a,O=Acme", {}};
+  EXPECT_THAT(registry.Authenticate("Bearer idx", &a),
+              IsOkAndHolds(Field(&ClientIdentity::id, "indexer")));
+  // A wrong token is refused, whatever the certificate.
+  EXPECT_THAT(registry.Authenticate("Bearer wrong", &a),
+              StatusIs(absl::StatusCode::kUnauthenticated, Eq(kUnknown)));
+  // A certificate-only client has no token that an empty one could match.
+  EXPECT_THAT(registry.Authenticate("Bearer ", nullptr),
+              StatusIs(absl::StatusCode::kUnauthenticated, Eq(kMissing)));
+  EXPECT_THAT(registry.Authenticate("", nullptr),
+              StatusIs(absl::StatusCode::kUnauthenticated, Eq(kMissing)));
 }
 
 TEST(ClientIdentityTest, MayUseTopicMatchesExactNamesAndPrefixes) {

@@ -356,7 +356,35 @@ INSTANTIATE_TEST_SUITE_P(
         ValidationCase{"DuplicateClientId",
                        "clients: [{id: a, token: t1}, {id: b, token: t2}, {id: a, token: t3}]",
                        "clients[2].id: \"a\" is already used by clients[0]"},
-        ValidationCase{"ClientWithoutToken", "clients: [{id: a}]", "clients[0].token: is required"},
+        ValidationCase{"ClientWithoutToken", "clients: [{id: a}]",
+                       "clients[0].token: is required (or cert_subject / cert_san)"},
+        ValidationCase{"CertSubjectWithoutClientCa",
+                       "server: {tls: {cert_file: c, key_file: k}}\n"
+                       "clients: [{id: a, cert_subject: \"CN=a\"}]",
+                       "clients[0].cert_subject: needs server.tls.client_ca_file: without it no "
+                       "client presents a certificate"},
+        ValidationCase{"CertSanWithoutTls", "clients: [{id: a, cert_san: \"spiffe://x/a\"}]",
+                       "clients[0].cert_san: needs server.tls.client_ca_file: without it no "
+                       "client presents a certificate"},
+        ValidationCase{"EmptyCertSubject",
+                       "server: {tls: {cert_file: c, key_file: k, client_ca_file: ca}}\n"
+                       "clients: [{id: a, cert_subject: \"\"}]",
+                       "clients[0].cert_subject: must not be empty"},
+        ValidationCase{"DuplicateCertSan",
+                       "server: {tls: {cert_file: c, key_file: k, client_ca_file: ca}}\n"
+                       "clients: [{id: a, cert_san: s}, {id: b, token: t}, {id: c, cert_san: s}]",
+                       "clients[2].cert_san: same value as clients[0]"},
+        ValidationCase{"TlsWithoutCert", "server: {tls: {key_file: k}}",
+                       "server.tls.cert_file: is required"},
+        ValidationCase{"TlsWithoutKey", "server: {tls: {cert_file: c}}",
+                       "server.tls.key_file: is required"},
+        ValidationCase{"RequireClientCertWithoutCa",
+                       "server: {tls: {cert_file: c, key_file: k, require_client_cert: true}}",
+                       "server.tls.require_client_cert: needs server.tls.client_ca_file, the CAs "
+                       "that sign client certificates"},
+        ValidationCase{"TlsRefreshTooShort",
+                       "server: {tls: {cert_file: c, key_file: k, refresh_interval_ms: 10}}",
+                       "server.tls.refresh_interval_ms: must be between 1000 and 86400000, got 10"},
         ValidationCase{"EmptyToken", "clients: [{id: a, token: \"\"}]",
                        "clients[0].token: must not be empty"},
         ValidationCase{"TokenWithNewline", "clients: [{id: a, token: \"abc\\n\"}]",

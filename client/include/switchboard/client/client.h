@@ -24,6 +24,7 @@
 #include <grpcpp/client_context.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,13 +36,39 @@
 
 namespace switchboard::client {
 
+// TLS to a server with `server.tls`. PEM text; LoadTlsFiles reads it from
+// files.
+struct TlsOptions {
+  // The CAs that sign the server's certificate. Empty: the system's roots.
+  std::string root_certificates;
+  // The worker's certificate chain and its private key, for mutual TLS:
+  // both or neither.
+  std::string certificate_chain;
+  std::string private_key;
+  // The name the server's certificate must carry when it is not the
+  // target's host (e.g. a certificate for `switchboard.prod.svc` reached as
+  // 127.0.0.1). Empty: the target's host.
+  std::string server_name;
+};
+
+// Reads the PEM files of a TlsOptions; an empty path reads nothing.
+// INVALID_ARGUMENT naming the file (`tls_ca`, `tls_cert`, `tls_key`, as the
+// flags of sbctl and the example workers) when one cannot be read, holds no
+// PEM block, or a certificate comes without its key.
+absl::StatusOr<TlsOptions> LoadTlsFiles(const std::string& ca_file, const std::string& cert_file,
+                                        const std::string& key_file);
+
 struct ClientOptions {
   // The server address, in gRPC target syntax.
   std::string target = "127.0.0.1:7070";
 
   // Sent as `authorization: Bearer <token>` on every call. Empty: no
-  // authorization metadata (the server's anonymous mode).
+  // authorization metadata (the server's anonymous mode, or a client known
+  // by its TLS certificate).
   std::string bearer_token;
+
+  // Set: the channel speaks TLS. Absent: plaintext.
+  std::optional<TlsOptions> tls;
 
   // Deadline of each unary call (Publish, CheckHealth) and of a stream's
   // graceful close.

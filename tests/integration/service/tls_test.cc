@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "switchboard/v1/broker.grpc.pb.h"
+#include "tests/integration/examples/example_process.h"
 #include "tests/testing/broker_calls.h"
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/status_matchers.h"
@@ -111,6 +113,12 @@ class TlsTest : public ::testing::Test {
   InProcessServer running_;
 };
 
+std::vector<std::string> Concat(std::vector<std::string> first,
+                                const std::vector<std::string>& second) {
+  first.insert(first.end(), second.begin(), second.end());
+  return first;
+}
+
 // The last line of `text` (gRPC logs failed handshakes on stderr before
 // sbctl's own line).
 std::string LastLine(const std::string& text) {
@@ -202,6 +210,37 @@ clients:
                             "--tls_cert=" + stranger_.cert_file, "--tls_key=" + stranger_.key_file},
                            {"consume", "a.jobs", "--group=audit", "--count=1"});
   EXPECT_EQ(a_jobs.stdout_text, "m\n") << a_jobs.stderr_text;
+}
+
+// The example workers take the same TLS flags: seed 002's API and runner,
+// each known by its certificate and allowed only the topics it needs.
+TEST_F(TlsTest, TheExampleJobsSceneRunsOverMutualTls) {
+  constexpr int kJobs = 20;
+  Start(absl::StrCat("server: {tls: ", TlsYaml(true), R"(}
+topics:
+  - {name: jobs, kind: durable, ack_deadline_ms: 600000}
+  - {name: results, kind: durable, ack_deadline_ms: 600000}
+clients:
+  - {id: jobs-api, cert_subject: "CN=worker-a,O=Switchboard Test", allowed_topics: [jobs, results]}
+  - {id: job-runner, cert_san: "spiffe://test/worker-b", allowed_topics: [jobs, results]}
+)"));
+  absl::StatusOr<Subprocess> runner =
+      StartExample(EXAMPLE_JOB_RUNNER_BINARY, running_.target,
+                   Concat(MutualTls(worker_b_), {absl::StrCat("--max_jobs=", kJobs)}));
+  ASSERT_THAT(runner, IsOk());
+  ASSERT_TRUE(WaitForStderr(*runner, "consuming jobs")) << runner->stderr_text();
+  absl::StatusOr<Subprocess> api =
+      StartExample(EXAMPLE_JOBS_API_BINARY, running_.target,
+                   Concat(MutualTls(worker_a_), {absl::StrCat("--jobs=", kJobs)}));
+  ASSERT_THAT(api, IsOk());
+  ASSERT_EQ(api->Wait(kExampleTimeout), std::optional<int>(0)) << api->stderr_text();
+  const auto summaries = KeyValueLines(api->stdout_text(), "summary:");
+  ASSERT_EQ(summaries.size(), 1u) << api->stdout_text();
+  EXPECT_EQ(IntField(summaries[0], "distinct_results"), kJobs);
+  ASSERT_EQ(runner->Wait(kExampleTimeout), std::optional<int>(0)) << runner->stderr_text();
+  const auto ran = KeyValueLines(runner->stdout_text(), "summary:");
+  ASSERT_EQ(ran.size(), 1u) << runner->stdout_text();
+  EXPECT_EQ(IntField(ran[0], "jobs_run"), kJobs);
 }
 
 TEST_F(TlsTest, ARotatedCertificateReachesNewConnectionsWhileAnOpenStreamGoesOn) {

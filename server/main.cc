@@ -13,7 +13,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
+#include "google/protobuf/stubs/logging.h"
 #include "server/app/server.h"
 #include "server/common/log.h"
 #include "server/config/config.h"
@@ -34,6 +36,22 @@ namespace {
 constexpr int kExitStartFailed = 1;
 constexpr int kExitBadConfig = 2;
 
+// Protobuf's own log lines go through Switchboard's log, in its format. A
+// request that does not parse (invalid UTF-8 in a string field, say) is the
+// client's mistake, answered to that client (INVALID_ARGUMENT, counted in
+// switchboard_requests_rejected_total): logged at debug, so that one client
+// cannot fill the log.
+void LogProtobufMessage(google::protobuf::LogLevel level, const char* file, int line,
+                        const std::string& message) {
+  namespace common = switchboard::common;
+  common::LogLevel ours = level >= google::protobuf::LOGLEVEL_ERROR ? common::LogLevel::kError
+                                                                    : common::LogLevel::kWarning;
+  if (absl::StrContains(message, "parsing a protocol buffer")) ours = common::LogLevel::kDebug;
+  if (common::LogEnabled(ours)) {
+    common::LogLine(ours, absl::StrCat("protobuf (", file, ":", line, "): ", message));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -42,6 +60,7 @@ int main(int argc, char** argv) {
       "Usage: switchboard [--config=FILE] [--listen=HOST:PORT] [--metrics_listen=HOST:PORT] "
       "[--broker=URL]");
   absl::ParseCommandLine(argc, argv);
+  google::protobuf::SetLogHandler(&LogProtobufMessage);
   // Debian's Abseil checks every lock for deadlock cycles; the tests (which
   // do not run main) keep that check, production saves its cost.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);

@@ -10,6 +10,13 @@
 // it (the services, gRPC's health and reflection services, gRPC itself for
 // an unknown method).
 //
+// A unary or server-streaming call whose request does not parse as its
+// protobuf type (gRPC would answer UNIMPLEMENTED with no message) finishes
+// INVALID_ARGUMENT with a message that says so, and is counted in
+// `switchboard_requests_rejected_total`. (A client stream's unparseable
+// message looks to the server like the end of the stream: gRPC does not tell
+// the two apart.)
+//
 // Used by the wiring (server/app/server.cc), which passes the factory to
 // grpc::ServerBuilder. gRPC creates one interceptor per call and runs it on
 // its own threads; `metrics` and `clock` must outlive the server.
@@ -21,10 +28,12 @@
 
 #include "server/app/grpc_request_metrics.h"
 #include "server/common/clock.h"
+#include "server/metrics/metrics.h"
 
 namespace switchboard::app {
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-MakeGrpcRequestInterceptorFactory(GrpcRequestMetrics& metrics, const common::Clock& clock);
+MakeGrpcRequestInterceptorFactory(GrpcRequestMetrics& request_metrics, metrics::Metrics& metrics,
+                                  const common::Clock& clock);
 
 }  // namespace switchboard::app

@@ -185,7 +185,7 @@ class ServerImpl final : public Server {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
         interceptors;
     interceptors.push_back(
-        MakeGrpcRequestInterceptorFactory(request_metrics_, common::RealClock::Get()));
+        MakeGrpcRequestInterceptorFactory(request_metrics_, metrics_, common::RealClock::Get()));
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
     builder.RegisterService(broker_service_.get());
     builder.RegisterService(rpc_service_.get());

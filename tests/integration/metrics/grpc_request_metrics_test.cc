@@ -165,6 +165,37 @@ TEST_F(GrpcRequestMetricsTest, CountsEveryFinishedCallByMethodAndCode) {
                                            {Labels("UNAUTHENTICATED", "Subscribe"), 1}}));
 }
 
+// A request whose bytes are not its protobuf type: invalid UTF-8 in the
+// topic (a string field), and a field longer than the request.
+TEST_F(GrpcRequestMetricsTest, AnUnparseableRequestIsInvalidArgumentAndCounted) {
+  for (const std::string& bytes :
+       {std::string("\x0a\x03\xff\xfe\xfd", 5), std::string("\x0a\x7f\x41", 3)}) {
+    grpc::GenericStub generic(channel_);
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    context.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    grpc::Status status;
+    absl::Notification done;
+    generic.UnaryCall(&context, kPublish, grpc::StubOptions(), &request, &response,
+                      [&](grpc::Status result) {
+                        status = std::move(result);
+                        done.Notify();
+                      });
+    done.WaitForNotification();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(),
+              "request: not a valid protobuf request of /switchboard.v1.Broker/Publish (check the "
+              "client's generated code matches the server's proto/switchboard/v1)");
+  }
+  EXPECT_EQ(NonZero("switchboard_grpc_requests_total"),
+            (std::map<std::string, double>{{Labels("INVALID_ARGUMENT", kPublish), 2}}));
+  EXPECT_EQ(NonZero("switchboard_requests_rejected_total"),
+            (std::map<std::string, double>{{Labels("INVALID_ARGUMENT", "Publish"), 2}}));
+}
+
 TEST_F(GrpcRequestMetricsTest, KnownMethodsStartAtZeroAndStreamsHaveNoDuration) {
   const int port = server_.metrics_port;
   EXPECT_THAT(ScrapeMetric(port, absl::StrCat("switchboard_grpc_requests_total{",

@@ -16,8 +16,10 @@
 #     acknowledged ones);
 #   - a consumer: `sbctl consume soak.jobs --group=soak` (acks each message),
 #     restarted if it ends;
-#   - subscribe churn: `sbctl bench latency` on a new ephemeral topic per run
-#     (a Subscribe and a PublishStream opened and closed every 15 s);
+#   - subscribe churn: `sbctl bench latency` on one of four ephemeral topics
+#     in turn (a Subscribe and a PublishStream opened and closed every 15 s;
+#     a new topic name every run would grow the per-topic metric series up
+#     to their label cap, growth by design that a soak should not measure);
 #   - RPC: `sbctl bench call` on upstream `soak`, 300 calls a second, 15-s runs;
 #   - stream churn: `sbctl bench consume` (10 Consume streams and a publish
 #     stream, opened and closed every few seconds) on topic soak.churn.
@@ -137,7 +139,7 @@ subscribe_loop() {
   local run=0
   while running; do
     run=$((run + 1))
-    sb bench latency --topic="soak.news.$run" --rate=200 --duration=15 \
+    sb bench latency --topic="soak.news.$((run % 4))" --rate=200 --duration=15 \
       >>"$work/latency.log" 2>/dev/null || sleep 1
   done
 }

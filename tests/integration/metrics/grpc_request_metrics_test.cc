@@ -72,6 +72,28 @@ clients:
     return series;
   }
 
+  // A unary call to `method` whose request is `bytes` as they are, with the
+  // bearer `token` unless empty.
+  grpc::Status RawUnaryCall(const std::string& method, const std::string& bytes,
+                            const std::string& token = "") {
+    grpc::GenericStub generic(channel_);
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    if (!token.empty()) context.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    grpc::Status status;
+    absl::Notification done;
+    generic.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                      [&](grpc::Status result) {
+                        status = std::move(result);
+                        done.Notify();
+                      });
+    done.WaitForNotification();
+    return status;
+  }
+
   testing::InProcessServer server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Broker::Stub> stub_;
@@ -130,21 +152,7 @@ TEST_F(GrpcRequestMetricsTest, CountsEveryFinishedCallByMethodAndCode) {
         grpc::health::v1::Health::NewStub(channel_)->Check(&context, request, &response).ok());
   }
   for (const char* unknown : {"/no.such.Service/Method", "/switchboard.v1.Broker/Nothing"}) {
-    grpc::GenericStub generic(channel_);
-    grpc::ClientContext context;
-    context.set_deadline(Deadline());
-    grpc::Slice empty{std::string()};
-    grpc::ByteBuffer request(&empty, 1);
-    grpc::ByteBuffer response;
-    grpc::Status status;
-    absl::Notification done;
-    generic.UnaryCall(&context, unknown, grpc::StubOptions(), &request, &response,
-                      [&](grpc::Status result) {
-                        status = std::move(result);
-                        done.Notify();
-                      });
-    done.WaitForNotification();
-    ASSERT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED) << unknown;
+    ASSERT_EQ(RawUnaryCall(unknown, "").error_code(), grpc::StatusCode::UNIMPLEMENTED) << unknown;
   }
 
   EXPECT_EQ(NonZero("switchboard_grpc_requests_total"),
@@ -170,21 +178,7 @@ TEST_F(GrpcRequestMetricsTest, CountsEveryFinishedCallByMethodAndCode) {
 TEST_F(GrpcRequestMetricsTest, AnUnparseableRequestIsInvalidArgumentAndCounted) {
   for (const std::string& bytes :
        {std::string("\x0a\x03\xff\xfe\xfd", 5), std::string("\x0a\x7f\x41", 3)}) {
-    grpc::GenericStub generic(channel_);
-    grpc::ClientContext context;
-    context.set_deadline(Deadline());
-    context.AddMetadata("authorization", absl::StrCat("Bearer ", kToken));
-    grpc::Slice slice(bytes);
-    grpc::ByteBuffer request(&slice, 1);
-    grpc::ByteBuffer response;
-    grpc::Status status;
-    absl::Notification done;
-    generic.UnaryCall(&context, kPublish, grpc::StubOptions(), &request, &response,
-                      [&](grpc::Status result) {
-                        status = std::move(result);
-                        done.Notify();
-                      });
-    done.WaitForNotification();
+    const grpc::Status status = RawUnaryCall(kPublish, bytes, kToken);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_EQ(status.error_message(),
               "request: not a valid protobuf request of /switchboard.v1.Broker/Publish (check the "

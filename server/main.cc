@@ -60,6 +60,11 @@ int main(int argc, char** argv) {
       "Usage: switchboard [--config=FILE] [--listen=HOST:PORT] [--metrics_listen=HOST:PORT] "
       "[--broker=URL]");
   absl::ParseCommandLine(argc, argv);
+  // A write to a connection its peer closed must fail with EPIPE, not kill
+  // the process: hiredis writes with write(2), so a Redis that shuts down
+  // gracefully while a command goes out would end Switchboard by SIGPIPE
+  // (seen in the soak). Ignored before any thread starts.
+  signal(SIGPIPE, SIG_IGN);
   google::protobuf::SetLogHandler(&LogProtobufMessage);
   // Debian's Abseil checks every lock for deadlock cycles; the tests (which
   // do not run main) keep that check, production saves its cost.

@@ -105,6 +105,17 @@ start=$(date +%s)
 end=$((start + duration))
 running() { (($(date +%s) < end)); }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$server/status"; }
+# Under ASan, RSS also holds what the sanitizer keeps: the shadow of every
+# heap page ever used (poisoned on free, never released), the quarantine,
+# the stack depot. What the program itself holds is the allocator's live
+# bytes, read from the running process with gdb (a pause of about a second).
+asan=
+if ldd "$build/server/switchboard" | grep -q libasan; then asan=1; fi
+heap_kb() {
+  gdb -p "$server" -batch -nx -iex "set auto-load off" \
+    -ex 'print (unsigned long)__sanitizer_get_current_allocated_bytes()' 2>/dev/null |
+    awk '/^\$1 = / {print int($3 / 1024)}'
+}
 
 # Each loop runs in its own process group, so that cleanup stops its sbctl too.
 loop() { set -m; "$@" & loops+=($!); set +m; }
@@ -164,12 +175,19 @@ loop churn_loop
 
 warmup_at=$((start + duration / 5))
 restart_at=$((start + duration / 2))
-rss_warm= restarted=
+rss_warm= restarted= heap_warm= heap_end=
 : >"$work/rss"
+: >"$work/heap"
 while running; do
   now=$(date +%s)
   echo "$((now - start)) $(rss_kb)" >>"$work/rss"
-  if [[ -z $rss_warm ]] && ((now >= warmup_at)); then rss_warm=$(rss_kb); fi
+  if [[ -n $asan ]] && (((now - start) % 60 < 10)); then
+    echo "$((now - start)) $(heap_kb)" >>"$work/heap"
+  fi
+  if [[ -z $rss_warm ]] && ((now >= warmup_at)); then
+    rss_warm=$(rss_kb)
+    if [[ -n $asan ]]; then heap_warm=$(heap_kb); fi
+  fi
   if [[ -z $restarted ]] && ((now >= restart_at)); then
     redis-cli -p "$redis_port" shutdown >/dev/null 2>&1 || true
     wait "$redis" 2>/dev/null || true
@@ -180,6 +198,7 @@ while running; do
   sleep 10
 done
 rss_end=$(rss_kb)
+if [[ -n $asan ]]; then heap_end=$(heap_kb); fi
 
 # The load generators end on their own once `running` is false; the consumer
 # drains until every acknowledged payload arrived, or 60 s.
@@ -215,10 +234,10 @@ print(total)" "$work/call.log")
 
 python3 - "$duration" "$rate" "$rss_warm" "$rss_end" "$acked" "$consumed" "$missing" \
   "$exit_code" "$reports" "$restarted" "$rpc_calls" "$load_before" \
-  "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+  "$(cut -d' ' -f1-3 /proc/loadavg)" "$heap_warm" "$heap_end" <<'EOF'
 import sys
 (duration, rate, warm, end, acked, consumed, missing, exit_code, reports, restarted,
- rpc_calls, load_before, load_after) = sys.argv[1:]
+ rpc_calls, load_before, load_after, heap_warm, heap_end) = sys.argv[1:]
 warm, end = int(warm), int(end)
 growth = 100.0 * (end - warm) / warm
 ok = lambda good: "yes" if good else "**no**"
@@ -226,6 +245,10 @@ print(f"| Soak, {duration} s, {rate} publishes/s, Redis restarted at {restarted}
 print("|---|---|---|")
 print(f"| RSS after warm-up → at the end | {warm / 1024:.1f} MiB → {end / 1024:.1f} MiB "
       f"({growth:+.1f}%) | {ok(abs(growth) <= 5)} |")
+if heap_warm and heap_end:
+    heap_growth = 100.0 * (int(heap_end) - int(heap_warm)) / int(heap_warm)
+    print(f"| ASan: heap in use after warm-up → at the end | {int(heap_warm) / 1024:.1f} MiB → "
+          f"{int(heap_end) / 1024:.1f} MiB ({heap_growth:+.1f}%) | {ok(abs(heap_growth) <= 5)} |")
 print(f"| Acknowledged publishes consumed | {int(acked) - int(missing):,} of {int(acked):,} "
       f"({int(consumed):,} distinct consumed) | {ok(int(missing) == 0 and int(acked) > 0)} |")
 print(f"| JSON-RPC calls answered | {int(rpc_calls):,} | {ok(int(rpc_calls) > 0)} |")

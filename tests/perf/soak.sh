@@ -180,6 +180,10 @@ rss_warm= restarted= heap_warm= heap_end=
 : >"$work/heap"
 while running; do
   now=$(date +%s)
+  if ! kill -0 "$server" 2>/dev/null; then
+    echo "switchboard exited at $((now - start)) s, before the end" >&2
+    break
+  fi
   echo "$((now - start)) $(rss_kb)" >>"$work/rss"
   if [[ -n $asan ]] && (((now - start) % 60 < 10)); then
     echo "$((now - start)) $(heap_kb)" >>"$work/heap"
@@ -197,7 +201,7 @@ while running; do
   fi
   sleep 10
 done
-rss_end=$(rss_kb)
+rss_end=$(rss_kb || echo 0)
 if [[ -n $asan ]]; then heap_end=$(heap_kb); fi
 
 # The load generators end on their own once `running` is false; the consumer
@@ -238,7 +242,7 @@ python3 - "$duration" "$rate" "$rss_warm" "$rss_end" "$acked" "$consumed" "$miss
 import sys
 (duration, rate, warm, end, acked, consumed, missing, exit_code, reports, restarted,
  rpc_calls, load_before, load_after, heap_warm, heap_end) = sys.argv[1:]
-warm, end = int(warm), int(end)
+warm, end = int(warm or 1), int(end or 0)
 growth = 100.0 * (end - warm) / warm
 ok = lambda good: "yes" if good else "**no**"
 print(f"| Soak, {duration} s, {rate} publishes/s, Redis restarted at {restarted} s | Result | Pass |")

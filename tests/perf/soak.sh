@@ -109,8 +109,10 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$server/status"; }
 # heap page ever used (poisoned on free, never released), the quarantine,
 # the stack depot. What the program itself holds is the allocator's live
 # bytes, read from the running process with gdb (a pause of about a second).
+# Opt-in (HEAP=1): the attach itself leaves pages resident (seen: +17 MiB
+# of RSS for the rest of the run), so a run that checks RSS does not use it.
 asan=
-if ldd "$build/server/switchboard" | grep -q libasan; then asan=1; fi
+if [[ ${HEAP:-0} == 1 ]] && ldd "$build/server/switchboard" | grep -q libasan; then asan=1; fi
 heap_kb() {
   gdb -p "$server" -batch -nx -iex "set auto-load off" \
     -ex 'print (unsigned long)__sanitizer_get_current_allocated_bytes()' 2>/dev/null |
@@ -187,8 +189,7 @@ while running; do
     echo "switchboard exited at $((now - start)) s, before the end" >&2
     break
   fi
-  # RSS first: gdb's attach makes pages resident for a while (seen: +15 MiB),
-  # so the live heap is read only at warm-up and at the end, after RSS.
+  # The live heap (HEAP=1) is read only at warm-up and at the end, after RSS.
   echo "$((now - start)) $(rss_kb)" >>"$work/rss"
   if [[ -z $rss_warm ]] && ((now >= warmup_at)); then
     rss_warm=$(rss_kb)

@@ -2,9 +2,6 @@
 
 #include <grpcpp/support/interceptor.h>
 
-#include <string>
-#include <utility>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -25,12 +22,13 @@ absl::string_view ShortName(absl::string_view method) {
 class GrpcRequestInterceptor final : public grpc::experimental::Interceptor {
  public:
   GrpcRequestInterceptor(GrpcRequestMetrics::Series& series, metrics::Metrics& metrics,
-                         const common::Clock& clock, std::string method, bool takes_one_request)
+                         const common::Clock& clock, absl::string_view method,
+                         bool takes_one_request)
       : series_(series),
         metrics_(metrics),
         clock_(clock),
         start_(clock.Now()),
-        method_(std::move(method)),
+        method_(method),
         takes_one_request_(takes_one_request) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
@@ -63,7 +61,8 @@ class GrpcRequestInterceptor final : public grpc::experimental::Interceptor {
   metrics::Metrics& metrics_;
   const common::Clock& clock_;
   const absl::Time start_;
-  const std::string method_;
+  // gRPC's own text, which lives as long as the call (and so this).
+  const absl::string_view method_;
   const bool takes_one_request_;
   bool unparseable_ = false;
 };
@@ -81,7 +80,7 @@ class GrpcRequestInterceptorFactory final
         info->method() == nullptr ? absl::string_view() : absl::string_view(info->method());
     using Type = grpc::experimental::ServerRpcInfo::Type;
     return new GrpcRequestInterceptor(
-        request_metrics_.ForMethod(method), metrics_, clock_, std::string(method),
+        request_metrics_.ForMethod(method), metrics_, clock_, method,
         info->type() == Type::UNARY || info->type() == Type::SERVER_STREAMING);
   }
 

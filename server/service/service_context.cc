@@ -42,7 +42,12 @@ absl::StatusOr<auth::ClientIdentity> AuthenticateCall(const ServiceContext& cont
     }
     authorization = absl::string_view(first->second.data(), first->second.size());
   }
-  std::optional<auth::PeerCertificate> certificate = VerifiedCertificate(call);
+  // A token decides when sent, so the certificate is read (an AuthContext
+  // and copies of its names) only for calls without one.
+  std::optional<auth::PeerCertificate> certificate;
+  if (authorization.empty() && !context.clients.anonymous()) {
+    certificate = VerifiedCertificate(call);
+  }
   return context.clients.Authenticate(authorization,
                                       certificate.has_value() ? &*certificate : nullptr);
 }

@@ -476,6 +476,7 @@ class ServerImpl final : public Server {
     options.connection.reconnect_max = absl::Milliseconds(redis.reconnect_max_ms());
     options.max_reader_connections = redis.max_reader_connections();
     options.block_time = absl::Milliseconds(redis.block_ms());
+    options.reader_linger = absl::Milliseconds(redis.reader_linger_ms());
     options.maintenance_interval = absl::Milliseconds(redis.maintenance_interval_ms());
     options.consumer_name = redis.consumer_name();
     return options;

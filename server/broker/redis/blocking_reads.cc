@@ -68,9 +68,9 @@ void BlockingReads::ReleaseReaderIfIdle(const std::string& name) {
   const size_t index = group.reader;
   group.reader = kNoReader;
   if (!slot.groups.empty()) return;
-  slot.ready = false;
+  // The reader lingers (ConnectionSet), and reports itself down once closed.
   connections_.Run([index](ConnectionSet* connections) {
-    if (connections != nullptr) connections->CloseReader(index);
+    if (connections != nullptr) connections->ReleaseReader(index);
   });
 }
 

@@ -58,7 +58,8 @@ class BlockingReads {
   void EnsureReader(const std::string& name);
 
   // A group without sessions gives its reader back, and an unused reader
-  // closes (DESIGN.md §3: one per active group).
+  // closes after a linger (DESIGN.md §3: one per active group; the linger
+  // spares a group that comes back soon a new connection).
   void ReleaseReaderIfIdle(const std::string& name);
 
   // Starts (or widens) the blocking read of group `name` over its drained

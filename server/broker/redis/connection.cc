@@ -129,7 +129,10 @@ void Connection::OnHandshakeReply(absl::string_view step, absl::StatusOr<Reply> 
   if (--handshake_left_ > 0) return;
   phase_ = Phase::kReady;
   failures_ = 0;
-  last_failure_.clear();
+  {
+    absl::MutexLock lock(&failure_mu_);
+    last_failure_.clear();
+  }
   backoff_.Reset();
   SB_LOG(kInfo, "redis ", role_, " connection to ", options_.host, ":", options_.port, " is ready");
   observer_.OnStateChanged(role_, ConnectionState::kConnecting, ConnectionState::kReady);
@@ -299,8 +302,12 @@ void Connection::Lost(absl::string_view reason) {
   ++failures_;
   // Each new kind of failure is a warning (a Redis restarted with a password
   // first closes the connection, then refuses AUTH); repeats are debug.
-  const bool new_reason = reason != last_failure_;
-  last_failure_ = std::string(reason);
+  bool new_reason;
+  {
+    absl::MutexLock lock(&failure_mu_);
+    new_reason = reason != last_failure_;
+    last_failure_ = std::string(reason);
+  }
   if (was_ready) {
     SB_LOG(kWarning, "redis ", role_, " connection to ", options_.host, ":", options_.port,
            " lost: ", reason, "; reconnecting");
@@ -332,10 +339,16 @@ void Connection::FailSoon(ReplyCallback done, absl::Status status) {
   io_.Post([done = std::move(done), status = std::move(status)]() mutable { done(status); });
 }
 
+std::string Connection::LastFailure() const {
+  absl::MutexLock lock(&failure_mu_);
+  return last_failure_;
+}
+
 absl::Status Connection::NotReady() const {
+  const std::string failure = LastFailure();
   return absl::UnavailableError(absl::StrCat(
       "redis ", role_, " connection to ", options_.host, ":", options_.port, " is not ready",
-      last_failure_.empty() ? "" : absl::StrCat(" (last attempt: ", last_failure_, ")")));
+      failure.empty() ? "" : absl::StrCat(" (last attempt: ", failure, ")")));
 }
 
 void Connection::NoteWrittenIfFlushed() {

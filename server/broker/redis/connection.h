@@ -38,6 +38,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/backoff.h"
 #include "server/broker/redis/command.h"
@@ -129,6 +130,11 @@ class Connection {
 
   const std::string& role() const { return role_; }
 
+  // Why the last connection attempt failed (refused, AUTH failed, ...);
+  // empty while ready or before the first failure. Any thread: the broker
+  // names it when it refuses a stream while Redis is unreachable.
+  std::string LastFailure() const;
+
   // Sends `command`; `done` runs once with its reply, or with UNAVAILABLE
   // (not ready, or lost before the reply) or DEADLINE_EXCEEDED (no reply
   // within `timeout`).
@@ -207,8 +213,11 @@ class Connection {
   redisAsyncContext* context_ = nullptr;
   int64_t client_id_ = 0;
   size_t handshake_left_ = 0;
-  size_t failures_ = 0;       // Connection attempts failed since the last ready.
-  std::string last_failure_;  // Why the last attempt failed; empty once ready.
+  size_t failures_ = 0;  // Connection attempts failed since the last ready.
+  // Why the last attempt failed; empty once ready. Written on the I/O
+  // thread; LastFailure() reads it from others.
+  mutable absl::Mutex failure_mu_;
+  std::string last_failure_ ABSL_GUARDED_BY(failure_mu_);
   common::Backoff backoff_;
   absl::BitGen random_;  // Draws backoff_'s jitter.
 

@@ -22,11 +22,12 @@ std::vector<const TopicDeclaration*> ExclusiveDeclarations(const TopicPolicies& 
 }
 
 ConnectionSet::ConnectionSet(event::DispatcherImpl& dispatcher, const ConnectionOptions& options,
-                             absl::Duration maintenance_interval, const TopicPolicies& policies,
-                             ConnectionObserver& observer)
+                             absl::Duration maintenance_interval, absl::Duration reader_linger,
+                             const TopicPolicies& policies, ConnectionObserver& observer)
     : dispatcher_(dispatcher),
       options_(options),
       maintenance_interval_(maintenance_interval),
+      reader_linger_(reader_linger),
       observer_(observer),
       command_(dispatcher, options, "command", observer),
       subscriber_(dispatcher, options, "subscriber", observer),
@@ -98,10 +99,17 @@ void ConnectionSet::Unblock(size_t index) {
   TryUnblock(index);
 }
 
-void ConnectionSet::CloseReader(size_t index) {
+void ConnectionSet::ReleaseReader(size_t index) {
   if (index >= readers_.size() || readers_[index].connection == nullptr) return;
-  readers_[index].connection->Close();
-  dispatcher_.Post([closed = std::move(readers_[index].connection)] {});
+  readers_[index].linger->Enable(reader_linger_);
+}
+
+void ConnectionSet::CloseReader(size_t index) {
+  Reader& reader = readers_[index];
+  reader.linger->Disable();
+  if (reader.connection == nullptr) return;
+  reader.connection->Close();
+  dispatcher_.Post([closed = std::move(reader.connection)] {});
 }
 
 void ConnectionSet::CloseAll() {
@@ -117,8 +125,13 @@ ConnectionSet::Reader& ConnectionSet::Open(size_t index) {
     Reader& added = readers_.emplace_back();
     const size_t added_index = readers_.size() - 1;
     added.retry = dispatcher_.CreateTimer([this, added_index] { TryUnblock(added_index); });
+    added.linger = dispatcher_.CreateTimer([this, added_index] {
+      CloseReader(added_index);
+      events_.on_reader_state(added_index, false);
+    });
   }
   Reader& reader = readers_[index];
+  reader.linger->Disable();
   if (reader.connection == nullptr) {
     reader.connection = std::make_unique<Connection>(dispatcher_, options_, "reader", observer_);
     reader.connection->Start([this, index](bool ready) { events_.on_reader_state(index, ready); });

@@ -51,10 +51,13 @@ class ConnectionSet {
     absl::AnyInvocable<void()> on_maintenance_tick;
   };
 
-  // `options` and `observer` must outlive this set.
+  // `options` and `observer` must outlive this set. A released reader stays
+  // open for `reader_linger`, so a group that comes back soon (a worker
+  // restarting, consumers that come and go) reuses it instead of making a
+  // new connection.
   ConnectionSet(event::DispatcherImpl& dispatcher, const ConnectionOptions& options,
-                absl::Duration maintenance_interval, const TopicPolicies& policies,
-                ConnectionObserver& observer);
+                absl::Duration maintenance_interval, absl::Duration reader_linger,
+                const TopicPolicies& policies, ConnectionObserver& observer);
   ~ConnectionSet();
 
   ConnectionSet(const ConnectionSet&) = delete;
@@ -62,6 +65,10 @@ class ConnectionSet {
 
   // How the broker's components reach this set.
   const event::Anchor<ConnectionSet>& anchor() const { return anchor_; }
+
+  // Why the command connection's last attempt failed; empty while it is
+  // ready. Any thread.
+  std::string CommandFailure() const { return command_.LastFailure(); }
 
   // Connects, and ticks every `maintenance_interval`. Call once.
   void Start(Events events);
@@ -79,16 +86,18 @@ class ConnectionSet {
   void BlockingRead(size_t index, const Command& command, absl::Duration timeout,
                     Connection::ReplyCallback done);
 
-  // Opens reader `index` when it is not open (it reports its state).
+  // Opens reader `index` when it is not open (it reports its state). A
+  // reader released but still lingering is kept, and reports nothing: its
+  // state is the one it last reported.
   void OpenReader(size_t index);
 
   // Interrupts reader `index`'s blocking read (CLIENT UNBLOCK from the command
   // connection), retrying while the read has not reached Redis yet.
   void Unblock(size_t index);
 
-  // Closes reader `index`. Freed on a later loop iteration: this may run
-  // inside one of the reader's own callbacks.
-  void CloseReader(size_t index);
+  // Reader `index` has no group left: it closes after the linger unless
+  // opened again meanwhile, and then reports itself down.
+  void ReleaseReader(size_t index);
 
   // Closes every connection; pending commands fail with UNAVAILABLE.
   void CloseAll();
@@ -99,14 +108,19 @@ class ConnectionSet {
     bool blocking = false;        // A blocking read is pending.
     bool unblock_wanted = false;  // ... and should be interrupted.
     std::unique_ptr<event::Timer> retry;
+    std::unique_ptr<event::Timer> linger;  // Armed while released.
   };
 
   Reader& Open(size_t index);
+  // Closes reader `index` at once. Freed on a later loop iteration: this may
+  // run inside one of the reader's own callbacks.
+  void CloseReader(size_t index);
   void TryUnblock(size_t index);
 
   event::DispatcherImpl& dispatcher_;
   const ConnectionOptions& options_;
   const absl::Duration maintenance_interval_;
+  const absl::Duration reader_linger_;
   ConnectionObserver& observer_;
   Events events_;
   Connection command_;

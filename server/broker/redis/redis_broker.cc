@@ -446,8 +446,9 @@ RedisBroker::RedisBroker(event::Dispatcher& dispatcher, event::DispatcherImpl& i
       io_dispatcher_(io),
       options_(std::move(options)),
       policies_(std::move(policies)),
-      connections_(std::make_unique<ConnectionSet>(
-          io, options_.connection, options_.maintenance_interval, policies_, connection_observer)),
+      connections_(
+          std::make_unique<ConnectionSet>(io, options_.connection, options_.maintenance_interval,
+                                          options_.reader_linger, policies_, connection_observer)),
       state_(std::make_unique<State>(dispatcher, io.clock(), options_, policies_, observer,
                                      serving_, connections_->anchor())),
       gate_(dispatcher, state_.get(), ShutDownError()) {
@@ -467,15 +468,22 @@ void RedisBroker::Publish(std::string topic, std::vector<OutgoingMessage> messag
 absl::StatusOr<std::unique_ptr<Subscription>> RedisBroker::Subscribe(absl::string_view topic,
                                                                      SubscriberSink& sink) {
   SB_ASSIGN_OR_RETURN(const TopicPolicy* policy, policies_.ResolveSubscribable(topic));
-  if (!serving_.load()) return absl::UnavailableError("redis is unreachable");
+  if (!serving_.load()) return Unreachable();
   return gate_.Subscribe(std::string(topic), *policy, sink);
 }
 
 absl::StatusOr<std::unique_ptr<ConsumerSession>> RedisBroker::Consume(ConsumeOptions options,
                                                                       ConsumerSink& sink) {
   SB_RETURN_IF_ERROR(policies_.CheckConsumable(options.topic));
-  if (!serving_.load()) return absl::UnavailableError("redis is unreachable");
+  if (!serving_.load()) return Unreachable();
   return gate_.Consume(std::move(options), sink);
+}
+
+absl::Status RedisBroker::Unreachable() const {
+  const std::string failure = connections_->CommandFailure();
+  return absl::UnavailableError(
+      absl::StrCat("redis is unreachable",
+                   failure.empty() ? "" : absl::StrCat(" (last attempt: ", failure, ")")));
 }
 
 void RedisBroker::WatchHealth(absl::AnyInvocable<void(bool serving)> watcher) {

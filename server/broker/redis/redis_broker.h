@@ -79,6 +79,9 @@ struct RedisBrokerOptions {
   uint32_t max_reader_connections = 8;
   // How long one blocking XREADGROUP waits for new entries.
   absl::Duration block_time = absl::Seconds(2);
+  // How long a reader connection no group uses stays open, so consumers that
+  // come and go do not reconnect each time.
+  absl::Duration reader_linger = absl::Seconds(10);
   // How often held entries get their idle time refreshed and entries idle
   // past the ack deadline are reclaimed. Keep it well under the shortest
   // ack deadline.
@@ -129,6 +132,10 @@ class RedisBroker final : public Broker {
 
  private:
   class State;
+
+  // Why a stream is refused while not serving: UNAVAILABLE, naming the
+  // command connection's last failure (refused, AUTH failed, ...) if any.
+  absl::Status Unreachable() const;
 
   event::Dispatcher& dispatcher_;
   event::DispatcherImpl& io_dispatcher_;

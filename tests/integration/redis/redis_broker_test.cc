@@ -29,6 +29,7 @@
 #include "gtest/gtest.h"
 #include "server/common/clock.h"
 #include "server/event/dispatcher_impl.h"
+#include "tests/integration/redis/redis_broker_fixture.h"
 #include "tests/testing/recording_sinks.h"
 #include "tests/testing/redis_server.h"
 #include "tests/testing/status_matchers.h"
@@ -37,6 +38,10 @@
 namespace switchboard::broker {
 namespace {
 
+using redis_fixture::Durable;
+using redis_fixture::Ephemeral;
+using redis_fixture::HealthLog;
+using redis_fixture::RedisBrokerTest;
 using ::switchboard::testing::IsOk;
 using ::switchboard::testing::IsOkAndHolds;
 using ::switchboard::testing::kWaitTimeout;
@@ -48,119 +53,6 @@ using ::switchboard::testing::StatusIs;
 using ::testing::Each;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
-
-TopicDeclaration Ephemeral(std::string pattern) {
-  TopicDeclaration declaration{std::move(pattern), {}};
-  declaration.policy.kind = TopicKind::kEphemeral;
-  return declaration;
-}
-
-TopicDeclaration Durable(std::string pattern, absl::Duration ack_deadline,
-                         uint32_t max_delivery_attempts = 5) {
-  TopicDeclaration declaration{std::move(pattern), {}};
-  declaration.policy.ack_deadline = ack_deadline;
-  declaration.policy.max_delivery_attempts = max_delivery_attempts;
-  return declaration;
-}
-
-// Records health reports and waits for a given one.
-class HealthLog {
- public:
-  void Record(bool serving) {
-    absl::MutexLock lock(&mu_);
-    reports_.push_back(serving);
-  }
-  bool WaitFor(bool serving) {
-    absl::MutexLock lock(&mu_);
-    auto last_is = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return !reports_.empty() && reports_.back() == serving;
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&last_is), kWaitTimeout);
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<bool> reports_ ABSL_GUARDED_BY(mu_);
-};
-
-class RedisBrokerTest : public ::testing::Test {
- protected:
-  RedisBrokerTest() : dispatcher_("redis-broker-test", common::RealClock::Get()) {
-    dispatcher_.Start();
-  }
-
-  ~RedisBrokerTest() override {
-    for (auto& broker : brokers_) broker->Shutdown();
-    brokers_.clear();
-    dispatcher_.Shutdown();
-  }
-
-  void StartServer(RedisServer::Options options = {}) {
-    absl::StatusOr<std::unique_ptr<RedisServer>> server = RedisServer::Start(std::move(options));
-    ASSERT_THAT(server, IsOk());
-    redis_ = *std::move(server);
-  }
-
-  // A broker on the test's dispatcher, once it serves; `health` (optional)
-  // records its reports. Sync() needs `sync_barrier`.
-  RedisBroker& AddBroker(std::vector<TopicDeclaration> topics, HealthLog* health = nullptr,
-                         uint32_t max_reader_connections = 8, bool sync_barrier = true) {
-    RedisBrokerOptions options;
-    options.connection.port = static_cast<uint16_t>(redis_->port());
-    options.max_reader_connections = max_reader_connections;
-    options.connection.reconnect_initial = absl::Milliseconds(20);
-    options.connection.reconnect_max = absl::Milliseconds(200);
-    options.maintenance_interval = absl::Milliseconds(100);
-    options.enable_sync_barrier = sync_barrier;
-    brokers_.push_back(std::make_unique<RedisBroker>(dispatcher_, dispatcher_, std::move(options),
-                                                     TopicPolicies(std::move(topics)), observer_,
-                                                     connection_observer_));
-    RedisBroker& broker = *brokers_.back();
-    auto serving = std::make_shared<absl::Notification>();
-    broker.WatchHealth([serving, health](bool now_serving) {
-      if (health != nullptr) health->Record(now_serving);
-      if (now_serving && !serving->HasBeenNotified()) serving->Notify();
-    });
-    EXPECT_TRUE(serving->WaitForNotificationWithTimeout(kWaitTimeout));
-    return broker;
-  }
-
-  static absl::StatusOr<std::vector<std::string>> Publish(Broker& broker, const std::string& topic,
-                                                          std::vector<std::string> payloads) {
-    std::vector<OutgoingMessage> messages;
-    for (std::string& payload : payloads) messages.push_back({std::move(payload), {}});
-    absl::Notification done;
-    absl::StatusOr<std::vector<std::string>> result = absl::UnknownError("never completed");
-    broker.Publish(topic, std::move(messages), [&](absl::StatusOr<std::vector<std::string>> ids) {
-      result = std::move(ids);
-      done.Notify();
-    });
-    if (!done.WaitForNotificationWithTimeout(kWaitTimeout)) {
-      return absl::DeadlineExceededError("publish never completed");
-    }
-    return result;
-  }
-
-  static void Sync(RedisBroker& broker) {
-    absl::Notification done;
-    broker.Sync([&done] { done.Notify(); });
-    done.WaitForNotification();
-  }
-
-  static void Settle(ConsumerSession& session, RecordingConsumerSink& sink, LeaseUpdate update) {
-    const size_t before = sink.settled().size();
-    session.Settle(std::move(update),
-                   [&sink](LeaseUpdateResult result) { sink.RecordSettled(std::move(result)); });
-    EXPECT_TRUE(sink.WaitForSettled(before + 1));
-  }
-
-  event::DispatcherImpl dispatcher_;
-  HealthLog health_;  // For the brokers a test passes it to.
-  RecordingObserver observer_;
-  redis::NullConnectionObserver connection_observer_;
-  std::unique_ptr<RedisServer> redis_;
-  std::vector<std::unique_ptr<RedisBroker>> brokers_;
-};
 
 // The sync barrier is for tests: a broker subscribes its marker channel only
 // when asked to. Serving waits for every wanted subscription, so whatever a
@@ -177,7 +69,7 @@ TEST_F(RedisBrokerTest, APublishWhileRedisRefusesTheCredentialsNamesAuthenticati
   options.connection.reconnect_initial = absl::Milliseconds(20);
   options.connection.reconnect_max = absl::Milliseconds(200);
   brokers_.push_back(std::make_unique<RedisBroker>(dispatcher_, dispatcher_, std::move(options),
-                                                   TopicPolicies(), observer_,
+                                                   TopicPolicies({Ephemeral("alerts")}), observer_,
                                                    connection_observer_));
   RedisBroker& broker = *brokers_.back();
   // Until the first attempt failed the connection only says it is not ready.
@@ -190,6 +82,16 @@ TEST_F(RedisBrokerTest, APublishWhileRedisRefusesTheCredentialsNamesAuthenticati
   EXPECT_THAT(refused, StatusIs(absl::StatusCode::kUnavailable,
                                 ::testing::HasSubstr("(last attempt: AUTH failed: WRONGPASS")));
   EXPECT_THAT(refused.status().message(), ::testing::Not(::testing::HasSubstr("wrong")));
+  // Streams are refused naming it too.
+  RecordingSubscriberSink subscriber;
+  EXPECT_THAT(broker.Subscribe("alerts", subscriber).status(),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       ::testing::StartsWith("redis is unreachable (last attempt: AUTH failed: "
+                                             "WRONGPASS")));
+  RecordingConsumerSink consumer;
+  EXPECT_THAT(broker.Consume({"jobs", "g", 1, absl::ZeroDuration()}, consumer).status(),
+              StatusIs(absl::StatusCode::kUnavailable,
+                       ::testing::HasSubstr("(last attempt: AUTH failed: WRONGPASS")));
 }
 
 TEST_F(RedisBrokerTest, OnlyABrokerWithTheSyncBarrierSubscribesItsMarkerChannel) {
@@ -314,38 +216,6 @@ TEST_F(RedisBrokerTest, ExclusiveTopicHasItsOwnCommandConnection) {
   EXPECT_EQ(commands.size(), 4u) << "command, subscriber, reader, exclusive:payments";
   EXPECT_EQ(commands.count("switchboard:exclusive:payments"), 1u);
   EXPECT_EQ(commands.count("switchboard:reader"), 1u);
-}
-
-// Beyond max_reader_connections, groups share a reader and take turns
-// blocking on it.
-TEST_F(RedisBrokerTest, GroupsBeyondTheReaderCapShareOneReader) {
-  StartServer();
-  RedisBroker& broker = AddBroker(
-      {Durable("jobs", absl::Seconds(60)), Durable("events", absl::Seconds(60))}, nullptr, 1);
-  struct Consumer {
-    const char* topic;
-    const char* group;
-    RecordingConsumerSink sink;
-    std::unique_ptr<ConsumerSession> session;
-  };
-  Consumer consumers[] = {
-      {"jobs", "a", {}, nullptr}, {"events", "b", {}, nullptr}, {"jobs", "c", {}, nullptr}};
-  for (Consumer& consumer : consumers) {
-    absl::StatusOr<std::unique_ptr<ConsumerSession>> session =
-        broker.Consume({consumer.topic, consumer.group, 10, absl::ZeroDuration()}, consumer.sink);
-    ASSERT_THAT(session, IsOk());
-    consumer.session = *std::move(session);
-  }
-  Sync(broker);  // Every group found its topic empty and waits for entries.
-  ASSERT_THAT(Publish(broker, "jobs", {"j0", "j1", "j2"}), IsOk());
-  ASSERT_THAT(Publish(broker, "events", {"e0", "e1", "e2"}), IsOk());
-  for (Consumer& consumer : consumers) ASSERT_TRUE(consumer.sink.WaitForCount(3));
-  Sync(broker);
-  for (Consumer& consumer : consumers) EXPECT_EQ(consumer.sink.count(), 3u) << consumer.group;
-
-  absl::StatusOr<std::vector<std::string>> names = redis_->ClientNames();
-  ASSERT_THAT(names, IsOk());
-  EXPECT_EQ(std::count(names->begin(), names->end(), "switchboard:reader"), 1);
 }
 
 // Seed 003's critical test: Redis (appendonly, fsync always) is killed under

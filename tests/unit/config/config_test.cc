@@ -1,14 +1,12 @@
 #include "server/config/config.h"
 
-#include <unistd.h>
-
-#include <cstdio>
 #include <map>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/unit/config/config_examples.h"
 
 namespace switchboard::config {
 namespace {
@@ -20,61 +18,9 @@ using ::testing::Eq;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::Optional;
-
-EnvLookup FakeEnv(std::map<std::string, std::string> variables = {}) {
-  return [variables = std::move(variables)](const std::string& name) -> std::optional<std::string> {
-    auto it = variables.find(name);
-    if (it == variables.end()) return std::nullopt;
-    return it->second;
-  };
-}
-
-// The example of the configuration reference.
-constexpr char kExample[] = R"yaml(
-server:
-  listen: "0.0.0.0:7070"
-  metrics_listen: "0.0.0.0:9464"
-  drain_timeout_ms: 5000
-broker:
-  url: "redis://:${REDIS_PASSWORD}@redis:6379/0"
-limits:
-  max_message_bytes: 2097152
-  max_batch_messages: 500
-  max_streams_per_client: 100
-topics:
-  - name: "news.*"
-    kind: ephemeral
-    buffer: 200
-    overflow: drop_newest
-  - name: jobs
-    kind: durable
-    max_len: 5000
-    ack_deadline_ms: 15000
-    max_delivery_attempts: 3
-    dead_letter_suffix: ".dead"
-    exclusive: true
-upstreams:
-  - name: solana
-    urls: ["http://127.0.0.1:8899", "https://rpc.example.com/${RPC_KEY}"]
-    max_connections: 2
-    http2: false
-    timeout_ms: 10000
-    rate_limit: {requests_per_second: 100, burst: 10}
-    method_cost: {getProgramAccounts: 10}
-    retry: {max_attempts: 3, methods: ["getSlot", "getBalance"]}
-    cache_ttl_ms: {getGenesisHash: 3600000, getSlot: 400}
-clients:
-  - {id: burn-detector, token: "${BURN_TOKEN}", weight: 2, requests_per_second: 50,
-     allowed_topics: ["jobs", "news.*"]}
-  - {id: indexer, token: "static-token"}
-logging:
-  level: debug
-)yaml";
-
-EnvLookup ExampleEnv() {
-  return FakeEnv(
-      {{"REDIS_PASSWORD", "hunter2"}, {"BURN_TOKEN", "burn-secret"}, {"RPC_KEY", "k3y"}});
-}
+using testing_examples::ExampleEnv;
+using testing_examples::FakeEnv;
+using testing_examples::kExample;
 
 TEST(ConfigTest, DefaultConfigRunsOnLoopbackWithTheMemoryBroker) {
   const Config config = DefaultConfig();
@@ -501,213 +447,6 @@ TEST(ConfigTest, ListenAddressesMayShareTheAnyPort) {
   EXPECT_THAT(
       ParseConfig("server: {listen: \"127.0.0.1:0\", metrics_listen: \"127.0.0.1:0\"}", FakeEnv()),
       IsOk());
-}
-
-TEST(BuildTopicPoliciesTest, MapsDeclarationsByExactNameAndPrefix) {
-  absl::StatusOr<Config> config = ParseConfig(kExample, ExampleEnv());
-  ASSERT_THAT(config, IsOk());
-  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
-  ASSERT_EQ(policies.declarations().size(), 2u);
-
-  const broker::TopicPolicy& news = policies.Resolve("news.sports");
-  EXPECT_EQ(news.kind, broker::TopicKind::kEphemeral);
-  EXPECT_EQ(news.subscriber_buffer, 200u);
-  EXPECT_EQ(news.overflow, broker::OverflowPolicy::kDropNewest);
-  EXPECT_EQ(&policies.Resolve("news."), &news);
-  EXPECT_EQ(policies.Resolve("news").kind, broker::TopicKind::kDurable);
-
-  const broker::TopicPolicy& jobs = policies.Resolve("jobs");
-  EXPECT_EQ(jobs.kind, broker::TopicKind::kDurable);
-  EXPECT_EQ(jobs.max_len, 5000u);
-  EXPECT_EQ(jobs.ack_deadline, absl::Seconds(15));
-  EXPECT_EQ(jobs.max_delivery_attempts, 3u);
-  EXPECT_EQ(jobs.dead_letter_suffix, ".dead");
-  EXPECT_TRUE(jobs.exclusive);
-
-  // Undeclared topics are durable with the broker's defaults.
-  const broker::TopicPolicy& other = policies.Resolve("jobs2");
-  EXPECT_EQ(other.kind, broker::TopicKind::kDurable);
-  EXPECT_EQ(other.max_len, broker::TopicPolicy().max_len);
-}
-
-TEST(BuildTopicPoliciesTest, ExactNamesWinOverPrefixes) {
-  absl::StatusOr<Config> config = ParseConfig(R"yaml(
-topics:
-  - {name: "news.*", kind: ephemeral, overflow: disconnect}
-  - {name: "news.archive", kind: durable, max_len: 7}
-  - {name: "news.eu.*", kind: ephemeral, overflow: drop_newest}
-)yaml",
-                                              FakeEnv());
-  ASSERT_THAT(config, IsOk());
-  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
-  EXPECT_EQ(policies.Resolve("news.archive").kind, broker::TopicKind::kDurable);
-  EXPECT_EQ(policies.Resolve("news.archive").max_len, 7u);
-  EXPECT_EQ(policies.Resolve("news.archived").overflow, broker::OverflowPolicy::kDisconnect);
-  EXPECT_EQ(policies.Resolve("news.eu.fr").overflow, broker::OverflowPolicy::kDropNewest);
-}
-
-TEST(BuildTopicPoliciesTest, SchemaDefaultsMatchTheBrokerDefaults) {
-  absl::StatusOr<Config> config =
-      ParseConfig("topics: [{name: d}, {name: e, kind: ephemeral}]", FakeEnv());
-  ASSERT_THAT(config, IsOk());
-  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
-  const broker::TopicPolicy defaults;
-  const broker::TopicPolicy& durable = policies.Resolve("d");
-  EXPECT_EQ(durable.kind, broker::TopicKind::kDurable);
-  EXPECT_EQ(durable.max_len, defaults.max_len);
-  EXPECT_EQ(durable.ack_deadline, defaults.ack_deadline);
-  EXPECT_EQ(durable.max_delivery_attempts, defaults.max_delivery_attempts);
-  EXPECT_EQ(durable.dead_letter_suffix, defaults.dead_letter_suffix);
-  EXPECT_EQ(durable.exclusive, defaults.exclusive);
-  EXPECT_FALSE(durable.retry_backoff.has_value());
-  const broker::TopicPolicy& ephemeral = policies.Resolve("e");
-  EXPECT_EQ(ephemeral.kind, broker::TopicKind::kEphemeral);
-  EXPECT_EQ(ephemeral.subscriber_buffer, defaults.subscriber_buffer);
-  EXPECT_EQ(ephemeral.overflow, defaults.overflow);
-}
-
-TEST(BuildTopicPoliciesTest, RetryBackoffBecomesTheNackDelayByAttempt) {
-  absl::StatusOr<Config> config = ParseConfig(
-      "topics: [{name: jobs, retry_backoff: {min_ms: 500, max_ms: 3000}}, {name: other}]",
-      FakeEnv());
-  ASSERT_THAT(config, IsOk());
-  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
-  const broker::TopicPolicy& jobs = policies.Resolve("jobs");
-  ASSERT_TRUE(jobs.retry_backoff.has_value());
-  EXPECT_EQ(broker::NackDelay(jobs, 1), absl::Milliseconds(500));
-  EXPECT_EQ(broker::NackDelay(jobs, 2), absl::Seconds(1));
-  EXPECT_EQ(broker::NackDelay(jobs, 3), absl::Seconds(2));
-  EXPECT_EQ(broker::NackDelay(jobs, 4), absl::Seconds(3));
-  EXPECT_EQ(broker::NackDelay(jobs, 40), absl::Seconds(3));
-  EXPECT_EQ(broker::NackDelay(policies.Resolve("other"), 3), absl::ZeroDuration());
-}
-
-TEST(BuildTopicPoliciesTest, MaxBytesBecomesAMaxLenByTheAverageEntrySize) {
-  absl::StatusOr<Config> config = ParseConfig(
-      "topics: [{name: jobs, max_len: 1000, max_bytes: 100000, ordering_partitions: 16}, "
-      "{name: other, max_len: 1000}]",
-      FakeEnv());
-  ASSERT_THAT(config, IsOk());
-  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
-  const broker::TopicPolicy& jobs = policies.Resolve("jobs");
-  EXPECT_EQ(jobs.max_bytes, 100000u);
-  EXPECT_EQ(jobs.ordering_partitions, 16u);
-  EXPECT_EQ(broker::MaxLenWithinBytes(jobs, 1000), 100u);
-  EXPECT_EQ(broker::MaxLenWithinBytes(jobs, 10), 1000u);  // max_len still bounds it.
-  EXPECT_EQ(broker::MaxLenWithinBytes(jobs, 1e9), 1u);    // At least one entry.
-  EXPECT_EQ(broker::MaxLenWithinBytes(jobs, 0), 1000u);   // No average yet.
-  EXPECT_EQ(broker::MaxLenWithinBytes(policies.Resolve("other"), 1000), 1000u);
-  EXPECT_THAT(ParseConfig("topics: [{name: e, kind: ephemeral, max_bytes: 5}]", FakeEnv()),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("topics[0].max_bytes")));
-}
-
-TEST(BuildTopicPoliciesTest, NoTopicsMeansEverythingIsDurable) {
-  const broker::TopicPolicies policies = BuildTopicPolicies(DefaultConfig());
-  EXPECT_TRUE(policies.declarations().empty());
-  EXPECT_EQ(policies.Resolve("anything").kind, broker::TopicKind::kDurable);
-}
-
-// A config file in the test's temporary directory, removed at the end.
-class ConfigFileTest : public ::testing::Test {
- protected:
-  ~ConfigFileTest() override { std::remove(path_.c_str()); }
-
-  void Write(absl::string_view contents) {
-    std::FILE* file = std::fopen(path_.c_str(), "wb");
-    ASSERT_NE(file, nullptr);
-    ASSERT_EQ(std::fwrite(contents.data(), 1, contents.size(), file), contents.size());
-    ASSERT_EQ(std::fclose(file), 0);
-  }
-
-  const std::string path_ =
-      ::testing::TempDir() + "switchboard_config_test_" + std::to_string(getpid()) + ".yaml";
-};
-
-TEST_F(ConfigFileTest, LoadsAFile) {
-  Write(kExample);
-  absl::StatusOr<Config> config = LoadConfigFile(path_, ExampleEnv());
-  ASSERT_THAT(config, IsOk());
-  EXPECT_EQ(config->clients(0).token(), "burn-secret");
-  EXPECT_EQ(config->topics_size(), 2);
-}
-
-TEST_F(ConfigFileTest, FileErrorsHaveTheFieldPath) {
-  Write("limits:\n  max_message_bytes: 0\n");
-  EXPECT_THAT(LoadConfigFile(path_, FakeEnv()),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       Eq("limits.max_message_bytes: must be between 1 and 67108864, got 0")));
-}
-
-TEST_F(ConfigFileTest, MissingFileIsNotFound) {
-  EXPECT_THAT(LoadConfigFile(path_, FakeEnv()),
-              StatusIs(absl::StatusCode::kNotFound,
-                       Eq("cannot read config file " + path_ + ": No such file or directory")));
-  EXPECT_THAT(LoadConfig(path_, FlagOverrides(), FakeEnv()), StatusIs(absl::StatusCode::kNotFound));
-}
-
-TEST(LoadConfigFileTest, AnEndlessFileIsRefusedPastOneMebibyte) {
-  EXPECT_THAT(LoadConfigFile("/dev/zero", FakeEnv()),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       Eq("config file /dev/zero is larger than 1048576 bytes")));
-}
-
-TEST(LoadConfigFileTest, ADirectoryIsNotAConfigFile) {
-  const std::string directory = ::testing::TempDir();
-  EXPECT_THAT(LoadConfigFile(directory, FakeEnv()),
-              StatusIs(absl::StatusCode::kFailedPrecondition,
-                       Eq("cannot read config file " + directory + ": Is a directory")));
-}
-
-TEST_F(ConfigFileTest, FlagsOverrideTheFile) {
-  Write(
-      "server: {listen: \"0.0.0.0:1000\", metrics_listen: \"0.0.0.0:1001\"}\n"
-      "broker: {url: \"redis://r:6379\"}\n");
-  FlagOverrides overrides;
-  overrides.listen = "127.0.0.1:2000";
-  overrides.broker_url = "memory://";
-  absl::StatusOr<Config> config = LoadConfig(path_, overrides, FakeEnv());
-  ASSERT_THAT(config, IsOk());
-  EXPECT_EQ(config->server().listen(), "127.0.0.1:2000");
-  EXPECT_EQ(config->server().metrics_listen(), "0.0.0.0:1001");
-  EXPECT_EQ(config->broker().url(), "memory://");
-}
-
-TEST_F(ConfigFileTest, TheBrokerFlagMayMakeAGlobalLimitValid) {
-  Write(
-      "upstreams: [{name: p, urls: [\"http://h/\"], rate_limit: {requests_per_second: 5, "
-      "scope: global}}]\n");
-  EXPECT_THAT(LoadConfig(path_, FlagOverrides(), FakeEnv()),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("upstreams[0].rate_limit.scope: global needs a redis://")));
-  FlagOverrides overrides;
-  overrides.broker_url = "redis://r:6379";
-  EXPECT_THAT(LoadConfig(path_, overrides, FakeEnv()), IsOk());
-}
-
-TEST(LoadConfigTest, WithoutAFileRunsTheDefaultConfig) {
-  absl::StatusOr<Config> config = LoadConfig("", FlagOverrides(), FakeEnv());
-  ASSERT_THAT(config, IsOk());
-  EXPECT_EQ(config->SerializeAsString(), DefaultConfig().SerializeAsString());
-
-  FlagOverrides overrides;
-  overrides.metrics_listen = "127.0.0.1:0";
-  config = LoadConfig("", overrides, FakeEnv());
-  ASSERT_THAT(config, IsOk());
-  EXPECT_EQ(config->server().listen(), "127.0.0.1:7070");
-  EXPECT_EQ(config->server().metrics_listen(), "127.0.0.1:0");
-}
-
-TEST(LoadConfigTest, InvalidOverridesAreReportedUnderTheirField) {
-  FlagOverrides listen;
-  listen.listen = "nowhere";
-  EXPECT_THAT(LoadConfig("", listen, FakeEnv()),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       Eq("server.listen: \"nowhere\": expected host:port or [ipv6]:port")));
-  FlagOverrides broker;
-  broker.broker_url = "kafka://k:9092";
-  EXPECT_THAT(LoadConfig("", broker, FakeEnv()),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       ::testing::StartsWith("broker.url: unsupported scheme \"kafka://\"")));
 }
 
 TEST(ExposureWarningTest, WarnsOnlyWhenAnonymousAndNotOnLoopback) {

@@ -1,13 +1,13 @@
 // MetricsEndpoint: serves `GET /metrics` (the Prometheus text format) on a
 // dispatcher of its own (DESIGN.md §5).
 //
-// Event-driven, so an idle or a slowloris connection costs a socket and a
-// few kilobytes, never a thread: scrapes go on whatever other connections
-// do. Every connection has one deadline from its accept (`request_timeout`,
-// whatever it sends meanwhile) and at most `max_request_bytes` of request
-// head; the server answers one request per connection, then closes it. Beyond
-// `max_connections` open connections a new one is closed at once and
-// counted. Exports `switchboard_metrics_connections` (open) and
+// On an http::HttpServer, so an idle or a slowloris connection costs a
+// socket and a few kilobytes, never a thread: scrapes go on whatever other
+// connections do. Every connection has one deadline from its accept
+// (`request_timeout`, whatever it sends meanwhile) and at most
+// `max_request_bytes` of request head; the server answers one request per
+// connection, then closes it. Beyond `max_connections` open connections a
+// new one is closed at once and counted. Exports `switchboard_metrics_connections` (open) and
 // `switchboard_metrics_connections_refused_total` into the registry it
 // serves.
 //
@@ -26,6 +26,7 @@
 #include "prometheus/collectable.h"
 #include "prometheus/registry.h"
 #include "server/event/dispatcher_impl.h"
+#include "server/http/http_server.h"
 
 namespace switchboard::app {
 
@@ -54,16 +55,15 @@ class MetricsEndpoint {
   MetricsEndpoint& operator=(const MetricsEndpoint&) = delete;
 
   // The port it listens on.
-  int port() const { return port_; }
+  int port() const { return server_->port(); }
 
  private:
-  class Server;
+  class ConnectionGauges;
 
-  MetricsEndpoint(event::DispatcherImpl& dispatcher, std::unique_ptr<Server> server, int port);
+  MetricsEndpoint() = default;
 
-  event::DispatcherImpl& dispatcher_;
-  std::unique_ptr<Server> server_;  // Used and freed on the dispatcher thread.
-  const int port_;
+  std::unique_ptr<ConnectionGauges> gauges_;
+  std::unique_ptr<http::HttpServer> server_;  // Destroyed first: it reports to gauges_.
 };
 
 }  // namespace switchboard::app

@@ -20,7 +20,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   json_rpc::ValidateJson(body).IgnoreError();
   absl::StatusOr<json_rpc::ResponseParts> parts = json_rpc::SplitResponse(body);
   if (parts.ok()) json_rpc::NumericId(*parts);
-  absl::StatusOr<std::vector<absl::string_view>> items = json_rpc::SplitBatchResponse(body);
+  absl::StatusOr<std::vector<absl::string_view>> items = json_rpc::SplitBatchItems(body);
   if (items.ok()) {
     for (absl::string_view item : *items) {
       if (item.data() < body.data() || item.data() + item.size() > body.data() + body.size()) {

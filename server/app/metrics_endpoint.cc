@@ -4,38 +4,10 @@
 #include <utility>
 #include <vector>
 
-#include "prometheus/counter.h"
-#include "prometheus/family.h"
-#include "prometheus/gauge.h"
 #include "prometheus/text_serializer.h"
 #include "server/config/listen_address.h"
 
 namespace switchboard::app {
-
-// switchboard_metrics_connections{,_refused_total}, from the server's reports.
-class MetricsEndpoint::ConnectionGauges final : public http::HttpServerObserver {
- public:
-  explicit ConnectionGauges(prometheus::Registry& registry)
-      : open_(prometheus::BuildGauge()
-                  .Name("switchboard_metrics_connections")
-                  .Help("Open connections to the metrics endpoint.")
-                  .Register(registry)
-                  .Add({})),
-        refused_(prometheus::BuildCounter()
-                     .Name("switchboard_metrics_connections_refused_total")
-                     .Help("Connections to the metrics endpoint closed at once because "
-                           "max_connections were open.")
-                     .Register(registry)
-                     .Add({})) {}
-
-  void OnOpened() override { open_.Increment(); }
-  void OnClosed() override { open_.Decrement(); }
-  void OnRefused() override { refused_.Increment(); }
-
- private:
-  prometheus::Gauge& open_;
-  prometheus::Counter& refused_;
-};
 
 absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
     event::DispatcherImpl& dispatcher, Options options,
@@ -43,7 +15,8 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   absl::StatusOr<config::HostPort> address = config::ParseHostPort(options.listen);
   if (!address.ok()) return address.status();
   std::unique_ptr<MetricsEndpoint> endpoint(new MetricsEndpoint());
-  endpoint->gauges_ = std::make_unique<ConnectionGauges>(*registry);
+  endpoint->gauges_ = std::make_unique<http::HttpServerGauges>(*registry, "switchboard_metrics",
+                                                               "the metrics endpoint");
   http::HttpServer::Options server_options;
   server_options.host = address->host;
   server_options.port = address->port;

@@ -27,6 +27,7 @@
 #include "prometheus/registry.h"
 #include "server/event/dispatcher_impl.h"
 #include "server/http/http_server.h"
+#include "server/http/http_server_metrics.h"
 
 namespace switchboard::app {
 
@@ -58,11 +59,9 @@ class MetricsEndpoint {
   int port() const { return server_->port(); }
 
  private:
-  class ConnectionGauges;
-
   MetricsEndpoint() = default;
 
-  std::unique_ptr<ConnectionGauges> gauges_;
+  std::unique_ptr<http::HttpServerGauges> gauges_;
   std::unique_ptr<http::HttpServer> server_;  // Destroyed first: it reports to gauges_.
 };
 

@@ -38,10 +38,13 @@
 #include "server/common/log.h"
 #include "server/common/status_macros.h"
 #include "server/config/broker_url.h"
+#include "server/config/listen_address.h"
 #include "server/event/dispatcher_impl.h"
 #include "server/fleet/fleet_metrics.h"
 #include "server/fleet/redis_lease_service.h"
 #include "server/http/http_pool_impl.h"
+#include "server/http/http_server.h"
+#include "server/http/http_server_metrics.h"
 #include "server/http/sharded_http_pool.h"
 #include "server/metrics/metrics.h"
 #include "server/metrics/process_metrics.h"
@@ -49,6 +52,7 @@
 #include "server/ratelimit/global_limit_metrics.h"
 #include "server/ratelimit/global_limiter.h"
 #include "server/service/broker_service.h"
+#include "server/service/json_rpc_http_service.h"
 #include "server/service/reflection_v1_service.h"
 #include "server/service/rpc_service.h"
 #include "server/upstream/upstream_metrics.h"
@@ -123,6 +127,7 @@ class ServerImpl final : public Server {
         broker_dispatcher_("sb-broker", common::RealClock::Get()),
         upstream_dispatcher_("sb-upstream", common::RealClock::Get()),
         metrics_dispatcher_("sb-metrics", common::RealClock::Get()),
+        json_rpc_dispatcher_("sb-json-rpc", common::RealClock::Get()),
         clients_(config::ClientCredentials(config)),
         streams_(config.limits().max_streams_per_client() == 0
                      ? std::numeric_limits<uint32_t>::max()
@@ -172,6 +177,7 @@ class ServerImpl final : public Server {
         lease_service_ != nullptr ? lease_service_->replica_id() : std::string()});
     broker_service_ = std::make_unique<service::BrokerService>(*context_);
     rpc_service_ = std::make_unique<service::RpcService>(*context_);
+    SB_RETURN_IF_ERROR(StartJsonRpcHttp());
 
     SB_ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                         MakeServerCredentials(config_.server()));
@@ -217,7 +223,11 @@ class ServerImpl final : public Server {
     }
     SB_LOG(kInfo, "switchboard listening on ", config_.server().listen(), " (port ", grpc_port_,
            "), metrics on ", config_.server().metrics_listen(), " (port ", metrics_port(),
-           "), broker ", url.Redacted(), ", gRPC ", TransportSecurity(config_.server()));
+           "), broker ", url.Redacted(), ", gRPC ", TransportSecurity(config_.server()),
+           json_rpc_server_ == nullptr
+               ? ""
+               : absl::StrCat(", JSON-RPC over HTTP on ", config_.server().json_rpc_listen(),
+                              " (port ", json_rpc_port(), ")"));
     return absl::OkStatus();
   }
 
@@ -225,6 +235,10 @@ class ServerImpl final : public Server {
 
   int metrics_port() const override {
     return metrics_endpoint_ == nullptr ? 0 : metrics_endpoint_->port();
+  }
+
+  int json_rpc_port() const override {
+    return json_rpc_server_ == nullptr ? 0 : json_rpc_server_->port();
   }
 
   void Shutdown() override {
@@ -260,6 +274,9 @@ class ServerImpl final : public Server {
       grpc_stopped.Notify();
       cut_off.join();
     }
+    // Its calls were answered by the cut-off at the latest.
+    json_rpc_server_.reset();
+    json_rpc_dispatcher_.Shutdown();
     if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
     broker_dispatcher_.Shutdown();
     if (upstreams_ != nullptr) upstreams_->Shutdown();  // Answers calls still open.
@@ -274,6 +291,37 @@ class ServerImpl final : public Server {
   }
 
  private:
+  // The JSON-RPC front door, when server.json_rpc_listen is set.
+  absl::Status StartJsonRpcHttp() {
+    const config::v1::Server& server = config_.server();
+    if (server.json_rpc_listen().empty()) return absl::OkStatus();
+    SB_ASSIGN_OR_RETURN(config::HostPort address, config::ParseHostPort(server.json_rpc_listen()));
+    json_rpc_dispatcher_.Start();
+    json_rpc_service_ = std::make_unique<service::JsonRpcHttpService>(
+        *context_, server.json_rpc_http().max_batch_calls());
+    http::HttpServer::Options options;
+    options.host = address.host;
+    options.port = address.port;
+    options.max_connections = server.json_rpc_http().max_connections();
+    options.request_timeout = absl::Milliseconds(server.json_rpc_http().idle_timeout_ms());
+    options.max_body_bytes = config_.limits().max_message_bytes();
+    options.max_head_bytes = kMaxRequestMetadataBytes;
+    options.keep_alive = true;
+    absl::StatusOr<std::unique_ptr<http::HttpServer>> started = http::HttpServer::Start(
+        json_rpc_dispatcher_, options,
+        [service = json_rpc_service_.get()](http::HttpRequest request, http::Responder responder) {
+          service->Handle(std::move(request), std::move(responder));
+        },
+        json_rpc_connections_);
+    if (!started.ok()) {
+      return absl::UnavailableError(absl::StrCat("server.json_rpc_listen: cannot listen on ",
+                                                 server.json_rpc_listen(), ": ",
+                                                 started.status().message()));
+    }
+    json_rpc_server_ = *std::move(started);
+    return absl::OkStatus();
+  }
+
   std::unique_ptr<broker::Broker> MakeBroker(const config::BrokerUrl& url) {
     switch (url.scheme) {
       case config::BrokerUrl::Scheme::kMemory:
@@ -493,7 +541,8 @@ class ServerImpl final : public Server {
   std::unique_ptr<fleet::FleetMetrics> fleet_metrics_;  // With the fleet.
   event::DispatcherImpl broker_dispatcher_;
   event::DispatcherImpl upstream_dispatcher_;
-  event::DispatcherImpl metrics_dispatcher_;  // Serves /metrics.
+  event::DispatcherImpl metrics_dispatcher_;   // Serves /metrics.
+  event::DispatcherImpl json_rpc_dispatcher_;  // Serves the JSON-RPC front door, if on.
   // The upstream I/O threads besides upstream_dispatcher_, and all of them
   // (upstream_dispatcher_ first). Shut down before upstream_dispatcher_.
   std::vector<std::unique_ptr<event::DispatcherImpl>> upstream_io_dispatchers_;
@@ -505,6 +554,10 @@ class ServerImpl final : public Server {
   std::unique_ptr<upstream::Upstreams> upstreams_;
   service::StreamTracker streams_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
+  http::HttpServerGauges json_rpc_connections_{*metrics_.registry(), "switchboard_json_rpc_http",
+                                               "the JSON-RPC front door"};
+  std::unique_ptr<service::JsonRpcHttpService> json_rpc_service_;
+  std::unique_ptr<http::HttpServer> json_rpc_server_;  // Before the service, which it calls.
   std::unique_ptr<service::ServiceContext> context_;
   std::unique_ptr<service::BrokerService> broker_service_;
   std::unique_ptr<service::RpcService> rpc_service_;

@@ -26,6 +26,8 @@ class Server {
   // The bound ports (useful when the configuration asked for port 0).
   virtual int grpc_port() const = 0;
   virtual int metrics_port() const = 0;
+  // 0 when server.json_rpc_listen is empty.
+  virtual int json_rpc_port() const = 0;
 
   // Graceful drain, in order: health goes NOT_SERVING and new streams are
   // refused; open streams end (consumers' leases are released, subscribers

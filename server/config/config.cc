@@ -40,6 +40,16 @@ absl::Status ValidateServer(const v1::Server& server) {
   if (server.listen() == server.metrics_listen() && !absl::EndsWith(server.listen(), ":0")) {
     return FieldError("server.metrics_listen", "must differ from server.listen");
   }
+  if (!server.json_rpc_listen().empty()) {
+    SB_RETURN_IF_ERROR(
+        WithPath("server.json_rpc_listen", ParseHostPort(server.json_rpc_listen()).status()));
+    if ((server.json_rpc_listen() == server.listen() ||
+         server.json_rpc_listen() == server.metrics_listen()) &&
+        !absl::EndsWith(server.json_rpc_listen(), ":0")) {
+      return FieldError("server.json_rpc_listen",
+                        "must differ from server.listen and server.metrics_listen");
+    }
+  }
   if (!server.has_tls()) return absl::OkStatus();
   const v1::Tls& tls = server.tls();
   if (tls.cert_file().empty()) return FieldError("server.tls.cert_file", "is required");

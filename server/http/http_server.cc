@@ -129,6 +129,7 @@ std::string StatusLine(int status) {
   static const std::map<int, absl::string_view> kReasons = {
       {100, "Continue"},
       {200, "OK"},
+      {204, "No Content"},
       {400, "Bad Request"},
       {401, "Unauthorized"},
       {403, "Forbidden"},

@@ -309,6 +309,28 @@ absl::StatusOr<ResponseParts> SplitResponse(absl::string_view body) {
   return parts;
 }
 
+absl::StatusOr<RequestParts> SplitRequest(absl::string_view body) {
+  RequestParts parts;
+  bool has_method = false;
+  SB_RETURN_IF_ERROR(
+      Scanner(body).WholeObject([&](std::string name, absl::string_view value) -> absl::Status {
+        if (name == "id") parts.id = value;
+        if (name == "params") parts.params = value;
+        if (name == "method") {
+          absl::StatusOr<std::string> method = Scanner(value).String();
+          if (!method.ok()) return absl::InvalidArgumentError("method: must be a string");
+          parts.method = *std::move(method);
+          has_method = true;
+        }
+        if (name == "jsonrpc" && value != R"("2.0")") {
+          return absl::InvalidArgumentError("jsonrpc: must be \"2.0\"");
+        }
+        return absl::OkStatus();
+      }));
+  if (!has_method) return absl::InvalidArgumentError("method: is required");
+  return parts;
+}
+
 std::string BuildBatch(const std::vector<absl::string_view>& requests) {
   size_t size = 2 + requests.size();
   for (absl::string_view request : requests) size += request.size();
@@ -323,7 +345,7 @@ std::string BuildBatch(const std::vector<absl::string_view>& requests) {
   return body;
 }
 
-absl::StatusOr<std::vector<absl::string_view>> SplitBatchResponse(absl::string_view body) {
+absl::StatusOr<std::vector<absl::string_view>> SplitBatchItems(absl::string_view body) {
   std::vector<absl::string_view> elements;
   SB_RETURN_IF_ERROR(Scanner(body).WholeArray([&](absl::string_view element) {
     elements.push_back(element);

@@ -49,10 +49,23 @@ absl::StatusOr<ResponseParts> SplitResponse(absl::string_view body);
 // `[<request>,<request>,...]`: a batch of the request bodies, in order.
 std::string BuildBatch(const std::vector<absl::string_view>& requests);
 
-// The elements of a batch response (a JSON array), as raw JSON text in
-// order. INVALID_ARGUMENT when `body` is not a non-empty JSON array. The views
-// point into `body`.
-absl::StatusOr<std::vector<absl::string_view>> SplitBatchResponse(absl::string_view body);
+// The elements of a batch, of requests or of responses (a JSON array), as
+// raw JSON text in order. INVALID_ARGUMENT when `body` is not a non-empty
+// JSON array. The views point into `body`.
+absl::StatusOr<std::vector<absl::string_view>> SplitBatchItems(absl::string_view body);
+
+// A JSON-RPC request object split into its members: `id` and `params` as
+// the raw JSON text of their values, `method` decoded.
+struct RequestParts {
+  std::optional<absl::string_view> id;  // Absent: a notification.
+  std::string method;
+  std::optional<absl::string_view> params;
+};
+
+// Splits one request object. INVALID_ARGUMENT, naming what is wrong, when
+// `body` is not a JSON object, has no string `method`, or has a `jsonrpc`
+// member other than "2.0". The views point into `body`.
+absl::StatusOr<RequestParts> SplitRequest(absl::string_view body);
 
 // The id of a response, when it is a JSON number that fits a uint64 (the
 // ids BuildRequest writes); nullopt for any other id or none.

@@ -21,7 +21,7 @@ using CallsWithIds = std::vector<std::pair<CallLayer::CallId, uint64_t>>;
 // `calls`, in order.
 std::vector<Verdict> SplitBatch(const CallsWithIds& calls, const http::Response& response,
                                 const ResponseSource& source) {
-  absl::StatusOr<std::vector<absl::string_view>> items = SplitBatchResponse(response.body);
+  absl::StatusOr<std::vector<absl::string_view>> items = SplitBatchItems(response.body);
   if (!items.ok()) {
     // A provider that does not take batches answers with one error object.
     return std::vector<Verdict>(

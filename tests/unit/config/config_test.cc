@@ -184,6 +184,14 @@ INSTANTIATE_TEST_SUITE_P(
         ValidationCase{"SameListenAddresses",
                        "server: {listen: \"127.0.0.1:8000\", metrics_listen: \"127.0.0.1:8000\"}",
                        "server.metrics_listen: must differ from server.listen"},
+        ValidationCase{"JsonRpcListenNotAnAddress", "server: {json_rpc_listen: \"nowhere\"}",
+                       "server.json_rpc_listen: \"nowhere\": expected host:port or [ipv6]:port"},
+        ValidationCase{"JsonRpcListenOnTheGrpcPort",
+                       "server: {listen: \"127.0.0.1:8000\", json_rpc_listen: \"127.0.0.1:8000\"}",
+                       "server.json_rpc_listen: must differ from server.listen and "
+                       "server.metrics_listen"},
+        ValidationCase{"JsonRpcBatchOfNone", "server: {json_rpc_http: {max_batch_calls: 0}}",
+                       "server.json_rpc_http.max_batch_calls: must be between 1 and 10000, got 0"},
         // Upstreams.
         ValidationCase{"UpstreamWithoutName", "upstreams: [{urls: [\"http://a:1\"]}]",
                        "upstreams[0].name: is required"},

@@ -98,7 +98,7 @@ TEST(SplitResponseTest, RefusesWhatIsNotAResponse) {
 TEST(BatchTest, BuildsAndSplitsBatchesKeepingEachItemByteForByte) {
   EXPECT_EQ(BuildBatch({R"({"id":1})", R"({"id":2})"}), R"([{"id":1},{"id":2}])");
   absl::StatusOr<std::vector<absl::string_view>> items =
-      SplitBatchResponse(R"( [ {"id":2,"result":1.50} , {"id":"x","error":{}} ] )");
+      SplitBatchItems(R"( [ {"id":2,"result":1.50} , {"id":"x","error":{}} ] )");
   ASSERT_TRUE(items.ok());
   ASSERT_EQ(items->size(), 2u);
   EXPECT_EQ((*items)[0], R"({"id":2,"result":1.50})");
@@ -107,8 +107,28 @@ TEST(BatchTest, BuildsAndSplitsBatchesKeepingEachItemByteForByte) {
   EXPECT_EQ(NumericId(*SplitResponse(R"({"id":-1,"result":0})")), std::nullopt);
   EXPECT_EQ(NumericId(*SplitResponse(R"({"id":1.5,"result":0})")), std::nullopt);
   EXPECT_EQ(NumericId(*SplitResponse(R"({"result":0})")), std::nullopt);
-  EXPECT_FALSE(SplitBatchResponse(R"({"id":1,"result":0})").ok());
-  EXPECT_FALSE(SplitBatchResponse("[]").ok());
+  EXPECT_FALSE(SplitBatchItems(R"({"id":1,"result":0})").ok());
+  EXPECT_FALSE(SplitBatchItems("[]").ok());
+}
+
+TEST(SplitRequestTest, KeepsTheIdAndParamsByteForByte) {
+  absl::StatusOr<RequestParts> parts = SplitRequest(
+      R"({"jsonrpc":"2.0", "id": "a\u0062", "method":"get\u0053lot","params":[ 1.50 ]})");
+  ASSERT_THAT(parts, IsOk());
+  EXPECT_THAT(parts->id, Optional(Eq(R"("a\u0062")")));
+  EXPECT_EQ(parts->method, "getSlot");
+  EXPECT_THAT(parts->params, Optional(Eq("[ 1.50 ]")));
+  absl::StatusOr<RequestParts> notification = SplitRequest(R"({"method":"m"})");
+  ASSERT_THAT(notification, IsOk());
+  EXPECT_EQ(notification->id, std::nullopt);
+  EXPECT_EQ(notification->params, std::nullopt);
+  EXPECT_THAT(SplitRequest(R"({"id":1})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq("method: is required")));
+  EXPECT_THAT(SplitRequest(R"({"id":1,"method":7})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq("method: must be a string")));
+  EXPECT_THAT(SplitRequest(R"({"jsonrpc":"1.0","method":"m"})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq("jsonrpc: must be \"2.0\"")));
+  EXPECT_FALSE(SplitRequest("[]").ok());
 }
 
 TEST(RequestMethodsTest, FindsTheMethodOfARequestOrOfEachInABatch) {

@@ -1,0 +1,255 @@
+#include "server/service/json_rpc_http_service.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "server/common/names.h"
+#include "server/service/call_validation.h"
+#include "server/upstream/json_rpc.h"
+
+namespace switchboard::service {
+namespace {
+
+// JSON-RPC 2.0 error codes (the spec's, and -32005 for a limit, as Solana
+// and common Ethereum providers answer a rate limit).
+constexpr int kParseError = -32700;
+constexpr int kInvalidRequest = -32600;
+constexpr int kInvalidParams = -32602;
+constexpr int kLimited = -32005;
+constexpr int kUpstreamFailure = -32000;
+
+// `text` as a JSON string literal.
+std::string JsonString(absl::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string ErrorObject(int code, absl::string_view message) {
+  return absl::StrCat(R"({"code":)", code, R"(,"message":)", JsonString(message), "}");
+}
+
+// One response object, with the caller's id ("null" when it had none we
+// could read).
+std::string Response(absl::string_view id, absl::string_view member, absl::string_view value) {
+  return absl::StrCat(R"({"jsonrpc":"2.0","id":)", id, ",\"", member, "\":", value, "}");
+}
+
+http::HttpResponse Json(int status, std::string body) {
+  http::HttpResponse response;
+  response.status = status;
+  response.content_type = "application/json";
+  response.body = std::move(body);
+  return response;
+}
+
+// An answer for the whole request that no call reached: HTTP `status`,
+// a JSON-RPC error with id null.
+http::HttpResponse Refused(int status, int code, absl::string_view message) {
+  return Json(status, Response("null", "error", ErrorObject(code, message)));
+}
+
+// The calls of one request, answered as they complete; the last answer
+// sends the response.
+class PendingRequest {
+ public:
+  PendingRequest(http::Responder responder, bool batch, size_t calls)
+      : responder_(std::move(responder)), batch_(batch), answers_(calls), remaining_(calls) {}
+
+  // Records item `index`'s response object (empty for a notification).
+  // `limited_for` is set when a limit refused the call.
+  void Answer(size_t index, std::string response,
+              std::optional<absl::Duration> limited_for = std::nullopt) {
+    {
+      absl::MutexLock lock(&mu_);
+      answers_[index] = std::move(response);
+      if (limited_for.has_value()) {
+        ++limited_;
+        retry_after_ = std::max(retry_after_, *limited_for);
+      }
+      if (--remaining_ > 0) return;
+    }
+    Send();
+  }
+
+ private:
+  void Send() {
+    std::vector<absl::string_view> objects;
+    for (const std::string& answer : answers_) {
+      if (!answer.empty()) objects.push_back(answer);
+    }
+    http::HttpResponse response = Json(200, "");
+    if (limited_ == answers_.size()) {
+      response.status = 429;
+      const int64_t seconds =
+          std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(retry_after_, absl::Seconds(1))));
+      response.headers.emplace_back("Retry-After", absl::StrCat(seconds));
+    }
+    if (objects.empty()) {
+      response.status = 204;  // Notifications only.
+    } else if (batch_) {
+      response.body = upstream::BuildBatch(objects);
+    } else {
+      response.body = std::string(objects.front());
+    }
+    responder_.Send(std::move(response));
+  }
+
+  http::Responder responder_;
+  const bool batch_;
+  absl::Mutex mu_;
+  std::vector<std::string> answers_;  // Complete once remaining_ is 0.
+  size_t remaining_ ABSL_GUARDED_BY(mu_);
+  size_t limited_ = 0;  // Written under mu_, read once complete.
+  absl::Duration retry_after_ = absl::ZeroDuration();
+};
+
+// The JSON-RPC error of a call the pipeline failed.
+std::string FailureObject(const absl::Status& status) {
+  const int code =
+      status.code() == absl::StatusCode::kResourceExhausted ? kLimited : kUpstreamFailure;
+  return ErrorObject(code, status.message());
+}
+
+}  // namespace
+
+void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder responder) {
+  if (request.method != "POST") {
+    http::HttpResponse response = Refused(405, kInvalidRequest, "only POST");
+    response.headers.emplace_back("Allow", "POST");
+    responder.Send(std::move(response));
+    return;
+  }
+  // "/<upstream>" or "/<upstream>/<token>".
+  std::vector<absl::string_view> segments =
+      absl::StrSplit(absl::string_view(request.path).substr(1), '/');
+  if (segments.size() > 2 || !common::ValidateUpstreamName(segments[0], "path").ok()) {
+    responder.Send(Refused(404, kInvalidRequest, "POST /<upstream> or /<upstream>/<token>"));
+    return;
+  }
+  const std::string upstream(segments[0]);
+  const std::string* header = request.Header("authorization");
+  const std::string authorization = header != nullptr      ? *header
+                                    : segments.size() == 2 ? absl::StrCat("Bearer ", segments[1])
+                                                           : std::string();
+  absl::StatusOr<auth::ClientIdentity> client = context_.clients.Authenticate(authorization);
+  if (!client.ok()) {
+    context_.metrics.CountRejected("JsonRpcHttp", "UNAUTHENTICATED");
+    responder.Send(Refused(401, kInvalidRequest, client.status().message()));
+    return;
+  }
+  if (!context_.upstreams.Contains(upstream)) {
+    responder.Send(Refused(404, kInvalidRequest,
+                           absl::StrCat("no upstream named \"", upstream, "\" is configured")));
+    return;
+  }
+  const absl::string_view body = absl::StripAsciiWhitespace(request.body);
+  if (absl::Status json = upstream::ValidateJson(body); !json.ok()) {
+    responder.Send(Refused(200, kParseError, json.message()));
+    return;
+  }
+  const bool batch = body.front() == '[';
+  std::vector<absl::string_view> items;
+  if (batch) {
+    absl::StatusOr<std::vector<absl::string_view>> split = upstream::SplitBatchItems(body);
+    if (!split.ok()) {
+      responder.Send(Refused(200, kInvalidRequest, split.status().message()));
+      return;
+    }
+    items = *std::move(split);
+  } else {
+    items.push_back(body);
+  }
+  if (items.size() > max_batch_calls_) {
+    responder.Send(Refused(
+        200, kInvalidRequest,
+        absl::StrCat("a batch may have at most ", max_batch_calls_, " calls, got ", items.size())));
+    return;
+  }
+  auto pending = std::make_shared<PendingRequest>(std::move(responder), batch, items.size());
+  const absl::Time deadline = absl::Now() + context_.upstreams.request_timeout(upstream);
+  for (size_t i = 0; i < items.size(); ++i) {
+    absl::StatusOr<upstream::RequestParts> parts = upstream::SplitRequest(items[i]);
+    if (!parts.ok()) {
+      pending->Answer(
+          i, Response("null", "error", ErrorObject(kInvalidRequest, parts.status().message())));
+      continue;
+    }
+    const std::string id = parts->id.has_value() ? std::string(*parts->id) : std::string();
+    v1::CallRequest call_request;
+    call_request.set_upstream(upstream);
+    call_request.set_method(parts->method);
+    if (parts->params.has_value()) call_request.set_params_json(std::string(*parts->params));
+    absl::StatusOr<upstream::UpstreamCall> call =
+        ValidateCallRequest(call_request, *client, context_.upstreams, context_.limits, deadline);
+    if (!call.ok()) {
+      // The gRPC field names, as the JSON-RPC member names.
+      std::string message(call.status().message());
+      const bool params = absl::StartsWith(message, "params_json: ");
+      if (params) message.replace(0, 11, "params");
+      pending->Answer(
+          i, id.empty()
+                 ? std::string()
+                 : Response(id, "error",
+                            ErrorObject(params ? kInvalidParams : kInvalidRequest, message)));
+      continue;
+    }
+    context_.upstreams.Call(
+        upstream, *std::move(call), [pending, i, id](absl::StatusOr<upstream::Answer> answer) {
+          if (!answer.ok()) {
+            std::optional<absl::Duration> limited_for;
+            if (answer.status().code() == absl::StatusCode::kResourceExhausted) {
+              limited_for = upstream::RetryAfter(answer.status()).value_or(absl::ZeroDuration());
+            }
+            pending->Answer(
+                i,
+                id.empty() ? std::string() : Response(id, "error", FailureObject(answer.status())),
+                limited_for);
+            return;
+          }
+          if (id.empty()) {
+            pending->Answer(i, std::string());
+            return;
+          }
+          const bool error = answer->kind == upstream::Answer::Kind::kError;
+          pending->Answer(i, Response(id, error ? "error" : "result", answer->json));
+        });
+  }
+}
+
+}  // namespace switchboard::service

@@ -13,6 +13,7 @@ cd "$(dirname "$0")"
 # The runtime list lives in its own file so the Dockerfile's slim stage and
 # tests/deploy (which checks it against `ldd`) read the same list.
 mapfile -t runtime_packages < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' runtime-packages.txt)
+web3_client=../tests/integration/rpc/web3_client
 
 case "${1:-}" in
   --runtime)
@@ -40,6 +41,14 @@ case "${1:-}" in
       # Debian; the test says so when neither kubectl nor kustomize is found.
       python3 python3-yaml docker-compose
     )
+    # The web3 client of tests/integration/rpc/json_rpc_http_test.cc runs on
+    # Node.js (its npm packages come below), where the tests are (not in the
+    # Dockerfile's build stage). A machine may have Node.js from elsewhere
+    # (NodeSource's bundles npm): only a missing one is installed.
+    if [[ -f $web3_client/package-lock.json ]] &&
+      { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then
+      packages+=(nodejs npm)
+    fi
     ;;
   *)
     echo "usage: $0 [--runtime]" >&2
@@ -60,4 +69,12 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+fi
+
+# The unmodified web3 client (ethers, pinned by its package-lock.json) that
+# the JSON-RPC front door's integration test runs, from the npm registry.
+if [[ -z "${1:-}" && -f $web3_client/package-lock.json && ! -d $web3_client/node_modules/ethers ]]
+then
+  echo "setup: installing tests/integration/rpc/web3_client's npm packages" >&2
+  npm ci --prefix "$web3_client" --no-audit --no-fund >/dev/null
 fi

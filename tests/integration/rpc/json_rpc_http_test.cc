@@ -5,6 +5,7 @@
 // limits answer 429 with Retry-After; bad input gets a precise answer.
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,9 @@ using ::testing::Not;
 using ::testing::SizeIs;
 
 constexpr char kCurlBinary[] = "/usr/bin/curl";  // Debian's curl (scripts/setup.sh).
+// Node.js, and the web3 client that scripts/setup.sh installs from npm.
+constexpr char kNodeBinary[] = "/usr/bin/node";
+constexpr char kReadChainScript[] = WEB3_CLIENT_DIR "/read_chain.mjs";
 constexpr int kMaxBatchCalls = 3;
 constexpr int kMaxBodyBytes = 4096;
 
@@ -75,6 +79,10 @@ class JsonRpcHttpTest : public ::testing::Test {
   static void SetUpTestSuite() {
     ScriptedHttpServer::Script echo;
     echo.echo_params = true;
+    // What an Ethereum node answers the web3 client's calls.
+    echo.results = {{"eth_chainId", R"("0x1")"},
+                    {"eth_blockNumber", R"("0x10")"},
+                    {"eth_getBalance", R"("0xde0b6b3a7640000")"}};
     absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> provider = ScriptedHttpServer::Start(echo);
     ASSERT_THAT(provider, IsOk());
     provider_ = provider->release();
@@ -90,6 +98,7 @@ clients:
   - {id: worker, token: "t0ken-1"}
 upstreams:
   - {name: echo, urls: ["$0"], max_connections: 2, batch: {max_calls: 10}}
+  - {name: eth, urls: ["$0"], max_connections: 2}
   - name: limited
     urls: ["$0"]
     timeout_ms: 300
@@ -131,6 +140,30 @@ TEST_F(JsonRpcHttpTest, ACallAndABatchComeBackByteExactWithTheCallersIds) {
   EXPECT_EQ(batch.status, 200);
   EXPECT_EQ(batch.body, R"([{"jsonrpc":"2.0","id":7,"result":[1]},)"
                         R"({"jsonrpc":"2.0","id":{"deep":[1]},"result":{"k":3}}])");
+}
+
+// ethers' JsonRpcProvider, unmodified, with the token in its URL: it asks
+// the chain id alone, then batches the block number and a balance.
+TEST_F(JsonRpcHttpTest, AnUnmodifiedWeb3ClientReadsTheChainThroughTheFrontDoor) {
+  const size_t before = provider_->requests().size();
+  const RunResult run = testing::Run(
+      {kNodeBinary, kReadChainScript, absl::StrCat("http://127.0.0.1:", port_, "/eth/t0ken-1"),
+       "0x00000000219ab540356cBB839Cbe05303d7705Fa"},
+      std::nullopt, absl::Seconds(60));
+  EXPECT_EQ(run.exit_code, 0) << run.stderr_text;
+  EXPECT_EQ(run.stdout_text, R"({"chainId":"1","blockNumber":16,"balance":"1000000000000000000"})"
+                             "\n");
+  const std::vector<std::string> requests = provider_->requests();
+  ASSERT_GT(requests.size(), before);
+  int balances = 0;
+  for (size_t i = before; i < requests.size(); ++i) {
+    if (absl::StrContains(requests[i],
+                          R"("method":"eth_getBalance","params":)"
+                          R"(["0x00000000219ab540356cbb839cbe05303d7705fa","latest"])")) {
+      ++balances;
+    }
+  }
+  EXPECT_EQ(balances, 1);
 }
 
 TEST_F(JsonRpcHttpTest, TheTokenMayBeInThePathAndAnUnknownCallerIsRefused) {

@@ -55,14 +55,21 @@ absl::string_view IdOf(absl::string_view request) {
   return request.substr(at, request.find(',', at) - at);
 }
 
+// The method of one request Switchboard wrote.
+absl::string_view MethodOf(absl::string_view request) {
+  const size_t at = request.find(R"("method":")") + 10;
+  return request.substr(at, request.find('"', at) - at);
+}
+
 // The answer of a script with echo_params to `body`.
 std::string EchoAnswer(const ScriptedHttpServer::Script& script, absl::string_view body) {
   std::vector<std::string> responses;
   for (const std::string& request : SwitchboardRequestsOf(body)) {
     const absl::string_view params = ParamsOf(request);
     if (!script.drop_params.empty() && absl::StrContains(params, script.drop_params)) continue;
-    responses.push_back(
-        absl::StrCat(R"({"jsonrpc":"2.0","id":)", IdOf(request), R"(,"result":)", params, "}"));
+    auto fixed = script.results.find(std::string(MethodOf(request)));
+    responses.push_back(absl::StrCat(R"({"jsonrpc":"2.0","id":)", IdOf(request), R"(,"result":)",
+                                     fixed == script.results.end() ? params : fixed->second, "}"));
   }
   if (body.empty() || body.front() != '[') return responses.empty() ? "" : responses.front();
   if (script.reverse_batches) std::reverse(responses.begin(), responses.end());

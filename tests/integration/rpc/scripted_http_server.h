@@ -14,6 +14,7 @@
 // are dropped) and joins them. Thread-safe.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -48,6 +49,9 @@ class ScriptedHttpServer {
     // (when set).
     bool reverse_batches = false;
     std::string drop_params;
+    // With echo_params, calls of these methods are answered with this result
+    // (JSON text) instead of their params, as a real provider would.
+    std::map<std::string, std::string> results;
     // Sends the first half of the answer, then closes the connection.
     bool cut_answer = false;
     // Waits this long before answering (a slow provider).

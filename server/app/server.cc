@@ -252,6 +252,9 @@ class ServerImpl final : public Server {
     // the budget: the process exits within drain_timeout.
     const absl::Time grpc_deadline =
         absl::Now() + drain_timeout_ - std::min(kAfterGrpcReserve, drain_timeout_ / 2);
+    // The front door takes no new connections; its calls in flight end with
+    // the gRPC ones (answered by the cut-off at the latest).
+    if (json_rpc_server_ != nullptr) json_rpc_server_->StopAccepting();
     if (grpc_server_ != nullptr) {
       SB_LOG(kInfo, "draining: ending open streams");
       grpc_server_->GetHealthCheckService()->Shutdown();

@@ -189,6 +189,20 @@ class Responder::Connections {
                                              : reinterpret_cast<sockaddr_in&>(bound).sin_port);
   }
 
+  void StopAccepting() {
+    draining_ = true;
+    if (listener_ != nullptr) {
+      evconnlistener_free(listener_);  // Closes the socket: connects are refused.
+      listener_ = nullptr;
+    }
+    std::vector<uint64_t> idle;
+    for (auto& [id, connection] : connections_) {
+      connection->keep_alive = false;
+      if (!connection->handling && !connection->closing) idle.push_back(id);
+    }
+    for (uint64_t id : idle) Close(id);
+  }
+
   // Writes the answer to request of connection `id`, if it is still open.
   void Answer(uint64_t id, HttpResponse response) {
     auto it = connections_.find(id);
@@ -232,7 +246,7 @@ class Responder::Connections {
   }
 
   void Accept(evutil_socket_t fd) {
-    if (connections_.size() >= options_.max_connections) {
+    if (draining_ || connections_.size() >= options_.max_connections) {
       observer_.OnRefused();
       evutil_closesocket(fd);
       return;
@@ -368,6 +382,7 @@ class Responder::Connections {
   HttpServer::Handler handler_;
   HttpServerObserver& observer_;
   evconnlistener* listener_ = nullptr;
+  bool draining_ = false;
   uint64_t next_id_ = 1;
   std::map<uint64_t, std::unique_ptr<Connection>> connections_;
   event::Anchor<Connections> self_;
@@ -423,6 +438,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(event::DispatcherI
 HttpServer::HttpServer(event::DispatcherImpl& dispatcher,
                        std::unique_ptr<Responder::Connections> connections, int port)
     : dispatcher_(dispatcher), connections_(std::move(connections)), port_(port) {}
+
+void HttpServer::StopAccepting() {
+  dispatcher_.Post([connections = connections_.get()] { connections->StopAccepting(); });
+}
 
 HttpServer::~HttpServer() {
   absl::Notification stopped;

@@ -120,6 +120,12 @@ class HttpServer {
 
   int port() const { return port_; }
 
+  // For a drain: stops accepting connections (new ones are refused by the
+  // kernel), closes the idle ones, and answers the requests in progress with
+  // `Connection: close`, closing each connection after its answer. Any
+  // thread; returns at once.
+  void StopAccepting();
+
  private:
   HttpServer(event::DispatcherImpl& dispatcher, std::unique_ptr<Responder::Connections> connections,
              int port);

@@ -241,12 +241,35 @@ TEST_F(HttpServerTest, AKeptAliveConnectionClosesWhenTheNextRequestIsLate) {
   options.request_timeout = absl::Milliseconds(300);
   Start(options);
   Client client(server_->port());
+  // No later than the answer, which starts the wait for the next request.
+  const absl::Time asked = absl::Now();
   client.Send(Post("/echo", "x"));
   EXPECT_THAT(client.ReadResponse(), HasSubstr("POST /echo x"));
-  const absl::Time answered = absl::Now();
   client.Send("GET /echo HTTP/1.1\r\n");  // Never finished.
   EXPECT_TRUE(client.ClosedByServer());
-  EXPECT_GE(absl::Now() - answered, options.request_timeout);
+  EXPECT_GE(absl::Now() - asked, options.request_timeout);
+}
+
+TEST_F(HttpServerTest, StopAcceptingClosesIdleConnectionsAndAnswersWhatIsInFlight) {
+  Start(KeepAlive());
+  Client idle(server_->port());
+  idle.Send(Post("/echo", "before"));
+  EXPECT_THAT(idle.ReadResponse(), HasSubstr("Connection: keep-alive\r\n"));
+  Client busy(server_->port());
+  busy.Send(Post("/late", "in flight"));  // Answered 200 ms later.
+  {
+    absl::MutexLock lock(&mu_);  // The handler has it.
+    auto taken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return answerers_.size() == 1; };
+    ASSERT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&taken), kPatience));
+  }
+  server_->StopAccepting();
+  EXPECT_TRUE(idle.ClosedByServer());
+  const std::string answer = busy.ReadResponse();
+  EXPECT_THAT(answer, HasSubstr("Connection: close\r\n"));
+  EXPECT_THAT(answer, HasSubstr("POST /late in flight"));
+  EXPECT_TRUE(busy.ClosedByServer());
+  Client late(server_->port());
+  EXPECT_FALSE(late.connected());
 }
 
 }  // namespace

@@ -15,8 +15,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   absl::StatusOr<config::HostPort> address = config::ParseHostPort(options.listen);
   if (!address.ok()) return address.status();
   std::unique_ptr<MetricsEndpoint> endpoint(new MetricsEndpoint());
-  endpoint->gauges_ = std::make_unique<http::HttpServerGauges>(*registry, "switchboard_metrics",
-                                                               "the metrics endpoint");
+  endpoint->gauges_ = http::HttpServerGauges::ForMetricsEndpoint(*registry);
   http::HttpServer::Options server_options;
   server_options.host = address->host;
   server_options.port = address->port;

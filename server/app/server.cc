@@ -315,7 +315,7 @@ class ServerImpl final : public Server {
         [service = json_rpc_service_.get()](http::HttpRequest request, http::Responder responder) {
           service->Handle(std::move(request), std::move(responder));
         },
-        json_rpc_connections_);
+        *json_rpc_connections_);
     if (!started.ok()) {
       return absl::UnavailableError(absl::StrCat("server.json_rpc_listen: cannot listen on ",
                                                  server.json_rpc_listen(), ": ",
@@ -557,8 +557,8 @@ class ServerImpl final : public Server {
   std::unique_ptr<upstream::Upstreams> upstreams_;
   service::StreamTracker streams_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
-  http::HttpServerGauges json_rpc_connections_{*metrics_.registry(), "switchboard_json_rpc_http",
-                                               "the JSON-RPC front door"};
+  std::unique_ptr<http::HttpServerGauges> json_rpc_connections_ =
+      http::HttpServerGauges::ForJsonRpcFrontDoor(*metrics_.registry());
   std::unique_ptr<service::JsonRpcHttpService> json_rpc_service_;
   std::unique_ptr<http::HttpServer> json_rpc_server_;  // Before the service, which it calls.
   std::unique_ptr<service::ServiceContext> context_;

@@ -1,22 +1,42 @@
 #include "server/http/http_server_metrics.h"
 
-#include "absl/strings/str_cat.h"
 #include "prometheus/family.h"
 
 namespace switchboard::http {
 
-HttpServerGauges::HttpServerGauges(prometheus::Registry& registry, absl::string_view prefix,
-                                   absl::string_view what)
-    : open_(prometheus::BuildGauge()
-                .Name(absl::StrCat(prefix, "_connections"))
-                .Help(absl::StrCat("Open connections to ", what, "."))
-                .Register(registry)
-                .Add({})),
-      refused_(prometheus::BuildCounter()
-                   .Name(absl::StrCat(prefix, "_connections_refused_total"))
-                   .Help(absl::StrCat("Connections to ", what,
-                                      " closed at once because max_connections were open."))
-                   .Register(registry)
-                   .Add({})) {}
+// The family names are literals, so that tests/deploy finds every family the
+// server registers by reading the sources.
+
+std::unique_ptr<HttpServerGauges> HttpServerGauges::ForMetricsEndpoint(
+    prometheus::Registry& registry) {
+  return std::unique_ptr<HttpServerGauges>(new HttpServerGauges(
+      prometheus::BuildGauge()
+          .Name("switchboard_metrics_connections")
+          .Help("Open connections to the metrics endpoint.")
+          .Register(registry)
+          .Add({}),
+      prometheus::BuildCounter()
+          .Name("switchboard_metrics_connections_refused_total")
+          .Help("Connections to the metrics endpoint closed at once because max_connections "
+                "were open.")
+          .Register(registry)
+          .Add({})));
+}
+
+std::unique_ptr<HttpServerGauges> HttpServerGauges::ForJsonRpcFrontDoor(
+    prometheus::Registry& registry) {
+  return std::unique_ptr<HttpServerGauges>(new HttpServerGauges(
+      prometheus::BuildGauge()
+          .Name("switchboard_json_rpc_http_connections")
+          .Help("Open connections to the JSON-RPC front door.")
+          .Register(registry)
+          .Add({}),
+      prometheus::BuildCounter()
+          .Name("switchboard_json_rpc_http_connections_refused_total")
+          .Help("Connections to the JSON-RPC front door closed at once because "
+                "server.json_rpc_http.max_connections were open.")
+          .Register(registry)
+          .Add({})));
+}
 
 }  // namespace switchboard::http

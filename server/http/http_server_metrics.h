@@ -1,11 +1,11 @@
-// HttpServerGauges: an HttpServer's connections as Prometheus series,
-// `<prefix>_connections` (open) and `<prefix>_connections_refused_total`
-// (closed at once because max_connections were open).
+// HttpServerGauges: an HttpServer's connections as Prometheus series, one
+// pair per endpoint: `<endpoint>_connections` (open) and
+// `<endpoint>_connections_refused_total` (closed at once because
+// max_connections were open).
 #pragma once
 
-#include <string>
+#include <memory>
 
-#include "absl/strings/string_view.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
@@ -15,15 +15,19 @@ namespace switchboard::http {
 
 class HttpServerGauges final : public HttpServerObserver {
  public:
-  // `what` names the endpoint in the help texts ("the metrics endpoint").
-  HttpServerGauges(prometheus::Registry& registry, absl::string_view prefix,
-                   absl::string_view what);
+  // switchboard_metrics_connections{,_refused_total}.
+  static std::unique_ptr<HttpServerGauges> ForMetricsEndpoint(prometheus::Registry& registry);
+  // switchboard_json_rpc_http_connections{,_refused_total}.
+  static std::unique_ptr<HttpServerGauges> ForJsonRpcFrontDoor(prometheus::Registry& registry);
 
   void OnOpened() override { open_.Increment(); }
   void OnClosed() override { open_.Decrement(); }
   void OnRefused() override { refused_.Increment(); }
 
  private:
+  HttpServerGauges(prometheus::Gauge& open, prometheus::Counter& refused)
+      : open_(open), refused_(refused) {}
+
   prometheus::Gauge& open_;
   prometheus::Counter& refused_;
 };

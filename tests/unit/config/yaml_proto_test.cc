@@ -124,7 +124,8 @@ INSTANTIATE_TEST_SUITE_P(
             "logging, upstreams, fleet"},
         ReadErrorCase{"UnknownNestedKey", "server: {listen_addr: x}",
                       "server.listen_addr: unknown field; expected one of listen, "
-                      "metrics_listen, drain_timeout_ms, upstream_threads, tls"},
+                      "metrics_listen, drain_timeout_ms, upstream_threads, tls, json_rpc_listen, "
+                      "json_rpc_http"},
         ReadErrorCase{"UnknownKeyInList", "topics: [{name: a}, {name: b, bufer: 3}]",
                       "topics[1].bufer: unknown field; expected one of name, kind, buffer, "
                       "overflow, max_len, max_bytes, dedup_window_ms, ack_deadline_ms, "
@@ -324,7 +325,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 43);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 47);
 }
 
 }  // namespace

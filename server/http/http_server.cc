@@ -239,6 +239,7 @@ class Responder::Connections {
     bool keep_alive = true;    // False: the connection closes after its next answer.
     bool closing = false;      // Its last answer is written.
     bool continued = false;    // 100 Continue sent for the current request.
+    bool peer_closed = false;  // The client closed its side while we handled.
   };
 
   static void OnAccept(evconnlistener*, evutil_socket_t fd, sockaddr*, int, void* arg) {
@@ -350,12 +351,24 @@ class Responder::Connections {
     // when the client does (or at the deadline): closing with request bytes
     // still unread would reset the connection before the client read it.
     if (connection.closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+      // A client that has closed its side already gets nothing more to wait for.
+      if (connection.peer_closed) {
+        connection.owner->Close(connection.id);
+        return;
+      }
       shutdown(bufferevent_getfd(bev), SHUT_WR);
     }
   }
 
   static void OnEvent(bufferevent*, short events, void* arg) {
     auto& connection = *static_cast<Connection*>(arg);
+    // A client may close its side once it has sent its request (HTTP/1.0
+    // style): the request in progress is still answered, then it closes.
+    if ((events & BEV_EVENT_EOF) && !(events & BEV_EVENT_ERROR) && connection.handling) {
+      connection.peer_closed = true;
+      connection.keep_alive = false;
+      return;
+    }
     if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) connection.owner->Close(connection.id);
   }
 

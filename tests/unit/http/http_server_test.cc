@@ -57,6 +57,8 @@ class Client {
 
   bool connected() const { return connected_; }
 
+  void ShutdownWrite() { shutdown(fd_, SHUT_WR); }
+
   void Send(const std::string& bytes) {
     ASSERT_EQ(write(fd_, bytes.data(), bytes.size()), static_cast<ssize_t>(bytes.size()));
   }
@@ -225,6 +227,17 @@ TEST_F(HttpServerTest, ExpectContinueIsAnsweredBeforeTheBody) {
   EXPECT_EQ(client.ReadResponse(), "HTTP/1.1 100 Continue\r\n\r\n");
   client.Send("hello");
   EXPECT_THAT(client.ReadResponse(), HasSubstr("\r\n\r\nPOST /echo hello"));
+}
+
+TEST_F(HttpServerTest, AClientThatClosedItsSideStillGetsItsAnswer) {
+  Start(KeepAlive());
+  Client client(server_->port());
+  client.Send(Post("/late", "then shut"));
+  client.ShutdownWrite();
+  const std::string answer = client.ReadResponse();
+  EXPECT_THAT(answer, HasSubstr("Connection: close\r\n"));
+  EXPECT_THAT(answer, HasSubstr("POST /late then shut"));
+  EXPECT_TRUE(client.ClosedByServer());
 }
 
 TEST_F(HttpServerTest, ADroppedResponderAnswers500) {

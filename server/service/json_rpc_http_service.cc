@@ -28,6 +28,10 @@ constexpr int kInvalidParams = -32602;
 constexpr int kLimited = -32005;
 constexpr int kUpstreamFailure = -32000;
 
+// The `method` label of the front door's refusals in
+// switchboard_requests_rejected_total.
+constexpr absl::string_view kMetricMethod = "JsonRpcHttp";
+
 // `text` as a JSON string literal.
 std::string JsonString(absl::string_view text) {
   std::string out = "\"";
@@ -149,7 +153,12 @@ std::string FailureObject(const absl::Status& status) {
 }  // namespace
 
 void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder responder) {
+  // Every refusal is counted as the gRPC side's are, by method and code.
+  const auto count = [this](absl::string_view code) {
+    context_.metrics.CountRejected(kMetricMethod, code);
+  };
   if (request.method != "POST") {
+    count("UNIMPLEMENTED");
     http::HttpResponse response = Refused(405, kInvalidRequest, "only POST");
     response.headers.emplace_back("Allow", "POST");
     responder.Send(std::move(response));
@@ -159,6 +168,7 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
   std::vector<absl::string_view> segments =
       absl::StrSplit(absl::string_view(request.path).substr(1), '/');
   if (segments.size() > 2 || !common::ValidateUpstreamName(segments[0], "path").ok()) {
+    count("NOT_FOUND");
     responder.Send(Refused(404, kInvalidRequest, "POST /<upstream> or /<upstream>/<token>"));
     return;
   }
@@ -169,17 +179,19 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
                                                            : std::string();
   absl::StatusOr<auth::ClientIdentity> client = context_.clients.Authenticate(authorization);
   if (!client.ok()) {
-    context_.metrics.CountRejected("JsonRpcHttp", "UNAUTHENTICATED");
+    count("UNAUTHENTICATED");
     responder.Send(Refused(401, kInvalidRequest, client.status().message()));
     return;
   }
   if (!context_.upstreams.Contains(upstream)) {
+    count("NOT_FOUND");
     responder.Send(Refused(404, kInvalidRequest,
                            absl::StrCat("no upstream named \"", upstream, "\" is configured")));
     return;
   }
   const absl::string_view body = absl::StripAsciiWhitespace(request.body);
   if (absl::Status json = upstream::ValidateJson(body); !json.ok()) {
+    count("INVALID_ARGUMENT");
     responder.Send(Refused(200, kParseError, json.message()));
     return;
   }
@@ -188,6 +200,7 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
   if (batch) {
     absl::StatusOr<std::vector<absl::string_view>> split = upstream::SplitBatchItems(body);
     if (!split.ok()) {
+      count("INVALID_ARGUMENT");
       responder.Send(Refused(200, kInvalidRequest, split.status().message()));
       return;
     }
@@ -196,6 +209,7 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
     items.push_back(body);
   }
   if (items.size() > max_batch_calls_) {
+    count("INVALID_ARGUMENT");
     responder.Send(Refused(
         200, kInvalidRequest,
         absl::StrCat("a batch may have at most ", max_batch_calls_, " calls, got ", items.size())));
@@ -206,6 +220,7 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
   for (size_t i = 0; i < items.size(); ++i) {
     absl::StatusOr<upstream::RequestParts> parts = upstream::SplitRequest(items[i]);
     if (!parts.ok()) {
+      count("INVALID_ARGUMENT");
       pending->Answer(
           i, Response("null", "error", ErrorObject(kInvalidRequest, parts.status().message())));
       continue;
@@ -218,6 +233,7 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
     absl::StatusOr<upstream::UpstreamCall> call =
         ValidateCallRequest(call_request, *client, context_.upstreams, context_.limits, deadline);
     if (!call.ok()) {
+      count("INVALID_ARGUMENT");
       // The gRPC field names, as the JSON-RPC member names.
       std::string message(call.status().message());
       const bool params = absl::StartsWith(message, "params_json: ");

@@ -20,6 +20,10 @@
 // empty or too large batch -32600, as providers answer. Upstream failures
 // are error objects with code -32000 and the reason (URLs masked).
 //
+// Every refusal (a bad request, an unknown caller or upstream) is counted
+// in switchboard_requests_rejected_total{method="JsonRpcHttp",code}; calls
+// that reach the pipeline are counted there, like Rpc.Call's.
+//
 // A call outlives a client that hangs up: its deadline (the upstream's
 // request timeout) bounds it.
 //

@@ -202,6 +202,14 @@ TEST_F(JsonRpcHttpTest, CallsRefusedByALimitGet429WithRetryAfter) {
 
 TEST_F(JsonRpcHttpTest, BadRequestsGetPreciseAnswersAndReachNoProvider) {
   const size_t before = provider_->requests().size();
+  const auto rejected = [](absl::string_view code) {
+    return ScrapeMetric(server_->metrics_port,
+                        absl::StrCat(R"(switchboard_requests_rejected_total{code=")", code,
+                                     R"(",method="JsonRpcHttp"})"))
+        .value_or(0);
+  };
+  const double invalid_before = rejected("INVALID_ARGUMENT");
+  const double not_found_before = rejected("NOT_FOUND");
   const CurlResult get = Curl(port_, "/echo", "", {}, "GET");
   EXPECT_EQ(get.status, 405);
   EXPECT_EQ(get.Header("allow"), "POST");
@@ -228,6 +236,10 @@ TEST_F(JsonRpcHttpTest, BadRequestsGetPreciseAnswersAndReachNoProvider) {
                                  std::string(kMaxBodyBytes, 'x'), R"("]})"));
   EXPECT_EQ(too_large.status, 413);
   EXPECT_EQ(provider_->requests().size(), before);
+  // Counted: the parse error, the empty and the long batch, the three bad
+  // calls; the two unknown paths.
+  EXPECT_EQ(rejected("INVALID_ARGUMENT") - invalid_before, 6);
+  EXPECT_EQ(rejected("NOT_FOUND") - not_found_before, 2);
 }
 
 }  // namespace

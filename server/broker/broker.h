@@ -210,9 +210,11 @@ class BrokerObserver {
   virtual void OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>& fill) = 0;
 
   // A sample of what a broker that keeps messages in process memory retains:
-  // the bytes of its durable topics together, and how many topics it has.
-  // Taken with the lag, and after a publish refused for either limit.
-  virtual void OnRetained(uint64_t bytes, uint64_t topics) = 0;
+  // the bytes of its durable topics together, how many topics it has, and
+  // how many dedup ids it remembers (idempotent publish; ids whose window
+  // ended count until the next publish forgets them). Taken with the lag,
+  // and after a publish refused for any of these limits.
+  virtual void OnRetained(uint64_t bytes, uint64_t topics, uint64_t dedup_ids) = 0;
 };
 
 // Observes nothing.
@@ -225,7 +227,7 @@ class NullBrokerObserver final : public BrokerObserver {
   void OnConsumerLag(absl::string_view, absl::string_view, uint64_t) override {}
   void OnLeasesInFlight(absl::string_view, absl::string_view, uint64_t) override {}
   void OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>&) override {}
-  void OnRetained(uint64_t, uint64_t) override {}
+  void OnRetained(uint64_t, uint64_t, uint64_t) override {}
 };
 
 using PublishCallback = absl::AnyInvocable<void(absl::StatusOr<std::vector<std::string>>)>;

@@ -24,6 +24,10 @@ BrokerMetrics::BrokerMetrics(metrics::Metrics& metrics)
                                         "Bytes the memory broker's durable topics retain, all "
                                         "together (bounded by limits.max_memory_bytes; sampled).")
                           .Add({})),
+      dedup_ids_(metrics::AddGauge(*metrics.registry(), "switchboard_broker_dedup_ids",
+                                   "Dedup ids the memory broker remembers for idempotent publish "
+                                   "(at most 250,000; sampled).")
+                     .Add({})),
       topics_(metrics::AddGauge(*metrics.registry(), "switchboard_broker_topics",
                                 "Durable topics the memory broker holds (bounded by "
                                 "limits.max_topics; sampled).")
@@ -86,8 +90,9 @@ void BrokerMetrics::OnSubscriberBufferFill(const absl::flat_hash_map<std::string
   }
 }
 
-void BrokerMetrics::OnRetained(uint64_t bytes, uint64_t topics) {
+void BrokerMetrics::OnRetained(uint64_t bytes, uint64_t topics, uint64_t dedup_ids) {
   retained_bytes_.Set(static_cast<double>(bytes));
+  dedup_ids_.Set(static_cast<double>(dedup_ids));
   topics_.Set(static_cast<double>(topics));
 }
 

@@ -34,7 +34,7 @@ class BrokerMetrics final : public BrokerObserver {
   void OnConsumerLag(absl::string_view topic, absl::string_view group, uint64_t lag) override;
   void OnLeasesInFlight(absl::string_view topic, absl::string_view group, uint64_t leases) override;
   void OnSubscriberBufferFill(const absl::flat_hash_map<std::string, double>& fill) override;
-  void OnRetained(uint64_t bytes, uint64_t topics) override;
+  void OnRetained(uint64_t bytes, uint64_t topics, uint64_t dedup_ids) override;
 
  private:
   // The gauges of one consumer group.
@@ -51,6 +51,7 @@ class BrokerMetrics final : public BrokerObserver {
   prometheus::Family<prometheus::Gauge>& leases_in_flight_;
   prometheus::Family<prometheus::Gauge>& subscriber_buffer_fill_;
   prometheus::Gauge& retained_bytes_;
+  prometheus::Gauge& dedup_ids_;
   prometheus::Gauge& topics_;
 
   absl::Mutex mu_;

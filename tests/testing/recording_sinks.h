@@ -274,12 +274,17 @@ class RecordingObserver final : public broker::BrokerObserver {
     absl::MutexLock lock(&mu_);
     buffer_fill_ = fill;
   }
-  void OnRetained(uint64_t bytes, uint64_t topics) override {
+  struct Retained {
+    uint64_t bytes = 0;
+    uint64_t topics = 0;
+    uint64_t dedup_ids = 0;
+  };
+  void OnRetained(uint64_t bytes, uint64_t topics, uint64_t dedup_ids) override {
     absl::MutexLock lock(&mu_);
-    retained_ = {bytes, topics};
+    retained_ = Retained{bytes, topics, dedup_ids};
   }
-  // The last sample of retained bytes and topics, if any.
-  std::optional<std::pair<uint64_t, uint64_t>> retained() const {
+  // The last sample of retained bytes, topics and dedup ids, if any.
+  std::optional<Retained> retained() const {
     absl::MutexLock lock(&mu_);
     return retained_;
   }
@@ -340,7 +345,7 @@ class RecordingObserver final : public broker::BrokerObserver {
   Counts lags_ ABSL_GUARDED_BY(mu_);              // Last sample, not a sum.
   Counts leases_in_flight_ ABSL_GUARDED_BY(mu_);  // Last sample.
   absl::flat_hash_map<std::string, double> buffer_fill_ ABSL_GUARDED_BY(mu_);
-  std::optional<std::pair<uint64_t, uint64_t>> retained_ ABSL_GUARDED_BY(mu_);
+  std::optional<Retained> retained_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace switchboard::testing

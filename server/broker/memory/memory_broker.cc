@@ -158,7 +158,7 @@ class MemoryBroker::State {
     if (durable_topics_.count(topic) > 0 || durable_topics_.size() < limits_.max_topics) {
       return absl::OkStatus();
     }
-    observer_.OnRetained(retained_bytes_, durable_topics_.size());
+    observer_.OnRetained(retained_bytes_, durable_topics_.size(), dedup_.size());
     return absl::ResourceExhaustedError(
         absl::StrCat("limits.max_topics: the memory broker holds ", durable_topics_.size(),
                      " durable topics, its limit; topic '", topic, "' is not created"));
@@ -217,7 +217,7 @@ class MemoryBroker::State {
             : retained_bytes_ +
                   memory::Stream(policy.max_len, policy.max_bytes).BytesAfterAppending(sizes);
     if (after > limits_.max_memory_bytes) {
-      observer_.OnRetained(retained_bytes_, durable_topics_.size());
+      observer_.OnRetained(retained_bytes_, durable_topics_.size(), dedup_.size());
       return absl::ResourceExhaustedError(absl::StrCat(
           "limits.max_memory_bytes: the memory broker retains ", retained_bytes_,
           " bytes of its limit of ", limits_.max_memory_bytes, "; this publish of ", incoming,
@@ -249,7 +249,7 @@ class MemoryBroker::State {
       topic.stream.Append(std::move(messages[i]), sizes[i]);
     }
     retained_bytes_ += topic.stream.bytes();
-    observer_.OnRetained(retained_bytes_, durable_topics_.size());
+    observer_.OnRetained(retained_bytes_, durable_topics_.size(), dedup_.size());
     for (ConsumerGroup* group : topic.groups) groups_.Pump(*group);
     return ids;
   }
@@ -281,7 +281,7 @@ class MemoryBroker::State {
     }
     groups_.ReportLeasesInFlight();
     subscribers_.ReportBufferFill();
-    observer_.OnRetained(retained_bytes_, durable_topics_.size());
+    observer_.OnRetained(retained_bytes_, durable_topics_.size(), dedup_.size());
     if (groups_.has_sessions() || !subscribers_.empty()) sample_timer_->Enable(kSampleInterval);
   }
 

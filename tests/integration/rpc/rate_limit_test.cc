@@ -194,6 +194,16 @@ TEST(RpcRateLimitTest, WithAutoBatchingTheProviderGetsAtMostTheRateInCalls) {
   const std::vector<CallOutcome> outcomes = load.outcomes();
   std::map<absl::StatusCode, int> codes = CountByCode(outcomes);
   const int succeeded = codes[absl::StatusCode::kOk];
+  if (succeeded == 0) {  // Say how they failed.
+    for (const auto& [code, count] : codes)
+      ADD_FAILURE() << absl::StatusCodeToString(code) << ": " << count;
+    for (const CallOutcome& outcome : outcomes) {
+      if (!outcome.status.ok()) {
+        ADD_FAILURE() << "first failure: " << outcome.status;
+        break;
+      }
+    }
+  }
   ASSERT_GT(succeeded, 0);
 
   // Every answer is the call's own, and calls did share requests.

@@ -75,8 +75,8 @@ TEST_F(MemoryLimitsTest, APublishBeyondMaxMemoryBytesIsRefusedNamingTheLimit) {
   // Nothing of a refused batch is stored.
   EXPECT_THAT(Publish("b", 2), StatusIs(absl::StatusCode::kResourceExhausted));
   ASSERT_TRUE(observer_.retained().has_value());
-  EXPECT_EQ(observer_.retained()->first, 10 * kMessageBytes);
-  EXPECT_EQ(observer_.retained()->second, 2u);
+  EXPECT_EQ(observer_.retained()->bytes, 10 * kMessageBytes);
+  EXPECT_EQ(observer_.retained()->topics, 2u);
 }
 
 TEST_F(MemoryLimitsTest, ATopicsOwnRetentionMakesRoomBeforeTheLimitIsChecked) {
@@ -86,8 +86,28 @@ TEST_F(MemoryLimitsTest, ATopicsOwnRetentionMakesRoomBeforeTheLimitIsChecked) {
   ASSERT_THAT(Publish("other", 2), ::switchboard::testing::IsOk());
   // "short" keeps its last 3 whatever is published: always within 6,000.
   for (int i = 0; i < 10; ++i) ASSERT_THAT(Publish("short", 2), ::switchboard::testing::IsOk());
-  EXPECT_EQ(observer_.retained()->first, 2 * kMessageBytes + 3 * kLaterMessageBytes);
+  EXPECT_EQ(observer_.retained()->bytes, 2 * kMessageBytes + 3 * kLaterMessageBytes);
   EXPECT_THAT(Publish("other", 1), StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+TEST_F(MemoryLimitsTest, RememberedDedupIdsAreReportedWithTheRetainedBytes) {
+  Start(MemoryLimits{uint64_t{1} << 30, 1});
+  std::vector<OutgoingMessage> messages(3);
+  for (size_t i = 0; i < messages.size(); ++i) {
+    messages[i].payload = "p";
+    messages[i].dedup_id = absl::StrCat("order-", i);
+  }
+  absl::Notification published;
+  broker_->Publish("a", std::move(messages), [&](absl::StatusOr<std::vector<std::string>> ids) {
+    EXPECT_THAT(ids, ::switchboard::testing::IsOk());
+    published.Notify();
+  });
+  published.WaitForNotification();
+  // A refused publish (a second topic, beyond max_topics) takes a sample.
+  EXPECT_THAT(Publish("b", 1), StatusIs(absl::StatusCode::kResourceExhausted));
+  ASSERT_TRUE(observer_.retained().has_value());
+  EXPECT_EQ(observer_.retained()->topics, 1u);
+  EXPECT_EQ(observer_.retained()->dedup_ids, 3u);
 }
 
 TEST_F(MemoryLimitsTest, TopicsBeyondMaxTopicsAreNotCreated) {

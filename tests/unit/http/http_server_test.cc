@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -140,12 +141,15 @@ class HttpServerTest : public ::testing::Test {
       HttpResponse response;
       response.body = absl::StrCat(request.method, " ", request.path, " ", request.body);
       if (request.path == "/late") {
-        absl::MutexLock lock(&mu_);
-        answerers_.emplace_back(
-            [responder = std::move(responder), response = std::move(response)]() mutable {
-              absl::SleepFor(absl::Milliseconds(200));
-              responder.Send(std::move(response));
-            });
+        {
+          absl::MutexLock lock(&mu_);
+          answerers_.emplace_back(
+              [responder = std::move(responder), response = std::move(response)]() mutable {
+                absl::SleepFor(absl::Milliseconds(200));
+                responder.Send(std::move(response));
+              });
+        }
+        late_taken_.Notify();
       } else if (request.path != "/drop") {
         responder.Send(std::move(response));
       }
@@ -168,6 +172,7 @@ class HttpServerTest : public ::testing::Test {
   std::unique_ptr<HttpServer> server_;
   absl::Mutex mu_;
   std::vector<std::thread> answerers_ ABSL_GUARDED_BY(mu_);
+  absl::Notification late_taken_;  // A "/late" request reached the handler (one per test).
 };
 
 TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInTheirOrderOnOneConnection) {
@@ -270,12 +275,8 @@ TEST_F(HttpServerTest, StopAcceptingClosesIdleConnectionsAndAnswersWhatIsInFligh
   idle.Send(Post("/echo", "before"));
   EXPECT_THAT(idle.ReadResponse(), HasSubstr("Connection: keep-alive\r\n"));
   Client busy(server_->port());
-  busy.Send(Post("/late", "in flight"));  // Answered 200 ms later.
-  {
-    absl::MutexLock lock(&mu_);  // The handler has it.
-    auto taken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return answerers_.size() == 1; };
-    ASSERT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&taken), kPatience));
-  }
+  busy.Send(Post("/late", "in flight"));                               // Answered 200 ms later.
+  ASSERT_TRUE(late_taken_.WaitForNotificationWithTimeout(kPatience));  // The handler has it.
   server_->StopAccepting();
   EXPECT_TRUE(idle.ClosedByServer());
   const std::string answer = busy.ReadResponse();

@@ -383,8 +383,15 @@ void HttpPoolImpl::Drive(int socket, int curl_events) {
     if (message->msg != CURLMSG_DONE) continue;
     Transfer* transfer = nullptr;
     curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, &transfer);
-    // `message` dies with the handle's removal: read it first.
-    absl::StatusOr<Response> result = transfer->Result(message->data.result);
+    // `message` dies with the handle's removal: read it first. A complete
+    // HTTP/2 response is the answer whatever curl says of the stream after
+    // it: a server that answers before reading the request body may close
+    // the stream before the body is sent, and libcurl 7.88 then fails the
+    // transfer with CURLE_HTTP2_STREAM.
+    long http_version = 0;
+    curl_easy_getinfo(message->easy_handle, CURLINFO_HTTP_VERSION, &http_version);
+    const bool answered = transfer->complete && http_version == CURL_HTTP_VERSION_2_0;
+    absl::StatusOr<Response> result = transfer->Result(answered ? CURLE_OK : message->data.result);
     NoteEstablished(message->easy_handle);
     Finish(transfer->id, std::move(result));
   }

@@ -253,7 +253,7 @@ ConsumerGroup& ConsumerGroups::GetGroup(const std::string& topic, const std::str
 }
 
 void ConsumerGroups::AddSession(uint64_t id, ConsumeOptions options,
-                                std::shared_ptr<SinkGuard<ConsumerSink>> sink) {
+                                std::shared_ptr<flow::SinkGuard<ConsumerSink>> sink) {
   ConsumerGroup& group = GetGroup(options.topic, options.group);
   const absl::Duration ack_deadline = options.ack_deadline > absl::ZeroDuration()
                                           ? options.ack_deadline

@@ -46,10 +46,10 @@
 #include "absl/time/time.h"
 #include "server/broker/broker.h"
 #include "server/broker/lease_table.h"
-#include "server/broker/sink_guard.h"
 #include "server/broker/topic_policy.h"
 #include "server/common/clock.h"
 #include "server/event/dispatcher.h"
+#include "server/flow/sink_guard.h"
 
 namespace switchboard::broker {
 
@@ -174,7 +174,7 @@ class ConsumerGroup {
     ConsumerGroup* group;
     uint32_t max_in_flight;
     absl::Duration ack_deadline;
-    std::shared_ptr<SinkGuard<ConsumerSink>> sink;
+    std::shared_ptr<flow::SinkGuard<ConsumerSink>> sink;
   };
 
   struct Waiting {
@@ -240,7 +240,7 @@ class ConsumerGroups {
   ConsumerGroups& operator=(const ConsumerGroups&) = delete;
 
   void AddSession(uint64_t id, ConsumeOptions options,
-                  std::shared_ptr<SinkGuard<ConsumerSink>> sink);
+                  std::shared_ptr<flow::SinkGuard<ConsumerSink>> sink);
   // Releases every lease the session holds: its messages go to the group's
   // other consumers now.
   void RemoveSession(uint64_t id);

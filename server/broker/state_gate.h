@@ -12,10 +12,10 @@
 //   void Publish(const std::string& topic, std::vector<OutgoingMessage>,
 //                PublishCallback);
 //   void AddSubscriber(uint64_t id, const std::string& pattern,
-//                      const TopicPolicy&, std::shared_ptr<SinkGuard<SubscriberSink>>);
+//                      const TopicPolicy&, std::shared_ptr<flow::SinkGuard<SubscriberSink>>);
 //   void SubscriberReady(uint64_t id);
 //   void RemoveSubscriber(uint64_t id);
-//   void AddSession(uint64_t id, ConsumeOptions, std::shared_ptr<SinkGuard<ConsumerSink>>);
+//   void AddSession(uint64_t id, ConsumeOptions, std::shared_ptr<flow::SinkGuard<ConsumerSink>>);
 //   void Settle(uint64_t id, const LeaseUpdate&,
 //               absl::AnyInvocable<void(LeaseUpdateResult)>);
 //   void RemoveSession(uint64_t id);
@@ -34,10 +34,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/broker/broker.h"
-#include "server/broker/sink_guard.h"
 #include "server/broker/topic_policy.h"
 #include "server/event/anchor.h"
 #include "server/event/dispatcher.h"
+#include "server/flow/sink_guard.h"
 
 namespace switchboard::broker {
 
@@ -68,7 +68,7 @@ class StateGate : public event::Anchor<State> {
   absl::StatusOr<std::unique_ptr<Subscription>> Subscribe(std::string pattern,
                                                           const TopicPolicy& policy,
                                                           SubscriberSink& sink) {
-    auto guard = std::make_shared<SinkGuard<SubscriberSink>>(sink);
+    auto guard = std::make_shared<flow::SinkGuard<SubscriberSink>>(sink);
     const uint64_t id = next_handle_id_.fetch_add(1);
     const bool running = Post([id, pattern = std::move(pattern), &policy, guard](State* state) {
       if (state != nullptr) state->AddSubscriber(id, pattern, policy, guard);
@@ -80,7 +80,7 @@ class StateGate : public event::Anchor<State> {
   // Registers a consume session whose topic the caller checked.
   absl::StatusOr<std::unique_ptr<ConsumerSession>> Consume(ConsumeOptions options,
                                                            ConsumerSink& sink) {
-    auto guard = std::make_shared<SinkGuard<ConsumerSink>>(sink);
+    auto guard = std::make_shared<flow::SinkGuard<ConsumerSink>>(sink);
     const uint64_t id = next_handle_id_.fetch_add(1);
     const bool running = Post([id, options = std::move(options), guard](State* state) mutable {
       if (state != nullptr) state->AddSession(id, std::move(options), guard);
@@ -93,7 +93,7 @@ class StateGate : public event::Anchor<State> {
   class SubscriptionHandle final : public Subscription {
    public:
     SubscriptionHandle(StateGate& gate, uint64_t id,
-                       std::shared_ptr<SinkGuard<SubscriberSink>> sink)
+                       std::shared_ptr<flow::SinkGuard<SubscriberSink>> sink)
         : gate_(gate), id_(id), sink_(std::move(sink)) {}
 
     ~SubscriptionHandle() override {
@@ -112,12 +112,12 @@ class StateGate : public event::Anchor<State> {
    private:
     StateGate& gate_;
     const uint64_t id_;
-    const std::shared_ptr<SinkGuard<SubscriberSink>> sink_;
+    const std::shared_ptr<flow::SinkGuard<SubscriberSink>> sink_;
   };
 
   class SessionHandle final : public ConsumerSession {
    public:
-    SessionHandle(StateGate& gate, uint64_t id, std::shared_ptr<SinkGuard<ConsumerSink>> sink)
+    SessionHandle(StateGate& gate, uint64_t id, std::shared_ptr<flow::SinkGuard<ConsumerSink>> sink)
         : gate_(gate), id_(id), sink_(std::move(sink)) {}
 
     ~SessionHandle() override {
@@ -137,7 +137,7 @@ class StateGate : public event::Anchor<State> {
    private:
     StateGate& gate_;
     const uint64_t id_;
-    const std::shared_ptr<SinkGuard<ConsumerSink>> sink_;
+    const std::shared_ptr<flow::SinkGuard<ConsumerSink>> sink_;
   };
 
   const absl::Status shut_down_;

@@ -14,11 +14,12 @@ SubscriberSet::SubscriberSet(BrokerObserver& observer,
     : observer_(observer), on_pattern_unused_(std::move(on_pattern_unused)) {}
 
 void SubscriberSet::Add(uint64_t id, std::string pattern, const TopicPolicy& policy,
-                        std::shared_ptr<SinkGuard<SubscriberSink>> sink) {
+                        std::shared_ptr<flow::SinkGuard<SubscriberSink>> sink) {
   index_.Add(pattern, id);
   subscribers_.try_emplace(
       id, Subscriber{std::move(pattern),
-                     SubscriberBuffer(policy.subscriber_buffer, policy.overflow), std::move(sink)});
+                     flow::SubscriberBuffer<Message>(policy.subscriber_buffer, policy.overflow),
+                     std::move(sink)});
 }
 
 void SubscriberSet::Confirm(uint64_t id) {
@@ -36,7 +37,7 @@ void SubscriberSet::Remove(uint64_t id) {
 void SubscriberSet::Ready(uint64_t id) {
   auto it = subscribers_.find(id);
   if (it == subscribers_.end()) return;
-  if (std::optional<SubscriberBuffer::Handoff> next = it->second.buffer.Ready()) {
+  if (std::optional<flow::SubscriberBuffer<Message>::Handoff> next = it->second.buffer.Ready()) {
     HandOver(it->second, *next);
   }
 }
@@ -73,7 +74,7 @@ void SubscriberSet::ReportBufferFill() {
 
 void SubscriberSet::Push(Subscribers::iterator it, const std::shared_ptr<const Message>& message) {
   Subscriber& subscriber = it->second;
-  SubscriberBuffer::PushResult pushed = subscriber.buffer.Push(message);
+  flow::SubscriberBuffer<Message>::PushResult pushed = subscriber.buffer.Push(message);
   if (pushed.dropped > 0) observer_.OnSubscriberDropped(message->topic, pushed.dropped);
   if (pushed.disconnect) {
     const absl::Status overflow = absl::ResourceExhaustedError(
@@ -86,7 +87,8 @@ void SubscriberSet::Push(Subscribers::iterator it, const std::shared_ptr<const M
   }
 }
 
-void SubscriberSet::HandOver(Subscriber& subscriber, const SubscriberBuffer::Handoff& handoff) {
+void SubscriberSet::HandOver(Subscriber& subscriber,
+                             const flow::SubscriberBuffer<Message>::Handoff& handoff) {
   subscriber.sink->Invoke(
       [&](SubscriberSink& sink) { sink.OnMessage(*handoff.message, handoff.dropped_since_last); });
 }

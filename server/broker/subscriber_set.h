@@ -18,10 +18,10 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "server/broker/broker.h"
-#include "server/broker/sink_guard.h"
-#include "server/broker/subscriber_buffer.h"
 #include "server/broker/subscriber_index.h"
 #include "server/broker/topic_policy.h"
+#include "server/flow/sink_guard.h"
+#include "server/flow/subscriber_buffer.h"
 
 namespace switchboard::broker {
 
@@ -38,7 +38,7 @@ class SubscriberSet {
   // Adds a subscriber to `pattern` (a topic, or a prefix ending in '*'). It
   // gets nothing until Confirm().
   void Add(uint64_t id, std::string pattern, const TopicPolicy& policy,
-           std::shared_ptr<SinkGuard<SubscriberSink>> sink);
+           std::shared_ptr<flow::SinkGuard<SubscriberSink>> sink);
   // The subscriber is live: its sink hears OnSubscribed(), then messages.
   // Unknown ids (removed meanwhile) are ignored.
   void Confirm(uint64_t id);
@@ -67,14 +67,15 @@ class SubscriberSet {
  private:
   struct Subscriber {
     std::string pattern;
-    SubscriberBuffer buffer;
-    std::shared_ptr<SinkGuard<SubscriberSink>> sink;
+    flow::SubscriberBuffer<Message> buffer;
+    std::shared_ptr<flow::SinkGuard<SubscriberSink>> sink;
     bool live = false;
   };
   using Subscribers = std::map<uint64_t, Subscriber>;
 
   void Push(Subscribers::iterator it, const std::shared_ptr<const Message>& message);
-  static void HandOver(Subscriber& subscriber, const SubscriberBuffer::Handoff& handoff);
+  static void HandOver(Subscriber& subscriber,
+                       const flow::SubscriberBuffer<Message>::Handoff& handoff);
   void Erase(Subscribers::iterator it);
 
   BrokerObserver& observer_;

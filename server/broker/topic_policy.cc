@@ -21,18 +21,6 @@ absl::string_view TopicKindName(TopicKind kind) {
   return kind == TopicKind::kEphemeral ? "ephemeral" : "durable";
 }
 
-absl::string_view OverflowPolicyName(OverflowPolicy policy) {
-  switch (policy) {
-    case OverflowPolicy::kDropOldest:
-      return "drop_oldest";
-    case OverflowPolicy::kDropNewest:
-      return "drop_newest";
-    case OverflowPolicy::kDisconnect:
-      return "disconnect";
-  }
-  return "unknown";
-}
-
 TopicPolicies::TopicPolicies(std::vector<TopicDeclaration> declarations)
     : declarations_(std::move(declarations)) {
   // Exact names first, then prefixes from longest to shortest.

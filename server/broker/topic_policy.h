@@ -15,20 +15,17 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "server/flow/overflow_policy.h"
 
 namespace switchboard::broker {
 
 enum class TopicKind { kDurable, kEphemeral };
 
 // What an ephemeral subscriber's full buffer does with the next message.
-enum class OverflowPolicy {
-  kDropOldest,  // Evict the oldest buffered message to make room.
-  kDropNewest,  // Discard the incoming message.
-  kDisconnect,  // End the subscriber's stream with RESOURCE_EXHAUSTED.
-};
+using flow::OverflowPolicy;
+using flow::OverflowPolicyName;
 
 absl::string_view TopicKindName(TopicKind kind);  // "durable" / "ephemeral"
-absl::string_view OverflowPolicyName(OverflowPolicy policy);
 
 // The redelivery delay of a nack that names none: `min` after the first
 // attempt, doubling per attempt, at most `max`.

@@ -15,17 +15,17 @@
 #include "server/broker/memory/dedup_table.h"
 #include "server/broker/memory/stream.h"
 #include "server/broker/message_id.h"
-#include "server/broker/sink_guard.h"
 #include "server/broker/state_gate.h"
 #include "server/broker/subscriber_set.h"
 #include "server/common/names.h"
 #include "server/common/status_macros.h"
+#include "server/flow/sink_guard.h"
 
 namespace switchboard::broker {
 namespace {
 
-using SubscriberGuard = SinkGuard<SubscriberSink>;
-using ConsumerGuard = SinkGuard<ConsumerSink>;
+using SubscriberGuard = flow::SinkGuard<SubscriberSink>;
+using ConsumerGuard = flow::SinkGuard<ConsumerSink>;
 
 // The most dedup ids remembered within their windows, all topics together
 // (about 200 bytes each).

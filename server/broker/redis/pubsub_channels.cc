@@ -29,7 +29,7 @@ bool PubSubChannels::subscribed(const std::string& pattern) const {
 }
 
 void PubSubChannels::AddSubscriber(uint64_t id, std::string pattern, const TopicPolicy& policy,
-                                   std::shared_ptr<SinkGuard<SubscriberSink>> sink) {
+                                   std::shared_ptr<flow::SinkGuard<SubscriberSink>> sink) {
   Channel& channel = channels_[pattern];
   channel.wanted = true;
   subscribers_.Add(id, pattern, policy, std::move(sink));

@@ -23,10 +23,10 @@
 #include "server/broker/broker.h"
 #include "server/broker/redis/connection_set.h"
 #include "server/broker/redis/reply.h"
-#include "server/broker/sink_guard.h"
 #include "server/broker/subscriber_set.h"
 #include "server/broker/topic_policy.h"
 #include "server/event/anchor.h"
+#include "server/flow/sink_guard.h"
 
 namespace switchboard::broker::redis {
 
@@ -53,7 +53,7 @@ class PubSubChannels {
   bool subscribed(const std::string& pattern) const;
 
   void AddSubscriber(uint64_t id, std::string pattern, const TopicPolicy& policy,
-                     std::shared_ptr<SinkGuard<SubscriberSink>> sink);
+                     std::shared_ptr<flow::SinkGuard<SubscriberSink>> sink);
   void RemoveSubscriber(uint64_t id);
   void SubscriberReady(uint64_t id);
   // Ends every subscriber with `status`.

@@ -319,14 +319,14 @@ class RedisBroker::State {
   // -- Subscriptions and sessions (StateGate) ---------------------------------
 
   void AddSubscriber(uint64_t id, std::string pattern, const TopicPolicy& policy,
-                     std::shared_ptr<SinkGuard<SubscriberSink>> sink) {
+                     std::shared_ptr<flow::SinkGuard<SubscriberSink>> sink) {
     channels_.AddSubscriber(id, std::move(pattern), policy, std::move(sink));
   }
   void RemoveSubscriber(uint64_t id) { channels_.RemoveSubscriber(id); }
   void SubscriberReady(uint64_t id) { channels_.SubscriberReady(id); }
 
   void AddSession(uint64_t id, ConsumeOptions options,
-                  std::shared_ptr<SinkGuard<ConsumerSink>> sink) {
+                  std::shared_ptr<flow::SinkGuard<ConsumerSink>> sink) {
     groups_.core().AddSession(id, std::move(options), std::move(sink));
   }
   void RemoveSession(uint64_t id) { groups_.core().RemoveSession(id); }

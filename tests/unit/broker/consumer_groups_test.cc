@@ -123,7 +123,7 @@ class ConsumerGroupsTest : public ::testing::Test {
       options.topic = kTopic;
       options.group = kGroup;
       options.max_in_flight = credits;
-      core_->AddSession(id, options, std::make_shared<SinkGuard<ConsumerSink>>(sink));
+      core_->AddSession(id, options, std::make_shared<flow::SinkGuard<ConsumerSink>>(sink));
     });
   }
 

@@ -1,14 +1,15 @@
 // SinkGuard: lets a backend call a caller-owned sink from its dispatcher
 // thread while the handle that owns the sink may be destroyed on any thread.
 //
-// Every backend wraps each SubscriberSink / ConsumerSink (and Settle's
-// completion) in one, shared between the handle and the backend's state. The
+// Every broker backend wraps each SubscriberSink / ConsumerSink (and
+// Settle's completion) in one, and the provider subscription hub each
+// NotificationSink, shared between the handle and the backend's state. The
 // backend calls the sink only through Invoke(); the handle's destructor calls
 // Detach(). Invoke() holds the guard's lock while the sink runs, so once
 // Detach() returns no callback is running and none will start: this is what
 // makes "no callback after the handle's destructor returns" true.
 //
-// Consequences for callers, stated in broker.h: a handle must not be
+// Consequences for callers, stated in broker.h and subscription_hub.h: a handle must not be
 // destroyed from inside one of its own callbacks (Detach() would wait for the
 // very callback that calls it), and whoever destroys a handle must not hold a
 // lock that the sink's callbacks take.
@@ -17,7 +18,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 
-namespace switchboard::broker {
+namespace switchboard::flow {
 
 template <typename Sink>
 class SinkGuard {
@@ -50,4 +51,4 @@ class SinkGuard {
   Sink* sink_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace switchboard::broker
+}  // namespace switchboard::flow

@@ -1,4 +1,4 @@
-#include "server/broker/sink_guard.h"
+#include "server/flow/sink_guard.h"
 
 #include <atomic>
 #include <thread>
@@ -6,7 +6,7 @@
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 
-namespace switchboard::broker {
+namespace switchboard::flow {
 namespace {
 
 struct CountingSink {
@@ -51,4 +51,4 @@ TEST(SinkGuardTest, DetachWaitsForTheRunningCallback) {
 }
 
 }  // namespace
-}  // namespace switchboard::broker
+}  // namespace switchboard::flow

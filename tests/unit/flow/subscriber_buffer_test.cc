@@ -1,12 +1,17 @@
-#include "server/broker/subscriber_buffer.h"
+#include "server/flow/subscriber_buffer.h"
 
 #include <memory>
 #include <string>
 
 #include "gtest/gtest.h"
 
-namespace switchboard::broker {
+namespace switchboard::flow {
 namespace {
+
+// The buffer holds any item; a numbered one shows the order.
+struct Message {
+  std::string id;
+};
 
 std::shared_ptr<const Message> Numbered(int n) {
   auto message = std::make_shared<Message>();
@@ -16,12 +21,12 @@ std::shared_ptr<const Message> Numbered(int n) {
 
 // Fills a buffer of capacity 2: message 0 is handed over (outstanding), 1 and
 // 2 wait, and 3..9 overflow.
-SubscriberBuffer Overflowed(OverflowPolicy policy, uint64_t* dropped, bool* disconnected) {
-  SubscriberBuffer buffer(2, policy);
+SubscriberBuffer<Message> Overflowed(OverflowPolicy policy, uint64_t* dropped, bool* disconnected) {
+  SubscriberBuffer<Message> buffer(2, policy);
   *dropped = 0;
   *disconnected = false;
   for (int i = 0; i < 10; ++i) {
-    SubscriberBuffer::PushResult pushed = buffer.Push(Numbered(i));
+    SubscriberBuffer<Message>::PushResult pushed = buffer.Push(Numbered(i));
     EXPECT_EQ(pushed.handoff.has_value(), i == 0) << i;
     *dropped += pushed.dropped;
     *disconnected = *disconnected || pushed.disconnect;
@@ -30,8 +35,8 @@ SubscriberBuffer Overflowed(OverflowPolicy policy, uint64_t* dropped, bool* disc
 }
 
 TEST(SubscriberBufferTest, HandsOverAtOnceWhenNothingIsOutstanding) {
-  SubscriberBuffer buffer(2, OverflowPolicy::kDropOldest);
-  SubscriberBuffer::PushResult pushed = buffer.Push(Numbered(0));
+  SubscriberBuffer<Message> buffer(2, OverflowPolicy::kDropOldest);
+  SubscriberBuffer<Message>::PushResult pushed = buffer.Push(Numbered(0));
   ASSERT_TRUE(pushed.handoff.has_value());
   EXPECT_EQ(pushed.handoff->message->id, "0");
   EXPECT_EQ(pushed.handoff->dropped_since_last, 0u);
@@ -40,13 +45,13 @@ TEST(SubscriberBufferTest, HandsOverAtOnceWhenNothingIsOutstanding) {
 }
 
 TEST(SubscriberBufferTest, HoldsOneOutstandingAndQueuesTheRestUntilReady) {
-  SubscriberBuffer buffer(5, OverflowPolicy::kDropOldest);
+  SubscriberBuffer<Message> buffer(5, OverflowPolicy::kDropOldest);
   ASSERT_TRUE(buffer.Push(Numbered(0)).handoff.has_value());
   EXPECT_FALSE(buffer.Push(Numbered(1)).handoff.has_value());
   EXPECT_FALSE(buffer.Push(Numbered(2)).handoff.has_value());
   EXPECT_EQ(buffer.size(), 2u);
 
-  std::optional<SubscriberBuffer::Handoff> next = buffer.Ready();
+  std::optional<SubscriberBuffer<Message>::Handoff> next = buffer.Ready();
   ASSERT_TRUE(next.has_value());
   EXPECT_EQ(next->message->id, "1");
   next = buffer.Ready();
@@ -58,7 +63,7 @@ TEST(SubscriberBufferTest, HoldsOneOutstandingAndQueuesTheRestUntilReady) {
 }
 
 TEST(SubscriberBufferTest, SpuriousReadyIsHarmless) {
-  SubscriberBuffer buffer(1, OverflowPolicy::kDropNewest);
+  SubscriberBuffer<Message> buffer(1, OverflowPolicy::kDropNewest);
   EXPECT_FALSE(buffer.Ready().has_value());
   EXPECT_TRUE(buffer.Push(Numbered(0)).handoff.has_value());
   EXPECT_FALSE(buffer.Push(Numbered(1)).handoff.has_value());
@@ -67,11 +72,12 @@ TEST(SubscriberBufferTest, SpuriousReadyIsHarmless) {
 TEST(SubscriberBufferTest, DropOldestKeepsTheNewestAndCountsDrops) {
   uint64_t dropped;
   bool disconnected;
-  SubscriberBuffer buffer = Overflowed(OverflowPolicy::kDropOldest, &dropped, &disconnected);
+  SubscriberBuffer<Message> buffer =
+      Overflowed(OverflowPolicy::kDropOldest, &dropped, &disconnected);
   EXPECT_EQ(dropped, 7u);
   EXPECT_FALSE(disconnected);
 
-  std::optional<SubscriberBuffer::Handoff> next = buffer.Ready();
+  std::optional<SubscriberBuffer<Message>::Handoff> next = buffer.Ready();
   ASSERT_TRUE(next.has_value());
   EXPECT_EQ(next->message->id, "8");
   EXPECT_EQ(next->dropped_since_last, 7u);
@@ -85,11 +91,12 @@ TEST(SubscriberBufferTest, DropOldestKeepsTheNewestAndCountsDrops) {
 TEST(SubscriberBufferTest, DropNewestKeepsTheOldestAndCountsDrops) {
   uint64_t dropped;
   bool disconnected;
-  SubscriberBuffer buffer = Overflowed(OverflowPolicy::kDropNewest, &dropped, &disconnected);
+  SubscriberBuffer<Message> buffer =
+      Overflowed(OverflowPolicy::kDropNewest, &dropped, &disconnected);
   EXPECT_EQ(dropped, 7u);
   EXPECT_FALSE(disconnected);
 
-  std::optional<SubscriberBuffer::Handoff> next = buffer.Ready();
+  std::optional<SubscriberBuffer<Message>::Handoff> next = buffer.Ready();
   ASSERT_TRUE(next.has_value());
   EXPECT_EQ(next->message->id, "1");
   EXPECT_EQ(next->dropped_since_last, 7u);
@@ -101,11 +108,11 @@ TEST(SubscriberBufferTest, DropNewestKeepsTheOldestAndCountsDrops) {
 }
 
 TEST(SubscriberBufferTest, DisconnectDiscardsEverythingBufferedOnFirstOverflow) {
-  SubscriberBuffer buffer(2, OverflowPolicy::kDisconnect);
+  SubscriberBuffer<Message> buffer(2, OverflowPolicy::kDisconnect);
   ASSERT_TRUE(buffer.Push(Numbered(0)).handoff.has_value());
   EXPECT_FALSE(buffer.Push(Numbered(1)).disconnect);
   EXPECT_FALSE(buffer.Push(Numbered(2)).disconnect);
-  SubscriberBuffer::PushResult pushed = buffer.Push(Numbered(3));
+  SubscriberBuffer<Message>::PushResult pushed = buffer.Push(Numbered(3));
   EXPECT_TRUE(pushed.disconnect);
   EXPECT_EQ(pushed.dropped, 3u);  // Messages 1 and 2 buffered, and 3.
   EXPECT_EQ(buffer.size(), 0u);
@@ -113,16 +120,16 @@ TEST(SubscriberBufferTest, DisconnectDiscardsEverythingBufferedOnFirstOverflow) 
 
 TEST(SubscriberBufferTest, ZeroCapacityDropsEverythingBehindTheOutstandingMessage) {
   for (OverflowPolicy policy : {OverflowPolicy::kDropOldest, OverflowPolicy::kDropNewest}) {
-    SubscriberBuffer buffer(0, policy);
+    SubscriberBuffer<Message> buffer(0, policy);
     ASSERT_TRUE(buffer.Push(Numbered(0)).handoff.has_value());
     EXPECT_EQ(buffer.Push(Numbered(1)).dropped, 1u);
     EXPECT_EQ(buffer.Push(Numbered(2)).dropped, 1u);
     EXPECT_FALSE(buffer.Ready().has_value());
-    SubscriberBuffer::PushResult pushed = buffer.Push(Numbered(3));
+    SubscriberBuffer<Message>::PushResult pushed = buffer.Push(Numbered(3));
     ASSERT_TRUE(pushed.handoff.has_value());
     EXPECT_EQ(pushed.handoff->dropped_since_last, 2u);
   }
 }
 
 }  // namespace
-}  // namespace switchboard::broker
+}  // namespace switchboard::flow

@@ -40,6 +40,9 @@ case "${1:-}" in
       # `docker-compose config`. kubectl (for `kubectl kustomize`) is not in
       # Debian; the test says so when neither kubectl nor kustomize is found.
       python3 python3-yaml docker-compose
+      # The scripted WebSocket JSON-RPC provider of the integration tests
+      # (tests/testing/ws_provider.py).
+      python3-websockets
     )
     # The web3 client of tests/integration/rpc/json_rpc_http_test.cc runs on
     # Node.js (its npm packages come below), where the tests are (not in the

@@ -283,10 +283,10 @@ TEST_F(WsProviderServerTest, CloseCleanSendsGoingAwayToThatConnection) {
 }
 
 TEST_F(WsProviderServerTest, FreezeLetsTheClientKeepaliveTimeOut) {
-  // Pings every 0.3 s, each answered within 0.3 s or the client sends a
+  // Pings every 0.5 s, each answered within 0.5 s or the client sends a
   // close frame (1011), which goes unanswered too; unfrozen, the client would wait for its second
   // frame until it times out (TIMEOUT).
-  absl::StatusOr<Subprocess> client = StartClient({kSlotSubscribe, "<", "<"}, "/", "", "0.3");
+  absl::StatusOr<Subprocess> client = StartClient({kSlotSubscribe, "<", "<"}, "/", "", "0.5");
   ASSERT_THAT(client, IsOk());
   ASSERT_THAT(provider_->WaitFor([](const WsProviderStats& s) { return s.subscribes.size() == 1; },
                                  absl::Seconds(10), "a subscribe"),

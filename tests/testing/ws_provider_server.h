@@ -25,6 +25,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -94,7 +95,9 @@ class WsProviderServer {
   // as is) to every live subscription made with `method` ("slotSubscribe",
   // "eth_subscribe") and, when given, with params equal as JSON to `params`.
   // Returns how many were sent. Notifications to one subscription arrive in
-  // call order.
+  // call order. The call waits while a client does not read its socket and
+  // the provider's send buffer is full (DEADLINE_EXCEEDED after
+  // kControlTimeout).
   absl::StatusOr<int> Notify(absl::string_view method, absl::string_view result_json,
                              std::optional<absl::string_view> params = std::nullopt);
 
@@ -114,7 +117,9 @@ class WsProviderServer {
   // client's keepalive times out. Returns how many.
   absl::StatusOr<int> Freeze();
 
-  // Aborts every connection and forgets records and refusals.
+  // Aborts every connection and forgets records and refusals: `opened` is 0
+  // again and the next connection is number 1; subscription ids go on from
+  // where they were.
   absl::Status Reset();
 
   // Polls Stats() until `done(stats)` holds and returns those stats.

@@ -30,6 +30,8 @@ case "${1:-}" in
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
       libabsl-dev libhiredis-dev libcurl4-openssl-dev prometheus-cpp-dev
       libgtest-dev libgmock-dev libevent-dev libyaml-cpp-dev libssl-dev
+      # WebSocket framing for provider subscriptions (server/ws).
+      libwslay-dev
       # Real servers the integration tests start on loopback.
       redis-server redis-tools nginx-light curl openssl
       # The real Prometheus that tests/integration/metrics/ points at Switchboard.

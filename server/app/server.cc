@@ -55,6 +55,8 @@
 #include "server/service/json_rpc_http_service.h"
 #include "server/service/reflection_v1_service.h"
 #include "server/service/rpc_service.h"
+#include "server/subscriptions/subscription_metrics.h"
+#include "server/subscriptions/subscriptions.h"
 #include "server/upstream/upstream_metrics.h"
 #include "server/upstream/upstreams.h"
 #include "switchboard/v1/broker.pb.h"
@@ -157,6 +159,8 @@ class ServerImpl final : public Server {
     upstreams_ = std::make_unique<upstream::Upstreams>(upstream_dispatcher_, UpstreamDefinitions(),
                                                        ClientQuotaDefinitions(), upstream_metrics_,
                                                        lease_service_.get());
+    subscriptions_ = std::make_unique<subscriptions::Subscriptions>(
+        upstream_dispatcher_, SubscriptionDefinitions(), subscription_metrics_);
     MetricsEndpoint::Options metrics_options;
     metrics_options.listen = config_.server().metrics_listen();
     metrics_options.collectables.push_back(std::make_shared<metrics::ProcessCollector>());
@@ -173,7 +177,7 @@ class ServerImpl final : public Server {
     limits.max_message_bytes = config_.limits().max_message_bytes();
     limits.max_batch_messages = config_.limits().max_batch_messages();
     context_ = std::make_unique<service::ServiceContext>(service::ServiceContext{
-        *broker_, *upstreams_, clients_, metrics_, streams_, limits,
+        *broker_, *upstreams_, *subscriptions_, clients_, metrics_, streams_, limits,
         lease_service_ != nullptr ? lease_service_->replica_id() : std::string()});
     broker_service_ = std::make_unique<service::BrokerService>(*context_);
     rpc_service_ = std::make_unique<service::RpcService>(*context_);
@@ -282,7 +286,8 @@ class ServerImpl final : public Server {
     json_rpc_dispatcher_.Shutdown();
     if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
     broker_dispatcher_.Shutdown();
-    if (upstreams_ != nullptr) upstreams_->Shutdown();  // Answers calls still open.
+    if (upstreams_ != nullptr) upstreams_->Shutdown();          // Answers calls still open.
+    if (subscriptions_ != nullptr) subscriptions_->Shutdown();  // Closes the WebSockets.
     StopFleet();
     // After the pools that had shards on them, before the upstream
     // dispatcher that their results go back to.
@@ -474,6 +479,30 @@ class ServerImpl final : public Server {
     };
   }
 
+  // One subscription hub per upstream with ws_urls.
+  std::vector<subscriptions::HubOptions> SubscriptionDefinitions() const {
+    std::vector<subscriptions::HubOptions> hubs;
+    for (const config::v1::Upstream& upstream : config_.upstreams()) {
+      if (upstream.ws_urls_size() == 0) continue;
+      const config::v1::Subscriptions& config = upstream.subscriptions();
+      subscriptions::HubOptions& hub = hubs.emplace_back();
+      hub.upstream = upstream.name();
+      hub.ws_urls.assign(upstream.ws_urls().begin(), upstream.ws_urls().end());
+      hub.max_connections = config.max_connections();
+      hub.max_subscriptions_per_connection = config.max_subscriptions_per_connection();
+      hub.linger = absl::Milliseconds(config.linger_ms());
+      hub.subscriber_buffer = config.buffer();
+      hub.overflow = config::ToOverflowPolicy(config.overflow());
+      hub.reconnect.initial = absl::Milliseconds(config.reconnect_initial_ms());
+      hub.reconnect.max = absl::Milliseconds(config.reconnect_max_ms());
+      hub.client.ping_interval = absl::Milliseconds(config.ping_interval_ms());
+      hub.client.pong_timeout = absl::Milliseconds(config.pong_timeout_ms());
+      hub.client.tls_verify = upstream.tls_verify();
+      hub.client.max_message_bytes = upstream.max_response_bytes();
+    }
+    return hubs;
+  }
+
   static upstream::UpstreamOptions UpstreamOptionsOf(const config::v1::Upstream& upstream) {
     upstream::UpstreamOptions options;
     options.name = upstream.name();
@@ -540,6 +569,7 @@ class ServerImpl final : public Server {
   broker::BrokerMetrics broker_metrics_{metrics_};
   broker::redis::RedisMetrics redis_metrics_{metrics_};
   upstream::UpstreamMetrics upstream_metrics_{metrics_};
+  subscriptions::SubscriptionMetrics subscription_metrics_{metrics_};
   ratelimit::GlobalLimitMetrics global_limit_metrics_{metrics_};
   std::unique_ptr<fleet::FleetMetrics> fleet_metrics_;  // With the fleet.
   event::DispatcherImpl broker_dispatcher_;
@@ -555,6 +585,7 @@ class ServerImpl final : public Server {
   // Used and freed on upstream_dispatcher_, after upstreams_.
   std::unique_ptr<fleet::RedisLeaseService> lease_service_;
   std::unique_ptr<upstream::Upstreams> upstreams_;
+  std::unique_ptr<subscriptions::Subscriptions> subscriptions_;
   service::StreamTracker streams_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<http::HttpServerGauges> json_rpc_connections_ =

@@ -16,6 +16,7 @@
 #include "server/config/broker_url.h"
 #include "server/config/listen_address.h"
 #include "server/config/yaml_proto.h"
+#include "server/ws/websocket_handshake.h"
 
 namespace switchboard::config {
 namespace {
@@ -201,6 +202,17 @@ absl::Status ValidateUpstreamUrl(absl::string_view url, const std::string& path)
   return absl::OkStatus();
 }
 
+// A WebSocket URL of an upstream (ws:// or wss://), checked as the client
+// parses it. The message never repeats the URL.
+absl::Status ValidateWebSocketUrl(absl::string_view url, const std::string& path) {
+  for (char c : url) {
+    if (c <= ' ' || c > '~') return FieldError(path, "must be printable ASCII without spaces");
+  }
+  absl::StatusOr<ws::WebSocketUrl> parsed = ws::ParseWebSocketUrl(url);
+  if (!parsed.ok()) return FieldError(path, parsed.status().message());
+  return absl::OkStatus();
+}
+
 absl::Status ValidateMethodList(const google::protobuf::RepeatedPtrField<std::string>& methods,
                                 const std::string& path) {
   for (int i = 0; i < methods.size(); ++i) {
@@ -237,6 +249,17 @@ absl::Status ValidateUpstream(const v1::Upstream& upstream, const std::string& p
   SB_RETURN_IF_ERROR(ValidateMethodList(upstream.batch().except(), path + ".batch.except"));
   if (upstream.batch().methods_size() > 0 && upstream.batch().except_size() > 0) {
     return FieldError(path + ".batch.except", "cannot be set together with batch.methods");
+  }
+  for (int i = 0; i < upstream.ws_urls_size(); ++i) {
+    SB_RETURN_IF_ERROR(
+        ValidateWebSocketUrl(upstream.ws_urls(i), absl::StrCat(path, ".ws_urls[", i, "]")));
+  }
+  const v1::Subscriptions& subscriptions = upstream.subscriptions();
+  if (subscriptions.reconnect_initial_ms() > subscriptions.reconnect_max_ms()) {
+    return FieldError(
+        path + ".subscriptions.reconnect_initial_ms",
+        absl::StrCat("must be at most reconnect_max_ms (", subscriptions.reconnect_max_ms(),
+                     "), got ", subscriptions.reconnect_initial_ms()));
   }
   return absl::OkStatus();
 }
@@ -300,17 +323,7 @@ broker::TopicPolicy ToTopicPolicy(const v1::Topic& topic) {
   if (topic.kind() == v1::Topic::KIND_EPHEMERAL) {
     policy.kind = broker::TopicKind::kEphemeral;
     policy.subscriber_buffer = topic.buffer();
-    switch (topic.overflow()) {
-      case v1::Topic::OVERFLOW_DROP_OLDEST:
-        policy.overflow = broker::OverflowPolicy::kDropOldest;
-        break;
-      case v1::Topic::OVERFLOW_DROP_NEWEST:
-        policy.overflow = broker::OverflowPolicy::kDropNewest;
-        break;
-      case v1::Topic::OVERFLOW_DISCONNECT:
-        policy.overflow = broker::OverflowPolicy::kDisconnect;
-        break;
-    }
+    policy.overflow = ToOverflowPolicy(topic.overflow());
     return policy;
   }
   policy.kind = broker::TopicKind::kDurable;
@@ -506,6 +519,17 @@ absl::Status ValidateConfig(const Config& config) {
   SB_RETURN_IF_ERROR(ValidateUpstreams(config));
   SB_RETURN_IF_ERROR(ValidateClients(config));
   return ValidateScopes(config);
+}
+
+flow::OverflowPolicy ToOverflowPolicy(v1::Topic::Overflow overflow) {
+  switch (overflow) {
+    case v1::Topic::OVERFLOW_DROP_NEWEST:
+      return flow::OverflowPolicy::kDropNewest;
+    case v1::Topic::OVERFLOW_DISCONNECT:
+      return flow::OverflowPolicy::kDisconnect;
+    default:
+      return flow::OverflowPolicy::kDropOldest;
+  }
 }
 
 broker::TopicPolicies BuildTopicPolicies(const Config& config) {

@@ -72,6 +72,9 @@ void WarnAboutExposure(const Config& config);
 // The broker's view of `topics:`. `config` must be valid.
 broker::TopicPolicies BuildTopicPolicies(const Config& config);
 
+// The overflow policy a topic's or an upstream's subscriptions name.
+flow::OverflowPolicy ToOverflowPolicy(v1::Topic::Overflow overflow);
+
 // The clients of `clients:`, for the ClientRegistry. `config` must be valid.
 std::vector<auth::ClientCredential> ClientCredentials(const Config& config);
 

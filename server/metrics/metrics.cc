@@ -50,6 +50,8 @@ absl::string_view StreamMethodName(StreamMethod method) {
       return "Consume";
     case StreamMethod::kCallStream:
       return "CallStream";
+    case StreamMethod::kRpcSubscribe:
+      return "RpcSubscribe";
   }
   return "unknown";
 }

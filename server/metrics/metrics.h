@@ -81,7 +81,7 @@ struct TopicMetrics {
 };
 
 // The gRPC methods that hold streams open, for the open-streams gauge.
-enum class StreamMethod { kPublishStream, kSubscribe, kConsume, kCallStream };
+enum class StreamMethod { kPublishStream, kSubscribe, kConsume, kCallStream, kRpcSubscribe };
 absl::string_view StreamMethodName(StreamMethod method);
 
 class Metrics {

@@ -25,6 +25,28 @@ absl::Status CheckJson(absl::string_view field, absl::string_view text) {
   return absl::OkStatus();
 }
 
+// Params of a call or a subscription: bounded, valid JSON, an array or an
+// object.
+absl::Status CheckParams(absl::string_view text, const RequestLimits& limits) {
+  if (text.empty()) return absl::OkStatus();
+  SB_RETURN_IF_ERROR(CheckSize("params_json", text, limits));
+  SB_RETURN_IF_ERROR(CheckJson("params_json", text));
+  const char opening = text[text.find_first_not_of(" \t\r\n")];
+  if (opening != '[' && opening != '{') {
+    return FieldError("params_json", "must be a JSON array or object");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckUpstream(absl::string_view name, const upstream::UpstreamProxy& upstreams) {
+  SB_RETURN_IF_ERROR(common::ValidateUpstreamName(name, "upstream"));
+  if (!upstreams.Contains(name)) {
+    return absl::NotFoundError(
+        absl::StrCat("upstream: no upstream named \"", name, "\" is configured"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<upstream::UpstreamCall> ValidateCallRequest(const v1::CallRequest& request,
@@ -32,11 +54,7 @@ absl::StatusOr<upstream::UpstreamCall> ValidateCallRequest(const v1::CallRequest
                                                            const upstream::UpstreamProxy& upstreams,
                                                            const RequestLimits& limits,
                                                            absl::Time deadline) {
-  SB_RETURN_IF_ERROR(common::ValidateUpstreamName(request.upstream(), "upstream"));
-  if (!upstreams.Contains(request.upstream())) {
-    return absl::NotFoundError(
-        absl::StrCat("upstream: no upstream named \"", request.upstream(), "\" is configured"));
-  }
+  SB_RETURN_IF_ERROR(CheckUpstream(request.upstream(), upstreams));
   if (request.timeout_ms() > kMaxCallTimeoutMs) {
     return FieldError("timeout_ms", absl::StrCat("must be at most ", kMaxCallTimeoutMs, ", got ",
                                                  request.timeout_ms()));
@@ -57,18 +75,40 @@ absl::StatusOr<upstream::UpstreamCall> ValidateCallRequest(const v1::CallRequest
   }
   if (request.method().empty()) return FieldError("method", "is required unless raw_body is set");
   SB_RETURN_IF_ERROR(common::ValidateMethodName(request.method(), "method"));
-  if (!request.params_json().empty()) {
-    SB_RETURN_IF_ERROR(CheckSize("params_json", request.params_json(), limits));
-    SB_RETURN_IF_ERROR(CheckJson("params_json", request.params_json()));
-    const size_t first = request.params_json().find_first_not_of(" \t\r\n");
-    const char opening = request.params_json()[first];
-    if (opening != '[' && opening != '{') {
-      return FieldError("params_json", "must be a JSON array or object");
-    }
-  }
+  SB_RETURN_IF_ERROR(CheckParams(request.params_json(), limits));
   call.method = request.method();
   call.params_json = request.params_json();
   return call;
+}
+
+absl::StatusOr<subscriptions::SubscribeSpec> ValidateSubscribeRequest(
+    const v1::RpcSubscribeRequest& request, const upstream::UpstreamProxy& upstreams,
+    const subscriptions::Subscriptions& subscriptions, const RequestLimits& limits) {
+  SB_RETURN_IF_ERROR(CheckUpstream(request.upstream(), upstreams));
+  if (!subscriptions.Serves(request.upstream())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "upstream: \"", request.upstream(), "\" serves no subscriptions (it has no ws_urls)"));
+  }
+  if (request.method().empty()) return FieldError("method", "is required");
+  SB_RETURN_IF_ERROR(common::ValidateMethodName(request.method(), "method"));
+  SB_RETURN_IF_ERROR(CheckParams(request.params_json(), limits));
+  subscriptions::SubscribeSpec spec;
+  spec.method = request.method();
+  spec.params_json = request.params_json();
+  if (!request.unsubscribe_method().empty()) {
+    SB_RETURN_IF_ERROR(
+        common::ValidateMethodName(request.unsubscribe_method(), "unsubscribe_method"));
+    spec.unsubscribe_method = request.unsubscribe_method();
+  } else if (std::optional<std::string> derived =
+                 subscriptions::UnsubscribeMethodFor(request.method())) {
+    spec.unsubscribe_method = *std::move(derived);
+  } else {
+    return FieldError("method", absl::StrCat("\"", request.method(),
+                                             "\" is not a subscription method (fooSubscribe or "
+                                             "<ns>_subscribe); for another, name its "
+                                             "unsubscribe_method"));
+  }
+  return spec;
 }
 
 }  // namespace switchboard::service

@@ -12,6 +12,7 @@
 #include "absl/time/time.h"
 #include "server/auth/client_identity.h"
 #include "server/service/request_validation.h"
+#include "server/subscriptions/subscriptions.h"
 #include "server/upstream/upstream_call.h"
 #include "server/upstream/upstream_proxy.h"
 #include "switchboard/v1/rpc.pb.h"
@@ -29,5 +30,13 @@ absl::StatusOr<upstream::UpstreamCall> ValidateCallRequest(const v1::CallRequest
                                                            const upstream::UpstreamProxy& upstreams,
                                                            const RequestLimits& limits,
                                                            absl::Time deadline);
+
+// Checks a Subscribe request: NOT_FOUND for an unknown upstream,
+// FAILED_PRECONDITION for one without ws_urls, INVALID_ARGUMENT naming the
+// field otherwise (a method that is no subscription and names no
+// unsubscribe_method among them). The spec's unsubscribe method is resolved.
+absl::StatusOr<subscriptions::SubscribeSpec> ValidateSubscribeRequest(
+    const v1::RpcSubscribeRequest& request, const upstream::UpstreamProxy& upstreams,
+    const subscriptions::Subscriptions& subscriptions, const RequestLimits& limits);
 
 }  // namespace switchboard::service

@@ -10,6 +10,7 @@
 #include "server/common/names.h"
 #include "server/service/call_validation.h"
 #include "server/service/pipelined_stream.h"
+#include "server/service/rpc_subscribe_reactor.h"
 #include "server/service/status_conversion.h"
 
 namespace switchboard::service {
@@ -252,6 +253,11 @@ grpc::ServerUnaryReactor* RpcService::DescribeLimit(grpc::CallbackServerContext*
         reactor->Finish(grpc::Status::OK);
       });
   return reactor;
+}
+
+grpc::ServerWriteReactor<v1::RpcNotification>* RpcService::Subscribe(
+    grpc::CallbackServerContext* call, const v1::RpcSubscribeRequest* request) {
+  return new RpcSubscribeReactor(context_, *call, *request);
 }
 
 }  // namespace switchboard::service

@@ -1,6 +1,7 @@
 // The gRPC Rpc service (proto/switchboard/v1/rpc.proto) on gRPC's callback
 // API: unary Call and the multiplexed CallStream, both answered by the
-// upstream proxy (server/upstream).
+// upstream proxy (server/upstream), and Subscribe, served by the provider
+// subscriptions (server/subscriptions) through RpcSubscribeReactor.
 //
 // Handlers authenticate the caller, validate every field, then hand the call
 // to the UpstreamProxy (server/upstream/upstream_proxy.h), which applies the
@@ -29,6 +30,9 @@ class RpcService final : public v1::Rpc::CallbackService {
   grpc::ServerUnaryReactor* DescribeLimit(grpc::CallbackServerContext* call,
                                           const v1::DescribeLimitRequest* request,
                                           v1::DescribeLimitResponse* response) override;
+
+  grpc::ServerWriteReactor<v1::RpcNotification>* Subscribe(
+      grpc::CallbackServerContext* call, const v1::RpcSubscribeRequest* request) override;
 
  private:
   ServiceContext& context_;

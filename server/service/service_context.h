@@ -13,6 +13,7 @@
 #include "server/metrics/metrics.h"
 #include "server/service/request_validation.h"
 #include "server/service/stream_tracker.h"
+#include "server/subscriptions/subscriptions.h"
 #include "server/upstream/upstream_proxy.h"
 
 namespace switchboard::service {
@@ -20,6 +21,7 @@ namespace switchboard::service {
 struct ServiceContext {
   broker::Broker& broker;
   upstream::UpstreamProxy& upstreams;
+  subscriptions::Subscriptions& subscriptions;
   const auth::ClientRegistry& clients;
   metrics::Metrics& metrics;
   StreamTracker& streams;

@@ -331,6 +331,30 @@ absl::StatusOr<RequestParts> SplitRequest(absl::string_view body) {
   return parts;
 }
 
+absl::StatusOr<NotificationParts> SplitNotification(absl::string_view body) {
+  SB_ASSIGN_OR_RETURN(RequestParts request, SplitRequest(body));
+  if (request.id.has_value()) return absl::InvalidArgumentError("a notification has no id");
+  if (!request.params.has_value()) return absl::InvalidArgumentError("params: is required");
+  NotificationParts parts;
+  parts.method = std::move(request.method);
+  bool has_subscription = false;
+  bool has_result = false;
+  SB_RETURN_IF_ERROR(
+      Scanner(*request.params).WholeObject([&](std::string name, absl::string_view value) {
+        if (name == "subscription") {
+          parts.subscription = value;
+          has_subscription = true;
+        } else if (name == "result") {
+          parts.result = value;
+          has_result = true;
+        }
+        return absl::OkStatus();
+      }));
+  if (!has_subscription) return absl::InvalidArgumentError("params.subscription: is required");
+  if (!has_result) return absl::InvalidArgumentError("params.result: is required");
+  return parts;
+}
+
 std::string BuildBatch(const std::vector<absl::string_view>& requests) {
   size_t size = 2 + requests.size();
   for (absl::string_view request : requests) size += request.size();

@@ -67,6 +67,21 @@ struct RequestParts {
 // member other than "2.0". The views point into `body`.
 absl::StatusOr<RequestParts> SplitRequest(absl::string_view body);
 
+// A provider's subscription notification: a request object without an id
+// (`{"jsonrpc":"2.0","method":"slotNotification","params":{"result":...,
+// "subscription":42}}`; Ethereum's method is "eth_subscription"), its
+// params' members as raw JSON text.
+struct NotificationParts {
+  std::string method;
+  absl::string_view subscription;
+  absl::string_view result;
+};
+
+// Splits a notification. INVALID_ARGUMENT, naming what is wrong, when
+// `body` is not a request object without an id whose params object has
+// `subscription` and `result`. The views point into `body`.
+absl::StatusOr<NotificationParts> SplitNotification(absl::string_view body);
+
 // The id of a response, when it is a JSON number that fits a uint64 (the
 // ids BuildRequest writes); nullopt for any other id or none.
 std::optional<uint64_t> NumericId(const ResponseParts& parts);

@@ -146,6 +146,37 @@ TEST(RequestMethodsTest, FindsTheMethodOfARequestOrOfEachInABatch) {
                        Eq("not valid JSON at byte 0: expected a string")));
 }
 
+TEST(SplitNotificationTest, GivesTheSubscriptionAndTheResultAsRawText) {
+  constexpr absl::string_view kSolana =
+      R"({"jsonrpc":"2.0","method":"slotNotification","params":{"result":{"parent":7,)"
+      R"("root":1, "slot":8},"subscription":42}})";
+  absl::StatusOr<NotificationParts> parts = SplitNotification(kSolana);
+  ASSERT_THAT(parts, IsOk());
+  EXPECT_EQ(parts->method, "slotNotification");
+  EXPECT_EQ(parts->subscription, "42");
+  EXPECT_EQ(parts->result, R"({"parent":7,"root":1, "slot":8})");
+
+  parts = SplitNotification(
+      R"({"method":"eth_subscription","params":{"subscription":"0xab","result":"0x1"}})");
+  ASSERT_THAT(parts, IsOk());
+  EXPECT_EQ(parts->method, "eth_subscription");
+  EXPECT_EQ(parts->subscription, R"("0xab")");
+  EXPECT_EQ(parts->result, R"("0x1")");
+}
+
+TEST(SplitNotificationTest, NamesWhatIsMissing) {
+  EXPECT_THAT(SplitNotification(R"({"id":1,"method":"m","params":{}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq("a notification has no id")));
+  EXPECT_THAT(SplitNotification(R"({"method":"m"})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq("params: is required")));
+  EXPECT_THAT(SplitNotification(R"({"method":"m","params":{"result":1}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq("params.subscription: is required")));
+  EXPECT_THAT(SplitNotification(R"({"method":"m","params":{"subscription":1}})"),
+              StatusIs(absl::StatusCode::kInvalidArgument, Eq("params.result: is required")));
+  EXPECT_FALSE(SplitNotification(R"({"method":"m","params":[1,2]})").ok());
+  EXPECT_FALSE(SplitNotification("not json").ok());
+}
+
 TEST(IsRateLimitErrorTest, RecognisesProviderRateLimits) {
   EXPECT_TRUE(IsRateLimitError(R"({"code":429,"message":"slow down"})"));
   EXPECT_TRUE(IsRateLimitError(R"({"code":-32005,"message":"limit exceeded"})"));

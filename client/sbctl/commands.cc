@@ -6,10 +6,12 @@
 #include <deque>
 #include <future>
 #include <iostream>
+#include <utility>
 
 #include "switchboard/client/consumer.h"
 #include "switchboard/client/publisher.h"
 #include "switchboard/client/subscriber.h"
+#include "switchboard/client/watcher.h"
 
 namespace switchboard::sbctl {
 namespace {
@@ -136,6 +138,33 @@ int Call(const client::Client& client, const std::string& upstream, const std::s
   }
   std::cout << response->result_json() << std::endl;
   return 0;
+}
+
+int Watch(const client::Client& client, const std::string& upstream, const std::string& method,
+          const std::string& params_json, const std::string& unsubscribe_method, int64_t count) {
+  v1::RpcSubscribeRequest request;
+  request.set_upstream(upstream);
+  request.set_method(method);
+  request.set_params_json(params_json);
+  request.set_unsubscribe_method(unsubscribe_method);
+  std::atomic<int64_t> received{0};
+  client::Watcher watcher(client, std::move(request), [&](const v1::RpcNotification& notification) {
+    if (notification.dropped_since_last() > 0) {
+      std::cerr << "sbctl: the server dropped " << notification.dropped_since_last()
+                << " notifications before this one" << std::endl;
+    }
+    if (notification.after_resubscribe()) {
+      std::cerr << "sbctl: Switchboard subscribed again after losing its provider connection; "
+                   "notifications may have been missed before this one"
+                << std::endl;
+    }
+    PrintLine(notification.result_json());
+    if (++received == count) watcher.Stop();
+  });
+  const absl::Status status = watcher.Wait();
+  if (count > 0 && received.load() >= count) return 0;
+  return ReportFailure(status.ok() ? absl::UnavailableError("the server ended the subscription")
+                                   : status);
 }
 
 int Health(const client::Client& client, const std::string& service) {

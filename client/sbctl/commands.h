@@ -1,7 +1,7 @@
-// sbctl's everyday subcommands: publish, subscribe, consume and health. Each
-// runs to completion on the calling thread and returns the process exit code:
-// 0 on success, 1 when the server (or the connection) reported an error, which
-// is printed on stderr as `CODE: message`.
+// sbctl's everyday subcommands: publish, subscribe, consume, call, watch,
+// health and limit. Each runs to completion on the calling thread and returns
+// the process exit code: 0 on success, 1 when the server (or the connection)
+// reported an error, which is printed on stderr as `CODE: message`.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +42,17 @@ int Consume(const client::Client& client, const std::string& topic, const std::s
 // server gave one).
 int Call(const client::Client& client, const std::string& upstream, const std::string& method,
          const std::string& params_json);
+
+// `sbctl watch`: subscribes to `method` with `params_json` (empty: none) at
+// `upstream`'s provider through Switchboard and prints each notification's
+// result JSON on stdout, byte for byte as the provider sent it, one per line,
+// flushed per line. Notes on stderr when the stream lost notifications to
+// its buffer or Switchboard subscribed again. Exits 0 after `count`
+// notifications (0: runs until the stream ends or a signal); a stream that
+// ends first (an unknown upstream, the provider's refusal, a drain) exits 1
+// with its status.
+int Watch(const client::Client& client, const std::string& upstream, const std::string& method,
+          const std::string& params_json, const std::string& unsubscribe_method, int64_t count);
 
 // Exits 0 and prints SERVING when `service` is serving; otherwise prints its
 // status (or the call's error) on stderr and exits 1.

@@ -19,7 +19,11 @@
 #include "switchboard/client/client.h"
 
 ABSL_FLAG(int64_t, count, 0,
-          "subscribe, consume: exit after this many messages; 0 runs until stopped.");
+          "subscribe, consume, watch: exit after this many messages (watch: notifications); 0 "
+          "runs until stopped.");
+ABSL_FLAG(std::string, unsubscribe_method, "",
+          "watch: the method that ends the subscription at the provider; empty: derived "
+          "(fooSubscribe -> fooUnsubscribe, <ns>_subscribe -> <ns>_unsubscribe).");
 ABSL_FLAG(std::string, group, "",
           "consume, bench consume: the consumer group; bench latency: consume in this group "
           "(durable topic), or subscribe when empty (ephemeral topic).");
@@ -85,6 +89,10 @@ constexpr char kUsage[] = R"(the Switchboard command line.
   call UPSTREAM METHOD [PARAMS_JSON]
                                one JSON-RPC call through Switchboard; prints the
                                result (a JSON-RPC error goes to stderr, exit 1)
+  watch UPSTREAM METHOD [PARAMS_JSON] [--count=N] [--unsubscribe_method=M]
+                               a provider subscription (slotSubscribe,
+                               eth_subscribe, ...) through Switchboard: prints
+                               each notification's result, one per line
   bench publish --topic=T --streams=S --batch=B --size=BYTES --duration=SEC [--window=W]
   bench publisher --topic=T --publishers=P --size=BYTES --duration=SEC
                   [--max_in_flight_requests=K] [--max_attempts=A] [--callbacks]
@@ -213,6 +221,14 @@ int Run(const std::vector<std::string>& args) {
       return UsageError("call takes UPSTREAM METHOD [PARAMS_JSON]");
     }
     return Call(client, args[1], args[2], args.size() == 4 ? args[3] : "");
+  }
+  if (command == "watch") {
+    if (args.size() < 3 || args.size() > 4) {
+      return UsageError("watch takes UPSTREAM METHOD [PARAMS_JSON]");
+    }
+    if (absl::GetFlag(FLAGS_count) < 0) return UsageError("--count must be at least 0");
+    return Watch(client, args[1], args[2], args.size() == 4 ? args[3] : "",
+                 absl::GetFlag(FLAGS_unsubscribe_method), absl::GetFlag(FLAGS_count));
   }
   if (command == "subscribe") {
     if (args.size() != 2) return UsageError("subscribe takes one TOPIC");

@@ -13,8 +13,11 @@
 //   program-scanner   getProgramAccounts, a burst of 5 every 3 s: costly
 //                     (an upstream's `method_cost` can charge it more)
 //   tx-submitter      sendTransaction every second
+//   watcher           a provider subscription (--watch_method, slotSubscribe)
+//                     over the provider's WebSocket, which Switchboard shares
+//                     with every other worker watching the same thing
 //
-// (--pace multiplies every rate.) Each call has a deadline (--call_timeout).
+// (--pace multiplies every call rate.) Each call has a deadline (--call_timeout).
 // A call Switchboard cannot admit in time is refused at once with
 // RESOURCE_EXHAUSTED and a `retry-after-ms` trailer: the worker waits that
 // long and makes the same call again. Such a call never reached the
@@ -23,12 +26,23 @@
 // (UNAVAILABLE: every URL failed); a transaction whose submission failed
 // otherwise is counted and dropped, since it may have been sent.
 //
+// The watcher counts its notifications; it subscribes again, with backoff,
+// when its stream ends (a Switchboard restart or drain, an overflow
+// disconnect). Switchboard itself subscribes again when its provider
+// connection drops, and flags the next notification (`after_resubscribe`).
+// A watch the server refuses for good (the upstream has no `ws_urls`, the
+// provider refused the method) stops the watcher only: it is reported on
+// stderr and as refused=1, and the other workers go on. --watch=false runs
+// without it.
+//
 // Runs for --duration, or until SIGTERM or SIGINT; then prints one line of
 // statistics per worker on stdout:
 //   worker=slot-watcher method=getSlot ok=149 rpc_errors=0 throttled=3
 //     throttled_wait_ms=212 failed=0
-// (on one line), and exits 0. Exits 1 when the server refuses the calls for
-// good (an unknown upstream, a bad token, ...).
+//   worker=watcher method=slotSubscribe notifications=75 after_resubscribe=0
+//     dropped=0 subscriptions=1 refused=0
+// (each on one line), and exits 0. Exits 1 when the server refuses the calls
+// for good (an unknown upstream, a bad token, ...).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -48,6 +62,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "switchboard/client/client.h"
+#include "switchboard/client/watcher.h"
 #include "switchboard/v1/rpc.pb.h"
 #include "worker.h"
 
@@ -59,6 +74,12 @@ ABSL_FLAG(absl::Duration, call_timeout, absl::Seconds(1),
 ABSL_FLAG(double, pace, 1.0, "Multiplies every worker's call rate.");
 ABSL_FLAG(std::string, account, "Vote111111111111111111111111111111111111111",
           "balance-checker: the account whose balance it checks.");
+ABSL_FLAG(bool, watch, true,
+          "Run the watcher, which needs an upstream with ws_urls (without them it reports the "
+          "refusal and the other workers go on).");
+ABSL_FLAG(std::string, watch_method, "slotSubscribe",
+          "watcher: the subscribe method (slotSubscribe, rootSubscribe, ...).");
+ABSL_FLAG(std::string, watch_params, "", "watcher: the subscribe params as JSON; empty: none.");
 
 namespace switchboard::examples {
 namespace {
@@ -67,9 +88,16 @@ constexpr char kUsage[] = R"(five workers sharing one rate-limited JSON-RPC upst
 
   example_rpc_workers [--server=HOST:PORT] [--token=T] [--upstream=solana]
                       [--duration=30s] [--call_timeout=1s] [--pace=1]
+                      [--watch=true] [--watch_method=slotSubscribe]
+                      [--watch_params=JSON]
 
 Honours RESOURCE_EXHAUSTED + retry-after-ms by waiting and calling again.
+A sixth worker watches a provider subscription through Switchboard.
 Prints one line of statistics per worker when it stops.)";
+
+// How long the watcher waits for the provider to accept its subscription
+// before it only waits for the stream's end.
+constexpr absl::Duration kLiveTimeout = absl::Seconds(10);
 
 // What one worker does, round after round.
 struct WorkerPlan {
@@ -189,6 +217,83 @@ class RpcWorker {
   absl::BitGen random_;  // The jitter of CallUntilAnswered's backoffs.
 };
 
+// The watcher: one provider subscription through Switchboard (Rpc.Subscribe),
+// watched again with backoff whenever its stream ends, until shutdown or a
+// refusal for good.
+class SubscriptionWatcher {
+ public:
+  SubscriptionWatcher(const client::Client& client, Shutdown& shutdown, std::string upstream,
+                      std::string method, std::string params_json)
+      : client_(client), shutdown_(shutdown) {
+    request_.set_upstream(std::move(upstream));
+    request_.set_method(std::move(method));
+    request_.set_params_json(std::move(params_json));
+  }
+
+  // Watches until shutdown, or until the server refuses the watch for good
+  // (said on stderr and in Summary(); the other workers are not stopped).
+  void Run() {
+    common::Backoff backoff(RetryBackoff(absl::Milliseconds(100), absl::Seconds(5)));
+    absl::BitGen random;
+    while (!shutdown_.requested()) {
+      client::Watcher watcher(client_, request_,
+                              [this](const v1::RpcNotification& n) { OnNotification(n); });
+      const StopOnShutdown stop_watcher(shutdown_, [&watcher] { watcher.Stop(); });
+      if (watcher.WaitUntilLive(kLiveTimeout).ok()) {
+        ++subscriptions_;
+        backoff.Reset();
+      }
+      const absl::Status ended = watcher.Wait();
+      if (shutdown_.requested()) return;
+      if (IsPermanentFailure(ended)) {
+        refusal_ = ended;
+        std::cerr << "rpc_workers: watcher stopped, the others go on: the server refused "
+                  << request_.method() << " on upstream " << request_.upstream() << ": " << ended
+                  << std::endl;
+        return;
+      }
+      const absl::Duration delay = absl::Trunc(backoff.Next(random), absl::Milliseconds(1));
+      std::cerr << "rpc_workers: watcher: the subscription ended (" << ended
+                << "); watching again in " << absl::FormatDuration(delay) << std::endl;
+      shutdown_.WaitFor(delay);
+    }
+  }
+
+  // The summary line's fields after the first; read after Run() returned.
+  std::string Summary() const {
+    return absl::StrCat("method=", request_.method(), " notifications=", notifications_.load(),
+                        " after_resubscribe=", after_resubscribe_.load(),
+                        " dropped=", dropped_.load(), " subscriptions=", subscriptions_,
+                        " refused=", refusal_.ok() ? 0 : 1);
+  }
+
+ private:
+  // On a gRPC thread, one notification at a time.
+  void OnNotification(const v1::RpcNotification& notification) {
+    if (notifications_.fetch_add(1) == 0) {
+      // Once, so that the log shows the subscription works.
+      std::cerr << "rpc_workers: watcher: first notification of " << request_.method()
+                << " (sequence " << notification.sequence() << ")" << std::endl;
+    }
+    if (notification.after_resubscribe()) {
+      ++after_resubscribe_;
+      std::cerr << "rpc_workers: watcher: Switchboard subscribed again; notifications before "
+                   "sequence "
+                << notification.sequence() << " may be missing" << std::endl;
+    }
+    dropped_ += static_cast<int64_t>(notification.dropped_since_last());
+  }
+
+  const client::Client& client_;
+  Shutdown& shutdown_;
+  v1::RpcSubscribeRequest request_;
+  std::atomic<int64_t> notifications_{0};
+  std::atomic<int64_t> after_resubscribe_{0};
+  std::atomic<int64_t> dropped_{0};
+  int64_t subscriptions_ = 0;  // Run()'s thread only.
+  absl::Status refusal_;       // Run()'s thread only.
+};
+
 // The five workers of the scene. slot-watcher writes `latest_slot`,
 // block-fetcher reads it.
 std::vector<WorkerPlan> ScenePlans(std::atomic<int64_t>& latest_slot) {
@@ -258,7 +363,14 @@ int Run() {
     workers.push_back(std::make_unique<RpcWorker>(client, shutdown, absl::GetFlag(FLAGS_upstream),
                                                   std::move(plan), pace));
   }
+  std::unique_ptr<SubscriptionWatcher> watcher;
+  if (absl::GetFlag(FLAGS_watch)) {
+    watcher = std::make_unique<SubscriptionWatcher>(client, shutdown, absl::GetFlag(FLAGS_upstream),
+                                                    absl::GetFlag(FLAGS_watch_method),
+                                                    absl::GetFlag(FLAGS_watch_params));
+  }
   std::vector<std::thread> threads;
+  if (watcher != nullptr) threads.emplace_back([&watcher] { watcher->Run(); });
   for (const auto& worker : workers) threads.emplace_back([&worker] { worker->Run(); });
   const absl::Duration duration = absl::GetFlag(FLAGS_duration);
   if (!shutdown.WaitFor(duration == absl::ZeroDuration() ? absl::InfiniteDuration() : duration)) {
@@ -281,6 +393,7 @@ int Run() {
       exit_code = kExitFailure;
     }
   }
+  if (watcher != nullptr) std::cout << "worker=watcher " << watcher->Summary() << std::endl;
   return exit_code;
 }
 

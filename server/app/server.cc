@@ -57,6 +57,7 @@
 #include "server/service/rpc_service.h"
 #include "server/subscriptions/subscription_metrics.h"
 #include "server/subscriptions/subscriptions.h"
+#include "server/subscriptions/upstream_subscribe_admission.h"
 #include "server/upstream/upstream_metrics.h"
 #include "server/upstream/upstreams.h"
 #include "switchboard/v1/broker.pb.h"
@@ -159,8 +160,10 @@ class ServerImpl final : public Server {
     upstreams_ = std::make_unique<upstream::Upstreams>(upstream_dispatcher_, UpstreamDefinitions(),
                                                        ClientQuotaDefinitions(), upstream_metrics_,
                                                        lease_service_.get());
+    subscribe_admission_ = std::make_unique<subscriptions::UpstreamSubscribeAdmission>(*upstreams_);
     subscriptions_ = std::make_unique<subscriptions::Subscriptions>(
-        upstream_dispatcher_, SubscriptionDefinitions(), subscription_metrics_);
+        upstream_dispatcher_, SubscriptionDefinitions(), subscription_metrics_,
+        subscribe_admission_.get());
     MetricsEndpoint::Options metrics_options;
     metrics_options.listen = config_.server().metrics_listen();
     metrics_options.collectables.push_back(std::make_shared<metrics::ProcessCollector>());
@@ -286,8 +289,9 @@ class ServerImpl final : public Server {
     json_rpc_dispatcher_.Shutdown();
     if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
     broker_dispatcher_.Shutdown();
-    if (upstreams_ != nullptr) upstreams_->Shutdown();          // Answers calls still open.
+    // The hubs first: their subscribes may wait in the upstreams' admission.
     if (subscriptions_ != nullptr) subscriptions_->Shutdown();  // Closes the WebSockets.
+    if (upstreams_ != nullptr) upstreams_->Shutdown();          // Answers calls still open.
     StopFleet();
     // After the pools that had shards on them, before the upstream
     // dispatcher that their results go back to.
@@ -493,6 +497,9 @@ class ServerImpl final : public Server {
       hub.linger = absl::Milliseconds(config.linger_ms());
       hub.subscriber_buffer = config.buffer();
       hub.overflow = config::ToOverflowPolicy(config.overflow());
+      hub.subscribe_timeout = absl::Milliseconds(config.subscribe_timeout_ms());
+      // Subscribes count against the upstream's rate limit, as calls do.
+      hub.paced = upstream.rate_limit().requests_per_second() > 0;
       hub.reconnect.initial = absl::Milliseconds(config.reconnect_initial_ms());
       hub.reconnect.max = absl::Milliseconds(config.reconnect_max_ms());
       hub.client.ping_interval = absl::Milliseconds(config.ping_interval_ms());
@@ -585,6 +592,7 @@ class ServerImpl final : public Server {
   // Used and freed on upstream_dispatcher_, after upstreams_.
   std::unique_ptr<fleet::RedisLeaseService> lease_service_;
   std::unique_ptr<upstream::Upstreams> upstreams_;
+  std::unique_ptr<subscriptions::UpstreamSubscribeAdmission> subscribe_admission_;
   std::unique_ptr<subscriptions::Subscriptions> subscriptions_;
   service::StreamTracker streams_;
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;

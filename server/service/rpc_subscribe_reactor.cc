@@ -16,6 +16,7 @@ RpcSubscribeReactor::RpcSubscribeReactor(ServiceContext& context, grpc::Callback
     absl::StatusOr<subscriptions::SubscribeSpec> spec = ValidateSubscribeRequest(
         request, context_.upstreams, context_.subscriptions, context_.limits);
     if (!spec.ok()) return spec.status();
+    spec->client_id = client->id;
     std::unique_ptr<subscriptions::SubscriptionHandle> handle =
         context_.subscriptions.Subscribe(request.upstream(), *std::move(spec), *this);
     StreamLock lock(*this);

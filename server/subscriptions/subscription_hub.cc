@@ -18,11 +18,6 @@ namespace {
 // The most bytes of a provider's error quoted in a status.
 constexpr size_t kMaxQuotedError = 512;
 
-std::string SharedKey(const SubscribeSpec& spec) {
-  // Method names never contain '\0'.
-  return absl::StrCat(spec.method, absl::string_view("\0", 1), spec.params_json);
-}
-
 }  // namespace
 
 std::optional<std::string> UnsubscribeMethodFor(absl::string_view method) {
@@ -63,10 +58,20 @@ struct SubscriptionHub::Shared {
   // The provider's subscription id (raw JSON text), while live.
   std::optional<std::string> provider_id;
   uint64_t pending_request = 0;  // The subscribe in flight, if any.
+  // Waiting for the SubscribeAdmission (paced hubs).
+  std::optional<SubscribeAdmission::Ticket> admission_ticket;
   uint64_t sequence = 0;
   bool was_live = false;      // Live once: a new subscribe is a resubscribe.
   bool resubscribed = false;  // Flag the next notification.
   std::unique_ptr<event::Timer> linger;
+  std::unique_ptr<event::Timer> answer_timeout;  // Of the pending subscribe.
+};
+
+// A subscribe sent and not answered yet. Its Shared may be gone when the
+// answer comes: the subscription it made is then unsubscribed at once.
+struct PendingSubscribe {
+  std::string key;
+  std::string unsubscribe_method;
 };
 
 // ---------------------------------------------------------------------------
@@ -138,9 +143,8 @@ class SubscriptionHub::Connection final : public ws::WebSocketObserver {
   size_t index() const { return index_; }
 
   absl::flat_hash_set<Shared*> shared;
-  // Requests in flight by id: a subscribe names the key it is for (the
-  // Shared may be gone when the answer comes), an unsubscribe nothing.
-  absl::flat_hash_map<uint64_t, std::string> subscribes;
+  // Requests in flight by id.
+  absl::flat_hash_map<uint64_t, PendingSubscribe> subscribes;
   absl::flat_hash_set<uint64_t> unsubscribes;
   absl::flat_hash_map<std::string, Shared*> by_provider_id;
 
@@ -159,10 +163,11 @@ class SubscriptionHub::Connection final : public ws::WebSocketObserver {
 // ---------------------------------------------------------------------------
 
 SubscriptionHub::SubscriptionHub(event::DispatcherImpl& dispatcher, HubOptions options,
-                                 HubObserver& observer)
+                                 HubObserver& observer, SubscribeAdmission* admission)
     : dispatcher_(dispatcher),
       options_(std::move(options)),
       observer_(observer),
+      admission_(options_.paced ? admission : nullptr),
       anchor_(dispatcher, this) {
   Report();
 }
@@ -174,12 +179,17 @@ SubscriptionHub::~SubscriptionHub() {
   for (auto& [id, local] : locals_) {
     local->guard->Invoke([&](NotificationSink& sink) { sink.OnEnded(shutdown); });
   }
+  for (auto& [key, shared] : shared_) {
+    if (shared->admission_ticket.has_value()) {
+      admission_->Cancel(options_.upstream, *shared->admission_ticket);
+    }
+  }
   for (auto& connection : connections_) connection->Close();
 }
 
 void SubscriptionHub::Subscribe(uint64_t id, SubscribeSpec spec,
                                 std::shared_ptr<flow::SinkGuard<NotificationSink>> guard) {
-  std::string key = SharedKey(spec);
+  std::string key = upstream::SharingKey(spec.method, spec.params_json);
   auto local = std::make_unique<Local>(id, key, std::move(guard), options_);
   auto [it, created] = shared_.try_emplace(key);
   if (created) {
@@ -189,6 +199,10 @@ void SubscriptionHub::Subscribe(uint64_t id, SubscribeSpec spec,
     it->second->linger = dispatcher_.CreateTimer([this, key] {
       auto found = shared_.find(key);
       if (found != shared_.end() && found->second->locals.empty()) Unsubscribe(*found->second);
+    });
+    it->second->answer_timeout = dispatcher_.CreateTimer([this, key] {
+      auto found = shared_.find(key);
+      if (found != shared_.end()) OnSubscribeTimeout(*found->second);
     });
   }
   Shared& shared = *it->second;
@@ -243,7 +257,7 @@ void SubscriptionHub::Place(Shared& shared) {
       chosen->Connect();
       break;
     case Connection::State::kOpen:
-      SendSubscribe(*chosen, shared);
+      RequestSubscribe(shared);
       break;
     case Connection::State::kConnecting:
     case Connection::State::kWaiting:
@@ -251,17 +265,57 @@ void SubscriptionHub::Place(Shared& shared) {
   }
 }
 
+void SubscriptionHub::RequestSubscribe(Shared& shared) {
+  if (admission_ == nullptr) {
+    SendSubscribe(*shared.connection, shared);
+    return;
+  }
+  if (shared.admission_ticket.has_value()) return;  // Sent once admitted.
+  // A first subscribe waits no longer than its answer may take; a
+  // resubscribe, whose streams stay open meanwhile, as long as it takes.
+  const absl::Time deadline = shared.was_live
+                                  ? absl::InfiniteFuture()
+                                  : dispatcher_.clock().Now() + options_.subscribe_timeout;
+  shared.admission_ticket = admission_->Admit(
+      options_.upstream, shared.spec.client_id, shared.spec.method, deadline,
+      [this, key = shared.key](absl::Status admitted) {
+        // A Shared that goes cancels its ticket: it is here.
+        Shared& shared = *shared_.at(key);
+        shared.admission_ticket.reset();
+        if (!admitted.ok()) {
+          EndShared(shared, admitted);
+          return;
+        }
+        Connection* connection = shared.connection;
+        // A connection that dropped meanwhile asks again when it reopens.
+        if (connection != nullptr && connection->state() == Connection::State::kOpen &&
+            shared.pending_request == 0 && !shared.provider_id.has_value()) {
+          SendSubscribe(*connection, shared);
+        }
+      });
+}
+
 void SubscriptionHub::SendSubscribe(Connection& connection, Shared& shared) {
   const uint64_t id = next_request_id_++;
   shared.pending_request = id;
-  connection.subscribes.emplace(id, shared.key);
+  shared.answer_timeout->Enable(options_.subscribe_timeout);
+  connection.subscribes.emplace(id, PendingSubscribe{shared.key, shared.spec.unsubscribe_method});
   connection.Send(upstream::BuildRequest(id, shared.spec.method, shared.spec.params_json));
+}
+
+void SubscriptionHub::OnSubscribeTimeout(Shared& shared) {
+  if (shared.pending_request == 0) return;
+  // Its answer, should it come, finds no Shared and is unsubscribed.
+  EndShared(shared, absl::DeadlineExceededError(absl::StrCat(
+                        "upstream ", options_.upstream, " did not answer ", shared.spec.method,
+                        " within ", absl::FormatDuration(options_.subscribe_timeout),
+                        " (subscriptions.subscribe_timeout_ms)")));
 }
 
 void SubscriptionHub::OnConnectionOpen(Connection& connection) {
   // Copied: a refused send may end subscriptions.
   std::vector<Shared*> placed(connection.shared.begin(), connection.shared.end());
-  for (Shared* shared : placed) SendSubscribe(connection, *shared);
+  for (Shared* shared : placed) RequestSubscribe(*shared);
   Report();
 }
 
@@ -286,14 +340,19 @@ void SubscriptionHub::OnConnectionMessage(Connection& connection, absl::string_v
   if (connection.unsubscribes.erase(*id) > 0) return;
   auto pending = connection.subscribes.find(*id);
   if (pending == connection.subscribes.end()) return;
-  const std::string key = std::move(pending->second);
+  PendingSubscribe subscribe = std::move(pending->second);
   connection.subscribes.erase(pending);
-  auto found = shared_.find(key);
+  auto found = shared_.find(subscribe.key);
   Shared* shared = found == shared_.end() ? nullptr : found->second.get();
   if (shared == nullptr || shared->pending_request != *id) {
-    return;  // Left, or superseded by a resubscribe.
+    // Left, timed out or superseded: nobody wants what it made.
+    if (response->result.has_value()) {
+      SendUnsubscribe(connection, subscribe.unsubscribe_method, *response->result);
+    }
+    return;
   }
   shared->pending_request = 0;
+  shared->answer_timeout->Disable();
   if (response->error.has_value()) {
     absl::string_view error = *response->error;
     EndShared(*shared, absl::FailedPreconditionError(absl::StrCat(
@@ -330,6 +389,7 @@ void SubscriptionHub::OnConnectionClosed(Connection& connection, absl::Status wh
   for (Shared* shared : connection.shared) {
     shared->provider_id.reset();
     shared->pending_request = 0;
+    shared->answer_timeout->Disable();
   }
   if (connection.shared.empty()) {
     connection.GoIdle();  // Connects again when a subscription needs it.
@@ -408,6 +468,7 @@ void SubscriptionHub::EndShared(Shared& shared, const absl::Status& status) {
     locals_.erase(it);
   }
   if (shared.connection != nullptr) shared.connection->shared.erase(&shared);
+  CancelAdmission(shared);
   shared_.erase(key);
   Report();
 }
@@ -415,18 +476,28 @@ void SubscriptionHub::EndShared(Shared& shared, const absl::Status& status) {
 void SubscriptionHub::Unsubscribe(Shared& shared) {
   Connection* connection = shared.connection;
   if (connection != nullptr && shared.provider_id.has_value()) {
-    const uint64_t id = next_request_id_++;
-    connection->unsubscribes.insert(id);
     connection->by_provider_id.erase(*shared.provider_id);
-    connection->Send(upstream::BuildRequest(id, shared.spec.unsubscribe_method,
-                                            absl::StrCat("[", *shared.provider_id, "]")));
+    SendUnsubscribe(*connection, shared.spec.unsubscribe_method, *shared.provider_id);
   }
-  // A subscribe still in flight is answered to nobody: its subscription
-  // lives at the provider until the connection closes.
+  // A subscribe still in flight is unsubscribed when its answer comes.
   if (connection != nullptr) connection->shared.erase(&shared);
+  CancelAdmission(shared);
   const std::string key = shared.key;  // `shared` dies with its entry.
   shared_.erase(key);
   Report();
+}
+
+void SubscriptionHub::SendUnsubscribe(Connection& connection, absl::string_view method,
+                                      absl::string_view provider_id) {
+  const uint64_t id = next_request_id_++;
+  connection.unsubscribes.insert(id);
+  connection.Send(upstream::BuildRequest(id, method, absl::StrCat("[", provider_id, "]")));
+}
+
+void SubscriptionHub::CancelAdmission(Shared& shared) {
+  if (!shared.admission_ticket.has_value()) return;
+  admission_->Cancel(options_.upstream, *shared.admission_ticket);
+  shared.admission_ticket.reset();
 }
 
 void SubscriptionHub::Report() {

@@ -12,9 +12,12 @@
 // subscribed again; the first notification after that is flagged, since
 // notifications may have been missed in between. An error from the provider
 // for a subscribe ends only the local subscribers of that subscription, with
-// the provider's error. Each local subscriber has its own bounded buffer and
-// overflow policy (flow::SubscriberBuffer), so a slow one never slows the
-// others or the connection.
+// the provider's error; so does a subscribe it leaves unanswered for
+// `subscribe_timeout`, with DEADLINE_EXCEEDED. Each local subscriber has its
+// own bounded buffer and overflow policy (flow::SubscriberBuffer), so a slow
+// one never slows the others or the connection. With a SubscribeAdmission,
+// every subscribe (resubscribes too) first waits for the upstream's rate
+// limit, as calls do, so a reconnect's resubscribes never burst.
 //
 // Owned by Subscriptions (subscriptions.h), one per upstream with ws_urls,
 // which gives workers' streams their thread-safe handles. Lives on one
@@ -29,6 +32,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -52,6 +56,11 @@ struct HubOptions {
   // Notifications waiting per local subscriber, and what happens beyond.
   uint32_t subscriber_buffer = 1024;
   flow::OverflowPolicy overflow = flow::OverflowPolicy::kDropOldest;
+  // A subscribe the provider has not answered by then ends its subscribers.
+  absl::Duration subscribe_timeout = absl::Seconds(10);
+  // Subscribes wait for the SubscribeAdmission (the upstream is rate
+  // limited).
+  bool paced = false;
   common::BackoffOptions reconnect;
   ws::WebSocketClientOptions client;
 };
@@ -62,6 +71,27 @@ struct SubscribeSpec {
   std::string method;
   std::string params_json;  // Valid JSON, or empty for none.
   std::string unsubscribe_method;
+  // Whose turn in the upstream's fair queue the subscribe takes (the first
+  // subscriber's, for a shared subscription and its resubscribes).
+  std::string client_id;
+};
+
+// Paces the subscribes of a hub through its upstream's rate limit, as the
+// upstream's calls are paced (implemented over ratelimit::UpstreamAdmission
+// by the server). Used on the hub's dispatcher thread only.
+class SubscribeAdmission {
+ public:
+  using Ticket = uint64_t;
+  using Callback = absl::AnyInvocable<void(absl::Status)>;
+  virtual ~SubscribeAdmission() = default;
+  // Asks leave to send one subscribe of `method` to `upstream` for
+  // `client_id`, by `deadline`. `done` runs once, on the dispatcher and
+  // never inside Admit: OK when the subscribe may go; RESOURCE_EXHAUSTED
+  // (naming the wait) when the limit cannot let it through in time. It never
+  // runs once Cancel(ticket) returned.
+  virtual Ticket Admit(absl::string_view upstream, absl::string_view client_id,
+                       absl::string_view method, absl::Time deadline, Callback done) = 0;
+  virtual void Cancel(absl::string_view upstream, Ticket ticket) = 0;
 };
 
 // The unsubscribe method of a subscribe method by the providers'
@@ -112,8 +142,9 @@ class HubObserver {
 
 class SubscriptionHub {
  public:
-  // `observer` must outlive the hub.
-  SubscriptionHub(event::DispatcherImpl& dispatcher, HubOptions options, HubObserver& observer);
+  // `observer` and `admission` (which paced hubs use) must outlive the hub.
+  SubscriptionHub(event::DispatcherImpl& dispatcher, HubOptions options, HubObserver& observer,
+                  SubscribeAdmission* admission = nullptr);
   ~SubscriptionHub();  // Ends every local subscriber with UNAVAILABLE.
 
   SubscriptionHub(const SubscriptionHub&) = delete;
@@ -139,7 +170,10 @@ class SubscriptionHub {
   class Connection;
 
   void Place(Shared& shared);
+  // Sends `shared`'s subscribe on its connection, once admitted if paced.
+  void RequestSubscribe(Shared& shared);
   void SendSubscribe(Connection& connection, Shared& shared);
+  void OnSubscribeTimeout(Shared& shared);
   void OnConnectionOpen(Connection& connection);
   void OnConnectionMessage(Connection& connection, absl::string_view message);
   void OnConnectionClosed(Connection& connection, absl::Status why);
@@ -150,11 +184,15 @@ class SubscriptionHub {
   void EndShared(Shared& shared, const absl::Status& status);
   void EndLocal(uint64_t local_id, const absl::Status& status);
   void Unsubscribe(Shared& shared);
+  void SendUnsubscribe(Connection& connection, absl::string_view method,
+                       absl::string_view provider_id);
+  void CancelAdmission(Shared& shared);
   void Report();
 
   event::DispatcherImpl& dispatcher_;
   const HubOptions options_;
   HubObserver& observer_;
+  SubscribeAdmission* const admission_;  // Null: not paced.
   event::Anchor<SubscriptionHub> anchor_;
   absl::BitGen random_;  // Reconnect jitter.
   uint64_t next_request_id_ = 1;

@@ -20,12 +20,13 @@ void SubscriptionHandle::Ready() {
 }
 
 Subscriptions::Subscriptions(event::DispatcherImpl& dispatcher, std::vector<HubOptions> hubs,
-                             HubObserver& observer)
+                             HubObserver& observer, SubscribeAdmission* admission)
     : dispatcher_(dispatcher) {
   absl::Notification built;
   dispatcher_.Post([&] {
     for (HubOptions& options : hubs) {
-      auto hub = std::make_unique<SubscriptionHub>(dispatcher_, std::move(options), observer);
+      auto hub =
+          std::make_unique<SubscriptionHub>(dispatcher_, std::move(options), observer, admission);
       hubs_.emplace(hub->options().upstream, hub->anchor());
       owned_.push_back(std::move(hub));
     }

@@ -49,9 +49,10 @@ class Subscriptions {
  public:
   // Builds one hub per entry of `hubs` (upstreams with ws_urls) on
   // `dispatcher` and returns once they exist. Not on the dispatcher thread.
-  // `observer` must outlive this object.
+  // `observer` must outlive this object, and `admission` (which paces the
+  // subscribes of hubs with `paced`) must outlive Shutdown().
   Subscriptions(event::DispatcherImpl& dispatcher, std::vector<HubOptions> hubs,
-                HubObserver& observer);
+                HubObserver& observer, SubscribeAdmission* admission = nullptr);
   ~Subscriptions();  // Calls Shutdown().
 
   Subscriptions(const Subscriptions&) = delete;

@@ -2,15 +2,10 @@
 
 #include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "server/upstream/json_rpc.h"
 
 namespace switchboard::upstream {
 namespace {
-
-std::string CoalescingKey(const UpstreamCall& call) {
-  // Method names never contain '\0'.
-  return absl::StrCat(call.method, absl::string_view("\0", 1), call.params_json);
-}
 
 // A coalescer waiter that answers `done`, marking an answer it shares with
 // the call that made the request (every waiter but the first) coalesced.
@@ -38,7 +33,7 @@ void CoalescingLayer::Start(CallId id, LayerCall call, OutcomeCallback done) {
     next_.Start(id, std::move(call), std::move(done));
     return;
   }
-  std::string key = CoalescingKey(call.call);
+  std::string key = SharingKey(call.call.method, call.call.params_json);
   if (!coalescer_.Join(key, CoalescingWaiter(std::move(done)))) {
     observer_.OnCoalesced(options_.name, call.call.method);
     return;

@@ -331,6 +331,11 @@ absl::StatusOr<RequestParts> SplitRequest(absl::string_view body) {
   return parts;
 }
 
+std::string SharingKey(absl::string_view method, absl::string_view params_json) {
+  // Method names never contain '\0'.
+  return absl::StrCat(method, absl::string_view("\0", 1), params_json);
+}
+
 absl::StatusOr<NotificationParts> SplitNotification(absl::string_view body) {
   SB_ASSIGN_OR_RETURN(RequestParts request, SplitRequest(body));
   if (request.id.has_value()) return absl::InvalidArgumentError("a notification has no id");

@@ -67,6 +67,11 @@ struct RequestParts {
 // member other than "2.0". The views point into `body`.
 absl::StatusOr<RequestParts> SplitRequest(absl::string_view body);
 
+// What makes two calls (or two provider subscriptions) identical, so that
+// they share one request (coalescing) or one upstream subscription: the
+// method and the params text, byte for byte.
+std::string SharingKey(absl::string_view method, absl::string_view params_json);
+
 // A provider's subscription notification: a request object without an id
 // (`{"jsonrpc":"2.0","method":"slotNotification","params":{"result":...,
 // "subscription":42}}`; Ethereum's method is "eth_subscription"), its

@@ -138,6 +138,21 @@ void UpstreamClient::Deliver(CallId id, absl::StatusOr<Answer> result) {
   done(std::move(result));
 }
 
+ratelimit::UpstreamAdmission::Ticket UpstreamClient::Admit(
+    std::string client_id, absl::string_view method, absl::Time deadline,
+    ratelimit::UpstreamAdmission::Callback done) {
+  auto cost = options_.method_cost.find(method);
+  ratelimit::AdmissionRequest request;
+  request.client_id = std::move(client_id);
+  request.cost = cost == options_.method_cost.end() ? 1u : cost->second;
+  request.deadline = deadline;
+  return admission_.Enqueue(std::move(request), [this, done = std::move(done)](
+                                                    ratelimit::AdmissionResult result) mutable {
+    if (result.status.ok()) admission_.OnRequestDone();
+    done(std::move(result));
+  });
+}
+
 uint32_t UpstreamClient::CostOf(const UpstreamCall& call, absl::Status* error) const {
   const auto cost_of = [&](const std::string& method) {
     auto it = options_.method_cost.find(method);

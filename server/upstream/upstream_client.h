@@ -91,6 +91,17 @@ class UpstreamClient {
   // to its end (the cancel contract of call_layer.h).
   void Cancel(CallId id);
 
+  // Paces one request that is not a call (a provider subscribe over
+  // WebSocket, server/subscriptions) through this upstream's admission, at
+  // `method`'s cost, as client `client_id`. `done` runs once on the
+  // dispatcher, never inline: OK when it may go, or the admission's
+  // refusal; never after CancelAdmit(ticket). Such a request holds no HTTP
+  // connection: it leaves admission's in-flight count once admitted.
+  ratelimit::UpstreamAdmission::Ticket Admit(std::string client_id, absl::string_view method,
+                                             absl::Time deadline,
+                                             ratelimit::UpstreamAdmission::Callback done);
+  void CancelAdmit(ratelimit::UpstreamAdmission::Ticket ticket) { admission_.Cancel(ticket); }
+
   const UpstreamOptions& options() const { return options_; }
   const ratelimit::UpstreamAdmission& admission() const { return admission_; }
 

@@ -53,6 +53,16 @@ void Upstreams::Cancel(const CallHandle& handle) {
   });
 }
 
+ratelimit::UpstreamAdmission::Ticket Upstreams::Admit(absl::string_view name, std::string client_id,
+                                                      absl::string_view method, absl::Time deadline,
+                                                      ratelimit::UpstreamAdmission::Callback done) {
+  return clients_->at(name)->Admit(std::move(client_id), method, deadline, std::move(done));
+}
+
+void Upstreams::CancelAdmit(absl::string_view name, ratelimit::UpstreamAdmission::Ticket ticket) {
+  clients_->at(name)->CancelAdmit(ticket);
+}
+
 void Upstreams::DescribeLimit(absl::string_view name,
                               absl::AnyInvocable<void(absl::StatusOr<LimitDescription>)> done) {
   gate_.Post([this, name = std::string(name), done = std::move(done)](Clients* clients) mutable {

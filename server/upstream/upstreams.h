@@ -71,6 +71,14 @@ class Upstreams final : public UpstreamProxy {
   void DescribeLimit(absl::string_view name,
                      absl::AnyInvocable<void(absl::StatusOr<LimitDescription>)> done) override;
 
+  // Paces a provider subscribe through upstream `name`'s admission
+  // (UpstreamClient::Admit). On the dispatcher thread only, and before
+  // Shutdown(): for the subscription hubs, which live on it too.
+  ratelimit::UpstreamAdmission::Ticket Admit(absl::string_view name, std::string client_id,
+                                             absl::string_view method, absl::Time deadline,
+                                             ratelimit::UpstreamAdmission::Callback done);
+  void CancelAdmit(absl::string_view name, ratelimit::UpstreamAdmission::Ticket ticket);
+
   // Answers open calls with UNAVAILABLE and frees the clients. Blocks until
   // done; not on the dispatcher thread. Idempotent.
   void Shutdown();

@@ -47,14 +47,16 @@ class RpcSubscribeTest : public ::testing::Test {
   // Starts Switchboard with upstream `sol` on the provider, its
   // `subscriptions:` block set to `subscriptions`, and upstream `plain`
   // without ws_urls.
-  void StartSwitchboard(absl::string_view subscriptions = "{linger_ms: 200}") {
+  // `sol_extra`, when given, adds keys to `sol` (", rate_limit: {...}").
+  void StartSwitchboard(absl::string_view subscriptions = "{linger_ms: 200}",
+                        absl::string_view sol_extra = "") {
     absl::StatusOr<InProcessServer> server = StartInProcessServer(absl::Substitute(
         R"(
 upstreams:
-  - {name: sol, urls: ["http://127.0.0.1:1/"], ws_urls: ["$0/key123"], subscriptions: $1}
+  - {name: sol, urls: ["http://127.0.0.1:1/"], ws_urls: ["$0/key123"], subscriptions: $1$2}
   - {name: plain, urls: ["http://127.0.0.1:1/"]}
 )",
-        provider_->url(), subscriptions));
+        provider_->url(), subscriptions, sol_extra));
     ASSERT_THAT(server, IsOk());
     server_ = *std::move(server);
   }
@@ -305,6 +307,52 @@ TEST_F(RpcSubscribeTest, BadRequestsGetPreciseCodesAndAProviderRefusalPassesThro
   v1::RpcNotification notification;
   ASSERT_TRUE(other.reader->Read(&notification));
   EXPECT_EQ(notification.result_json(), "5");
+}
+
+TEST_F(RpcSubscribeTest, SubscribesCountAgainstTheUpstreamsRateLimit) {
+  // One request every 4 s: the first subscribe takes the burst.
+  StartSwitchboard("{}", ", rate_limit: {requests_per_second: 0.25, burst: 1}");
+  std::unique_ptr<v1::Rpc::Stub> worker = NewWorker();
+  Watch first = SubscribeLive(*worker, "accountSubscribe", R"(["A"])");
+  // So a call made now cannot be admitted within its second.
+  std::unique_ptr<client::Client> caller = MakeRpcClient(server_.target, absl::Seconds(1));
+  CallOutcome call = TimedCall(*caller, RpcRequest("sol", "getSlot"));
+  EXPECT_EQ(call.status.code(), absl::StatusCode::kResourceExhausted) << call.status;
+  EXPECT_THAT(call.status.message(), HasSubstr("rate limit"));
+  // And another subscribe waits for the limiter's next token.
+  const absl::Time start = absl::Now();
+  Watch second = SubscribeLive(*worker, "accountSubscribe", R"(["B"])");
+  EXPECT_GE(absl::Now() - start, absl::Seconds(2));
+  absl::StatusOr<WsProviderStats> stats = provider_->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_THAT(stats->subscribes, SizeIs(2)) << stats->DebugString();
+}
+
+TEST_F(RpcSubscribeTest, AFirstSubscribeTheRateLimitCannotAdmitInTimeIsRefused) {
+  // The next token comes in 20 s, past the subscribe's 1 s.
+  StartSwitchboard("{subscribe_timeout_ms: 1000}",
+                   ", rate_limit: {requests_per_second: 0.05, burst: 1}");
+  std::unique_ptr<v1::Rpc::Stub> worker = NewWorker();
+  Watch first = SubscribeLive(*worker, "accountSubscribe", R"(["A"])");
+  grpc::Status status = Refusal(*worker, "sol", "accountSubscribe", R"(["B"])");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("upstream sol: accountSubscribe: "));
+  EXPECT_THAT(status.error_message(), HasSubstr("rate limit"));
+  // The same subscription as a live one needs no subscribe: it is shared.
+  Watch shared = SubscribeLive(*worker, "accountSubscribe", R"(["A"])");
+  absl::StatusOr<WsProviderStats> stats = provider_->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_THAT(stats->subscribes, SizeIs(1)) << stats->DebugString();
+}
+
+TEST_F(RpcSubscribeTest, ASubscribeLeftUnansweredEndsItsStreamsWithDeadlineExceeded) {
+  StartSwitchboard("{subscribe_timeout_ms: 300, ping_interval_ms: 600000}");
+  std::unique_ptr<v1::Rpc::Stub> worker = NewWorker();
+  Watch live = SubscribeLive(*worker, "slotSubscribe", "");
+  ASSERT_THAT(provider_->Freeze(), IsOkAndHolds(1));
+  grpc::Status status = Refusal(*worker, "sol", "rootSubscribe", "");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("subscriptions.subscribe_timeout_ms"));
 }
 
 }  // namespace

@@ -146,6 +146,14 @@ TEST(RequestMethodsTest, FindsTheMethodOfARequestOrOfEachInABatch) {
                        Eq("not valid JSON at byte 0: expected a string")));
 }
 
+TEST(SharingKeyTest, TellsCallsApartByMethodAndParamsTextOnly) {
+  EXPECT_EQ(SharingKey("getSlot", "[1]"), SharingKey("getSlot", "[1]"));
+  EXPECT_NE(SharingKey("getSlot", "[1]"), SharingKey("getSlot", "[ 1]"));
+  EXPECT_NE(SharingKey("getSlot", "[1]"), SharingKey("getBlock", "[1]"));
+  // The method cannot run into the params.
+  EXPECT_NE(SharingKey("ab", "c"), SharingKey("a", "bc"));
+}
+
 TEST(SplitNotificationTest, GivesTheSubscriptionAndTheResultAsRawText) {
   constexpr absl::string_view kSolana =
       R"({"jsonrpc":"2.0","method":"slotNotification","params":{"result":{"parent":7,)"

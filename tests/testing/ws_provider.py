@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """A scripted WebSocket JSON-RPC provider for Switchboard's integration tests.
 
-It plays a Solana or Ethereum node's wss:// subscription endpoint (in
-cleartext ws://), driven by a test through a line-oriented control port.
-Started by tests/testing/ws_provider_server.cc (WsProviderServer), which
-integration tests use; run it by hand with `python3 ws_provider.py` and talk
-to the control port with `nc 127.0.0.1 <control_port>`.
+It plays a Solana or Ethereum node's wss:// subscription endpoint, driven by
+a test through a line-oriented control port: in cleartext ws:// by default,
+over TLS (wss://) with `--cert FILE --key FILE` (PEM certificate chain and
+key; tests/testing/test_certificates.h makes them). Started by
+tests/testing/ws_provider_server.cc (WsProviderServer), which integration
+tests use; run it by hand with `python3 ws_provider.py` and talk to the
+control port with `nc 127.0.0.1 <control_port>`.
 
 It listens on 127.0.0.1 at two ports the kernel picks (WebSocket, control),
 then prints `READY <ws_port> <control_port>` on stdout. It exits on SIGTERM,
@@ -33,7 +35,10 @@ Control side: TCP, one JSON object per line in, one line out:
                          STATS, O <opened>, C <open conn>,
                          S <conn> x<method> x<params> x<sub>,
                          U <conn> x<method> x<sub> <known 0|1>,
-                         P <conn> x<path>, A <conn> x<authorization>.
+                         P <conn> x<path>, A <conn> x<authorization>,
+                         X <conn> <code>: a connection that ended, with the
+                         close code the client sent (1006: none), once its
+                         TCP connection is closed (after it left `open`).
   {"cmd":"notify","method":M,"params":P?,"result":R}   -> {"sent":K}
   {"cmd":"close","conn":N?}        abort (no close frame) -> {"closed":K}
   {"cmd":"close_clean","conn":N?}  close frame 1001     -> {"closed":K}
@@ -50,11 +55,13 @@ form before they are compared. Sub ids are recorded as JSON text (1000,
 "0x..." with its quotes).
 """
 
+import argparse
 import asyncio
 import json
 import os
 import secrets
 import signal
+import ssl
 import stat
 import sys
 
@@ -107,10 +114,12 @@ class Provider:
         self.opened = 0
         self.next_conn = 1
         self.open = {}  # Number -> Connection.
+        self.connections = {}  # Number -> Connection, open or not.
         self.subscribes = []
         self.unsubscribes = []
         self.paths = {}
         self.authorizations = {}
+        self.close_codes = {}  # Number -> close code received (1006: none).
         self.refusals = {}  # Method -> raw error JSON text.
 
     # -- WebSocket side ------------------------------------------------------
@@ -120,6 +129,7 @@ class Provider:
         self.next_conn += 1
         self.opened += 1
         self.open[conn.number] = conn
+        self.connections[conn.number] = conn
         self.paths[conn.number] = ws.path
         auth = ws.request_headers.get("Authorization")
         if auth is not None:
@@ -135,6 +145,10 @@ class Provider:
             conn.dead = True
             if self.open.get(conn.number) is conn:
                 del self.open[conn.number]
+            await ws.wait_closed()
+            # Not one from before a reset, whose number was given again.
+            if self.connections.get(conn.number) is conn:
+                self.close_codes[conn.number] = ws.close_code
 
     async def answer(self, conn, message):
         try:
@@ -214,6 +228,7 @@ class Provider:
                                  for (c, m, s, k) in self.unsubscribes],
                 "paths": {str(c): p for c, p in self.paths.items()},
                 "authorizations": {str(c): a for c, a in self.authorizations.items()},
+                "close_codes": {str(c): k for c, k in self.close_codes.items()},
             })
         if cmd == "stats_hex":
             records = ["STATS", "O %d" % self.opened]
@@ -224,6 +239,7 @@ class Provider:
                         for (c, m, s, k) in self.unsubscribes]
             records += ["P %d %s" % (c, hexed(p)) for c, p in sorted(self.paths.items())]
             records += ["A %d %s" % (c, hexed(a)) for c, a in sorted(self.authorizations.items())]
+            records += ["X %d %d" % (c, k) for c, k in sorted(self.close_codes.items())]
             return "\t".join(records)
         if cmd == "notify":
             method = request["method"]
@@ -302,7 +318,22 @@ async def watch_parent(stop):
     stop.set()
 
 
-async def main():
+def tls_context(argv):
+    """An SSLContext serving --cert/--key, or None without them."""
+    parser = argparse.ArgumentParser(description="A scripted WebSocket JSON-RPC provider.")
+    parser.add_argument("--cert", help="PEM certificate chain: serve wss://")
+    parser.add_argument("--key", help="PEM private key of --cert")
+    args = parser.parse_args(argv)
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    if args.cert is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.cert, args.key)
+    return context
+
+
+async def main(tls):
     provider = Provider()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -310,7 +341,7 @@ async def main():
         loop.add_signal_handler(signum, stop.set)
     # No pings from the provider: a client's keepalive is what tests drive.
     ws_server = await websockets.serve(provider.serve_ws, "127.0.0.1", 0, ping_interval=None,
-                                       max_size=None, close_timeout=2)
+                                       max_size=None, close_timeout=2, ssl=tls)
     control_server = await asyncio.start_server(provider.serve_control, "127.0.0.1", 0,
                                                 limit=1 << 26)
     ws_port = ws_server.sockets[0].getsockname()[1]
@@ -328,4 +359,4 @@ async def main():
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(tls_context(sys.argv[1:])))

@@ -129,6 +129,10 @@ absl::StatusOr<WsProviderStats> ParseStats(absl::string_view line) {
       absl::StatusOr<std::string> text = Unhex(f[2]);
       if (!text.ok()) return bad;
       (f[0] == "P" ? stats.paths : stats.authorizations)[*number] = *std::move(text);
+    } else if (f[0] == "X" && f.size() == 3) {
+      absl::StatusOr<int64_t> code = Number(f[2]);
+      if (!code.ok()) return bad;
+      stats.close_codes[*number] = static_cast<int>(*code);
     } else {
       return bad;
     }
@@ -149,13 +153,22 @@ std::string WsProviderStats::DebugString() const {
   }
   return absl::StrCat("opened=", opened, " open=[", absl::StrJoin(open, ","), "] subscribes=[",
                       absl::StrJoin(subs, " "), "] unsubscribes=[", absl::StrJoin(unsubs, " "),
+                      "] close_codes=[", absl::StrJoin(close_codes, " ", absl::PairFormatter(":")),
                       "]");
 }
 
 std::string WsProviderServer::PythonBinary() { return WS_PROVIDER_PYTHON3; }
 
-absl::StatusOr<std::unique_ptr<WsProviderServer>> WsProviderServer::Start() {
-  absl::StatusOr<Subprocess> process = Subprocess::Start({PythonBinary(), WS_PROVIDER_SCRIPT});
+absl::StatusOr<std::unique_ptr<WsProviderServer>> WsProviderServer::Start(
+    const WsProviderOptions& options) {
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "WsProviderOptions: cert_file and key_file are set together or not at all");
+  }
+  const bool tls = !options.cert_file.empty();
+  std::vector<std::string> argv = {PythonBinary(), WS_PROVIDER_SCRIPT};
+  if (tls) argv.insert(argv.end(), {"--cert", options.cert_file, "--key", options.key_file});
+  absl::StatusOr<Subprocess> process = Subprocess::Start(argv);
   if (!process.ok()) return process.status();
   const absl::Time deadline = absl::Now() + kStartTimeout;
   while (true) {
@@ -172,7 +185,7 @@ absl::StatusOr<std::unique_ptr<WsProviderServer>> WsProviderServer::Start() {
         return absl::InternalError(absl::StrCat("ws_provider.py printed a bad READY line: ", out));
       }
       return std::unique_ptr<WsProviderServer>(
-          new WsProviderServer(*std::move(process), port, control_port));
+          new WsProviderServer(*std::move(process), port, control_port, tls));
     }
     if (process->Wait(kPollInterval).has_value()) {
       return absl::InternalError(
@@ -188,7 +201,9 @@ absl::StatusOr<std::unique_ptr<WsProviderServer>> WsProviderServer::Start() {
 
 WsProviderServer::~WsProviderServer() { Disconnect(); }  // process_ kills the provider.
 
-std::string WsProviderServer::url() const { return absl::StrCat("ws://127.0.0.1:", port_); }
+std::string WsProviderServer::url() const {
+  return absl::StrCat(tls_ ? "wss" : "ws", "://127.0.0.1:", port_);
+}
 
 void WsProviderServer::Disconnect() {
   if (control_fd_ >= 0) close(control_fd_);

@@ -2,16 +2,18 @@
 // Ethereum node's subscription endpoint) for integration tests, on loopback
 // ports the kernel picks at run time.
 //
-// Used by the WebSocket subscription tests (and tests/integration/http/
-// ws_provider_server_test.cc, which tests the harness itself). It runs
+// Used by the WebSocket subscription tests, the WebSocket client's tests
+// (tests/integration/ws/, over ws:// and wss://) and tests/integration/http/
+// ws_provider_server_test.cc, which tests the harness itself. It runs
 // tests/testing/ws_provider.py (Debian's python3 with python3-websockets,
 // which scripts/setup.sh installs) and drives it through the script's control
 // port: what clients subscribed to (Stats), notifications with a result sent
 // byte for byte (Notify), connections closed abruptly or cleanly, subscribes
 // refused with a given error, connections frozen so their keepalive pings go
-// unanswered. See ws_provider.py for the wire behaviour. Tests share one
-// provider per suite and Reset() it between tests; connection numbers then
-// start again from 1, subscription ids do not.
+// unanswered, the close code each connection's client sent. It serves
+// cleartext ws:// unless WsProviderOptions give it a certificate. See ws_provider.py for the wire
+// behaviour. Tests share one provider per suite and Reset() it between tests; connection numbers
+// then start again from 1, subscription ids do not.
 //
 // The control calls block, each for at most kControlTimeout; a provider that
 // stops answering fails the call (DEADLINE_EXCEEDED or UNAVAILABLE) rather
@@ -62,9 +64,22 @@ struct WsProviderStats {
   std::vector<WsUnsubscribe> unsubscribes;
   std::map<int64_t, std::string> paths;           // Request path by connection.
   std::map<int64_t, std::string> authorizations;  // Authorization header, when sent.
+  // Connections that ended, with the close code their client sent (1006:
+  // none, the TCP connection just ended). A connection gets its entry once
+  // its TCP connection is closed, which can be a moment after it leaves
+  // `open`.
+  std::map<int64_t, int> close_codes;
 
   // A one-line summary for failure messages.
   std::string DebugString() const;
+};
+
+// How WsProviderServer::Start runs the provider.
+struct WsProviderOptions {
+  // Both set: serve wss:// with this PEM certificate chain and its key
+  // (TestCertificates::Issue makes them); both empty: cleartext ws://.
+  std::string cert_file;
+  std::string key_file;
 };
 
 class WsProviderServer {
@@ -73,8 +88,11 @@ class WsProviderServer {
   static constexpr absl::Duration kControlTimeout = absl::Seconds(10);
 
   // Starts the provider and waits (up to 10 s) until it listens. INTERNAL
-  // with its stderr when it exits (python3-websockets missing, say).
-  static absl::StatusOr<std::unique_ptr<WsProviderServer>> Start();
+  // with its stderr when it exits (python3-websockets missing, say, or a
+  // certificate it cannot load); INVALID_ARGUMENT when only one of
+  // cert_file and key_file is set.
+  static absl::StatusOr<std::unique_ptr<WsProviderServer>> Start(
+      const WsProviderOptions& options = WsProviderOptions());
 
   // The python3 that runs the provider (has the websockets module), for
   // tests that script a WebSocket client.
@@ -86,7 +104,8 @@ class WsProviderServer {
 
   int port() const { return port_; }
   int control_port() const { return control_port_; }
-  // "ws://127.0.0.1:<port>" (append a path as wanted).
+  // "ws://127.0.0.1:<port>", "wss://..." when serving TLS (append a path as
+  // wanted).
   std::string url() const;
 
   absl::StatusOr<WsProviderStats> Stats();
@@ -130,8 +149,8 @@ class WsProviderServer {
                                           absl::string_view what = "the awaited condition");
 
  private:
-  WsProviderServer(Subprocess process, int port, int control_port)
-      : process_(std::move(process)), port_(port), control_port_(control_port) {}
+  WsProviderServer(Subprocess process, int port, int control_port, bool tls)
+      : process_(std::move(process)), port_(port), control_port_(control_port), tls_(tls) {}
 
   // Sends one request line (a JSON object) and returns the answer line; an
   // {"error":...} answer is INTERNAL. Drops the connection on any failure,
@@ -143,6 +162,7 @@ class WsProviderServer {
   Subprocess process_;
   const int port_;
   const int control_port_;
+  const bool tls_;
   int control_fd_ = -1;
   std::string buffered_;  // Read past the last answer line.
 };

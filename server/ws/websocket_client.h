@@ -1,7 +1,8 @@
 // WebSocketClient: one client WebSocket connection on a dispatcher's
 // libevent loop: TCP (with libevent's asynchronous DNS), TLS with
 // verification for wss://, the RFC 6455 handshake, wslay's framing, and a
-// ping/pong keepalive.
+// ping/pong keepalive. Once the provider accepts the upgrade, the framing
+// and the keepalive are a WebSocketConnection's (websocket_connection.h).
 //
 // Why wslay over a bufferevent rather than libwebsockets: every other socket
 // of Switchboard (Redis, curl, its HTTP server) lives on a dispatcher's
@@ -28,6 +29,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/event/dispatcher_impl.h"
+#include "server/ws/websocket_connection.h"
 
 namespace switchboard::ws {
 
@@ -50,17 +52,13 @@ struct WebSocketClientOptions {
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
-class WebSocketObserver {
+// OnText and OnClosed as for a WebSocketConnection (websocket_connection.h);
+// OnClosed also reports a failed connect (DEADLINE_EXCEEDED for the connect
+// timeout) or handshake, and then comes without OnOpen.
+class WebSocketObserver : public WebSocketHandler {
  public:
-  virtual ~WebSocketObserver() = default;
   // The handshake succeeded: SendText may be called.
   virtual void OnOpen() = 0;
-  // A complete text (or binary) message from the server.
-  virtual void OnText(absl::string_view message) = 0;
-  // The connection ended, for the reason `why` (UNAVAILABLE for a transport
-  // failure or a close by the server, DEADLINE_EXCEEDED for a connect or
-  // pong timeout). Never called after Close() or destruction.
-  virtual void OnClosed(absl::Status why) = 0;
 };
 
 class WebSocketClient {

@@ -7,72 +7,20 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/common/names.h"
-#include "server/service/call_validation.h"
+#include "server/service/json_rpc_calls.h"
 #include "server/upstream/json_rpc.h"
 
 namespace switchboard::service {
 namespace {
 
-// JSON-RPC 2.0 error codes (the spec's, and -32005 for a limit, as Solana
-// and common Ethereum providers answer a rate limit).
-constexpr int kParseError = -32700;
-constexpr int kInvalidRequest = -32600;
-constexpr int kInvalidParams = -32602;
-constexpr int kLimited = -32005;
-constexpr int kUpstreamFailure = -32000;
-
 // The `method` label of the front door's refusals in
 // switchboard_requests_rejected_total.
 constexpr absl::string_view kMetricMethod = "JsonRpcHttp";
-
-// `text` as a JSON string literal.
-std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-  return out;
-}
-
-std::string ErrorObject(int code, absl::string_view message) {
-  return absl::StrCat(R"({"code":)", code, R"(,"message":)", JsonString(message), "}");
-}
-
-// One response object, with the caller's id ("null" when it had none we
-// could read).
-std::string Response(absl::string_view id, absl::string_view member, absl::string_view value) {
-  return absl::StrCat(R"({"jsonrpc":"2.0","id":)", id, ",\"", member, "\":", value, "}");
-}
 
 http::HttpResponse Json(int status, std::string body) {
   http::HttpResponse response;
@@ -85,7 +33,7 @@ http::HttpResponse Json(int status, std::string body) {
 // An answer for the whole request that no call reached: HTTP `status`,
 // a JSON-RPC error with id null.
 http::HttpResponse Refused(int status, int code, absl::string_view message) {
-  return Json(status, Response("null", "error", ErrorObject(code, message)));
+  return Json(status, ResponseObject("null", "error", ErrorObject(code, message)));
 }
 
 // The calls of one request, answered as they complete; the last answer
@@ -142,13 +90,6 @@ class PendingRequest {
   size_t limited_ = 0;  // Written under mu_, read once complete.
   absl::Duration retry_after_ = absl::ZeroDuration();
 };
-
-// The JSON-RPC error of a call the pipeline failed.
-std::string FailureObject(const absl::Status& status) {
-  const int code =
-      status.code() == absl::StatusCode::kResourceExhausted ? kLimited : kUpstreamFailure;
-  return ErrorObject(code, status.message());
-}
 
 }  // namespace
 
@@ -218,53 +159,10 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
   auto pending = std::make_shared<PendingRequest>(std::move(responder), batch, items.size());
   const absl::Time deadline = absl::Now() + context_.upstreams.request_timeout(upstream);
   for (size_t i = 0; i < items.size(); ++i) {
-    absl::StatusOr<upstream::RequestParts> parts = upstream::SplitRequest(items[i]);
-    if (!parts.ok()) {
-      count("INVALID_ARGUMENT");
-      pending->Answer(
-          i, Response("null", "error", ErrorObject(kInvalidRequest, parts.status().message())));
-      continue;
-    }
-    const std::string id = parts->id.has_value() ? std::string(*parts->id) : std::string();
-    v1::CallRequest call_request;
-    call_request.set_upstream(upstream);
-    call_request.set_method(parts->method);
-    if (parts->params.has_value()) call_request.set_params_json(std::string(*parts->params));
-    absl::StatusOr<upstream::UpstreamCall> call =
-        ValidateCallRequest(call_request, *client, context_.upstreams, context_.limits, deadline);
-    if (!call.ok()) {
-      count("INVALID_ARGUMENT");
-      // The gRPC field names, as the JSON-RPC member names.
-      std::string message(call.status().message());
-      const bool params = absl::StartsWith(message, "params_json: ");
-      if (params) message.replace(0, 11, "params");
-      pending->Answer(
-          i, id.empty()
-                 ? std::string()
-                 : Response(id, "error",
-                            ErrorObject(params ? kInvalidParams : kInvalidRequest, message)));
-      continue;
-    }
-    context_.upstreams.Call(
-        upstream, *std::move(call), [pending, i, id](absl::StatusOr<upstream::Answer> answer) {
-          if (!answer.ok()) {
-            std::optional<absl::Duration> limited_for;
-            if (answer.status().code() == absl::StatusCode::kResourceExhausted) {
-              limited_for = upstream::RetryAfter(answer.status()).value_or(absl::ZeroDuration());
-            }
-            pending->Answer(
-                i,
-                id.empty() ? std::string() : Response(id, "error", FailureObject(answer.status())),
-                limited_for);
-            return;
-          }
-          if (id.empty()) {
-            pending->Answer(i, std::string());
-            return;
-          }
-          const bool error = answer->kind == upstream::Answer::Kind::kError;
-          pending->Answer(i, Response(id, error ? "error" : "result", answer->json));
-        });
+    StartJsonRpcCall(context_, kMetricMethod, upstream, items[i], *client, deadline,
+                     [pending, i](std::string response, std::optional<absl::Duration> limited_for) {
+                       pending->Answer(i, std::move(response), limited_for);
+                     });
   }
 }
 

@@ -262,6 +262,11 @@ class ServerImpl final : public Server {
     // The front door takes no new connections; its calls in flight end with
     // the gRPC ones (answered by the cut-off at the latest).
     if (json_rpc_server_ != nullptr) json_rpc_server_->StopAccepting();
+    if (json_rpc_websockets_ != nullptr) {
+      json_rpc_dispatcher_.Post([websockets = json_rpc_websockets_.get()] {
+        websockets->CloseAll();  // 1001: the clients reconnect elsewhere.
+      });
+    }
     if (grpc_server_ != nullptr) {
       SB_LOG(kInfo, "draining: ending open streams");
       grpc_server_->GetHealthCheckService()->Shutdown();
@@ -286,6 +291,14 @@ class ServerImpl final : public Server {
     }
     // Its calls were answered by the cut-off at the latest.
     json_rpc_server_.reset();
+    if (json_rpc_websockets_ != nullptr) {
+      absl::Notification freed;  // Its sessions leave their subscriptions.
+      json_rpc_dispatcher_.Post([this, &freed] {
+        json_rpc_websockets_.reset();
+        freed.Notify();
+      });
+      freed.WaitForNotification();
+    }
     json_rpc_dispatcher_.Shutdown();
     if (broker_ != nullptr) broker_->Shutdown();  // Completes pending publishes.
     broker_dispatcher_.Shutdown();
@@ -309,8 +322,15 @@ class ServerImpl final : public Server {
     if (server.json_rpc_listen().empty()) return absl::OkStatus();
     SB_ASSIGN_OR_RETURN(config::HostPort address, config::ParseHostPort(server.json_rpc_listen()));
     json_rpc_dispatcher_.Start();
+    service::JsonRpcWebSockets::Options websockets;
+    websockets.max_websockets = server.json_rpc_http().max_websockets();
+    websockets.max_subscriptions_per_websocket =
+        server.json_rpc_http().max_subscriptions_per_websocket();
+    websockets.connection.max_message_bytes = config_.limits().max_message_bytes();
+    json_rpc_websockets_ = std::make_unique<service::JsonRpcWebSockets>(
+        json_rpc_dispatcher_, *context_, websockets, *json_rpc_websocket_gauges_);
     json_rpc_service_ = std::make_unique<service::JsonRpcHttpService>(
-        *context_, server.json_rpc_http().max_batch_calls());
+        *context_, server.json_rpc_http().max_batch_calls(), json_rpc_websockets_.get());
     http::HttpServer::Options options;
     options.host = address.host;
     options.port = address.port;
@@ -598,6 +618,10 @@ class ServerImpl final : public Server {
   std::unique_ptr<MetricsEndpoint> metrics_endpoint_;
   std::unique_ptr<http::HttpServerGauges> json_rpc_connections_ =
       http::HttpServerGauges::ForJsonRpcFrontDoor(*metrics_.registry());
+  std::unique_ptr<http::HttpServerGauges> json_rpc_websocket_gauges_ =
+      http::HttpServerGauges::ForJsonRpcWebSockets(*metrics_.registry());
+  // Used and freed on json_rpc_dispatcher_.
+  std::unique_ptr<service::JsonRpcWebSockets> json_rpc_websockets_;
   std::unique_ptr<service::JsonRpcHttpService> json_rpc_service_;
   std::unique_ptr<http::HttpServer> json_rpc_server_;  // Before the service, which it calls.
   std::unique_ptr<service::ServiceContext> context_;

@@ -128,6 +128,7 @@ const std::string* HttpRequest::Header(absl::string_view lowercase_name) const {
 std::string StatusLine(int status) {
   static const std::map<int, absl::string_view> kReasons = {
       {100, "Continue"},
+      {101, "Switching Protocols"},
       {200, "OK"},
       {204, "No Content"},
       {400, "Bad Request"},
@@ -226,6 +227,32 @@ class Responder::Connections {
     } else {
       connection.closing = true;
     }
+  }
+
+  // Writes the upgrade answer of connection `id` and hands it to `take`.
+  void Upgrade(uint64_t id, HttpResponse response, UpgradeHandler take) {
+    auto it = connections_.find(id);
+    if (it == connections_.end() || !it->second->handling) return;
+    if (draining_) {
+      response = HttpResponse();
+      response.status = 503;
+      response.body = "the server is draining\n";
+      Answer(id, std::move(response));
+      return;
+    }
+    std::unique_ptr<Connection> connection = std::move(it->second);
+    connections_.erase(it);
+    std::string out = absl::StrCat("HTTP/1.1 ", StatusLine(response.status), "\r\n");
+    for (const auto& [name, value] : response.headers)
+      absl::StrAppend(&out, name, ": ", value, "\r\n");
+    out += "\r\n";
+    bufferevent* bev = connection->bev;
+    bufferevent_write(bev, out.data(), out.size());
+    event_free(connection->deadline);
+    bufferevent_setcb(bev, nullptr, nullptr, nullptr, nullptr);
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    observer_.OnClosed();
+    take(bev);
   }
 
  private:
@@ -426,6 +453,15 @@ void Responder::Send(HttpResponse response) {
       [id = connection_, response = std::move(response)](Connections* connections) mutable {
         if (connections != nullptr) connections->Answer(id, std::move(response));
       });
+}
+
+void Responder::Upgrade(HttpResponse response, UpgradeHandler take) {
+  if (answered_) return;
+  answered_ = true;
+  connections_.Post([id = connection_, response = std::move(response),
+                     take = std::move(take)](Connections* connections) mutable {
+    if (connections != nullptr) connections->Upgrade(id, std::move(response), std::move(take));
+  });
 }
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(event::DispatcherImpl& dispatcher,

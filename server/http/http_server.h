@@ -37,6 +37,8 @@
 #include "server/event/anchor.h"
 #include "server/event/dispatcher_impl.h"
 
+struct bufferevent;
+
 namespace switchboard::http {
 
 struct HttpRequest {
@@ -58,6 +60,12 @@ struct HttpResponse {
   std::string body;
 };
 
+// Takes over a connection whose request was answered with an upgrade
+// (Responder::Upgrade): its bufferevent, the 101 answer queued on it, any
+// bytes the client sent after its request in its input. Runs on the
+// dispatcher thread, and owns `bev` from then on.
+using UpgradeHandler = absl::AnyInvocable<void(bufferevent* bev)>;
+
 // Answers one request, once, from any thread. Destroyed without an answer,
 // it answers 500, so a request is never left hanging. An answer for a
 // connection that has closed meanwhile is dropped.
@@ -70,6 +78,12 @@ class Responder {
   ~Responder();
 
   void Send(HttpResponse response);
+
+  // Answers with `response` (status 101 and its headers; no body) and hands
+  // the connection to `take`: it leaves this server, its count and its
+  // timeouts. When the connection closed meanwhile, or the server is
+  // draining (then it answers 503), `take` is dropped without running.
+  void Upgrade(HttpResponse response, UpgradeHandler take);
 
  private:
   friend class HttpServer;

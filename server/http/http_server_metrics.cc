@@ -39,4 +39,20 @@ std::unique_ptr<HttpServerGauges> HttpServerGauges::ForJsonRpcFrontDoor(
           .Add({})));
 }
 
+std::unique_ptr<HttpServerGauges> HttpServerGauges::ForJsonRpcWebSockets(
+    prometheus::Registry& registry) {
+  return std::unique_ptr<HttpServerGauges>(new HttpServerGauges(
+      prometheus::BuildGauge()
+          .Name("switchboard_json_rpc_websockets")
+          .Help("Open WebSocket connections to the JSON-RPC front door.")
+          .Register(registry)
+          .Add({}),
+      prometheus::BuildCounter()
+          .Name("switchboard_json_rpc_websockets_refused_total")
+          .Help("WebSocket upgrades of the JSON-RPC front door answered 503 because "
+                "server.json_rpc_http.max_websockets were open.")
+          .Register(registry)
+          .Add({})));
+}
+
 }  // namespace switchboard::http

@@ -19,6 +19,8 @@ class HttpServerGauges final : public HttpServerObserver {
   static std::unique_ptr<HttpServerGauges> ForMetricsEndpoint(prometheus::Registry& registry);
   // switchboard_json_rpc_http_connections{,_refused_total}.
   static std::unique_ptr<HttpServerGauges> ForJsonRpcFrontDoor(prometheus::Registry& registry);
+  // switchboard_json_rpc_websockets{,_refused_total}.
+  static std::unique_ptr<HttpServerGauges> ForJsonRpcWebSockets(prometheus::Registry& registry);
 
   void OnOpened() override { open_.Increment(); }
   void OnClosed() override { open_.Decrement(); }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
@@ -14,6 +15,7 @@
 #include "server/common/names.h"
 #include "server/service/json_rpc_calls.h"
 #include "server/upstream/json_rpc.h"
+#include "server/ws/websocket_handshake.h"
 
 namespace switchboard::service {
 namespace {
@@ -98,10 +100,15 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
   const auto count = [this](absl::string_view code) {
     context_.metrics.CountRejected(kMetricMethod, code);
   };
-  if (request.method != "POST") {
+  const std::string* upgrade = request.Header("upgrade");
+  const bool websocket = websockets_ != nullptr && request.method == "GET" && upgrade != nullptr &&
+                         absl::EqualsIgnoreCase(*upgrade, "websocket");
+  if (request.method != "POST" && !websocket) {
     count("UNIMPLEMENTED");
-    http::HttpResponse response = Refused(405, kInvalidRequest, "only POST");
-    response.headers.emplace_back("Allow", "POST");
+    http::HttpResponse response =
+        Refused(405, kInvalidRequest,
+                websockets_ != nullptr ? "POST, or GET with Upgrade: websocket" : "only POST");
+    response.headers.emplace_back("Allow", websockets_ != nullptr ? "GET, POST" : "POST");
     responder.Send(std::move(response));
     return;
   }
@@ -110,7 +117,7 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
       absl::StrSplit(absl::string_view(request.path).substr(1), '/');
   if (segments.size() > 2 || !common::ValidateUpstreamName(segments[0], "path").ok()) {
     count("NOT_FOUND");
-    responder.Send(Refused(404, kInvalidRequest, "POST /<upstream> or /<upstream>/<token>"));
+    responder.Send(Refused(404, kInvalidRequest, "/<upstream> or /<upstream>/<token>"));
     return;
   }
   const std::string upstream(segments[0]);
@@ -128,6 +135,10 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
     count("NOT_FOUND");
     responder.Send(Refused(404, kInvalidRequest,
                            absl::StrCat("no upstream named \"", upstream, "\" is configured")));
+    return;
+  }
+  if (websocket) {
+    Upgrade(request, std::move(responder), upstream, *std::move(client));
     return;
   }
   const absl::string_view body = absl::StripAsciiWhitespace(request.body);
@@ -164,6 +175,41 @@ void JsonRpcHttpService::Handle(http::HttpRequest request, http::Responder respo
                        pending->Answer(i, std::move(response), limited_for);
                      });
   }
+}
+
+void JsonRpcHttpService::Upgrade(const http::HttpRequest& request, http::Responder responder,
+                                 std::string upstream, auth::ClientIdentity client) {
+  const std::string* version = request.Header("sec-websocket-version");
+  if (version == nullptr || *version != "13") {
+    context_.metrics.CountRejected(kMetricMethod, "INVALID_ARGUMENT");
+    http::HttpResponse response =
+        Refused(426, kInvalidRequest, "WebSocket version 13 (Sec-WebSocket-Version) only");
+    response.headers.emplace_back("Sec-WebSocket-Version", "13");
+    responder.Send(std::move(response));
+    return;
+  }
+  const std::string* key = request.Header("sec-websocket-key");
+  if (key == nullptr || key->empty()) {
+    context_.metrics.CountRejected(kMetricMethod, "INVALID_ARGUMENT");
+    responder.Send(Refused(400, kInvalidRequest, "a WebSocket upgrade needs Sec-WebSocket-Key"));
+    return;
+  }
+  if (!websockets_->Admit()) {
+    context_.metrics.CountRejected(kMetricMethod, "RESOURCE_EXHAUSTED");
+    responder.Send(Refused(503, kLimited,
+                           "every WebSocket connection is taken "
+                           "(server.json_rpc_http.max_websockets)"));
+    return;
+  }
+  http::HttpResponse response;
+  response.status = 101;
+  response.headers = {{"Upgrade", "websocket"},
+                      {"Connection", "Upgrade"},
+                      {"Sec-WebSocket-Accept", ws::AcceptFor(*key)}};
+  responder.Upgrade(std::move(response), [websockets = websockets_, upstream = std::move(upstream),
+                                          client = std::move(client)](bufferevent* bev) mutable {
+    websockets->Accept(bev, std::move(upstream), std::move(client));
+  });
 }
 
 }  // namespace switchboard::service

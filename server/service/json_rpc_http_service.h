@@ -12,6 +12,12 @@
 // `Authorization: Bearer <token>` or the token path segment (the header
 // wins), as on the gRPC side.
 //
+// `GET /<upstream>` (or with the token segment) with `Upgrade: websocket`
+// opens a WebSocket on the same path, served by JsonRpcWebSockets
+// (json_rpc_ws_session.h): subscriptions sharing Rpc.Subscribe's, and calls.
+// Same identity rules; 426 without Sec-WebSocket-Version 13, 503 once
+// max_websockets are open.
+//
 // Status codes: 200 with the answers; 429 with `Retry-After` (seconds) when
 // every call of the request was refused by a rate limit or quota (a batch
 // in which only some were refused gets 200, those items carrying error
@@ -34,6 +40,7 @@
 #include <cstdint>
 
 #include "server/http/http_server.h"
+#include "server/service/json_rpc_ws_session.h"
 #include "server/service/service_context.h"
 
 namespace switchboard::service {
@@ -41,15 +48,24 @@ namespace switchboard::service {
 class JsonRpcHttpService {
  public:
   // `context` must outlive the service and every call it started.
-  // `max_batch_calls` bounds the calls of one request.
-  JsonRpcHttpService(ServiceContext& context, uint32_t max_batch_calls)
-      : context_(context), max_batch_calls_(max_batch_calls) {}
+  // `max_batch_calls` bounds the calls of one request. `websockets`, when
+  // set, serves upgrades to WebSocket (on the same dispatcher; it must
+  // outlive the HTTP server).
+  JsonRpcHttpService(ServiceContext& context, uint32_t max_batch_calls,
+                     JsonRpcWebSockets* websockets = nullptr)
+      : context_(context), max_batch_calls_(max_batch_calls), websockets_(websockets) {}
 
   void Handle(http::HttpRequest request, http::Responder responder);
 
  private:
+  // Answers a `GET /<upstream>` with `Upgrade: websocket` of an
+  // authenticated client: 101, and the connection goes to websockets_.
+  void Upgrade(const http::HttpRequest& request, http::Responder responder, std::string upstream,
+               auth::ClientIdentity client);
+
   ServiceContext& context_;
   const uint32_t max_batch_calls_;
+  JsonRpcWebSockets* const websockets_;
 };
 
 }  // namespace switchboard::service

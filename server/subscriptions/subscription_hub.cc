@@ -279,8 +279,11 @@ void SubscriptionHub::RequestSubscribe(Shared& shared) {
   shared.admission_ticket = admission_->Admit(
       options_.upstream, shared.spec.client_id, shared.spec.method, deadline,
       [this, key = shared.key](absl::Status admitted) {
-        // A Shared that goes cancels its ticket: it is here.
-        Shared& shared = *shared_.at(key);
+        // A Shared that goes cancels its ticket, but the upstreams may have
+        // shut down first (a drain's cut-off) and refused without one.
+        auto found = shared_.find(key);
+        if (found == shared_.end()) return;
+        Shared& shared = *found->second;
         shared.admission_ticket.reset();
         if (!admitted.ok()) {
           EndShared(shared, admitted);
@@ -325,7 +328,7 @@ void SubscriptionHub::OnConnectionMessage(Connection& connection, absl::string_v
     observer_.OnNotificationIn(options_.upstream);
     auto it = connection.by_provider_id.find(notification->subscription);
     // A notification for a subscription already left is dropped.
-    if (it != connection.by_provider_id.end()) Deliver(*it->second, notification->result);
+    if (it != connection.by_provider_id.end()) Deliver(*it->second, *notification);
     return;
   }
   absl::StatusOr<upstream::ResponseParts> response = upstream::SplitResponse(message);
@@ -398,9 +401,10 @@ void SubscriptionHub::OnConnectionClosed(Connection& connection, absl::Status wh
   }
 }
 
-void SubscriptionHub::Deliver(Shared& shared, absl::string_view result) {
+void SubscriptionHub::Deliver(Shared& shared, const upstream::NotificationParts& parts) {
   auto notification = std::make_shared<Notification>();
-  notification->result = std::string(result);
+  notification->method = parts.method;
+  notification->result = std::string(parts.result);
   notification->sequence = ++shared.sequence;
   notification->after_resubscribe = shared.resubscribed;
   shared.resubscribed = false;

@@ -42,6 +42,7 @@
 #include "server/event/dispatcher_impl.h"
 #include "server/flow/overflow_policy.h"
 #include "server/flow/sink_guard.h"
+#include "server/upstream/json_rpc.h"
 #include "server/ws/websocket_client.h"
 
 namespace switchboard::subscriptions {
@@ -102,6 +103,9 @@ std::optional<std::string> UnsubscribeMethodFor(absl::string_view method);
 
 // One notification as one local subscriber gets it.
 struct Notification {
+  // The provider's notification method ("slotNotification",
+  // "eth_subscription"), for a front door that speaks JSON-RPC.
+  std::string method;
   std::string result;  // The provider's `result`, byte for byte.
   // Counts the upstream subscription's notifications from 1 (shared by its
   // subscribers: a subscriber whose buffer dropped some sees a gap).
@@ -178,7 +182,7 @@ class SubscriptionHub {
   void OnConnectionMessage(Connection& connection, absl::string_view message);
   void OnConnectionClosed(Connection& connection, absl::Status why);
   void OnAnswer(Connection& connection, uint64_t id, absl::string_view message);
-  void Deliver(Shared& shared, absl::string_view result);
+  void Deliver(Shared& shared, const upstream::NotificationParts& parts);
   void HandOver(Local& local, const std::shared_ptr<const Notification>& notification,
                 uint64_t dropped);
   void EndShared(Shared& shared, const absl::Status& status);

@@ -56,11 +56,17 @@ void Upstreams::Cancel(const CallHandle& handle) {
 ratelimit::UpstreamAdmission::Ticket Upstreams::Admit(absl::string_view name, std::string client_id,
                                                       absl::string_view method, absl::Time deadline,
                                                       ratelimit::UpstreamAdmission::Callback done) {
+  if (clients_ == nullptr) {  // Shut down (a drain's cut-off): refused, never inline.
+    dispatcher_.Post([done = std::move(done)]() mutable {
+      done({absl::UnavailableError("the upstream proxy is shutting down")});
+    });
+    return 0;
+  }
   return clients_->at(name)->Admit(std::move(client_id), method, deadline, std::move(done));
 }
 
 void Upstreams::CancelAdmit(absl::string_view name, ratelimit::UpstreamAdmission::Ticket ticket) {
-  clients_->at(name)->CancelAdmit(ticket);
+  if (clients_ != nullptr) clients_->at(name)->CancelAdmit(ticket);
 }
 
 void Upstreams::DescribeLimit(absl::string_view name,

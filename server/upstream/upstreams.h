@@ -72,8 +72,10 @@ class Upstreams final : public UpstreamProxy {
                      absl::AnyInvocable<void(absl::StatusOr<LimitDescription>)> done) override;
 
   // Paces a provider subscribe through upstream `name`'s admission
-  // (UpstreamClient::Admit). On the dispatcher thread only, and before
-  // Shutdown(): for the subscription hubs, which live on it too.
+  // (UpstreamClient::Admit). On the dispatcher thread only: for the
+  // subscription hubs, which live on it too. After Shutdown() (a drain's
+  // cut-off may come first), `done` runs on the next loop iteration with
+  // UNAVAILABLE, and the ticket cancels nothing.
   ratelimit::UpstreamAdmission::Ticket Admit(absl::string_view name, std::string client_id,
                                              absl::string_view method, absl::Time deadline,
                                              ratelimit::UpstreamAdmission::Callback done);

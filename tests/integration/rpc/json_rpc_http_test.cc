@@ -212,7 +212,7 @@ TEST_F(JsonRpcHttpTest, BadRequestsGetPreciseAnswersAndReachNoProvider) {
   const double not_found_before = rejected("NOT_FOUND");
   const CurlResult get = Curl(port_, "/echo", "", {}, "GET");
   EXPECT_EQ(get.status, 405);
-  EXPECT_EQ(get.Header("allow"), "POST");
+  EXPECT_EQ(get.Header("allow"), "GET, POST");  // GET with Upgrade: websocket.
   EXPECT_EQ(Post("/nowhere", "{}").status, 404);
   EXPECT_EQ(Post("/echo/a/b", "{}").status, 404);
 

@@ -4,6 +4,8 @@
 #include "server/http/http_server.h"
 
 #include <arpa/inet.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -15,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -25,6 +28,7 @@
 #include "gtest/gtest.h"
 #include "server/common/clock.h"
 #include "server/event/dispatcher_impl.h"
+#include "tests/testing/run_on_dispatcher.h"
 
 namespace switchboard::http {
 namespace {
@@ -87,6 +91,15 @@ class Client {
     }
   }
 
+  // The next `n` bytes, or fewer when the server closed or went quiet.
+  std::string Read(size_t n) {
+    while (buffer_.size() < n && ReadMore()) {
+    }
+    std::string bytes = buffer_.substr(0, n);
+    buffer_.erase(0, bytes.size());
+    return bytes;
+  }
+
   // True when the server closed the connection (after what it had sent).
   bool ClosedByServer() {
     while (ReadMore()) {
@@ -128,12 +141,16 @@ class HttpServerTest : public ::testing::Test {
       answerers.swap(answerers_);
     }
     for (std::thread& thread : answerers) thread.join();
+    testing::RunOnDispatcher(dispatcher_, [this] {
+      for (bufferevent* bev : upgraded_) bufferevent_free(bev);
+    });
     server_.reset();
     dispatcher_.Shutdown();
   }
 
   // Serves with keep-alive: "/echo" answers the body at once; "/late"
-  // answers from another thread after 200 ms; "/drop" drops its responder.
+  // answers from another thread after 200 ms; "/drop" drops its responder;
+  // "/upgrade" upgrades to a protocol that echoes bytes in upper case.
   void Start(HttpServer::Options options = {}) {
     options.host = "127.0.0.1";
     options.port = 0;
@@ -150,6 +167,16 @@ class HttpServerTest : public ::testing::Test {
               });
         }
         late_taken_.Notify();
+      } else if (request.path == "/upgrade") {
+        HttpResponse upgrade;
+        upgrade.status = 101;
+        upgrade.headers.emplace_back("Upgrade", "shout");
+        responder.Upgrade(std::move(upgrade), [this](bufferevent* bev) {
+          upgraded_.push_back(bev);
+          bufferevent_setcb(bev, &ShoutBack, nullptr, nullptr, nullptr);
+          bufferevent_enable(bev, EV_READ | EV_WRITE);
+          ShoutBack(bev, nullptr);  // What came with the request.
+        });
       } else if (request.path != "/drop") {
         responder.Send(std::move(response));
       }
@@ -158,6 +185,17 @@ class HttpServerTest : public ::testing::Test {
         HttpServer::Start(dispatcher_, options, std::move(handler), observer_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
+  }
+
+  // Writes what `bev` read back in upper case.
+  static void ShoutBack(bufferevent* bev, void* /*arg*/) {
+    char chunk[4096];
+    for (;;) {
+      const size_t n = bufferevent_read(bev, chunk, sizeof(chunk));
+      if (n == 0) return;
+      for (size_t i = 0; i < n; ++i) chunk[i] = absl::ascii_toupper(chunk[i]);
+      bufferevent_write(bev, chunk, n);
+    }
   }
 
   static HttpServer::Options KeepAlive() {
@@ -172,8 +210,21 @@ class HttpServerTest : public ::testing::Test {
   std::unique_ptr<HttpServer> server_;
   absl::Mutex mu_;
   std::vector<std::thread> answerers_ ABSL_GUARDED_BY(mu_);
-  absl::Notification late_taken_;  // A "/late" request reached the handler (one per test).
+  absl::Notification late_taken_;       // A "/late" request reached the handler (one per test).
+  std::vector<bufferevent*> upgraded_;  // Dispatcher thread.
 };
+
+TEST_F(HttpServerTest, AnUpgradeHandsTheConnectionOverWithWhatCameAfterTheRequest) {
+  Start(KeepAlive());
+  Client client(server_->port());
+  ASSERT_TRUE(client.connected());
+  client.Send("GET /upgrade HTTP/1.1\r\nHost: x\r\nUpgrade: shout\r\n\r\nearly ");
+  const std::string answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: shout\r\n\r\n";
+  EXPECT_EQ(client.Read(answer.size()), answer);
+  EXPECT_EQ(client.Read(6), "EARLY ");
+  client.Send("later");
+  EXPECT_EQ(client.Read(5), "LATER");
+}
 
 TEST_F(HttpServerTest, PipelinedRequestsAreAnsweredInTheirOrderOnOneConnection) {
   Start(KeepAlive());

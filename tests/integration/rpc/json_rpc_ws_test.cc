@@ -1,0 +1,282 @@
+// The JSON-RPC front door's WebSocket side (issue 14): WebSocket clients
+// connect to `ws://.../<upstream>` of an in-process Switchboard and speak
+// JSON-RPC as a web3 client's WebSocket provider does. Their subscriptions
+// share the upstream subscriptions of Rpc.Subscribe at a scripted WebSocket
+// provider (tests/testing/ws_provider.py); their calls go to a
+// ScriptedHttpServer through the Rpc pipeline. The provider and the HTTP
+// upstream start once for the suite; each test starts its own Switchboard.
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/substitute.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/common/clock.h"
+#include "server/event/dispatcher_impl.h"
+#include "server/ws/websocket_client.h"
+#include "switchboard/v1/rpc.grpc.pb.h"
+#include "tests/integration/rpc/scripted_http_server.h"
+#include "tests/testing/in_process_server.h"
+#include "tests/testing/run_on_dispatcher.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/ws_provider_server.h"
+
+namespace switchboard::testing {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+constexpr absl::Duration kPatience = absl::Seconds(20);
+
+// One WebSocket client of the front door, on the test's dispatcher; what
+// it receives is read from the test thread.
+class FrontDoorClient final : public ws::WebSocketObserver {
+ public:
+  FrontDoorClient(event::DispatcherImpl& dispatcher, std::string url, std::string token)
+      : dispatcher_(dispatcher) {
+    ws::WebSocketClientOptions options;
+    if (!token.empty()) options.headers.emplace_back("Authorization", "Bearer " + token);
+    RunOnDispatcher(dispatcher_, [&] {
+      absl::StatusOr<std::unique_ptr<ws::WebSocketClient>> client =
+          ws::WebSocketClient::Connect(dispatcher_, url, options, *this);
+      if (client.ok()) client_ = *std::move(client);
+    });
+  }
+  ~FrontDoorClient() override {
+    RunOnDispatcher(dispatcher_, [&] { client_.reset(); });
+  }
+
+  void OnOpen() override {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+  void OnText(absl::string_view message) override {
+    absl::MutexLock lock(&mu_);
+    texts_.emplace_back(message);
+  }
+  void OnClosed(absl::Status why) override {
+    absl::MutexLock lock(&mu_);
+    closed_ = std::move(why);
+  }
+
+  // Waits until the connection opened; its end status if it ended instead.
+  absl::Status AwaitOpen() {
+    absl::MutexLock lock(&mu_);
+    const auto done = [this] {
+      mu_.AssertReaderHeld();
+      return open_ || closed_.has_value();
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&done), kPatience)) {
+      return absl::DeadlineExceededError("not open in time");
+    }
+    return open_ ? absl::OkStatus() : *closed_;
+  }
+
+  void Send(std::string text) {
+    RunOnDispatcher(dispatcher_, [&] { EXPECT_THAT(client_->SendText(text), IsOk()); });
+  }
+
+  // The next message received (after those taken before); empty after the
+  // patience ran out.
+  std::string Next() {
+    absl::MutexLock lock(&mu_);
+    const auto arrived = [this] {
+      mu_.AssertReaderHeld();
+      return texts_.size() > taken_;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&arrived), kPatience)) return "";
+    return texts_[taken_++];
+  }
+
+  // Sends `request` and returns the next message: its answer.
+  std::string Ask(std::string request) {
+    Send(std::move(request));
+    return Next();
+  }
+
+ private:
+  event::DispatcherImpl& dispatcher_;
+  std::unique_ptr<ws::WebSocketClient> client_;  // Dispatcher thread.
+  absl::Mutex mu_;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> closed_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> texts_ ABSL_GUARDED_BY(mu_);
+  size_t taken_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+class JsonRpcWebSocketTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    absl::StatusOr<std::unique_ptr<WsProviderServer>> provider = WsProviderServer::Start();
+    if (provider.ok()) provider_ = *std::move(provider);
+    ScriptedHttpServer::Script script;
+    script.echo_params = true;
+    script.results = {{"eth_blockNumber", R"("0x10")"}};
+    absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> http = ScriptedHttpServer::Start(script);
+    if (http.ok()) http_ = *std::move(http);
+  }
+  static void TearDownTestSuite() {
+    provider_.reset();
+    http_.reset();
+  }
+
+  JsonRpcWebSocketTest() : dispatcher_("ws-clients", common::RealClock::Get()) {
+    dispatcher_.Start();
+  }
+
+  void SetUp() override {
+    ASSERT_NE(provider_, nullptr) << "the WebSocket provider did not start";
+    ASSERT_NE(http_, nullptr) << "the HTTP upstream did not start";
+    ASSERT_THAT(provider_->Reset(), IsOk());
+    absl::StatusOr<InProcessServer> server = StartInProcessServer(absl::Substitute(
+        R"(
+server:
+  json_rpc_listen: "127.0.0.1:0"
+  json_rpc_http: {max_subscriptions_per_websocket: 3}
+clients:
+  - {id: worker, token: "t0ken-1"}
+upstreams:
+  - {name: sol, urls: ["$0"], ws_urls: ["$1"], subscriptions: {linger_ms: 200}}
+  - {name: plain, urls: ["$0"]}
+)",
+        http_->url(), provider_->url()));
+    ASSERT_THAT(server, IsOk());
+    server_ = *std::move(server);
+    port_ = server_.server->json_rpc_port();
+    ASSERT_GT(port_, 0);
+  }
+
+  std::unique_ptr<FrontDoorClient> Connect(absl::string_view path = "/sol",
+                                           std::string token = "t0ken-1") {
+    return std::make_unique<FrontDoorClient>(
+        dispatcher_, absl::StrCat("ws://127.0.0.1:", port_, path), std::move(token));
+  }
+
+  static inline std::unique_ptr<WsProviderServer> provider_;
+  static inline std::unique_ptr<ScriptedHttpServer> http_;
+  event::DispatcherImpl dispatcher_;
+  InProcessServer server_;
+  int port_ = 0;
+};
+
+TEST_F(JsonRpcWebSocketTest, TenClientsAndAGrpcStreamShareOneUpstreamSubscription) {
+  std::vector<std::unique_ptr<FrontDoorClient>> clients;
+  for (int i = 0; i < 10; ++i) {
+    clients.push_back(Connect());
+    ASSERT_THAT(clients.back()->AwaitOpen(), IsOk());
+    EXPECT_EQ(clients.back()->Ask(R"({"jsonrpc":"2.0","id":1,"method":"slotSubscribe"})"),
+              R"({"jsonrpc":"2.0","id":1,"result":1})");
+  }
+  // A worker on gRPC watching the same: the same upstream subscription.
+  std::unique_ptr<v1::Rpc::Stub> worker =
+      v1::Rpc::NewStub(grpc::CreateChannel(server_.target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", "Bearer t0ken-1");
+  v1::RpcSubscribeRequest request;
+  request.set_upstream("sol");
+  request.set_method("slotSubscribe");
+  std::unique_ptr<grpc::ClientReader<v1::RpcNotification>> stream =
+      worker->Subscribe(&context, request);
+  stream->WaitForInitialMetadata();
+
+  EXPECT_THAT(ScrapeMetric(server_.metrics_port, "switchboard_json_rpc_websockets"),
+              IsOkAndHolds(10));
+  absl::StatusOr<WsProviderStats> stats = provider_->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->opened, 1) << stats->DebugString();
+  EXPECT_THAT(stats->subscribes, SizeIs(1)) << stats->DebugString();
+
+  ASSERT_THAT(provider_->Notify("slotSubscribe", R"({"parent":4,"root":3,"slot":5})"),
+              IsOkAndHolds(1));
+  for (auto& client : clients) {
+    EXPECT_EQ(client->Next(), R"({"jsonrpc":"2.0","method":"slotNotification","params":{"result":)"
+                              R"({"parent":4,"root":3,"slot":5},"subscription":1}})");
+  }
+  v1::RpcNotification notification;
+  ASSERT_TRUE(stream->Read(&notification));
+  EXPECT_EQ(notification.result_json(), R"({"parent":4,"root":3,"slot":5})");
+  context.TryCancel();
+}
+
+TEST_F(JsonRpcWebSocketTest,
+       UnsubscribeAnswersTrueOnceAndTheUpstreamSubscriptionGoesAfterTheLinger) {
+  std::unique_ptr<FrontDoorClient> client = Connect();
+  ASSERT_THAT(client->AwaitOpen(), IsOk());
+  EXPECT_EQ(client->Ask(R"({"jsonrpc":"2.0","id":"a","method":"accountSubscribe","params":["A"]})"),
+            R"({"jsonrpc":"2.0","id":"a","result":1})");
+  EXPECT_EQ(client->Ask(R"({"jsonrpc":"2.0","id":"b","method":"accountSubscribe","params":["B"]})"),
+            R"({"jsonrpc":"2.0","id":"b","result":2})");
+  EXPECT_EQ(client->Ask(R"({"jsonrpc":"2.0","id":3,"method":"accountUnsubscribe","params":[1]})"),
+            R"({"jsonrpc":"2.0","id":3,"result":true})");
+  EXPECT_EQ(client->Ask(R"({"jsonrpc":"2.0","id":4,"method":"accountUnsubscribe","params":[1]})"),
+            R"({"jsonrpc":"2.0","id":4,"result":false})");
+  absl::StatusOr<WsProviderStats> stats =
+      provider_->WaitFor([](const WsProviderStats& s) { return !s.unsubscribes.empty(); },
+                         kPatience, "the unsubscribe after the linger");
+  ASSERT_THAT(stats, IsOk());
+  ASSERT_THAT(stats->unsubscribes, SizeIs(1)) << stats->DebugString();
+  EXPECT_EQ(stats->unsubscribes[0].method, "accountUnsubscribe");
+  EXPECT_TRUE(stats->unsubscribes[0].known);
+  // The other subscription is alive.
+  ASSERT_THAT(provider_->Notify("accountSubscribe", "7", R"(["B"])"), IsOkAndHolds(1));
+  EXPECT_EQ(client->Next(),
+            R"({"jsonrpc":"2.0","method":"accountNotification","params":{"result":7,)"
+            R"("subscription":2}})");
+}
+
+TEST_F(JsonRpcWebSocketTest, EthSubscribeGetsAHexIdAndCallsGoThroughTheRpcPipeline) {
+  std::unique_ptr<FrontDoorClient> client = Connect();
+  ASSERT_THAT(client->AwaitOpen(), IsOk());
+  EXPECT_EQ(
+      client->Ask(R"({"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]})"),
+      R"({"jsonrpc":"2.0","id":1,"result":"0x1"})");
+  EXPECT_EQ(client->Ask(R"({"jsonrpc":"2.0","id":9,"method":"eth_blockNumber","params":[]})"),
+            R"({"jsonrpc":"2.0","id":9,"result":"0x10"})");
+  ASSERT_THAT(provider_->Notify("eth_subscribe", R"({"number":"0x11"})"), IsOkAndHolds(1));
+  EXPECT_EQ(client->Next(),
+            R"({"jsonrpc":"2.0","method":"eth_subscription","params":{"result":{"number":"0x11"},)"
+            R"("subscription":"0x1"}})");
+  EXPECT_EQ(client->Ask(R"({"jsonrpc":"2.0","id":2,"method":"eth_unsubscribe","params":["0x1"]})"),
+            R"({"jsonrpc":"2.0","id":2,"result":true})");
+}
+
+TEST_F(JsonRpcWebSocketTest, BadInputGetsJsonRpcErrorsAndTheConnectionGoesOn) {
+  std::unique_ptr<FrontDoorClient> client = Connect();
+  ASSERT_THAT(client->AwaitOpen(), IsOk());
+  EXPECT_THAT(client->Ask("{not json"), HasSubstr(R"("error":{"code":-32700)"));
+  EXPECT_THAT(client->Ask(R"([{"jsonrpc":"2.0","id":1,"method":"getSlot"}])"),
+              HasSubstr("batches are not served over WebSocket"));
+  EXPECT_THAT(client->Ask(R"({"jsonrpc":"2.0","id":1,"method":"slotSubscribe","params":[1,)"),
+              HasSubstr(R"("error":{"code":-32700)"));
+  EXPECT_THAT(client->Ask(R"({"jsonrpc":"2.0","id":2,"method":"slotSubscribe","params":7})"),
+              HasSubstr(R"({"jsonrpc":"2.0","id":2,"error":{"code":-32602,"message":"params)"));
+  for (int i = 0; i < 3; ++i) {
+    client->Ask(
+        absl::StrCat(R"({"jsonrpc":"2.0","id":1,"method":"accountSubscribe","params":[)", i, "]}"));
+  }
+  EXPECT_THAT(client->Ask(R"({"jsonrpc":"2.0","id":5,"method":"rootSubscribe"})"),
+              HasSubstr("max_subscriptions_per_websocket"));
+  // Still serving.
+  EXPECT_EQ(client->Ask(R"({"jsonrpc":"2.0","id":9,"method":"eth_blockNumber"})"),
+            R"({"jsonrpc":"2.0","id":9,"result":"0x10"})");
+
+  std::unique_ptr<FrontDoorClient> plain = Connect("/plain");
+  ASSERT_THAT(plain->AwaitOpen(), IsOk());
+  EXPECT_THAT(plain->Ask(R"({"jsonrpc":"2.0","id":1,"method":"slotSubscribe"})"),
+              HasSubstr(R"({"jsonrpc":"2.0","id":1,"error":{"code":-32601,)"));
+
+  EXPECT_THAT(Connect("/sol", "wrong")->AwaitOpen(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("401")));
+  EXPECT_THAT(Connect("/nope")->AwaitOpen(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("404")));
+}
+
+}  // namespace
+}  // namespace switchboard::testing

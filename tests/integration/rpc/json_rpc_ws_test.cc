@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -24,6 +25,7 @@
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/run_on_dispatcher.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/ws_provider_server.h"
 
 namespace switchboard::testing {
@@ -34,6 +36,9 @@ using ::testing::HasSubstr;
 using ::testing::SizeIs;
 
 constexpr absl::Duration kPatience = absl::Seconds(20);
+// Node.js, and the web3 client (ethers) that scripts/setup.sh installs.
+constexpr char kNodeBinary[] = "/usr/bin/node";
+constexpr char kWatchBlocksScript[] = WEB3_CLIENT_DIR "/watch_blocks.mjs";
 
 // One WebSocket client of the front door, on the test's dispatcher; what
 // it receives is read from the test thread.
@@ -118,7 +123,7 @@ class JsonRpcWebSocketTest : public ::testing::Test {
     if (provider.ok()) provider_ = *std::move(provider);
     ScriptedHttpServer::Script script;
     script.echo_params = true;
-    script.results = {{"eth_blockNumber", R"("0x10")"}};
+    script.results = {{"eth_blockNumber", R"("0x10")"}, {"eth_chainId", R"("0x1")"}};
     absl::StatusOr<std::unique_ptr<ScriptedHttpServer>> http = ScriptedHttpServer::Start(script);
     if (http.ok()) http_ = *std::move(http);
   }
@@ -276,6 +281,33 @@ TEST_F(JsonRpcWebSocketTest, BadInputGetsJsonRpcErrorsAndTheConnectionGoesOn) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("401")));
   EXPECT_THAT(Connect("/nope")->AwaitOpen(),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("404")));
+}
+
+TEST_F(JsonRpcWebSocketTest, AnUnmodifiedEthersWebSocketProviderWatchesBlocks) {
+  // ethers subscribes to newHeads through the front door and prints each
+  // block number the provider announces, until it has three.
+  RunResult watched;
+  std::thread watcher([&] {
+    watched = testing::Run({kNodeBinary, kWatchBlocksScript,
+                            absl::StrCat("ws://127.0.0.1:", port_, "/sol/t0ken-1"), "3"},
+                           std::nullopt, absl::Seconds(60));
+  });
+  absl::StatusOr<WsProviderStats> stats =
+      provider_->WaitFor([](const WsProviderStats& s) { return !s.subscribes.empty(); },
+                         absl::Seconds(30), "ethers' eth_subscribe");
+  EXPECT_THAT(stats, IsOk());
+  if (stats.ok()) {
+    EXPECT_EQ(stats->subscribes[0].method, "eth_subscribe");
+    EXPECT_EQ(stats->subscribes[0].params, R"(["newHeads"])");
+    for (const char* number : {"0x11", "0x12", "0x13"}) {
+      EXPECT_THAT(provider_->Notify("eth_subscribe",
+                                    absl::StrCat(R"({"number":")", number, R"(","hash":"0xab"})")),
+                  IsOkAndHolds(1));
+    }
+  }
+  watcher.join();
+  EXPECT_EQ(watched.exit_code, 0) << watched.stderr_text;
+  EXPECT_EQ(watched.stdout_text, "17\n18\n19\n") << watched.stderr_text;
 }
 
 }  // namespace

@@ -148,7 +148,8 @@ server:
 clients:
   - {id: worker, token: "t0ken-1"}
 upstreams:
-  - {name: sol, urls: ["$0"], ws_urls: ["$1"], subscriptions: {linger_ms: 200}}
+  - {name: sol, urls: ["$0"], max_connections: 2, ws_urls: ["$1"],
+     subscriptions: {linger_ms: 200}}
   - {name: plain, urls: ["$0"]}
 )",
         http_->url(), provider_->url()));
@@ -281,6 +282,51 @@ TEST_F(JsonRpcWebSocketTest, BadInputGetsJsonRpcErrorsAndTheConnectionGoesOn) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("401")));
   EXPECT_THAT(Connect("/nope")->AwaitOpen(),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("404")));
+}
+
+TEST_F(JsonRpcWebSocketTest, TwentyHttpClientsAndTenWebSocketsShareTheProvidersConnections) {
+  const int connections_before = http_->connections();
+  const size_t requests_before = http_->requests().size();
+  // The calls' answers wait, so that all 20 are in flight at once.
+  http_->HoldAnswers();
+  std::vector<RunResult> posts(20);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 20; ++i) {
+    clients.emplace_back([this, i, &posts] {
+      posts[i] = testing::Run(
+          {"/usr/bin/curl", "-sS", "--data-binary", "@-", "-H", "Authorization: Bearer t0ken-1",
+           absl::StrCat("http://127.0.0.1:", port_, "/sol")},
+          absl::StrCat(R"({"jsonrpc":"2.0","id":)", i, R"(,"method":"getBalance","params":[)", i,
+                       "]}"),
+          absl::Seconds(60));
+    });
+  }
+  std::vector<std::unique_ptr<FrontDoorClient>> sockets;
+  for (int i = 0; i < 10; ++i) {
+    sockets.push_back(Connect());
+    ASSERT_THAT(sockets.back()->AwaitOpen(), IsOk());
+    // Two distinct subscriptions, five sockets each.
+    EXPECT_EQ(
+        sockets.back()->Ask(absl::StrCat(
+            R"({"jsonrpc":"2.0","id":1,"method":"accountSubscribe","params":[)", i % 2, "]}")),
+        R"({"jsonrpc":"2.0","id":1,"result":1})");
+  }
+  // Two requests reach the provider, one per connection (max_connections);
+  // the rest wait for a free connection.
+  EXPECT_TRUE(http_->WaitForRequests(requests_before + 2, kPatience));
+  EXPECT_EQ(http_->requests().size(), requests_before + 2);
+  http_->ReleaseAnswers();
+  for (std::thread& client : clients) client.join();
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(posts[i].stdout_text,
+              absl::StrCat(R"({"jsonrpc":"2.0","id":)", i, R"(,"result":[)", i, "]}"))
+        << posts[i].stderr_text;
+  }
+  EXPECT_EQ(http_->connections() - connections_before, 2);
+  absl::StatusOr<WsProviderStats> stats = provider_->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->opened, 1) << stats->DebugString();
+  EXPECT_THAT(stats->subscribes, SizeIs(2)) << stats->DebugString();
 }
 
 TEST_F(JsonRpcWebSocketTest, AnUnmodifiedEthersWebSocketProviderWatchesBlocks) {

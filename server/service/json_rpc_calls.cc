@@ -5,7 +5,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "server/service/call_validation.h"
 #include "server/upstream/json_rpc.h"
 #include "server/upstream/upstream_call.h"
@@ -22,39 +21,8 @@ std::string FailureObject(const absl::Status& status) {
 
 }  // namespace
 
-std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-  return out;
-}
-
 std::string ErrorObject(int code, absl::string_view message) {
-  return absl::StrCat(R"({"code":)", code, R"(,"message":)", JsonString(message), "}");
+  return absl::StrCat(R"({"code":)", code, R"(,"message":)", upstream::JsonString(message), "}");
 }
 
 std::string ResponseObject(absl::string_view id, absl::string_view member,

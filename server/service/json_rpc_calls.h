@@ -24,10 +24,6 @@ inline constexpr int kInvalidParams = -32602;
 inline constexpr int kLimited = -32005;
 inline constexpr int kUpstreamFailure = -32000;
 
-// `text` as a JSON string literal: quotes, backslashes and control
-// characters escaped; bytes from 0x80 up pass as they are.
-std::string JsonString(absl::string_view text);
-
 // {"code":code,"message":"message"}.
 std::string ErrorObject(int code, absl::string_view message);
 

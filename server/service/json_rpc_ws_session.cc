@@ -211,9 +211,10 @@ class JsonRpcWebSockets::Session final : public ws::WebSocketHandler {
     auto it = subscriptions_.find(id);
     if (it == subscriptions_.end()) return;
     Subscription& subscription = *it->second;
-    if (!Send(absl::StrCat(R"({"jsonrpc":"2.0","method":)", JsonString(notification.method),
-                           R"(,"params":{"result":)", notification.result, R"(,"subscription":)",
-                           subscription.id_json, "}}"))) {
+    if (!Send(absl::StrCat(R"({"jsonrpc":"2.0","method":)",
+                           upstream::JsonString(notification.method), R"(,"params":{"result":)",
+                           notification.result, R"(,"subscription":)", subscription.id_json,
+                           "}}"))) {
       return;  // Closed: too slow.
     }
     subscription.handle->Ready();

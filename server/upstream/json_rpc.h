@@ -67,6 +67,10 @@ struct RequestParts {
 // member other than "2.0". The views point into `body`.
 absl::StatusOr<RequestParts> SplitRequest(absl::string_view body);
 
+// `text` as a JSON string literal: quotes, backslashes and control
+// characters escaped; bytes from 0x80 up pass as they are.
+std::string JsonString(absl::string_view text);
+
 // What makes two calls (or two provider subscriptions) identical, so that
 // they share one request (coalescing) or one upstream subscription: the
 // method and the params text, byte for byte.

@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "server/upstream/json_rpc.h"
 
 // Both set by tests/testing/CMakeLists.txt.
 #if !defined(WS_PROVIDER_PYTHON3) || !defined(WS_PROVIDER_SCRIPT)
@@ -33,41 +34,6 @@ namespace {
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
 constexpr absl::Duration kPollInterval = absl::Milliseconds(10);
-
-// `text` as a JSON string literal. Bytes from 0x80 up pass as they are (the
-// provider reads the line as UTF-8).
-std::string JsonString(absl::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof(escaped), "\\u%04x", static_cast<unsigned char>(c));
-          out += escaped;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += "\"";
-  return out;
-}
 
 std::string ConnField(std::optional<int64_t> conn) {
   return conn.has_value() ? absl::StrCat(",\"conn\":", *conn) : "";
@@ -308,9 +274,10 @@ absl::StatusOr<int> WsProviderServer::Notify(absl::string_view method,
                                              absl::string_view result_json,
                                              std::optional<absl::string_view> params) {
   return CallForCount(
-      absl::StrCat(R"({"cmd":"notify","method":)", JsonString(method),
-                   params.has_value() ? absl::StrCat(",\"params\":", JsonString(*params)) : "",
-                   ",\"result\":", JsonString(result_json), "}"),
+      absl::StrCat(
+          R"({"cmd":"notify","method":)", upstream::JsonString(method),
+          params.has_value() ? absl::StrCat(",\"params\":", upstream::JsonString(*params)) : "",
+          ",\"result\":", upstream::JsonString(result_json), "}"),
       "sent");
 }
 
@@ -324,8 +291,9 @@ absl::StatusOr<int> WsProviderServer::CloseClean(std::optional<int64_t> conn) {
 
 absl::Status WsProviderServer::Refuse(absl::string_view method,
                                       std::optional<absl::string_view> error_json) {
-  return Call(absl::StrCat(R"({"cmd":"refuse","method":)", JsonString(method), ",\"error\":",
-                           error_json.has_value() ? JsonString(*error_json) : "null", "}"))
+  return Call(absl::StrCat(
+                  R"({"cmd":"refuse","method":)", upstream::JsonString(method), ",\"error\":",
+                  error_json.has_value() ? upstream::JsonString(*error_json) : "null", "}"))
       .status();
 }
 

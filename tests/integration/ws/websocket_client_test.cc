@@ -636,7 +636,11 @@ TEST_F(WebSocketClientTest, BadUrlIsRefusedByConnect) {
 // wss:// with a certificate for IP:127.0.0.1 from a test CA.
 class WebSocketClientTlsTest : public WebSocketClientTestBase {
  protected:
-  static void SetUpTestSuite() {
+  static void SetUpTestSuite() { StartTlsProvider("/CN=provider", "IP:127.0.0.1"); }
+
+  // Makes a test CA and a certificate for `subject` and `sans`, and starts
+  // the provider with it.
+  static void StartTlsProvider(const std::string& subject, const std::string& sans) {
     absl::StatusOr<std::unique_ptr<TestCertificates>> certificates = TestCertificates::Create();
     if (!certificates.ok()) {
       start_error_ = certificates.status().ToString();
@@ -644,7 +648,7 @@ class WebSocketClientTlsTest : public WebSocketClientTestBase {
     }
     certificates_ = certificates->release();
     absl::StatusOr<TestCertificates::Issued> issued =
-        certificates_->Issue("provider", "/CN=provider", "IP:127.0.0.1");
+        certificates_->Issue("provider", subject, sans);
     if (!issued.ok()) {
       start_error_ = issued.status().ToString();
       return;
@@ -743,21 +747,7 @@ TEST_F(WebSocketClientTlsTest, UnreadableCaFileIsRefusedByConnect) {
 // the name 127.0.0.1 does not match.
 class WebSocketClientTlsNameTest : public WebSocketClientTlsTest {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<TestCertificates>> certificates = TestCertificates::Create();
-    if (!certificates.ok()) {
-      start_error_ = certificates.status().ToString();
-      return;
-    }
-    certificates_ = certificates->release();
-    absl::StatusOr<TestCertificates::Issued> issued =
-        certificates_->Issue("other", "/CN=other.example", "DNS:other.example");
-    if (!issued.ok()) {
-      start_error_ = issued.status().ToString();
-      return;
-    }
-    StartProvider(WsProviderOptions{issued->cert_file, issued->key_file});
-  }
+  static void SetUpTestSuite() { StartTlsProvider("/CN=other.example", "DNS:other.example"); }
 };
 
 TEST_F(WebSocketClientTlsNameTest, NameMismatchFailsVerification) {

@@ -146,6 +146,14 @@ TEST(RequestMethodsTest, FindsTheMethodOfARequestOrOfEachInABatch) {
                        Eq("not valid JSON at byte 0: expected a string")));
 }
 
+TEST(JsonStringTest, EscapesWhatJsonNeedsAndPassesTheRest) {
+  EXPECT_EQ(JsonString(""), R"("")");
+  EXPECT_EQ(JsonString("a\"b\\c"), R"("a\"b\\c")");
+  EXPECT_EQ(JsonString("\n\r\t\x01"), R"("\n\r\t\u0001")");
+  EXPECT_EQ(JsonString("\xc3\xa9"), "\"\xc3\xa9\"");
+  EXPECT_THAT(ValidateJson(JsonString("any \x7f text\x1f")), IsOk());
+}
+
 TEST(SharingKeyTest, TellsCallsApartByMethodAndParamsTextOnly) {
   EXPECT_EQ(SharingKey("getSlot", "[1]"), SharingKey("getSlot", "[1]"));
   EXPECT_NE(SharingKey("getSlot", "[1]"), SharingKey("getSlot", "[ 1]"));

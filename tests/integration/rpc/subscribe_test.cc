@@ -227,6 +227,37 @@ TEST_F(RpcSubscribeTest, AKilledConnectionIsResubscribedAndTheNextNotificationFl
   EXPECT_TRUE(notification.after_resubscribe());
 }
 
+TEST_F(RpcSubscribeTest, ADeadFirstUrlFailsOverToTheNextAndBack) {
+  absl::StatusOr<InProcessServer> server = StartInProcessServer(absl::Substitute(
+      R"(
+upstreams:
+  - name: sol
+    urls: ["http://127.0.0.1:1/"]
+    ws_urls: ["ws://127.0.0.1:1/dead", "$0/fallback"]
+    subscriptions: {reconnect_initial_ms: 10, reconnect_max_ms: 50}
+)",
+      provider_->url()));
+  ASSERT_THAT(server, IsOk());
+  server_ = *std::move(server);
+  std::unique_ptr<v1::Rpc::Stub> worker = NewWorker();
+  Watch slot = SubscribeLive(*worker, "slotSubscribe", "");
+  absl::StatusOr<WsProviderStats> stats = provider_->Stats();
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->opened, 1) << stats->DebugString();
+  EXPECT_EQ(stats->paths[1], "/fallback");
+  // Dropped, it tries the dead URL, then comes back here and resubscribes.
+  ASSERT_THAT(provider_->Close(), IsOkAndHolds(1));
+  stats = provider_->WaitFor([](const WsProviderStats& s) { return s.subscribes.size() == 2; },
+                             absl::Seconds(10), "the resubscribe");
+  ASSERT_THAT(stats, IsOk());
+  EXPECT_EQ(stats->paths[2], "/fallback");
+  ASSERT_THAT(provider_->Notify("slotSubscribe", "9"), IsOkAndHolds(1));
+  v1::RpcNotification notification;
+  ASSERT_TRUE(slot.reader->Read(&notification));
+  EXPECT_EQ(notification.result_json(), "9");
+  EXPECT_TRUE(notification.after_resubscribe());
+}
+
 TEST_F(RpcSubscribeTest, FiveSubscriptionsAtTwoPerConnectionTakeThreeConnections) {
   StartSwitchboard("{max_subscriptions_per_connection: 2}");
   std::unique_ptr<v1::Rpc::Stub> worker = NewWorker();

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -25,6 +26,11 @@ constexpr absl::string_view kMetricMethod = "JsonRpcWebSocket";
 
 // RFC 6455 §7.4.1: the server met a condition that kept it from going on.
 constexpr uint16_t kCloseInternalError = 1011;
+
+// Past this many bytes waiting to be written, a subscription's next
+// notification waits in the hub's buffer for the socket to drain (where the
+// subscription's overflow policy applies), not in the connection's.
+constexpr size_t kHoldNotificationsBytes = 64 * 1024;
 
 bool IsUnsubscribeMethod(absl::string_view method) {
   return absl::EndsWith(method, "Unsubscribe") || absl::EndsWith(method, "_unsubscribe");
@@ -217,7 +223,20 @@ class JsonRpcWebSockets::Session final : public ws::WebSocketHandler {
                            "}}"))) {
       return;  // Closed: too slow.
     }
-    subscription.handle->Ready();
+    if (connection_->queued_bytes() < kHoldNotificationsBytes) {
+      subscription.handle->Ready();
+    } else {
+      held_.push_back(id);  // Ready once the socket drains.
+    }
+  }
+
+  void OnDrained() override {
+    std::vector<uint64_t> held;
+    held.swap(held_);
+    for (uint64_t id : held) {
+      auto it = subscriptions_.find(id);
+      if (it != subscriptions_.end()) it->second->handle->Ready();
+    }
   }
 
   void OnSubscriptionEnded(uint64_t id, const absl::Status& status) {
@@ -263,6 +282,8 @@ class JsonRpcWebSockets::Session final : public ws::WebSocketHandler {
   uint64_t next_subscription_id_ = 1;
   bool closed_ = false;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Subscription>> subscriptions_;
+  // Subscriptions whose next notification waits for the socket to drain.
+  std::vector<uint64_t> held_;
   event::Anchor<Session> anchor_;
 };
 

@@ -24,8 +24,10 @@
 // Bounds: max_websockets connections (the upgrade of one more is answered
 // 503), max_subscriptions_per_websocket subscriptions each, the message
 // size (limits.max_message_bytes), and the bytes waiting to be written: a
-// client too slow to read its notifications is closed (1008) rather than
-// let Switchboard's memory grow. The keepalive pings clients like providers.
+// client slow to read its notifications holds them in each subscription's
+// buffer, where the overflow policy applies (as for an Rpc.Subscribe
+// stream), and one whose answers to calls pile up past the connection's
+// write bound is closed (1008). The keepalive pings clients like providers.
 //
 // Threading: everything on the front door's dispatcher; notifications come
 // from the upstream dispatcher through each connection's Anchor, and call

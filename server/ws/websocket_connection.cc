@@ -60,8 +60,8 @@ class WebSocketConnectionImpl final : public WebSocketConnection {
       return absl::ResourceExhaustedError("out of memory for a WebSocket connection");
     }
     wslay_event_config_set_max_recv_msg_length(wslay_, options_.max_message_bytes);
-    bufferevent_setcb(bev_, &WebSocketConnectionImpl::OnReadable, nullptr,
-                      &WebSocketConnectionImpl::OnEvent, this);
+    bufferevent_setcb(bev_, &WebSocketConnectionImpl::OnReadable,
+                      &WebSocketConnectionImpl::OnWritten, &WebSocketConnectionImpl::OnEvent, this);
     bufferevent_enable(bev_, EV_READ | EV_WRITE);
     ArmPing();
     // What came with the end of the handshake is in the input already: no
@@ -112,6 +112,12 @@ class WebSocketConnectionImpl final : public WebSocketConnection {
 
   static void OnReadable(bufferevent* /*bev*/, void* arg) {
     static_cast<WebSocketConnectionImpl*>(arg)->Read();
+  }
+
+  // The output buffer is empty (the write low-water mark is 0).
+  static void OnWritten(bufferevent* /*bev*/, void* arg) {
+    auto* self = static_cast<WebSocketConnectionImpl*>(arg);
+    if (self->phase_ == Phase::kOpen) self->handler_.OnDrained();
   }
 
   static void OnEvent(bufferevent* bev, short events, void* arg) {

@@ -55,6 +55,9 @@ class WebSocketHandler {
   // the message starts with the connection's name). Never called after
   // Close() or destruction.
   virtual void OnClosed(absl::Status why) = 0;
+  // Everything queued has been written to the socket: a handler that holds
+  // back while much waits (queued_bytes()) may send again.
+  virtual void OnDrained() {}
 };
 
 // Why `bev`'s connection failed, after a BEV_EVENT_ERROR: the TLS error,

@@ -5,13 +5,18 @@
 // provider (tests/testing/ws_provider.py); their calls go to a
 // ScriptedHttpServer through the Rpc pipeline. The provider and the HTTP
 // upstream start once for the suite; each test starts its own Switchboard.
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/substitute.h"
 #include "absl/synchronization/mutex.h"
@@ -149,7 +154,7 @@ clients:
   - {id: worker, token: "t0ken-1"}
 upstreams:
   - {name: sol, urls: ["$0"], max_connections: 2, ws_urls: ["$1"],
-     subscriptions: {linger_ms: 200}}
+     subscriptions: {linger_ms: 200, buffer: 8, overflow: drop_oldest}}
   - {name: plain, urls: ["$0"]}
 )",
         http_->url(), provider_->url()));
@@ -327,6 +332,73 @@ TEST_F(JsonRpcWebSocketTest, TwentyHttpClientsAndTenWebSocketsShareTheProvidersC
   ASSERT_THAT(stats, IsOk());
   EXPECT_EQ(stats->opened, 1) << stats->DebugString();
   EXPECT_THAT(stats->subscribes, SizeIs(2)) << stats->DebugString();
+}
+
+// A WebSocket client on a raw socket that subscribes and then never reads.
+class StalledSocket {
+ public:
+  explicit StalledSocket(int port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    const int small = 4096;  // So that little fills it.
+    setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+  }
+  ~StalledSocket() { close(fd_); }
+
+  // Upgrades, reads the 101 and sends `request` in one masked text frame.
+  bool Subscribe(const std::string& request) {
+    const std::string upgrade =
+        "GET /sol/t0ken-1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: "
+        "Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: "
+        "13\r\n\r\n";
+    if (!connected_ || write(fd_, upgrade.data(), upgrade.size()) != ssize_t(upgrade.size())) {
+      return false;
+    }
+    std::string head;
+    char c;
+    while (head.find("\r\n\r\n") == std::string::npos && read(fd_, &c, 1) == 1) head += c;
+    if (!absl::StartsWith(head, "HTTP/1.1 101")) return false;
+    // FIN + text; masked, with a zero mask, so the payload goes as it is.
+    std::string frame = {'\x81', static_cast<char>(0x80 | request.size()), 0, 0, 0, 0};
+    frame += request;
+    return request.size() < 126 && write(fd_, frame.data(), frame.size()) == ssize_t(frame.size());
+  }
+
+ private:
+  const int fd_;
+  bool connected_ = false;
+};
+
+TEST_F(JsonRpcWebSocketTest, ASocketThatStopsReadingDropsByItsOverflowPolicyAlone) {
+  StalledSocket stalled(port_);
+  ASSERT_TRUE(stalled.Subscribe(R"({"jsonrpc":"2.0","id":1,"method":"slotSubscribe"})"));
+  std::unique_ptr<FrontDoorClient> reader = Connect();
+  ASSERT_THAT(reader->AwaitOpen(), IsOk());
+  // Shared with the stalled socket's: live once it answers.
+  EXPECT_EQ(reader->Ask(R"({"jsonrpc":"2.0","id":1,"method":"slotSubscribe"})"),
+            R"({"jsonrpc":"2.0","id":1,"result":1})");
+  // Far more than the kernel's socket buffers, the connection's hold
+  // threshold and the 8 buffered notifications can take.
+  const std::string payload(128 * 1024, 'x');
+  for (int i = 0; i < 150; ++i) {
+    const std::string result = absl::StrCat(R"({"n":)", i, R"(,"pad":")", payload, R"("})");
+    ASSERT_THAT(provider_->Notify("slotSubscribe", result), IsOkAndHolds(1));
+    // The reader keeps up: it gets each one, in order, before the next.
+    ASSERT_EQ(reader->Next(),
+              absl::StrCat(R"({"jsonrpc":"2.0","method":"slotNotification",)",
+                           R"("params":{"result":)", result, R"(,"subscription":1}})"));
+  }
+  // The stalled socket's subscription dropped what its buffer could not
+  // hold; Switchboard kept serving.
+  absl::StatusOr<double> dropped = ScrapeMetric(
+      server_.metrics_port, R"(switchboard_ws_notifications_dropped_total{upstream="sol"})");
+  ASSERT_THAT(dropped, IsOk());
+  EXPECT_GT(*dropped, 0);
+  EXPECT_EQ(reader->Ask(R"({"jsonrpc":"2.0","id":9,"method":"eth_blockNumber"})"),
+            R"({"jsonrpc":"2.0","id":9,"result":"0x10"})");
 }
 
 TEST_F(JsonRpcWebSocketTest, AnUnmodifiedEthersWebSocketProviderWatchesBlocks) {

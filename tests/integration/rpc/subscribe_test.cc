@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -17,6 +18,7 @@
 #include "tests/integration/rpc/rpc_harness.h"
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/ws_provider_server.h"
 
 namespace switchboard::testing {
@@ -115,6 +117,22 @@ TEST_F(RpcSubscribeTest, FiftyStreamsOfFiveWorkersShareOneConnectionAndOneSubscr
     for (int s = 0; s < 10; ++s)
       watches.push_back(SubscribeLive(*workers.back(), "slotSubscribe", ""));
   }
+  // And five worker processes: sbctl watch, until three notifications.
+  std::vector<RunResult> watched(5);
+  std::vector<std::thread> processes;
+  for (RunResult& result : watched) {
+    processes.emplace_back([this, &result] {
+      result = testing::Run({SBCTL_BINARY, absl::StrCat("--server=", server_.target), "watch",
+                             "sol", "slotSubscribe", "--count=3"},
+                            std::nullopt, absl::Seconds(60));
+    });
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (ScrapeMetric(server_.metrics_port, R"(switchboard_ws_subscribers{upstream="sol"})")
+                 .value_or(0) < 55 &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));  // Polls for the 55 streams.
+  }
   absl::StatusOr<WsProviderStats> stats = provider_->Stats();
   ASSERT_THAT(stats, IsOk());
   EXPECT_EQ(stats->opened, 1) << stats->DebugString();
@@ -137,6 +155,12 @@ TEST_F(RpcSubscribeTest, FiftyStreamsOfFiveWorkersShareOneConnectionAndOneSubscr
       EXPECT_FALSE(notification.after_resubscribe());
       EXPECT_EQ(notification.dropped_since_last(), 0u);
     }
+  }
+  for (std::thread& process : processes) process.join();
+  for (const RunResult& result : watched) {
+    EXPECT_EQ(result.exit_code, 0) << result.stderr_text;
+    EXPECT_EQ(result.stdout_text,
+              absl::StrCat(results[0], "\n", results[1], "\n", results[2], "\n"));
   }
 }
 

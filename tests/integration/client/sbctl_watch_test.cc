@@ -18,7 +18,7 @@
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
-#include "tests/testing/ws_provider_server.h"
+#include "tests/testing/ws_provider_test.h"
 
 namespace switchboard::testing {
 namespace {
@@ -30,17 +30,11 @@ using ::testing::StartsWith;
 // How long a watch that must end may take.
 constexpr absl::Duration kExitTimeout = absl::Seconds(30);
 
-class SbctlWatchTest : public ::testing::Test {
+class SbctlWatchTest : public WsProviderTest {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<WsProviderServer>> provider = WsProviderServer::Start();
-    if (provider.ok()) provider_ = *std::move(provider);
-  }
-  static void TearDownTestSuite() { provider_.reset(); }
-
   void SetUp() override {
-    ASSERT_NE(provider_, nullptr) << "the WebSocket provider did not start";
-    ASSERT_THAT(provider_->Reset(), IsOk());
+    WsProviderTest::SetUp();
+    if (HasFatalFailure()) return;
     absl::StatusOr<InProcessServer> server =
         StartInProcessServer(absl::Substitute(R"(
 upstreams:
@@ -80,7 +74,6 @@ upstreams:
     return *std::move(watch);
   }
 
-  static inline std::unique_ptr<WsProviderServer> provider_;
   InProcessServer server_;
 };
 

@@ -22,7 +22,7 @@
 #include "tests/integration/client/collector.h"
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/status_matchers.h"
-#include "tests/testing/ws_provider_server.h"
+#include "tests/testing/ws_provider_test.h"
 
 namespace switchboard::client {
 namespace {
@@ -47,17 +47,11 @@ v1::RpcSubscribeRequest Request(const std::string& upstream, const std::string& 
   return request;
 }
 
-class WatcherTest : public ::testing::Test {
+class WatcherTest : public testing::WsProviderTest {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<WsProviderServer>> provider = WsProviderServer::Start();
-    if (provider.ok()) provider_ = *std::move(provider);
-  }
-  static void TearDownTestSuite() { provider_.reset(); }
-
   void SetUp() override {
-    ASSERT_NE(provider_, nullptr) << "the WebSocket provider did not start";
-    ASSERT_THAT(provider_->Reset(), IsOk());
+    testing::WsProviderTest::SetUp();
+    if (HasFatalFailure()) return;
     // Upstream `sol` on the provider; `plain` without ws_urls.
     absl::StatusOr<testing::InProcessServer> server =
         testing::StartInProcessServer(absl::Substitute(R"(
@@ -80,7 +74,6 @@ upstreams:
     ASSERT_THAT(provider_->Notify(method, result), IsOkAndHolds(1));
   }
 
-  static inline std::unique_ptr<WsProviderServer> provider_;
   testing::InProcessServer server_;
   std::unique_ptr<Client> client_;
 };

@@ -31,7 +31,7 @@
 #include "tests/testing/run_on_dispatcher.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
-#include "tests/testing/ws_provider_server.h"
+#include "tests/testing/ws_provider_test.h"
 
 namespace switchboard::testing {
 namespace {
@@ -121,11 +121,10 @@ class FrontDoorClient final : public ws::WebSocketObserver {
   size_t taken_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-class JsonRpcWebSocketTest : public ::testing::Test {
+class JsonRpcWebSocketTest : public WsProviderTest {
  protected:
   static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<WsProviderServer>> provider = WsProviderServer::Start();
-    if (provider.ok()) provider_ = *std::move(provider);
+    WsProviderTest::SetUpTestSuite();
     ScriptedHttpServer::Script script;
     script.echo_params = true;
     script.results = {{"eth_blockNumber", R"("0x10")"}, {"eth_chainId", R"("0x1")"}};
@@ -133,7 +132,7 @@ class JsonRpcWebSocketTest : public ::testing::Test {
     if (http.ok()) http_ = *std::move(http);
   }
   static void TearDownTestSuite() {
-    provider_.reset();
+    WsProviderTest::TearDownTestSuite();
     http_.reset();
   }
 
@@ -142,9 +141,9 @@ class JsonRpcWebSocketTest : public ::testing::Test {
   }
 
   void SetUp() override {
-    ASSERT_NE(provider_, nullptr) << "the WebSocket provider did not start";
+    WsProviderTest::SetUp();
+    if (HasFatalFailure()) return;
     ASSERT_NE(http_, nullptr) << "the HTTP upstream did not start";
-    ASSERT_THAT(provider_->Reset(), IsOk());
     absl::StatusOr<InProcessServer> server = StartInProcessServer(absl::Substitute(
         R"(
 server:
@@ -170,7 +169,6 @@ upstreams:
         dispatcher_, absl::StrCat("ws://127.0.0.1:", port_, path), std::move(token));
   }
 
-  static inline std::unique_ptr<WsProviderServer> provider_;
   static inline std::unique_ptr<ScriptedHttpServer> http_;
   event::DispatcherImpl dispatcher_;
   InProcessServer server_;

@@ -19,7 +19,7 @@
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
-#include "tests/testing/ws_provider_server.h"
+#include "tests/testing/ws_provider_test.h"
 
 namespace switchboard::testing {
 namespace {
@@ -33,19 +33,8 @@ struct Watch {
   std::unique_ptr<grpc::ClientReader<v1::RpcNotification>> reader;
 };
 
-class RpcSubscribeTest : public ::testing::Test {
+class RpcSubscribeTest : public WsProviderTest {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<WsProviderServer>> provider = WsProviderServer::Start();
-    if (provider.ok()) provider_ = *std::move(provider);
-  }
-  static void TearDownTestSuite() { provider_.reset(); }
-
-  void SetUp() override {
-    ASSERT_NE(provider_, nullptr) << "the WebSocket provider did not start";
-    ASSERT_THAT(provider_->Reset(), IsOk());
-  }
-
   // Starts Switchboard with upstream `sol` on the provider, its
   // `subscriptions:` block set to `subscriptions`, and upstream `plain`
   // without ws_urls.
@@ -104,7 +93,6 @@ upstreams:
     return watch.reader->Finish();
   }
 
-  static inline std::unique_ptr<WsProviderServer> provider_;
   InProcessServer server_;
 };
 

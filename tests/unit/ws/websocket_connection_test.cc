@@ -32,37 +32,37 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 // Records what a connection tells its handler; read from the test thread.
+// Waits on a CondVar, not Mutex::Await: Debian's Abseil is not
+// TSan-instrumented, and Await evaluates its condition inside it.
 class Recorder final : public WebSocketHandler {
  public:
   void OnText(absl::string_view message) override {
     absl::MutexLock lock(&mu_);
     texts_.emplace_back(message);
+    changed_.SignalAll();
     if (echo_ != nullptr) echo_->SendText(message).IgnoreError();
   }
   void OnClosed(absl::Status why) override {
     absl::MutexLock lock(&mu_);
     closed_ = std::move(why);
+    changed_.SignalAll();
   }
 
   // Waits until `count` texts came; returns them.
   std::vector<std::string> AwaitTexts(size_t count) {
     absl::MutexLock lock(&mu_);
-    const auto enough = [&] {
-      mu_.AssertReaderHeld();
-      return texts_.size() >= count;
-    };
-    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(30));
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (texts_.size() < count && !changed_.WaitWithDeadline(&mu_, deadline)) {
+    }
     return texts_;
   }
 
   // Waits until OnClosed ran; returns its status (OK if it did not).
   absl::Status AwaitClosed() {
     absl::MutexLock lock(&mu_);
-    const auto closed = [&] {
-      mu_.AssertReaderHeld();
-      return closed_.has_value();
-    };
-    mu_.AwaitWithTimeout(absl::Condition(&closed), absl::Seconds(30));
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (!closed_.has_value() && !changed_.WaitWithDeadline(&mu_, deadline)) {
+    }
     return closed_.value_or(absl::OkStatus());
   }
 
@@ -78,6 +78,7 @@ class Recorder final : public WebSocketHandler {
   absl::Mutex mu_;
   std::vector<std::string> texts_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> closed_ ABSL_GUARDED_BY(mu_);
+  absl::CondVar changed_;
   WebSocketConnection* echo_ = nullptr;
 };
 

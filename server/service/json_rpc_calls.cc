@@ -30,6 +30,12 @@ std::string ResponseObject(absl::string_view id, absl::string_view member,
   return absl::StrCat(R"({"jsonrpc":"2.0","id":)", id, ",\"", member, "\":", value, "}");
 }
 
+std::string JsonRpcMessage(const absl::Status& status) {
+  std::string message(status.message());
+  if (absl::StartsWith(message, "params_json: ")) message.replace(0, 11, "params");
+  return message;
+}
+
 void StartJsonRpcCall(ServiceContext& context, absl::string_view metric_method,
                       const std::string& upstream, absl::string_view item,
                       const auth::ClientIdentity& client, absl::Time deadline, CallDone done) {
@@ -49,10 +55,8 @@ void StartJsonRpcCall(ServiceContext& context, absl::string_view metric_method,
       ValidateCallRequest(call_request, client, context.upstreams, context.limits, deadline);
   if (!call.ok()) {
     context.metrics.CountRejected(metric_method, "INVALID_ARGUMENT");
-    // The gRPC field names, as the JSON-RPC member names.
-    std::string message(call.status().message());
-    const bool params = absl::StartsWith(message, "params_json: ");
-    if (params) message.replace(0, 11, "params");
+    const std::string message = JsonRpcMessage(call.status());
+    const bool params = absl::StartsWith(message, "params: ");
     done(id.empty()
              ? std::string()
              : ResponseObject(id, "error",

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "server/auth/client_identity.h"
@@ -30,6 +31,10 @@ std::string ErrorObject(int code, absl::string_view message);
 // One response object with the caller's id ("null" when it had none we
 // could read): {"jsonrpc":"2.0","id":id,"<member>":value}.
 std::string ResponseObject(absl::string_view id, absl::string_view member, absl::string_view value);
+
+// A validation error's message with the gRPC field names as the JSON-RPC
+// member names ("params_json: ..." -> "params: ...").
+std::string JsonRpcMessage(const absl::Status& status);
 
 // The caller's answer to one request object: the response object (empty
 // for a notification, which gets none) and, when a rate limit or quota

@@ -159,13 +159,11 @@ class JsonRpcWebSockets::Session final : public ws::WebSocketHandler {
         request, owner_.context_.upstreams, owner_.context_.subscriptions, owner_.context_.limits);
     if (!spec.ok()) {
       owner_.context_.metrics.CountRejected(kMetricMethod, "INVALID_ARGUMENT");
-      std::string message(spec.status().message());
-      if (absl::StartsWith(message, "params_json: ")) message.replace(0, 11, "params");
       // No ws_urls: the upstream serves no subscription method.
       Refuse(request_id,
              spec.status().code() == absl::StatusCode::kFailedPrecondition ? kMethodNotFound
                                                                            : kInvalidParams,
-             message);
+             JsonRpcMessage(spec.status()));
       return;
     }
     spec->client_id = client_.id;

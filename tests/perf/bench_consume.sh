@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Consume throughput of the embedded memory broker with and without ordering
-# keys, as in the README table.
+# Consume throughput with and without ordering keys, as in the README table:
+# on the embedded memory broker, or with BROKER=redis on a Redis of its own.
 #
-# Starts its own switchboard on free loopback ports; for each key count
+# Starts its own switchboard on free loopback ports (BROKER=redis: and a
+# redis-server, loopback, no persistence, with the bench topics declared
+# with `ordering_partitions: 16`, which keyed messages need there); for
+# each key count
 # (KEYS, default "0 10000 1000 100"; 0 = no key), pre-publishes MESSAGES
 # (default 200000) 100-byte messages, message i with key "k<i % keys>", and
 # times `sbctl bench consume` with 8 streams of 100 credits each until all
@@ -12,13 +15,15 @@
 # older commit), the 0-key row is also measured against that build's
 # switchboard. Not part of the default test run.
 #
-#   tests/perf/bench_consume.sh [BUILD_DIR]   (default build/release)
+#   tests/perf/bench_consume.sh [BUILD_DIR]   (default build/release;
+#                                              BROKER=memory|redis)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build/release}
 runs=${RUNS:-3}
 messages=${MESSAGES:-200000}
 keys_list=${KEYS:-"0 10000 1000 100"}
+broker=${BROKER:-memory}
 
 if [[ ! -x $build/server/switchboard || ! -x $build/client/sbctl ]]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -26,11 +31,29 @@ if [[ ! -x $build/server/switchboard || ! -x $build/client/sbctl ]]; then
 fi
 source tests/perf/lib.sh  # free_port, wait_for_port
 
-server=
+server= redis= work=$(mktemp -d)
+broker_flags=()
+if [[ $broker == redis ]]; then
+  redis_port=$(free_port)
+  redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work" --save '' --appendonly no \
+    >"$work/redis.log" 2>&1 &
+  redis=$!
+  wait_for_port "$redis_port"
+  cat >"$work/switchboard.yaml" <<EOF
+topics:
+  - name: "bench.*"
+    ordering_partitions: 16
+EOF
+  broker_flags=(--broker="redis://127.0.0.1:$redis_port" --config="$work/switchboard.yaml")
+elif [[ $broker != memory ]]; then
+  echo "BROKER must be memory or redis, not $broker" >&2
+  exit 2
+fi
 start_server() {  # $1: the switchboard binary
   grpc_port=$(free_port)
   metrics_port=$(free_port)
-  "$1" --listen="127.0.0.1:$grpc_port" --metrics_listen="127.0.0.1:$metrics_port" 2>/dev/null &
+  "$1" --listen="127.0.0.1:$grpc_port" --metrics_listen="127.0.0.1:$metrics_port" \
+    "${broker_flags[@]}" 2>/dev/null &
   server=$!
   for _ in $(seq 100); do
     "$build/client/sbctl" --server="127.0.0.1:$grpc_port" health >/dev/null 2>&1 && return
@@ -40,7 +63,12 @@ start_server() {  # $1: the switchboard binary
   exit 1
 }
 stop_server() { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
-trap stop_server EXIT
+cleanup() {
+  stop_server
+  [[ -z $redis ]] || { kill "$redis" 2>/dev/null; wait "$redis" 2>/dev/null || true; }
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.readlines()[-1])['$1'])"; }
@@ -60,7 +88,7 @@ row() {  # $1: label, $2: keys
   printf '| %s | %.0f | %s µs | %s µs | %s |\n' "$1" "$rate" "$p50" "$p99" "$count"
 }
 
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $messages messages per run, median of $runs"
+echo "broker: $broker; load average: $(cut -d' ' -f1-3 /proc/loadavg); $messages messages per run, median of $runs"
 echo
 echo "| Ordering keys | msgs/s consumed and acked | p50 ack to next delivery | p99 | messages |"
 echo "|---|---|---|---|---|"

@@ -61,7 +61,8 @@ run_ctest build/tsan -L unit
 run_ctest build/tsan -R '^ws\.'
 
 stage "fuzz (libFuzzer, each target ${FUZZ_SECONDS:-10} s from its corpus)"
-fuzzers=(fuzz_config fuzz_json_rpc fuzz_redis_reply fuzz_retry_after fuzz_url_mask)
+fuzzers=(fuzz_config fuzz_json_rpc fuzz_redis_reply fuzz_retry_after fuzz_url_mask
+  fuzz_websocket_handshake)
 build build/fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
   -DCMAKE_CXX_COMPILER=clang++ -DSWITCHBOARD_FUZZ=ON -DSWITCHBOARD_BUILD_TESTS=OFF -- \
   "${fuzzers[@]}"

@@ -3,26 +3,100 @@
 // killed. Exact counts; how soon a publish fails after the kill is recorded
 // as a property (tests/perf/bench_timing.sh holds it to its bound); the one
 // clock check left here is a lower bound (no reclaim before the ack
-// deadline), which a slow machine cannot break.
+// deadline), which a slow machine cannot break. Issue 15's: a Redis that
+// hangs (SIGSTOP), and one restarted with a password.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/redis/end_to_end_harness.h"
+#include "tests/testing/subprocess.h"
 
 namespace switchboard::end_to_end {
 namespace {
+
+using ::switchboard::testing::Subprocess;
+using ::testing::Contains;
+using ::testing::Each;
+
+// redis-server's path, from PATH (Subprocess execs without a search).
+std::string RedisServerPath() {
+  const char* path = getenv("PATH");
+  for (absl::string_view dir :
+       absl::StrSplit(path != nullptr ? path : "", ':', absl::SkipEmpty())) {
+    std::string candidate = absl::StrCat(dir, "/redis-server");
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "redis-server";
+}
+
+// Starts a redis-server with `requirepass` on the port and data directory
+// of `redis` (killed before): the same server restarted with a password, as
+// an operator would. RedisServer keeps its options across Restart(), hence
+// a process of the test's own. Ready once a PING on that port is refused
+// with NOAUTH by this very process (not one that took the port meanwhile).
+absl::StatusOr<Subprocess> StartRedisRequiringPassword(const RedisServer& redis,
+                                                       const std::string& password) {
+  std::optional<Subprocess> started;
+  const absl::Status status = testing::RestartOnSamePorts("redis-server", [&]() -> absl::Status {
+    started.reset();
+    absl::StatusOr<Subprocess> process = Subprocess::Start(
+        {RedisServerPath(), "--port", absl::StrCat(redis.port()), "--bind", "127.0.0.1", "--dir",
+         redis.data_dir(), "--save", "", "--appendonly", "no", "--requirepass", password});
+    if (!process.ok()) return process.status();
+    started.emplace(*std::move(process));
+    const absl::Time deadline = absl::Now() + kWaitTimeout;
+    while (absl::Now() < deadline) {
+      if (started->Wait(absl::Milliseconds(20)).has_value()) {
+        return testing::ExitedAtStartError("redis-server", started->stdout_text());
+      }
+      absl::StatusOr<std::string> pong = redis.Command({"PING"});
+      if (pong.ok() && absl::StartsWith(*pong, "NOAUTH")) return absl::OkStatus();
+    }
+    return absl::DeadlineExceededError("redis-server with requirepass never answered PING");
+  });
+  if (!status.ok()) return status;
+  return *std::move(started);
+}
+
+// The lines of `log` that contain `text`.
+std::vector<std::string> LinesWith(const std::string& log, absl::string_view text) {
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (absl::StrContains(line, text)) lines.emplace_back(line);
+  }
+  return lines;
+}
+
+// The Broker's serving status, from one Health.Check call.
+HealthResponse::ServingStatus CheckBrokerHealth(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::ClientContext context;
+  context.set_deadline(testing::Deadline(kWaitTimeout));
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(kBrokerService);
+  HealthResponse response;
+  const grpc::Status status =
+      grpc::health::v1::Health::NewStub(channel)->Check(&context, request, &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return response.status();
+}
 
 TEST_F(EndToEndTest, KillingRedisDuringPublishFailsFastAndLosesNoAcknowledgedPublish) {
   constexpr int kPublishThreads = 4;
@@ -306,6 +380,75 @@ broker:
   const grpc::Status stored = testing::Publish(*replica.stub, "jobs", Numbered("h", 1), &published);
   EXPECT_TRUE(stored.ok()) << stored.error_message();
   EXPECT_THAT(replica.process->stderr_text(), HasSubstr("answers again"));
+}
+
+// Issue 15: Switchboard is configured without a password and Redis comes
+// back from a restart with `requirepass`. Each reconnect is refused with
+// NOAUTH: Broker health stays NOT_SERVING, the refusal is a warning carrying
+// Redis' error text, and a publish fails with UNAVAILABLE naming
+// authentication (not a bare "unreachable"). Redis restarted without the
+// password: SERVING again, and publishes are stored, with no restart of
+// Switchboard.
+TEST_F(EndToEndTest, ARedisRestartedWithAPasswordIsAnAuthenticationFailureUntilRestartedWithout) {
+  ASSERT_NO_FATAL_FAILURE(StartRedis());
+  Replica replica;
+  ASSERT_NO_FATAL_FAILURE(StartReplica(RedisConfigYaml(*redis_, ""), replica));
+  const std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel(replica.process->target(), grpc::InsecureChannelCredentials());
+  HealthWatch health(channel, kBrokerService, absl::Seconds(60));
+  ASSERT_TRUE(health.WaitFor(HealthResponse::SERVING));
+  v1::PublishResponse published;
+  const grpc::Status before = testing::Publish(*replica.stub, "jobs", {"before"}, &published);
+  ASSERT_TRUE(before.ok()) << before.error_message();
+
+  redis_->Kill();
+  absl::StatusOr<Subprocess> locked = StartRedisRequiringPassword(*redis_, "s3cret-pass");
+  ASSERT_THAT(locked, IsOk());
+  ASSERT_TRUE(health.WaitFor(HealthResponse::NOT_SERVING)) << replica.process->stderr_text();
+  // The first reconnects may be refused at TCP level (Redis was down); a
+  // publish names the last attempt, so ask until that is Redis' refusal. A
+  // refused publish stores nothing: asking again is harmless.
+  absl::StatusOr<grpc::Status> refused = Poll<grpc::Status>(
+      [&]() -> absl::StatusOr<grpc::Status> {
+        return testing::Publish(*replica.stub, "jobs", {"refused"}, &published);
+      },
+      [](const grpc::Status& status) {
+        return absl::StrContains(status.error_message(), "NOAUTH");
+      });
+  ASSERT_THAT(refused, IsOk());
+  RecordProperty("refused_publish", refused->error_message());
+  EXPECT_EQ(refused->error_code(), grpc::StatusCode::UNAVAILABLE) << refused->error_message();
+  EXPECT_THAT(absl::AsciiStrToLower(refused->error_message()), HasSubstr("authentication"))
+      << refused->error_message();
+  EXPECT_THAT(refused->error_message(), HasSubstr("NOAUTH Authentication required"));
+  EXPECT_EQ(CheckBrokerHealth(channel), HealthResponse::NOT_SERVING);
+  // Logged as a warning ("W"), with Redis' own error text: the command
+  // connection's line is written just after the reason the publish named.
+  absl::StatusOr<std::vector<std::string>> noauth_lines = Poll<std::vector<std::string>>(
+      [&]() -> absl::StatusOr<std::vector<std::string>> {
+        return LinesWith(replica.process->stderr_text(), "NOAUTH Authentication required");
+      },
+      [](const std::vector<std::string>& lines) {
+        return std::any_of(lines.begin(), lines.end(), [](const std::string& line) {
+          return absl::StrContains(line, "redis command connection");
+        });
+      });
+  ASSERT_THAT(noauth_lines, IsOk());
+  EXPECT_THAT(*noauth_lines, Contains(HasSubstr(" W redis command connection to 127.0.0.1:")))
+      << replica.process->stderr_text();
+  EXPECT_THAT(*noauth_lines, Each(HasSubstr(" W redis "))) << replica.process->stderr_text();
+
+  locked->Signal(SIGKILL);
+  locked->Wait(kWaitTimeout);
+  ASSERT_THAT(redis_->Restart(), IsOk());  // Without the password, as first started.
+  ASSERT_TRUE(health.WaitFor(HealthResponse::SERVING)) << replica.process->stderr_text();
+  const grpc::Status after = testing::Publish(*replica.stub, "jobs", {"after"}, &published);
+  EXPECT_TRUE(after.ok()) << after.error_message();
+  // The restarted Redis started empty (no persistence): only "after" is in.
+  absl::StatusOr<std::vector<RedisServer::StreamEntry>> entries = redis_->StreamEntries("jobs");
+  ASSERT_THAT(entries, IsOk());
+  ASSERT_EQ(entries->size(), 1u);
+  EXPECT_EQ((*entries)[0].fields["p"], "after");
 }
 
 }  // namespace

@@ -60,6 +60,11 @@ std::vector<TopicDeclaration> ConformanceTopics() {
         backoff.policy.retry_backoff = broker::RetryBackoff{absl::Seconds(1), absl::Seconds(2)};
         return backoff;
       }(),
+      [&] {
+        TopicDeclaration dedup = durable("dedup.short", 1000, absl::Seconds(10), 5);
+        dedup.policy.dedup_window = kShortDedupWindow;
+        return dedup;
+      }(),
   };
 }
 

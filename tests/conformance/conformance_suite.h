@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "server/broker/broker.h"
 #include "server/common/clock.h"
@@ -23,6 +24,10 @@ namespace switchboard::testing {
 
 // The topic declarations every conformance test runs with.
 std::vector<broker::TopicDeclaration> ConformanceTopics();
+
+// The dedup window of the topic "dedup.short" (the others keep the default,
+// minutes).
+inline constexpr absl::Duration kShortDedupWindow = absl::Milliseconds(300);
 
 class BrokerConformanceTest : public ::testing::TestWithParam<BackendUnderTest> {
  protected:

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -543,6 +544,72 @@ TEST_F(RedisBrokerTest, CallsFailFastWhileRedisIsDown) {
   ASSERT_THAT(redis_->Restart(), IsOk());
   ASSERT_TRUE(health_.WaitFor(true));
   EXPECT_THAT(Publish(broker, "jobs", {"x"}), IsOk());
+}
+
+// Issue 15: Redis trims by count only, so a topic's max_bytes becomes
+// `MAXLEN ~` of max_bytes over the average entry size. Published well beyond
+// the bound (about 15 times), the stream keeps about max_bytes of payload:
+// never less (with entries all of one size the estimate is exact, and Redis
+// never trims below MAXLEN), and more by at most one stream node, the unit
+// approximate trimming removes (stream-node-max-bytes). What it keeps are
+// the newest messages, in publish order.
+TEST_F(RedisBrokerTest, MaxBytesTrimsTheStreamToAboutTheBoundKeepingTheNewestMessages) {
+  constexpr uint64_t kMaxBytes = 64000;
+  constexpr size_t kPayloadBytes = 1000;
+  constexpr int kBatches = 20;
+  constexpr int kBatchSize = 50;
+  StartServer();
+  TopicDeclaration capped = Durable("capped", absl::Seconds(60));
+  capped.policy.max_bytes = kMaxBytes;
+  RedisBroker& broker = AddBroker({capped});
+
+  std::vector<std::string> published_ids;
+  std::vector<std::string> published_payloads;
+  for (int batch = 0; batch < kBatches; ++batch) {
+    std::vector<std::string> payloads;
+    for (int i = 0; i < kBatchSize; ++i) {
+      std::string payload = absl::StrCat("m", batch * kBatchSize + i, "-");
+      payload.resize(kPayloadBytes, 'x');
+      payloads.push_back(payload);
+      published_payloads.push_back(std::move(payload));
+    }
+    absl::StatusOr<std::vector<std::string>> ids = Publish(broker, "capped", std::move(payloads));
+    ASSERT_THAT(ids, IsOk());
+    published_ids.insert(published_ids.end(), ids->begin(), ids->end());
+  }
+
+  absl::StatusOr<std::string> node_config =
+      redis_->Command({"CONFIG", "GET", "stream-node-max-bytes"});
+  ASSERT_THAT(node_config, IsOk());
+  uint64_t node_max_bytes = 0;
+  ASSERT_TRUE(
+      absl::SimpleAtoi(absl::StripPrefix(*node_config, "stream-node-max-bytes\n"), &node_max_bytes))
+      << *node_config;
+  absl::StatusOr<std::vector<RedisServer::StreamEntry>> entries = redis_->StreamEntries("capped");
+  ASSERT_THAT(entries, IsOk());
+  uint64_t retained_bytes = 0;
+  std::vector<std::string> retained_ids;
+  std::vector<std::string> retained_payloads;
+  for (RedisServer::StreamEntry& entry : *entries) {
+    retained_bytes += entry.fields["p"].size();
+    retained_ids.push_back(entry.id);
+    retained_payloads.push_back(entry.fields["p"]);
+  }
+  RecordProperty("retained_entries", static_cast<int>(entries->size()));
+  RecordProperty("retained_payload_bytes", static_cast<int>(retained_bytes));
+  absl::StatusOr<std::string> memory = redis_->Command({"MEMORY", "USAGE", "capped"});
+  if (memory.ok()) RecordProperty("memory_usage_bytes", *memory);
+
+  EXPECT_GE(retained_bytes, kMaxBytes);
+  EXPECT_LE(retained_bytes, kMaxBytes + node_max_bytes);
+  EXPECT_THAT(redis_->Command({"XLEN", "capped"}), IsOkAndHolds(absl::StrCat(entries->size())));
+  // The newest messages, the last one included, in publish order.
+  ASSERT_LE(retained_ids.size(), published_ids.size());
+  const size_t first_kept = published_ids.size() - retained_ids.size();
+  EXPECT_EQ(retained_ids,
+            std::vector<std::string>(published_ids.begin() + first_kept, published_ids.end()));
+  EXPECT_EQ(retained_payloads, std::vector<std::string>(published_payloads.begin() + first_kept,
+                                                        published_payloads.end()));
 }
 
 }  // namespace

@@ -51,6 +51,8 @@ RpcPushbackTest.ProviderPushbackPausesAndSlowsSwitchboardThenTheRateRecovers|ngi
 EndToEndTest.KillingRedisDuringPublishFailsFastAndLosesNoAcknowledgedPublish|slowest_failed_publish_ms|<|1000|seed 003: fail fast, no offline queue
 EndToEndTest.KillingRedisDuringPublishFailsFastAndLosesNoAcknowledgedPublish|first_failure_after_kill_ms|<|1000|seed 003: fail fast, no offline queue
 EndToEndTest.SigtermDrainsConsumersToTheOtherReplicaAndExitsZeroLosingNothing|drain_ms|<|5500|drain_timeout_ms 5000, plus the exit and the test's wait
+EndToEndTest.AHungRedisIsNotServingUntilItAnswersAgain|not_serving_after_ms|<=|2000|issue 15: command timeout (1 s) + 1 s
+EndToEndTest.AHungRedisIsNotServingUntilItAnswersAgain|refused_publish_after_ms|<|1000|issue 15: fail fast, before the command timeout
 EOF
 )
 

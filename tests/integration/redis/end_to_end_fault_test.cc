@@ -335,13 +335,11 @@ TEST_F(EndToEndTest, ADelayedNackOutlivesTheSwitchboardThatTookIt) {
 // Issue 15: a Redis that keeps its connections open but answers nothing
 // (SIGSTOP) turns Broker health NOT_SERVING within the command timeout and a
 // maintenance pass, with a warning in the log; publishes fail fast with
-// UNAVAILABLE meanwhile; health is SERVING again once Redis answers.
+// UNAVAILABLE meanwhile; health is SERVING again once Redis answers. How
+// soon (the issue's bound: command timeout + 1 s) and how fast a publish is
+// refused are figures, held to their bounds by tests/perf/bench_timing.sh.
 TEST_F(EndToEndTest, AHungRedisIsNotServingUntilItAnswersAgain) {
   constexpr absl::Duration kCommandTimeout = absl::Seconds(1);
-  // The bound of the issue (command timeout + 1 s), and room for a loaded
-  // machine on top.
-  const absl::Duration kDetectionBound = kCommandTimeout + absl::Seconds(1);
-  constexpr absl::Duration kMargin = absl::Seconds(2);
   ASSERT_NO_FATAL_FAILURE(StartRedis());
   const std::string config =
       absl::Substitute(R"(
@@ -366,13 +364,13 @@ broker:
   ASSERT_TRUE(health.WaitFor(HealthResponse::NOT_SERVING)) << replica.process->stderr_text();
   const absl::Duration detected_after = absl::Now() - paused_at;
   RecordProperty("not_serving_after_ms", absl::ToInt64Milliseconds(detected_after));
-  EXPECT_LE(detected_after, kDetectionBound + kMargin);
   v1::PublishResponse published;
   const absl::Time publish_start = absl::Now();
   const grpc::Status refused =
       testing::Publish(*replica.stub, "jobs", Numbered("h", 1), &published);
+  RecordProperty("refused_publish_after_ms",
+                 absl::ToInt64Milliseconds(absl::Now() - publish_start));
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
-  EXPECT_LT(absl::Now() - publish_start, kCommandTimeout) << "the publish waited for Redis";
   EXPECT_THAT(replica.process->stderr_text(), HasSubstr("has not answered a PING within 1s"));
 
   redis_->Resume();

@@ -36,6 +36,11 @@ case "${1:-}" in
       redis-server redis-tools nginx-light curl openssl
       # The real Prometheus that tests/integration/metrics/ points at Switchboard.
       prometheus
+      # A real RabbitMQ node (tests/testing/rabbitmq_server.h starts its own,
+      # as the current user, not Debian's system service) and rabbitmq-c for
+      # the AMQP tests (tests/integration/amqp). Nothing shipped links
+      # rabbitmq-c yet, so librabbitmq4 is not in runtime-packages.txt.
+      rabbitmq-server librabbitmq-dev
       # The HTTP load generator of tests/perf/bench_rpc.sh.
       wrk
       # tests/deploy: the manifest checks (Python + PyYAML) and

@@ -48,13 +48,7 @@ constexpr absl::Duration kLoginTimeout = absl::Seconds(5);
 std::string FindScript(absl::string_view name) {
   std::string debian = absl::StrCat(kDebianScripts, name);
   if (access(debian.c_str(), X_OK) == 0) return debian;
-  const char* path = getenv("PATH");
-  for (absl::string_view dir :
-       absl::StrSplit(path != nullptr ? path : "", ':', absl::SkipEmpty())) {
-    std::string candidate = absl::StrCat(dir, "/", name);
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return std::string(name);
+  return FindOnPath(name);
 }
 
 std::string ReadFile(const std::string& path) {

@@ -3,7 +3,6 @@
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <utility>
@@ -19,17 +18,6 @@ namespace switchboard::testing {
 namespace {
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
-
-// redis-server's path, from PATH.
-std::string FindRedisServer() {
-  const char* path = getenv("PATH");
-  for (absl::string_view dir :
-       absl::StrSplit(path != nullptr ? path : "", ':', absl::SkipEmpty())) {
-    std::string candidate = absl::StrCat(dir, "/redis-server");
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "redis-server";
-}
 
 std::string Flatten(const redisReply& reply) {
   switch (reply.type) {
@@ -73,7 +61,7 @@ RedisServer::~RedisServer() {
 std::string RedisServer::url() const { return absl::StrCat("redis://127.0.0.1:", port_); }
 
 absl::Status RedisServer::Launch() {
-  std::vector<std::string> argv = {FindRedisServer(),
+  std::vector<std::string> argv = {FindOnPath("redis-server"),
                                    "--port",
                                    absl::StrCat(port_),
                                    "--bind",

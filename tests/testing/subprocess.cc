@@ -18,6 +18,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
 namespace switchboard::testing {
@@ -86,6 +87,16 @@ absl::StatusOr<LoopbackSocket> TakeLoopbackPort(int port) {
     return absl::InternalError(absl::StrCat("cannot listen on 127.0.0.1:", port));
   }
   return LoopbackSocket{fd, port};
+}
+
+std::string FindOnPath(absl::string_view name) {
+  const char* path = getenv("PATH");
+  for (absl::string_view dir :
+       absl::StrSplit(path != nullptr ? path : "", ':', absl::SkipEmpty())) {
+    std::string candidate = absl::StrCat(dir, "/", name);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return std::string(name);
 }
 
 std::string LogTail(absl::string_view log, int lines) {

@@ -54,6 +54,10 @@ absl::StatusOr<LoopbackSocket> TakeLoopbackPort(int port);
 // The last `lines` lines of `log`, for error messages.
 std::string LogTail(absl::string_view log, int lines = 20);
 
+// The path of the executable `name` in a directory of PATH (Subprocess
+// execs without a search), or `name` itself when none has it.
+std::string FindOnPath(absl::string_view name);
+
 // The status of a server that exited during its start, with the tail of its
 // `log`: ABORTED when `log` says a port was taken ("Address already in use",
 // as nginx, redis-server, Prometheus and gRPC put it), which the retries

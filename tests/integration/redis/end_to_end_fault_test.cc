@@ -8,7 +8,6 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <map>
@@ -36,17 +35,6 @@ using ::switchboard::testing::Subprocess;
 using ::testing::Contains;
 using ::testing::Each;
 
-// redis-server's path, from PATH (Subprocess execs without a search).
-std::string RedisServerPath() {
-  const char* path = getenv("PATH");
-  for (absl::string_view dir :
-       absl::StrSplit(path != nullptr ? path : "", ':', absl::SkipEmpty())) {
-    std::string candidate = absl::StrCat(dir, "/redis-server");
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "redis-server";
-}
-
 // Starts a redis-server with `requirepass` on the port and data directory
 // of `redis` (killed before): the same server restarted with a password, as
 // an operator would. RedisServer keeps its options across Restart(), hence
@@ -58,8 +46,9 @@ absl::StatusOr<Subprocess> StartRedisRequiringPassword(const RedisServer& redis,
   const absl::Status status = testing::RestartOnSamePorts("redis-server", [&]() -> absl::Status {
     started.reset();
     absl::StatusOr<Subprocess> process = Subprocess::Start(
-        {RedisServerPath(), "--port", absl::StrCat(redis.port()), "--bind", "127.0.0.1", "--dir",
-         redis.data_dir(), "--save", "", "--appendonly", "no", "--requirepass", password});
+        {testing::FindOnPath("redis-server"), "--port", absl::StrCat(redis.port()), "--bind",
+         "127.0.0.1", "--dir", redis.data_dir(), "--save", "", "--appendonly", "no",
+         "--requirepass", password});
     if (!process.ok()) return process.status();
     started.emplace(*std::move(process));
     const absl::Time deadline = absl::Now() + kWaitTimeout;

@@ -13,7 +13,8 @@
 # Markdown table. The 0-key row is the baseline of the keyed rows, measured
 # in the same run. With BASELINE=<build dir> (for example a build of an
 # older commit), the 0-key row is also measured against that build's
-# switchboard. Not part of the default test run.
+# switchboard, running beside this one, its runs alternating with this
+# build's. Not part of the default test run.
 #
 #   tests/perf/bench_consume.sh [BUILD_DIR]   (default build/release;
 #                                              BROKER=memory|redis)
@@ -31,7 +32,7 @@ if [[ ! -x $build/server/switchboard || ! -x $build/client/sbctl ]]; then
 fi
 source tests/perf/lib.sh  # free_port, wait_for_port
 
-server= redis= work=$(mktemp -d)
+redis= work=$(mktemp -d)
 broker_flags=() config_flags=()
 if [[ $broker == redis ]]; then
   redis_port=$(free_port)
@@ -50,22 +51,22 @@ elif [[ $broker != memory ]]; then
   echo "BROKER must be memory or redis, not $broker" >&2
   exit 2
 fi
-start_server() {  # $1: the switchboard binary, then more flags
-  grpc_port=$(free_port)
-  metrics_port=$(free_port)
-  "$1" --listen="127.0.0.1:$grpc_port" --metrics_listen="127.0.0.1:$metrics_port" \
+servers=()
+# Starts a switchboard and sets started_port. $1: the binary, then more flags.
+start_server() {
+  started_port=$(free_port)
+  "$1" --listen="127.0.0.1:$started_port" --metrics_listen="127.0.0.1:$(free_port)" \
     "${broker_flags[@]}" "${@:2}" 2>/dev/null &
-  server=$!
+  servers+=($!)
   for _ in $(seq 100); do
-    "$build/client/sbctl" --server="127.0.0.1:$grpc_port" health >/dev/null 2>&1 && return
+    "$build/client/sbctl" --server="127.0.0.1:$started_port" health >/dev/null 2>&1 && return
     sleep 0.1
   done
-  echo "switchboard did not start" >&2
+  echo "switchboard $1 did not start" >&2
   exit 1
 }
-stop_server() { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
 cleanup() {
-  stop_server
+  for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
   [[ -z $redis ]] || { kill "$redis" 2>/dev/null; wait "$redis" 2>/dev/null || true; }
   rm -rf "$work"
 }
@@ -74,13 +75,16 @@ trap cleanup EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.readlines()[-1])['$1'])"; }
 
-row() {  # $1: label, $2: keys
-  local results=()
-  for run in $(seq "$runs"); do
-    results+=("$("$build/client/sbctl" --server="127.0.0.1:$grpc_port" bench consume \
-      --topic="bench.k$2.r$run.$RANDOM" --group=g --streams=8 --max_in_flight=100 \
-      --messages="$messages" --keys="$2" --size=100 --duration=120 2>/dev/null | tail -1)")
-  done
+# One run's JSON summary. $1: port, $2: keys, $3: run.
+one_run() {
+  "$build/client/sbctl" --server="127.0.0.1:$1" bench consume \
+    --topic="bench.k$2.r$3.$RANDOM" --group=g --streams=8 --max_in_flight=100 \
+    --messages="$messages" --keys="$2" --size=100 --duration=120 2>/dev/null | tail -1
+}
+
+# Prints a row from the summaries in the array named $2. $1: label.
+print_row() {
+  local -n results=$2
   local rate p50 p99 count
   rate=$(for r in "${results[@]}"; do field msgs_per_sec <<<"$r"; done | median)
   p50=$(for r in "${results[@]}"; do field p50_us <<<"$r"; done | median)
@@ -94,14 +98,24 @@ echo
 echo "| Ordering keys | msgs/s consumed and acked | p50 ack to next delivery | p99 | messages |"
 echo "|---|---|---|---|---|"
 start_server "$build/server/switchboard" "${config_flags[@]}"
-for keys in $keys_list; do
-  if [[ $keys == 0 ]]; then row "none" 0; else row "$keys keys" "$keys"; fi
-done
-stop_server
+port=$started_port
+baseline_port=
 if [[ -n ${BASELINE:-} ]]; then
   # Without the config: an older build may not know ordering_partitions, and
   # the no-key row needs none.
   start_server "$BASELINE/server/switchboard"
-  row "none, $BASELINE" 0
-  stop_server
+  baseline_port=$started_port
 fi
+for keys in $keys_list; do
+  current=() baseline=()
+  for run in $(seq "$runs"); do
+    current+=("$(one_run "$port" "$keys" "$run")")
+    # The baseline's no-key runs alternate with this build's, so that a
+    # change in the machine's load falls on both.
+    if [[ $keys == 0 && -n $baseline_port ]]; then
+      baseline+=("$(one_run "$baseline_port" 0 "$run")")
+    fi
+  done
+  if [[ $keys == 0 ]]; then print_row "none" current; else print_row "$keys keys" current; fi
+  [[ ${#baseline[@]} == 0 ]] || print_row "none, $BASELINE" baseline
+done

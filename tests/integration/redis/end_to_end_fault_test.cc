@@ -7,7 +7,6 @@
 // hangs (SIGSTOP), and one restarted with a password.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <map>

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "server/service/stream_status.h"
 
 namespace switchboard::app {
 namespace {
@@ -78,6 +79,10 @@ class GrpcRequestInterceptorFactory final
       grpc::experimental::ServerRpcInfo* info) override {
     const absl::string_view method =
         info->method() == nullptr ? absl::string_view() : absl::string_view(info->method());
+    for (const auto& [stream, name] : service::kStreamsReportingTheirStatus) {
+      // No interceptor: it would run on each of the stream's messages.
+      if (method == name) return nullptr;
+    }
     using Type = grpc::experimental::ServerRpcInfo::Type;
     return new GrpcRequestInterceptor(
         request_metrics_.ForMethod(method), metrics_, clock_, method,

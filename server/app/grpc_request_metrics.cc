@@ -54,4 +54,13 @@ GrpcRequestMetrics::Series& GrpcRequestMetrics::ForMethod(absl::string_view meth
   return it == methods_.end() ? unknown_ : *it->second;
 }
 
+void GrpcRequestMetrics::OnStreamFinished(metrics::StreamMethod method, grpc::StatusCode code) {
+  for (const auto& [stream, name] : service::kStreamsReportingTheirStatus) {
+    if (stream == method) {
+      ForMethod(name).Finished(code, absl::ZeroDuration());
+      return;
+    }
+  }
+}
+
 }  // namespace switchboard::app

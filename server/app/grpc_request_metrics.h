@@ -5,6 +5,8 @@
 //   server finishes, unary and streaming, those refused by authentication or
 //   validation included, by the status code it finishes with ("OK",
 //   "INVALID_ARGUMENT", ...).
+//   The streams of service::kStreamsReportingTheirStatus report their own
+//   status (OnStreamFinished); the interceptor counts every other call.
 // - `switchboard_grpc_request_duration_seconds{method}` is the time from a
 //   unary call's arrival to its status. Streams have none: a stream lasts as
 //   long as its client wants (a Subscribe for days), so its lifetime says
@@ -38,13 +40,14 @@
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
 #include "server/metrics/metrics.h"
+#include "server/service/stream_status.h"
 
 namespace switchboard::app {
 
 // The `method` label of calls to methods the server does not serve.
 inline constexpr char kUnknownMethod[] = "__unknown__";
 
-class GrpcRequestMetrics {
+class GrpcRequestMetrics final : public service::StreamStatusObserver {
  public:
   // A method the server serves.
   struct Method {
@@ -87,6 +90,9 @@ class GrpcRequestMetrics {
   // The series of the method whose full name is `method`; those of
   // "__unknown__" when the server does not serve it. Lives as long as this.
   Series& ForMethod(absl::string_view method);
+
+  // service::StreamStatusObserver.
+  void OnStreamFinished(metrics::StreamMethod method, grpc::StatusCode code) override;
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;

@@ -180,8 +180,8 @@ class ServerImpl final : public Server {
     limits.max_message_bytes = config_.limits().max_message_bytes();
     limits.max_batch_messages = config_.limits().max_batch_messages();
     context_ = std::make_unique<service::ServiceContext>(service::ServiceContext{
-        *broker_, *upstreams_, *subscriptions_, clients_, metrics_, streams_, limits,
-        lease_service_ != nullptr ? lease_service_->replica_id() : std::string()});
+        *broker_, *upstreams_, *subscriptions_, clients_, metrics_, streams_, request_metrics_,
+        limits, lease_service_ != nullptr ? lease_service_->replica_id() : std::string()});
     broker_service_ = std::make_unique<service::BrokerService>(*context_);
     rpc_service_ = std::make_unique<service::RpcService>(*context_);
     SB_RETURN_IF_ERROR(StartJsonRpcHttp());

@@ -54,6 +54,9 @@ class ConsumeReactor final
 
   bool TakeNextResponseLocked(v1::ConsumeResponse& response) override;
   void OnWriteCompleted() override;
+  void OnFinishing(const grpc::Status& status) override ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    registration_.Finished(status.error_code());
+  }
 
   // Both run on the gRPC thread of OnReadDone, without `mu_`.
   absl::Status OpenSession();

@@ -144,6 +144,10 @@ class PipelinedStream : public StreamWriter<grpc::ServerBidiReactor<Request, Res
     return !responses_.empty();
   }
 
+  void OnFinishing(const grpc::Status& status) final ABSL_EXCLUSIVE_LOCKS_REQUIRED(this->mu_) {
+    registration_.Finished(status.error_code());
+  }
+
   void OnWriteCompleted() final {
     StreamLock lock(*this);
     MaybeReadLocked();

@@ -12,6 +12,7 @@
 #include "server/broker/broker.h"
 #include "server/metrics/metrics.h"
 #include "server/service/request_validation.h"
+#include "server/service/stream_status.h"
 #include "server/service/stream_tracker.h"
 #include "server/subscriptions/subscriptions.h"
 #include "server/upstream/upstream_proxy.h"
@@ -25,6 +26,7 @@ struct ServiceContext {
   const auth::ClientRegistry& clients;
   metrics::Metrics& metrics;
   StreamTracker& streams;
+  StreamStatusObserver& stream_status;
   RequestLimits limits;
   // This replica's name in the fleet (empty without global limits).
   std::string replica_id;

@@ -38,6 +38,11 @@ class StreamRegistration {
     return client;
   }
 
+  // Reports the status the stream finishes with (for the streams of
+  // kStreamsReportingTheirStatus only: the others are counted by gRPC's
+  // interceptor).
+  void Finished(grpc::StatusCode code) { context_.stream_status.OnStreamFinished(method_, code); }
+
  private:
   ServiceContext& context_;
   const metrics::StreamMethod method_;

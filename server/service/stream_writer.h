@@ -83,6 +83,10 @@ class StreamWriter : public ReactorBase {
   // Runs after a successful write, without `mu_`; may call into the broker.
   virtual void OnWriteCompleted() {}
 
+  // Runs once, with `mu_` held, right before the stream finishes with
+  // `status`.
+  virtual void OnFinishing(const grpc::Status& /*status*/) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {}
+
   // Runs once the client cancelled the call (before OnDone), without `mu_`:
   // withdraw work started for it.
   virtual void OnCancelled() {}
@@ -128,6 +132,7 @@ class StreamWriter : public ReactorBase {
   void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
     finished_ = true;
+    OnFinishing(*finish_status_);
     this->Finish(*finish_status_);
   }
 

@@ -23,6 +23,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "switchboard/v1/broker.grpc.pb.h"
+#include "switchboard/v1/rpc.grpc.pb.h"
 #include "tests/testing/broker_calls.h"
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/status_matchers.h"
@@ -40,6 +41,8 @@ constexpr char kToken[] = "s3cret-billing";
 constexpr char kPublish[] = "/switchboard.v1.Broker/Publish";
 constexpr char kPublishStream[] = "/switchboard.v1.Broker/PublishStream";
 constexpr char kSubscribe[] = "/switchboard.v1.Broker/Subscribe";
+constexpr char kConsume[] = "/switchboard.v1.Broker/Consume";
+constexpr char kCallStream[] = "/switchboard.v1.Rpc/CallStream";
 constexpr char kHealthCheck[] = "/grpc.health.v1.Health/Check";
 
 class GrpcRequestMetricsTest : public ::testing::Test {
@@ -143,6 +146,24 @@ TEST_F(GrpcRequestMetricsTest, CountsEveryFinishedCallByMethodAndCode) {
     EXPECT_FALSE(stream->Read(&ignored));
     ASSERT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
+  // The bidirectional streams report their status themselves, without the
+  // interceptor: a refusal is counted as from any other call.
+  {  // A Consume stream refused for want of a token.
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    auto stream = stub_->Consume(&context);
+    v1::ConsumeResponse ignored;
+    EXPECT_FALSE(stream->Read(&ignored));
+    ASSERT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {  // A CallStream refused for want of a token.
+    grpc::ClientContext context;
+    context.set_deadline(Deadline());
+    auto stream = v1::Rpc::NewStub(channel_)->CallStream(&context);
+    v1::CallResponse ignored;
+    EXPECT_FALSE(stream->Read(&ignored));
+    ASSERT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
   {  // gRPC's own health service.
     grpc::ClientContext context;
     context.set_deadline(Deadline());
@@ -161,6 +182,8 @@ TEST_F(GrpcRequestMetricsTest, CountsEveryFinishedCallByMethodAndCode) {
                                            {Labels("UNAUTHENTICATED", kPublish), 1},
                                            {Labels("OK", kPublishStream), 1},
                                            {Labels("UNAUTHENTICATED", kSubscribe), 1},
+                                           {Labels("UNAUTHENTICATED", kConsume), 1},
+                                           {Labels("UNAUTHENTICATED", kCallStream), 1},
                                            {Labels("OK", kHealthCheck), 1},
                                            {Labels("UNIMPLEMENTED", "__unknown__"), 2}}));
   // Unary calls only, each timed once whatever its code.
@@ -170,7 +193,9 @@ TEST_F(GrpcRequestMetricsTest, CountsEveryFinishedCallByMethodAndCode) {
   EXPECT_EQ(NonZero("switchboard_requests_rejected_total"),
             (std::map<std::string, double>{{Labels("INVALID_ARGUMENT", "Publish"), 1},
                                            {Labels("UNAUTHENTICATED", "Publish"), 1},
-                                           {Labels("UNAUTHENTICATED", "Subscribe"), 1}}));
+                                           {Labels("UNAUTHENTICATED", "Subscribe"), 1},
+                                           {Labels("UNAUTHENTICATED", "Consume"), 1},
+                                           {Labels("UNAUTHENTICATED", "CallStream"), 1}}));
 }
 
 // A request whose bytes are not its protobuf type: invalid UTF-8 in the

@@ -105,6 +105,9 @@ OutgoingMessage DeadLetterOf(const Message& message, uint32_t attempts);
 // for redelivery).
 class ConsumerGroup {
  public:
+  // Held messages by id: hashed, not ordered (every lease settles one by id).
+  using HeldMessages = absl::flat_hash_map<std::string, std::shared_ptr<const Message>>;
+
   ConsumerGroup(ConsumerGroups& core, std::string topic, std::string name,
                 const TopicPolicy& policy);
 
@@ -130,8 +133,8 @@ class ConsumerGroup {
 
   // Whether the group holds message `id` (leased or waiting).
   bool holds(const std::string& id) const { return held_.count(id) > 0; }
-  // Every message the group holds, by id.
-  const std::map<std::string, std::shared_ptr<const Message>>& held() const { return held_; }
+  // Every message the group holds, by id, in no particular order.
+  const HeldMessages& held() const { return held_; }
 
   // A message for the group: `attempt` 1 for a new one, more for one
   // delivered before (elsewhere), not to be handed out before `delay` has
@@ -211,7 +214,7 @@ class ConsumerGroup {
   std::unique_ptr<GroupSource> source_;
   std::vector<Session*> sessions_;  // In joining order; deliveries take turns.
   size_t next_turn_ = 0;
-  std::map<std::string, std::shared_ptr<const Message>> held_;
+  HeldMessages held_;
   std::deque<Waiting> redelivered_;  // Taken back, waiting for credit.
   std::deque<Waiting> fresh_;        // Never delivered, waiting for credit.
   std::deque<DueDelivery> due_;      // To take back, then deliver.

@@ -14,7 +14,11 @@
 # in the same run. With BASELINE=<build dir> (for example a build of an
 # older commit), the 0-key row is also measured against that build's
 # switchboard, running beside this one, its runs alternating with this
-# build's. Not part of the default test run.
+# build's. With PIN=1 (machines with 2+ cores), each switchboard runs on
+# CPU 1 and the load generator (and Redis) on CPU 0: on 2 cores the
+# scheduler's placement of a dozen busy threads otherwise moves a build's
+# throughput by +-20% from run to run, and an A/B comparison drowns in it.
+# Not part of the default test run.
 #
 #   tests/perf/bench_consume.sh [BUILD_DIR]   (default build/release;
 #                                              BROKER=memory|redis)
@@ -25,6 +29,10 @@ runs=${RUNS:-3}
 messages=${MESSAGES:-200000}
 keys_list=${KEYS:-"0 10000 1000 100"}
 broker=${BROKER:-memory}
+server_cpu=() client_cpu=()
+if [[ ${PIN:-0} == 1 ]]; then
+  server_cpu=(taskset -c 1) client_cpu=(taskset -c 0)
+fi
 
 if [[ ! -x $build/server/switchboard || ! -x $build/client/sbctl ]]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -36,7 +44,7 @@ redis= work=$(mktemp -d)
 broker_flags=() config_flags=()
 if [[ $broker == redis ]]; then
   redis_port=$(free_port)
-  redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work" --save '' --appendonly no \
+  "${client_cpu[@]}" redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work" --save '' --appendonly no \
     >"$work/redis.log" 2>&1 &
   redis=$!
   wait_for_port "$redis_port"
@@ -55,7 +63,7 @@ servers=()
 # Starts a switchboard and sets started_port. $1: the binary, then more flags.
 start_server() {
   started_port=$(free_port)
-  "$1" --listen="127.0.0.1:$started_port" --metrics_listen="127.0.0.1:$(free_port)" \
+  "${server_cpu[@]}" "$1" --listen="127.0.0.1:$started_port" --metrics_listen="127.0.0.1:$(free_port)" \
     "${broker_flags[@]}" "${@:2}" 2>/dev/null &
   servers+=($!)
   for _ in $(seq 100); do
@@ -77,7 +85,7 @@ field() { python3 -c "import json,sys; print(json.loads(sys.stdin.readlines()[-1
 
 # One run's JSON summary. $1: port, $2: keys, $3: run.
 one_run() {
-  "$build/client/sbctl" --server="127.0.0.1:$1" bench consume \
+  "${client_cpu[@]}" "$build/client/sbctl" --server="127.0.0.1:$1" bench consume \
     --topic="bench.k$2.r$3.$RANDOM" --group=g --streams=8 --max_in_flight=100 \
     --messages="$messages" --keys="$2" --size=100 --duration=120 2>/dev/null | tail -1
 }
@@ -93,7 +101,7 @@ print_row() {
   printf '| %s | %.0f | %s µs | %s µs | %s |\n' "$1" "$rate" "$p50" "$p99" "$count"
 }
 
-echo "broker: $broker; load average: $(cut -d' ' -f1-3 /proc/loadavg); $messages messages per run, median of $runs"
+echo "broker: $broker${server_cpu:+; switchboard on CPU 1, load generator on CPU 0}; load average: $(cut -d' ' -f1-3 /proc/loadavg); $messages messages per run, median of $runs"
 echo
 echo "| Ordering keys | msgs/s consumed and acked | p50 ack to next delivery | p99 | messages |"
 echo "|---|---|---|---|---|"

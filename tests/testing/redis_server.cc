@@ -123,8 +123,11 @@ void RedisServer::Resume() {
   if (process_) process_->Signal(SIGCONT);
 }
 
-absl::Status RedisServer::Restart() {
+absl::Status RedisServer::Restart() { return Restart(options_); }
+
+absl::Status RedisServer::Restart(Options options) {
   Kill();
+  options_ = std::move(options);
   return RestartOnSamePorts("redis-server", [this] { return Launch(); });
 }
 

@@ -69,6 +69,9 @@ class RedisServer {
   // until it answers PING (after loading its append-only file). A port
   // taken since Kill() is tried again for a while (RestartOnSamePorts).
   absl::Status Restart();
+  // The same, with `options` from now on (a password set or dropped:
+  // Command() then authenticates as they say).
+  absl::Status Restart(Options options);
 
   // Runs one command on a fresh blocking connection (authenticated like the
   // server requires) and returns the reply flattened to text: strings,
@@ -109,7 +112,7 @@ class RedisServer {
   absl::Status Run(const std::vector<std::string>& args,
                    const std::function<void(const redisReply& reply)>& read) const;
 
-  const Options options_;
+  Options options_;  // Replaced by Restart(Options).
   const int port_;
   const std::string data_dir_;
   std::optional<Subprocess> process_;

@@ -6,12 +6,10 @@
 // deadline), which a slow machine cannot break. Issue 15's: a Redis that
 // hangs (SIGSTOP), and one restarted with a password.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <map>
 #include <memory>
-#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -25,44 +23,12 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/redis/end_to_end_harness.h"
-#include "tests/testing/subprocess.h"
 
 namespace switchboard::end_to_end {
 namespace {
 
-using ::switchboard::testing::Subprocess;
 using ::testing::Contains;
 using ::testing::Each;
-
-// Starts a redis-server with `requirepass` on the port and data directory
-// of `redis` (killed before): the same server restarted with a password, as
-// an operator would. RedisServer keeps its options across Restart(), hence
-// a process of the test's own. Ready once a PING on that port is refused
-// with NOAUTH by this very process (not one that took the port meanwhile).
-absl::StatusOr<Subprocess> StartRedisRequiringPassword(const RedisServer& redis,
-                                                       const std::string& password) {
-  std::optional<Subprocess> started;
-  const absl::Status status = testing::RestartOnSamePorts("redis-server", [&]() -> absl::Status {
-    started.reset();
-    absl::StatusOr<Subprocess> process = Subprocess::Start(
-        {testing::FindOnPath("redis-server"), "--port", absl::StrCat(redis.port()), "--bind",
-         "127.0.0.1", "--dir", redis.data_dir(), "--save", "", "--appendonly", "no",
-         "--requirepass", password});
-    if (!process.ok()) return process.status();
-    started.emplace(*std::move(process));
-    const absl::Time deadline = absl::Now() + kWaitTimeout;
-    while (absl::Now() < deadline) {
-      if (started->Wait(absl::Milliseconds(20)).has_value()) {
-        return testing::ExitedAtStartError("redis-server", started->stdout_text());
-      }
-      absl::StatusOr<std::string> pong = redis.Command({"PING"});
-      if (pong.ok() && absl::StartsWith(*pong, "NOAUTH")) return absl::OkStatus();
-    }
-    return absl::DeadlineExceededError("redis-server with requirepass never answered PING");
-  });
-  if (!status.ok()) return status;
-  return *std::move(started);
-}
 
 // The lines of `log` that contain `text`.
 std::vector<std::string> LinesWith(const std::string& log, absl::string_view text) {
@@ -387,9 +353,9 @@ TEST_F(EndToEndTest, ARedisRestartedWithAPasswordIsAnAuthenticationFailureUntilR
   const grpc::Status before = testing::Publish(*replica.stub, "jobs", {"before"}, &published);
   ASSERT_TRUE(before.ok()) << before.error_message();
 
-  redis_->Kill();
-  absl::StatusOr<Subprocess> locked = StartRedisRequiringPassword(*redis_, "s3cret-pass");
-  ASSERT_THAT(locked, IsOk());
+  RedisServer::Options locked;
+  locked.password = "s3cret-pass";
+  ASSERT_THAT(redis_->Restart(locked), IsOk());
   ASSERT_TRUE(health.WaitFor(HealthResponse::NOT_SERVING)) << replica.process->stderr_text();
   // The first reconnects may be refused at TCP level (Redis was down); a
   // publish names the last attempt, so ask until that is Redis' refusal. A
@@ -424,9 +390,8 @@ TEST_F(EndToEndTest, ARedisRestartedWithAPasswordIsAnAuthenticationFailureUntilR
       << replica.process->stderr_text();
   EXPECT_THAT(*noauth_lines, Each(HasSubstr(" W redis "))) << replica.process->stderr_text();
 
-  locked->Signal(SIGKILL);
-  locked->Wait(kWaitTimeout);
-  ASSERT_THAT(redis_->Restart(), IsOk());  // Without the password, as first started.
+  // Without the password, as first started.
+  ASSERT_THAT(redis_->Restart(RedisServer::Options()), IsOk());
   ASSERT_TRUE(health.WaitFor(HealthResponse::SERVING)) << replica.process->stderr_text();
   const grpc::Status after = testing::Publish(*replica.stub, "jobs", {"after"}, &published);
   EXPECT_TRUE(after.ok()) << after.error_message();

@@ -5,7 +5,8 @@
 #   1. RelWithDebInfo: unit + integration tests (real redis-server / nginx
 #      started by the tests on loopback ports picked at run time);
 #   2. ASan+UBSan: the same tests;
-#   3. TSan: the test binaries that do not link gRPC (core, conformance, ws);
+#   3. TSan: the test binaries that do not link gRPC (core, conformance, ws,
+#      amqp);
 # then runs each libFuzzer target of fuzz/ (clang, ASan+UBSan) for
 # FUZZ_SECONDS (default 10) from its checked-in corpus.
 # Slow soak, long fuzzing and benchmark runs are not here: see tests/perf/
@@ -55,10 +56,11 @@ stage "build and test (TSan, binaries without gRPC)"
 # instrumented, in our binaries, outside those bridges (false reports).
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 build build/tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSWITCHBOARD_SANITIZE=thread -- \
-  core_tests conformance_tests ws_tests
+  core_tests conformance_tests ws_tests amqp_tests
 run_ctest build/tsan -L unit
-# ws_tests (labelled integration: it starts ws_provider.py) links no gRPC either.
-run_ctest build/tsan -R '^ws\.'
+# ws_tests (labelled integration: it starts ws_provider.py) and amqp_tests
+# (it starts RabbitMQ nodes) link no gRPC either.
+run_ctest build/tsan -R '^(ws|amqp)\.'
 
 stage "fuzz (libFuzzer, each target ${FUZZ_SECONDS:-10} s from its corpus)"
 fuzzers=(fuzz_config fuzz_json_rpc fuzz_redis_reply fuzz_retry_after fuzz_url_mask

@@ -49,6 +49,15 @@ std::string Address(const AmqpConnectionOptions& options) {
                       options.vhost == "/" ? "" : absl::StrCat("/", options.vhost));
 }
 
+// A copy of `status` that shares nothing with it, for a status that crosses
+// threads. absl::Status shares its message by reference count, and Debian's
+// Abseil is not built for ThreadSanitizer: the thread that drops the last
+// reference frees the message, which TSan would report as racing with the
+// other thread's reads.
+absl::Status Detached(const absl::Status& status) {
+  return absl::Status(status.code(), status.message());
+}
+
 amqp_bytes_t Bytes(const std::string& text) {
   return amqp_bytes_t{text.size(), const_cast<char*>(text.data())};
 }
@@ -121,8 +130,8 @@ void AmqpConnection::Submit(std::variant<Declaration, AmqpMessage> what, absl::D
   Wake();
 }
 
-void AmqpConnection::Reply(DoneCallback done, absl::Status status) {
-  owner_.Post([alive = alive_, done = std::move(done), status = std::move(status)]() mutable {
+void AmqpConnection::Reply(DoneCallback done, const absl::Status& status) {
+  owner_.Post([alive = alive_, done = std::move(done), status = Detached(status)]() mutable {
     if (*alive) done(std::move(status));
   });
 }
@@ -134,7 +143,7 @@ AmqpConnectionState AmqpConnection::state() const {
 
 absl::Status AmqpConnection::last_error() const {
   absl::MutexLock lock(&mu_);
-  return last_error_;
+  return Detached(last_error_);
 }
 
 absl::Status AmqpConnection::Unavailable() const {
@@ -154,12 +163,12 @@ void AmqpConnection::Wake() {
 void AmqpConnection::SetState(AmqpConnectionState state, const absl::Status& error) {
   {
     absl::MutexLock lock(&mu_);
-    last_error_ = error;
+    last_error_ = Detached(error);
     if (state_ == state) return;
     state_ = state;
   }
   ready_.store(state == AmqpConnectionState::kReady, std::memory_order_release);
-  owner_.Post([alive = alive_, observer = &observer_, state, error] {
+  owner_.Post([alive = alive_, observer = &observer_, state, error = Detached(error)] {
     if (*alive) observer->OnStateChanged(state, error);
   });
 }

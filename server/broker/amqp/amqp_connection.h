@@ -206,8 +206,9 @@ class AmqpConnection {
   void Submit(std::variant<Declaration, AmqpMessage> what, absl::Duration timeout,
               DoneCallback done);
   // Posts `done(status)` to the owner dispatcher, unless the connection is
-  // destroyed by the time it runs.
-  void Reply(DoneCallback done, absl::Status status);
+  // destroyed by the time it runs. `done` gets a copy of `status` of its
+  // own (see Detached() in the .cc).
+  void Reply(DoneCallback done, const absl::Status& status);
   absl::Status Unavailable() const;
   void Wake();
   bool Stopping() const { return stopping_.load(std::memory_order_acquire); }

@@ -87,11 +87,15 @@ std::optional<pid_t> BeamPid(const std::string& node_name) {
 }
 
 // The state changes an AmqpConnection reports, for a test thread to wait on.
+// (Waits use a CondVar, never Mutex::Await: in TSan builds the condition of
+// an Await runs inside uninstrumented Abseil, unseen by the bridge in
+// tests/testing/tsan_absl_sync.cc.)
 class RecordingObserver final : public AmqpConnectionObserver {
  public:
   void OnStateChanged(AmqpConnectionState state, const absl::Status& last_error) override {
     absl::MutexLock lock(&mu_);
     changes_.emplace_back(state, last_error);
+    changed_.SignalAll();
   }
 
   // Waits (up to kWait) until the latest change is to `state`; returns its
@@ -100,14 +104,13 @@ class RecordingObserver final : public AmqpConnectionObserver {
     absl::MutexLock lock(&mu_);
     const absl::Time deadline = absl::Now() + kWait;
     while (changes_.empty() || changes_.back().first != state) {
-      if (!mu_.AwaitWithDeadline(absl::Condition(this, &RecordingObserver::Changed), deadline)) {
+      if (changed_.WaitWithDeadline(&mu_, deadline) &&
+          (changes_.empty() || changes_.back().first != state)) {
         return absl::DeadlineExceededError(absl::StrCat("not ", AmqpConnectionStateName(state),
                                                         " within ", absl::FormatDuration(kWait)));
       }
-      seen_ = changes_.size();
     }
-    seen_ = changes_.size();
-    return changes_.back().second.ok() ? absl::OkStatus() : changes_.back().second;
+    return changes_.back().second;
   }
 
   std::vector<AmqpConnectionState> states() const {
@@ -118,31 +121,34 @@ class RecordingObserver final : public AmqpConnectionObserver {
   }
 
  private:
-  bool Changed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return changes_.size() > seen_; }
-
   mutable absl::Mutex mu_;
+  absl::CondVar changed_;
   std::vector<std::pair<AmqpConnectionState, absl::Status>> changes_ ABSL_GUARDED_BY(mu_);
-  size_t seen_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The results of many operations, gathered on the owner dispatcher.
 class Results {
  public:
+  explicit Results(size_t count) : statuses_(count, absl::UnknownError("no result")) {}
+
   // A callback that records its status as result `index`.
   AmqpConnection::DoneCallback Recorder(size_t index) {
     return [this, index](absl::Status status) {
       absl::MutexLock lock(&mu_);
       statuses_[index] = std::move(status);
       ++done_;
+      if (done_ == statuses_.size()) all_done_.SignalAll();
     };
   }
-
-  explicit Results(size_t count) : statuses_(count, absl::UnknownError("no result")) {}
 
   // Waits (up to kWait) until every operation has its result.
   bool WaitForAll() {
     absl::MutexLock lock(&mu_);
-    return mu_.AwaitWithTimeout(absl::Condition(this, &Results::AllDone), kWait);
+    const absl::Time deadline = absl::Now() + kWait;
+    while (done_ < statuses_.size()) {
+      if (all_done_.WaitWithDeadline(&mu_, deadline) && done_ < statuses_.size()) return false;
+    }
+    return true;
   }
 
   std::vector<absl::Status> statuses() const {
@@ -159,9 +165,8 @@ class Results {
   }
 
  private:
-  bool AllDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_ == statuses_.size(); }
-
   mutable absl::Mutex mu_;
+  absl::CondVar all_done_;
   std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
   size_t done_ ABSL_GUARDED_BY(mu_) = 0;
 };

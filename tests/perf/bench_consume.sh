@@ -41,20 +41,23 @@ fi
 source tests/perf/lib.sh  # free_port, wait_for_port
 
 redis= work=$(mktemp -d)
-broker_flags=() config_flags=()
+# The memory broker keeps every run's messages (each run has a topic of its
+# own): past the default limits.max_memory_bytes (1 GiB) it would refuse the
+# later runs' publishes.
+echo "limits: {max_memory_bytes: 8589934592}" >"$work/switchboard.yaml"
+broker_flags=() config_flags=(--config="$work/switchboard.yaml")
 if [[ $broker == redis ]]; then
   redis_port=$(free_port)
   "${client_cpu[@]}" redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work" --save '' --appendonly no \
     >"$work/redis.log" 2>&1 &
   redis=$!
   wait_for_port "$redis_port"
-  cat >"$work/switchboard.yaml" <<EOF
+  cat >>"$work/switchboard.yaml" <<EOF
 topics:
   - name: "bench.*"
     ordering_partitions: 16
 EOF
   broker_flags=(--broker="redis://127.0.0.1:$redis_port")
-  config_flags=(--config="$work/switchboard.yaml")
 elif [[ $broker != memory ]]; then
   echo "BROKER must be memory or redis, not $broker" >&2
   exit 2
@@ -83,11 +86,18 @@ trap cleanup EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.readlines()[-1])['$1'])"; }
 
-# One run's JSON summary. $1: port, $2: keys, $3: run.
+# One run's JSON summary. $1: port, $2: keys, $3: run. A failed run stops
+# the script, saying why.
 one_run() {
-  "${client_cpu[@]}" "$build/client/sbctl" --server="127.0.0.1:$1" bench consume \
+  if ! "${client_cpu[@]}" "$build/client/sbctl" --server="127.0.0.1:$1" bench consume \
     --topic="bench.k$2.r$3.$RANDOM" --group=g --streams=8 --max_in_flight=100 \
-    --messages="$messages" --keys="$2" --size=100 --duration=120 2>/dev/null | tail -1
+    --messages="$messages" --keys="$2" --size=100 --duration=120 >"$work/run.out" \
+    2>"$work/run.err"; then
+    echo "sbctl bench consume failed (keys $2, run $3):" >&2
+    tail -5 "$work/run.err" >&2
+    exit 1
+  fi
+  tail -1 "$work/run.out"
 }
 
 # Prints a row from the summaries in the array named $2. $1: label.

@@ -122,6 +122,13 @@ void Connection::OnHandshakeReply(absl::string_view step, absl::StatusOr<Reply> 
     return;
   }
   if (reply->is_error()) {
+    if (options_.password.empty() && absl::StartsWith(reply->str, "NOAUTH")) {
+      // A server that requires a password refuses the first command after
+      // connect: say what to fix, not which command happened to be first.
+      Reset(absl::StrCat("redis requires authentication and the broker URL gives no password (",
+                         step, ": ", reply->str, ")"));
+      return;
+    }
     Reset(absl::StrCat(step, " failed: ", reply->str));
     return;
   }

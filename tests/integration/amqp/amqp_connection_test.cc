@@ -22,7 +22,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -85,6 +84,30 @@ std::optional<pid_t> BeamPid(const std::string& node_name) {
   closedir(proc);
   return found;
 }
+
+// SIGSTOPs the node's Erlang VM until Resume() or destruction: a broker that
+// keeps its connections open and answers nothing.
+class StoppedBroker {
+ public:
+  explicit StoppedBroker(const RabbitMqServer& server) : beam_(BeamPid(server.node_name())) {
+    if (beam_.has_value() && kill(*beam_, SIGSTOP) != 0) beam_.reset();
+  }
+  ~StoppedBroker() { Resume(); }
+
+  StoppedBroker(const StoppedBroker&) = delete;
+  StoppedBroker& operator=(const StoppedBroker&) = delete;
+
+  // False when the VM was not found or could not be stopped.
+  bool stopped() const { return beam_.has_value(); }
+
+  void Resume() {
+    if (beam_.has_value()) kill(*beam_, SIGCONT);
+    beam_.reset();
+  }
+
+ private:
+  std::optional<pid_t> beam_;
+};
 
 // The state changes an AmqpConnection reports, for a test thread to wait on.
 // (Waits use a CondVar, never Mutex::Await: in TSan builds the condition of
@@ -244,9 +267,9 @@ class AmqpConnectionTest : public ::testing::Test {
     return results->statuses()[0];
   }
 
-  absl::Status Declare(Declaration declaration) {
+  absl::Status Declare(Declaration declaration, absl::Duration timeout = absl::Seconds(30)) {
     return Await([&](AmqpConnection::DoneCallback done) {
-      connection_->Declare(std::move(declaration), std::move(done));
+      connection_->Declare(std::move(declaration), timeout, std::move(done));
     });
   }
 
@@ -418,10 +441,8 @@ TEST_F(AmqpConnectionTest, PublishWithoutConfirmInTimeFailsWithDeadlineExceeded)
   const std::string queue = Unique("group");
   ASSERT_NO_FATAL_FAILURE(DeclareDurableTopology(exchange, queue, "#"));
 
-  const std::optional<pid_t> beam = BeamPid(server_->node_name());
-  ASSERT_TRUE(beam.has_value()) << "no beam.smp for " << server_->node_name();
-  ASSERT_EQ(kill(*beam, SIGSTOP), 0);
-  absl::Cleanup resume = [&] { kill(*beam, SIGCONT); };
+  StoppedBroker stopped(*server_);
+  ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server_->node_name();
 
   const AmqpMessage late = NumberedMessage(exchange, "a", 0);
   EXPECT_THAT(Publish(late, absl::Milliseconds(300)),
@@ -429,7 +450,7 @@ TEST_F(AmqpConnectionTest, PublishWithoutConfirmInTimeFailsWithDeadlineExceeded)
   // Still ready: a stopped broker is not a lost connection (heartbeats
   // would tell, after two intervals).
   EXPECT_EQ(connection_->state(), AmqpConnectionState::kReady);
-  std::move(resume).Invoke();
+  stopped.Resume();
 
   // The late confirm is dropped unseen; the next publish is confirmed.
   const AmqpMessage next = NumberedMessage(exchange, "a", 1);
@@ -442,6 +463,68 @@ TEST_F(AmqpConnectionTest, PublishWithoutConfirmInTimeFailsWithDeadlineExceeded)
   ASSERT_THAT(client.status(), IsOk());
   ASSERT_NO_FATAL_FAILURE(WaitForCount(**client, queue, 2));
   ASSERT_NO_FATAL_FAILURE(ExpectQueueHolds(**client, queue, {late, next}));
+}
+
+TEST_F(AmqpConnectionTest, PublishNackedByTheBrokerFailsWithUnavailable) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection(Options()));
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("bounded");
+  ASSERT_THAT(Declare(ExchangeDeclaration{exchange}), IsOk());
+  // A queue full at one message that refuses more: the broker nacks.
+  QueueDeclaration bounded;
+  bounded.name = queue;
+  bounded.arguments["x-max-length"] = int64_t{1};
+  bounded.arguments["x-overflow"] = std::string("reject-publish");
+  ASSERT_THAT(Declare(bounded), IsOk());
+  ASSERT_THAT(Declare(BindingDeclaration{queue, exchange, "#"}), IsOk());
+
+  const AmqpMessage first = NumberedMessage(exchange, "a", 0);
+  ASSERT_THAT(Publish(first), IsOk());
+  EXPECT_THAT(Publish(NumberedMessage(exchange, "a", 1)),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("nacked")));
+  EXPECT_EQ(connection_->state(), AmqpConnectionState::kReady);
+
+  absl::StatusOr<std::unique_ptr<AmqpClient>> client = Client();
+  ASSERT_THAT(client.status(), IsOk());
+  ASSERT_NO_FATAL_FAILURE(ExpectQueueHolds(**client, queue, {first}));
+}
+
+TEST_F(AmqpConnectionTest, DeclarationWithoutAnswerInTimeRemakesTheConnection) {
+  AmqpConnectionOptions options = Options();
+  options.connect_timeout = absl::Seconds(1);
+  ASSERT_NO_FATAL_FAILURE(StartConnection(options));
+  const std::string exchange = Unique("topic");
+  ASSERT_THAT(Declare(ExchangeDeclaration{exchange}), IsOk());
+  {
+    StoppedBroker stopped(*server_);
+    ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server_->node_name();
+    EXPECT_THAT(Declare(ExchangeDeclaration{Unique("unanswered")}, absl::Milliseconds(300)),
+                StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("exchange.declare")));
+    // The connection's state is unknown after a lost answer: dropped.
+    EXPECT_THAT(observer_.WaitFor(AmqpConnectionState::kDown),
+                StatusIs(absl::StatusCode::kUnavailable));
+  }
+  ASSERT_THAT(observer_.WaitFor(AmqpConnectionState::kReady), IsOk());
+  // Usable again, for declarations and publishes.
+  ASSERT_THAT(Declare(QueueDeclaration::Quorum(Unique("group"))), IsOk());
+  ASSERT_THAT(Publish(NumberedMessage(exchange, "a", 0)), IsOk());
+}
+
+TEST_F(AmqpConnectionTest, SilentBrokerIsDetectedByHeartbeats) {
+  AmqpConnectionOptions options = Options();
+  options.heartbeat = absl::Seconds(1);
+  options.connect_timeout = absl::Seconds(1);
+  ASSERT_NO_FATAL_FAILURE(StartConnection(options));
+  {
+    StoppedBroker stopped(*server_);
+    ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server_->node_name();
+    // Nothing heard for two intervals: dropped, with no operation pending.
+    EXPECT_THAT(observer_.WaitFor(AmqpConnectionState::kDown),
+                StatusIs(absl::StatusCode::kUnavailable, HasSubstr("heartbeat")));
+    EXPECT_THAT(Publish(NumberedMessage(Unique("any"), "a", 0)),
+                StatusIs(absl::StatusCode::kUnavailable, HasSubstr("is down")));
+  }
+  ASSERT_THAT(observer_.WaitFor(AmqpConnectionState::kReady), IsOk());
 }
 
 // Last: it kills and restarts the suite's node.

@@ -246,15 +246,17 @@ class AmqpConnectionTest : public ::testing::Test {
     return options;
   }
 
-  // Starts this test's connection, role = the test's name, and waits until
-  // it is ready.
-  void StartConnection(AmqpConnectionOptions options) {
+  // Starts this test's connection, role = the test's name, and (unless told
+  // otherwise) waits until it is ready.
+  void StartConnection(AmqpConnectionOptions options, bool wait_until_ready = true) {
     RunOnDispatcher(dispatcher_, [&] {
       connection_ =
           std::make_unique<AmqpConnection>(dispatcher_, std::move(options), TestName(), observer_);
       connection_->Start();
     });
-    ASSERT_THAT(observer_.WaitFor(AmqpConnectionState::kReady), IsOk());
+    if (wait_until_ready) {
+      ASSERT_THAT(observer_.WaitFor(AmqpConnectionState::kReady), IsOk());
+    }
   }
 
   // Runs `start` on the owner dispatcher with a callback, and waits for the
@@ -463,6 +465,25 @@ TEST_F(AmqpConnectionTest, PublishWithoutConfirmInTimeFailsWithDeadlineExceeded)
   ASSERT_THAT(client.status(), IsOk());
   ASSERT_NO_FATAL_FAILURE(WaitForCount(**client, queue, 2));
   ASSERT_NO_FATAL_FAILURE(ExpectQueueHolds(**client, queue, {late, next}));
+}
+
+TEST_F(AmqpConnectionTest, RefusedLoginIsDownAndCallsFailAtOnceWithoutThePassword) {
+  constexpr char kPassword[] = "not-guests-secret";
+  AmqpConnectionOptions options = Options();
+  options.password = kPassword;
+  ASSERT_NO_FATAL_FAILURE(StartConnection(options, /*wait_until_ready=*/false));
+  EXPECT_THAT(
+      observer_.WaitFor(AmqpConnectionState::kDown),
+      StatusIs(absl::StatusCode::kUnavailable,
+               AllOf(HasSubstr("login"), HasSubstr("ACCESS_REFUSED"), Not(HasSubstr(kPassword)))));
+  const std::string address = absl::StrCat("127.0.0.1:", server_->port());
+  EXPECT_THAT(
+      Publish(NumberedMessage(Unique("topic"), "a", 0)),
+      StatusIs(absl::StatusCode::kUnavailable,
+               AllOf(HasSubstr(address), HasSubstr("ACCESS_REFUSED"), Not(HasSubstr(kPassword)))));
+  EXPECT_THAT(Declare(ExchangeDeclaration{Unique("topic")}),
+              StatusIs(absl::StatusCode::kUnavailable, Not(HasSubstr(kPassword))));
+  EXPECT_THAT(observer_.states(), ::testing::ElementsAre(AmqpConnectionState::kDown));
 }
 
 TEST_F(AmqpConnectionTest, PublishNackedByTheBrokerFailsWithUnavailable) {

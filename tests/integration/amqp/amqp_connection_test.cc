@@ -467,6 +467,55 @@ TEST_F(AmqpConnectionTest, PublishWithoutConfirmInTimeFailsWithDeadlineExceeded)
   ASSERT_NO_FATAL_FAILURE(ExpectQueueHolds(**client, queue, {late, next}));
 }
 
+TEST_F(AmqpConnectionTest, AtMostTheBoundOfPublishesAreUnconfirmed) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection(Options()));
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("group");
+  ASSERT_NO_FATAL_FAILURE(DeclareDurableTopology(exchange, queue, "#"));
+
+  // With the broker stopped no confirm comes: the bound's worth of
+  // publishes go out and time out unconfirmed; the rest time out waiting
+  // for a slot, never sent. (Small bodies: all of them fit in the socket
+  // buffers of a stopped broker.)
+  constexpr size_t kBound = AmqpConnection::kMaxUnconfirmedPublishes;
+  constexpr size_t kCount = kBound + 44;
+  Results results(kCount);
+  {
+    StoppedBroker stopped(*server_);
+    ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server_->node_name();
+    RunOnDispatcher(dispatcher_, [&] {
+      for (size_t i = 0; i < kCount; ++i) {
+        AmqpMessage message;
+        message.exchange = exchange;
+        message.routing_key = "a";
+        message.message_id = absl::StrCat("message-", i);
+        message.body = absl::StrCat(i);
+        connection_->Publish(std::move(message), absl::Seconds(1), results.Recorder(i));
+      }
+    });
+    ASSERT_TRUE(results.WaitForAll());
+    EXPECT_EQ(connection_->unconfirmed_publishes(), kBound);
+  }
+  EXPECT_EQ(results.Count(absl::StatusCode::kDeadlineExceeded), kCount);
+  size_t unconfirmed = 0;
+  size_t unsent = 0;
+  for (const absl::Status& status : results.statuses()) {
+    unconfirmed += absl::StrContains(status.message(), "no confirm") ? 1 : 0;
+    unsent += absl::StrContains(status.message(), "slots") ? 1 : 0;
+  }
+  EXPECT_EQ(unconfirmed, kBound);
+  EXPECT_EQ(unsent, kCount - kBound);
+
+  // Resumed, the broker routes and confirms what was sent (a timeout means
+  // "unknown", not "lost"); the slots free up for new publishes.
+  const AmqpMessage after = NumberedMessage(exchange, "a", kCount);
+  ASSERT_THAT(Publish(after), IsOk());
+  RunOnDispatcher(dispatcher_, [&] { EXPECT_EQ(connection_->unconfirmed_publishes(), 0u); });
+  absl::StatusOr<std::unique_ptr<AmqpClient>> client = Client();
+  ASSERT_THAT(client.status(), IsOk());
+  ASSERT_NO_FATAL_FAILURE(WaitForCount(**client, queue, kBound + 1));
+}
+
 TEST_F(AmqpConnectionTest, RefusedLoginIsDownAndCallsFailAtOnceWithoutThePassword) {
   constexpr char kPassword[] = "not-guests-secret";
   AmqpConnectionOptions options = Options();

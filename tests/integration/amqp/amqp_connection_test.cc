@@ -1,8 +1,9 @@
 // AmqpConnection (server/broker/amqp) against a real RabbitMQ node: topology
 // declared and replayed, pipelined publishes with confirms read back
-// byte-exact through a plain rabbitmq-c client (amqp_client.h), the
-// connection name rabbitmqctl shows, refusals that leave the connection up,
-// an operation timeout against a stopped broker, and a broker killed and
+// byte-exact through a plain rabbitmq-c client (amqp_client.h), the bound on
+// unconfirmed publishes, the connection name rabbitmqctl shows, refusals and
+// nacks that leave the connection up, a refused login, operation timeouts
+// and heartbeats against a stopped (SIGSTOP) broker, and a broker killed and
 // restarted under the connection.
 //
 // One node serves the whole suite; each test names its exchanges, queues and

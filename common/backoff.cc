@@ -7,6 +7,15 @@
 
 namespace switchboard::common {
 
+BackoffOptions ReconnectBackoff(absl::Duration initial, absl::Duration max) {
+  BackoffOptions backoff;
+  backoff.initial = initial;
+  backoff.max = max;
+  backoff.multiplier = 2.0;
+  backoff.jitter = Jitter::kFull;
+  return backoff;
+}
+
 absl::Duration BackoffCeiling(const BackoffOptions& options, int attempt) {
   if (options.initial <= absl::ZeroDuration()) return absl::ZeroDuration();
   // Compared as a factor first: initial * multiplier^attempt overflows long

@@ -36,6 +36,12 @@ struct BackoffOptions {
   Jitter jitter = Jitter::kFull;
 };
 
+// How a connection to a shared server (Redis, RabbitMQ) waits between
+// reconnects: full jitter under a ceiling that doubles from `initial` up to
+// `max`, so that replicas that lost the server together spread their
+// reconnects over the whole range instead of coming back in one storm.
+BackoffOptions ReconnectBackoff(absl::Duration initial, absl::Duration max);
+
 // The largest delay attempt `attempt` (counted from 0) may draw:
 // min(max, initial * multiplier^attempt).
 absl::Duration BackoffCeiling(const BackoffOptions& options, int attempt);

@@ -31,17 +31,6 @@ namespace {
 constexpr amqp_channel_t kDeclareChannel = 1;
 constexpr amqp_channel_t kPublishChannel = 2;
 
-// Full jitter: replicas that lost the broker together spread their
-// reconnects over the whole range instead of coming back in one storm.
-common::BackoffOptions ReconnectBackoff(const AmqpConnectionOptions& options) {
-  common::BackoffOptions backoff;
-  backoff.initial = options.reconnect_initial;
-  backoff.max = options.reconnect_max;
-  backoff.multiplier = 2.0;
-  backoff.jitter = common::Jitter::kFull;
-  return backoff;
-}
-
 std::string Address(const AmqpConnectionOptions& options) {
   const std::string host =
       absl::StrContains(options.host, ':') ? absl::StrCat("[", options.host, "]") : options.host;
@@ -84,7 +73,7 @@ AmqpConnection::AmqpConnection(event::Dispatcher& owner, AmqpConnectionOptions o
       address_(Address(options_)),
       observer_(observer),
       wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
-      backoff_(ReconnectBackoff(options_)) {}
+      backoff_(common::ReconnectBackoff(options_.reconnect_initial, options_.reconnect_max)) {}
 
 AmqpConnection::~AmqpConnection() {
   *alive_ = false;

@@ -19,17 +19,6 @@ namespace {
 void* ToPrivdata(uint64_t id) { return reinterpret_cast<void*>(static_cast<uintptr_t>(id)); }
 uint64_t FromPrivdata(void* privdata) { return reinterpret_cast<uintptr_t>(privdata); }
 
-// Full jitter: replicas that lost Redis together spread their reconnects
-// over the whole range instead of coming back in one storm.
-common::BackoffOptions ReconnectBackoff(const ConnectionOptions& options) {
-  common::BackoffOptions backoff;
-  backoff.initial = options.reconnect_initial;
-  backoff.max = options.reconnect_max;
-  backoff.multiplier = 2.0;
-  backoff.jitter = common::Jitter::kFull;
-  return backoff;
-}
-
 // The reason hiredis gives for a context it is tearing down.
 // (hiredis copies the error into the async context only after some
 // callbacks ran, so read the underlying context's.)
@@ -45,7 +34,7 @@ Connection::Connection(event::DispatcherImpl& io, ConnectionOptions options, std
       options_(std::move(options)),
       role_(std::move(role)),
       observer_(observer),
-      backoff_(ReconnectBackoff(options_)) {}
+      backoff_(common::ReconnectBackoff(options_.reconnect_initial, options_.reconnect_max)) {}
 
 Connection::~Connection() { Close(); }
 

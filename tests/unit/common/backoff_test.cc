@@ -79,6 +79,15 @@ TEST(BackoffTest, FullJitterDrawsFromZeroToTheCeiling) {
   ExpectDelaysSpanTheRange(Options(Jitter::kFull), 0.0);
 }
 
+TEST(BackoffTest, ReconnectsDoubleUpToTheMaxWithFullJitter) {
+  const BackoffOptions options = ReconnectBackoff(absl::Milliseconds(100), absl::Seconds(1));
+  EXPECT_EQ(options.jitter, Jitter::kFull);
+  EXPECT_THAT(Ceilings(options, 6),
+              ElementsAre(absl::Milliseconds(100), absl::Milliseconds(200), absl::Milliseconds(400),
+                          absl::Milliseconds(800), absl::Seconds(1), absl::Seconds(1)));
+  ExpectDelaysSpanTheRange(options, 0.0);
+}
+
 TEST(BackoffTest, EqualJitterDrawsFromHalfTheCeilingToTheCeiling) {
   ExpectDelaysSpanTheRange(Options(Jitter::kEqual), 0.5);
 }

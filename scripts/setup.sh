@@ -37,9 +37,11 @@ case "${1:-}" in
       # The real Prometheus that tests/integration/metrics/ points at Switchboard.
       prometheus
       # A real RabbitMQ node (tests/testing/rabbitmq_server.h starts its own,
-      # as the current user, not Debian's system service) and rabbitmq-c for
-      # the AMQP tests (tests/integration/amqp). Nothing shipped links
-      # rabbitmq-c yet, so librabbitmq4 is not in runtime-packages.txt.
+      # as the current user, not Debian's system service) and rabbitmq-c, which
+      # the RabbitMQ backend under construction (server/broker/amqp) and the
+      # AMQP tests (tests/integration/amqp) build against. The switchboard
+      # binary does not link it yet, so librabbitmq4 is not in
+      # runtime-packages.txt.
       rabbitmq-server librabbitmq-dev
       # The HTTP load generator of tests/perf/bench_rpc.sh.
       wrk

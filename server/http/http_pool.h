@@ -30,6 +30,14 @@ struct Request {
   // Covers the whole request from Send(): waiting for a free connection,
   // connecting, sending and receiving the whole response.
   absl::Duration timeout = absl::Seconds(10);
+  // Whether the server may see the request twice. By default it reaches the
+  // server at most once: its body goes through a read callback that cannot
+  // rewind, so libcurl fails the request rather than send it again on a new
+  // connection when a kept-alive one dies before any byte of the answer, at
+  // the cost of a second write per request (headers, then body). A request
+  // that may repeat (a call its caller would retry anyway) leaves in one
+  // write, and libcurl may send it again on a new connection in that case.
+  bool may_repeat = false;
 };
 
 // Whatever HTTP status the server answered with.

@@ -280,14 +280,16 @@ absl::Status HttpPoolImpl::Start(Transfer& transfer) {
   const Request& request = transfer.request;
   curl_easy_setopt(easy, CURLOPT_PRIVATE, &transfer);
   curl_easy_setopt(easy, CURLOPT_URL, request.url.c_str());
-  // The body goes through a read callback that cannot rewind, not as
-  // CURLOPT_POSTFIELDS: libcurl silently sends a request again on a new
-  // connection when a reused one dies before any byte of the answer, which
-  // only rewinding the body allows. A request must reach the provider at
-  // most once: retries belong to the layer above, which knows which methods
-  // are safe to repeat. Without the rewind the transfer fails
-  // (CURLE_SEND_FAIL_REWIND) instead.
+  // Unless the request may repeat, the body goes through a read callback
+  // that cannot rewind, not as CURLOPT_POSTFIELDS: libcurl silently sends a
+  // request again on a new connection when a reused one dies before any byte
+  // of the answer, which only rewinding the body allows. Such a request
+  // reaches the provider at most once: retries belong to the layer above,
+  // which knows which methods are safe to repeat. Without the rewind the
+  // transfer fails (CURLE_SEND_FAIL_REWIND) instead. CURLOPT_POSTFIELDS
+  // (null: the read callback) sends the body with the headers, in one write.
   curl_easy_setopt(easy, CURLOPT_POST, 1L);
+  curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.may_repeat ? request.body.data() : nullptr);
   curl_easy_setopt(easy, CURLOPT_READDATA, &transfer);
   curl_easy_setopt(easy, CURLOPT_SEEKDATA, &transfer);
   curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));

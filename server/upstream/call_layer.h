@@ -51,6 +51,9 @@ struct LayerCall {
   // A hint to the transport: the URL (by index) the call's last attempt
   // failed on, to be avoided while another URL can take the call.
   std::optional<size_t> avoid_url;
+  // The provider may see the call twice (the retry layer would try it
+  // again): its HTTP request may repeat (http::Request::may_repeat).
+  bool may_repeat = false;
 };
 
 // How a call ended, as the layers below tell the layers above. Everything

@@ -23,6 +23,7 @@ void RetryLayer::Start(CallId id, LayerCall call, OutcomeCallback done) {
     return;
   }
   AttemptedCall attempted;
+  call.may_repeat = MayRetry(call.call);
   attempted.call = std::move(call);
   attempted.done = std::move(done);
   calls_.emplace(id, std::move(attempted));

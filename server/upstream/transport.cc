@@ -134,10 +134,14 @@ void Transport::SendRequest(size_t url_index, std::vector<CallId> ids) {
   sent.calls.reserve(ids.size());
   http::Request request;
   request.url = options_.urls[url_index];
+  // One write instead of two when every call in it may repeat.
+  request.may_repeat = true;
   absl::Time latest_deadline = now;
   // A call's request body: a raw call's own, or built with a fresh id.
   const auto body_of = [&](CallId id) -> std::string {
-    const UpstreamCall& call = flights_.at(id).call.call;
+    const LayerCall& layer_call = flights_.at(id).call;
+    const UpstreamCall& call = layer_call.call;
+    request.may_repeat = request.may_repeat && layer_call.may_repeat;
     latest_deadline = std::max(latest_deadline, call.deadline);
     if (!call.raw_body.empty()) {
       sent.calls.emplace_back(id, 0);

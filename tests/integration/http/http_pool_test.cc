@@ -17,6 +17,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -215,6 +216,27 @@ TEST(HttpPoolTest, ReusedHandlesSendEachRequestsOwnBody) {
   EXPECT_EQ(short_answer->body, "s");
   ASSERT_THAT(empty_answer, HasStatus(200));
   EXPECT_EQ(empty_answer->body, "");
+  EXPECT_EQ(echo.accepted(), 1);
+}
+
+// A request that may repeat hands libcurl its body directly
+// (CURLOPT_POSTFIELDS), one that may not through the read callback: a
+// reused handle must send each request's own body whichever way the one
+// before it went.
+TEST(HttpPoolTest, ReusedHandlesSendEachRequestsOwnBodyWhetherItMayRepeatOrNot) {
+  EchoServer echo;
+  PoolHarness harness;
+  const std::string long_body(100 * 1024, 'L');
+  const std::vector<std::pair<std::string, bool>> requests = {
+      {long_body, true}, {"s", false}, {"t", true}, {"", true}, {"u", false}, {"", false}};
+  for (const auto& [body, may_repeat] : requests) {
+    Request request = Post(echo.url());
+    request.body = body;
+    request.may_repeat = may_repeat;
+    absl::StatusOr<Response> answer = harness.Call(request);
+    ASSERT_THAT(answer, HasStatus(200)) << body.size() << " bytes, may_repeat " << may_repeat;
+    EXPECT_EQ(answer->body, body) << body.size() << " bytes, may_repeat " << may_repeat;
+  }
   EXPECT_EQ(echo.accepted(), 1);
 }
 

@@ -86,6 +86,30 @@ TEST_F(RetryLayerTest, AMethodOffTheRetryListIsNeverSentTwice) {
   EXPECT_EQ(outcomes_.ended[0], 1);
 }
 
+// Only a call the layer would try again may reach the provider twice: the
+// transport lets its HTTP request leave in one write, which libcurl may
+// repeat on a new connection.
+TEST_F(RetryLayerTest, OnlyARetryMethodsAttemptsMayRepeat) {
+  Run([&] {
+    layer_->Start(1, CallOf("getSlot"), outcomes_.Slot(0));
+    layer_->Start(2, CallOf("sendTransaction"), outcomes_.Slot(1));
+    ASSERT_EQ(next_.started.size(), 2u);
+    EXPECT_TRUE(next_.started[0].call.may_repeat);
+    EXPECT_FALSE(next_.started[1].call.may_repeat);
+    next_.End(0, ResultOutcome("42"));
+    next_.End(1, ResultOutcome("43"));
+  });
+  options_.urls = {"http://primary"};
+  options_.max_attempts = 1;  // Nothing is tried again.
+  Run([&] {
+    layer_->Start(3, CallOf("getSlot"), outcomes_.Slot(2));
+    ASSERT_EQ(next_.started.size(), 3u);
+    EXPECT_FALSE(next_.started[2].call.may_repeat);
+    next_.End(2, ResultOutcome("44"));
+  });
+  EXPECT_EQ(outcomes_.ended, (std::vector<int>{1, 1, 1}));
+}
+
 TEST_F(RetryLayerTest, AttemptsStopAtMaxAttempts) {
   Run([&] { layer_->Start(1, CallOf("getSlot"), outcomes_.Slot(0)); });
   for (size_t attempt = 0; attempt < 3; ++attempt) {

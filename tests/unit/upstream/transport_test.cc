@@ -2,6 +2,7 @@
 
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
@@ -75,6 +76,40 @@ TEST_F(TransportTest, ABatchThatIsPushedBackThrottlesOnceAndWaitingCallsCanBeCan
     EXPECT_FALSE(outcomes_.outcomes[2].throttled) << "one pushback per request";
     EXPECT_EQ(observer_.throttled, 1);
   });
+}
+
+// A request may repeat only when every call it carries may.
+TEST_F(TransportTest, ARequestMayRepeatOnlyWhenEveryCallInItMay) {
+  UpstreamOptions options;
+  options.max_connections = 1;
+  options.batch = BatchOptions{};
+  Create(std::move(options));
+  Run([&] {
+    const auto call = [](bool may_repeat) {
+      LayerCall call = CallOf("getSlot");
+      call.may_repeat = may_repeat;
+      return call;
+    };
+    transport_->Start(1, call(true), outcomes_.Slot(0));
+    transport_->Start(2, call(true), outcomes_.Slot(1));
+    transport_->Start(3, call(true), outcomes_.Slot(2));
+    ASSERT_EQ(pool_->sent.size(), 1u);
+    EXPECT_TRUE(pool_->sent[0].request.may_repeat) << "alone";
+    pool_->Answer(0, Result("1"));
+    ASSERT_EQ(pool_->sent.size(), 2u) << "calls 2 and 3 leave together";
+    EXPECT_TRUE(pool_->sent[1].request.may_repeat) << "a batch of calls that may";
+    transport_->Start(4, call(true), outcomes_.Slot(3));
+    transport_->Start(5, call(false), outcomes_.Slot(4));
+    pool_->Answer(1, Http(500, ""));
+    ASSERT_EQ(pool_->sent.size(), 3u) << "calls 4 and 5 leave together";
+    EXPECT_FALSE(pool_->sent[2].request.may_repeat) << "call 5 may not";
+    pool_->Answer(2, Http(500, ""));
+    transport_->Start(6, call(false), outcomes_.Slot(5));
+    ASSERT_EQ(pool_->sent.size(), 4u);
+    EXPECT_FALSE(pool_->sent[3].request.may_repeat);
+    pool_->Answer(3, Result("6"));
+  });
+  EXPECT_EQ(outcomes_.ended, (std::vector<int>{1, 1, 1, 1, 1, 1}));
 }
 
 }  // namespace

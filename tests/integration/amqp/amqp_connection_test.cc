@@ -37,6 +37,7 @@
 #include "server/common/clock.h"
 #include "server/event/dispatcher_impl.h"
 #include "tests/integration/amqp/amqp_client.h"
+#include "tests/integration/amqp/rabbitmq_suite.h"
 #include "tests/testing/rabbitmq_server.h"
 #include "tests/testing/run_on_dispatcher.h"
 #include "tests/testing/status_matchers.h"
@@ -49,6 +50,7 @@ using ::switchboard::testing::AmqpClient;
 using ::switchboard::testing::Delivery;
 using ::switchboard::testing::IsOk;
 using ::switchboard::testing::RabbitMqServer;
+using ::switchboard::testing::RabbitMqSuite;
 using ::switchboard::testing::RunOnDispatcher;
 using ::switchboard::testing::StatusIs;
 using ::testing::AllOf;
@@ -195,36 +197,21 @@ class Results {
   size_t done_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-class AmqpConnectionTest : public ::testing::Test {
+class AmqpConnectionTest : public RabbitMqSuite {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<RabbitMqServer>> server = RabbitMqServer::Start();
-    if (!server.ok()) {
-      start_error_ = new absl::Status(server.status());
-      return;
-    }
-    server_ = server->release();
-  }
-
-  static void TearDownTestSuite() {
-    delete server_;  // Kills the node and removes its directory.
-    server_ = nullptr;
-    delete start_error_;
-    start_error_ = nullptr;
-  }
-
   void SetUp() override {
-    ASSERT_NE(server_, nullptr) << "no RabbitMQ node: " << *start_error_;
+    RabbitMqSuite::SetUp();
+    if (HasFatalFailure()) return;
     dispatcher_.Start();
   }
 
   void TearDown() override {
-    if (server_ == nullptr) return;  // SetUp() failed before starting the dispatcher.
+    if (!has_node()) return;  // SetUp() failed before starting the dispatcher.
     RunOnDispatcher(dispatcher_, [this] { connection_.reset(); });
     dispatcher_.Shutdown();
-    if (HasFailure() && server_ != nullptr) {
+    if (HasFailure()) {
       std::fprintf(stderr, "The end of the RabbitMQ node's log:\n%s\n",
-                   switchboard::testing::LogTail(server_->log(), 40).c_str());
+                   switchboard::testing::LogTail(server().log(), 40).c_str());
     }
   }
 
@@ -240,7 +227,7 @@ class AmqpConnectionTest : public ::testing::Test {
   AmqpConnectionOptions Options() const {
     AmqpConnectionOptions options;
     options.host = "127.0.0.1";
-    options.port = static_cast<uint16_t>(server_->port());
+    options.port = static_cast<uint16_t>(server().port());
     options.operation_timeout = absl::Seconds(30);
     options.reconnect_initial = absl::Milliseconds(50);
     options.reconnect_max = absl::Milliseconds(500);
@@ -293,7 +280,7 @@ class AmqpConnectionTest : public ::testing::Test {
 
   // A plain rabbitmq-c client, to check what the broker holds.
   absl::StatusOr<std::unique_ptr<AmqpClient>> Client() const {
-    return AmqpClient::Connect(server_->port(), absl::StrCat("sbtest-checker:", TestName()));
+    return AmqpClient::Connect(server().port(), absl::StrCat("sbtest-checker:", TestName()));
   }
 
   // Waits (up to kWait) until `queue` counts `count` ready messages: a
@@ -327,16 +314,10 @@ class AmqpConnectionTest : public ::testing::Test {
     EXPECT_FALSE(empty->has_value()) << "more messages than published";
   }
 
-  static RabbitMqServer* server_;
-  static absl::Status* start_error_;
-
   event::DispatcherImpl dispatcher_{"amqp-owner", common::RealClock::Get()};
   RecordingObserver observer_;
   std::unique_ptr<AmqpConnection> connection_;  // Owner dispatcher only.
 };
-
-RabbitMqServer* AmqpConnectionTest::server_ = nullptr;
-absl::Status* AmqpConnectionTest::start_error_ = nullptr;
 
 // Message i of a test: every byte value, a size that varies with i (some
 // past one frame), and its index in the first bytes.
@@ -395,7 +376,7 @@ TEST_F(AmqpConnectionTest, RabbitmqctlShowsTheConnectionName) {
   EXPECT_EQ(connection_->connection_name(), absl::StrCat("switchboard:", TestName()));
 
   absl::StatusOr<std::string> connections =
-      server_->Ctl({"-q", "--no-table-headers", "list_connections", "name", "client_properties"});
+      server().Ctl({"-q", "--no-table-headers", "list_connections", "name", "client_properties"});
   ASSERT_THAT(connections.status(), IsOk());
   size_t ours = 0;
   for (absl::string_view row : absl::StrSplit(*connections, '\n', absl::SkipEmpty())) {
@@ -444,8 +425,8 @@ TEST_F(AmqpConnectionTest, PublishWithoutConfirmInTimeFailsWithDeadlineExceeded)
   const std::string queue = Unique("group");
   ASSERT_NO_FATAL_FAILURE(DeclareDurableTopology(exchange, queue, "#"));
 
-  StoppedBroker stopped(*server_);
-  ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server_->node_name();
+  StoppedBroker stopped(server());
+  ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server().node_name();
 
   const AmqpMessage late = NumberedMessage(exchange, "a", 0);
   EXPECT_THAT(Publish(late, absl::Milliseconds(300)),
@@ -482,8 +463,8 @@ TEST_F(AmqpConnectionTest, AtMostTheBoundOfPublishesAreUnconfirmed) {
   constexpr size_t kCount = kBound + 44;
   Results results(kCount);
   {
-    StoppedBroker stopped(*server_);
-    ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server_->node_name();
+    StoppedBroker stopped(server());
+    ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server().node_name();
     RunOnDispatcher(dispatcher_, [&] {
       for (size_t i = 0; i < kCount; ++i) {
         AmqpMessage message;
@@ -526,7 +507,7 @@ TEST_F(AmqpConnectionTest, RefusedLoginIsDownAndCallsFailAtOnceWithoutThePasswor
       observer_.WaitFor(AmqpConnectionState::kDown),
       StatusIs(absl::StatusCode::kUnavailable,
                AllOf(HasSubstr("login"), HasSubstr("ACCESS_REFUSED"), Not(HasSubstr(kPassword)))));
-  const std::string address = absl::StrCat("127.0.0.1:", server_->port());
+  const std::string address = absl::StrCat("127.0.0.1:", server().port());
   EXPECT_THAT(
       Publish(NumberedMessage(Unique("topic"), "a", 0)),
       StatusIs(absl::StatusCode::kUnavailable,
@@ -567,8 +548,8 @@ TEST_F(AmqpConnectionTest, DeclarationWithoutAnswerInTimeRemakesTheConnection) {
   const std::string exchange = Unique("topic");
   ASSERT_THAT(Declare(ExchangeDeclaration{exchange}), IsOk());
   {
-    StoppedBroker stopped(*server_);
-    ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server_->node_name();
+    StoppedBroker stopped(server());
+    ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server().node_name();
     EXPECT_THAT(Declare(ExchangeDeclaration{Unique("unanswered")}, absl::Milliseconds(300)),
                 StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("exchange.declare")));
     // The connection's state is unknown after a lost answer: dropped.
@@ -587,8 +568,8 @@ TEST_F(AmqpConnectionTest, SilentBrokerIsDetectedByHeartbeats) {
   options.connect_timeout = absl::Seconds(1);
   ASSERT_NO_FATAL_FAILURE(StartConnection(options));
   {
-    StoppedBroker stopped(*server_);
-    ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server_->node_name();
+    StoppedBroker stopped(server());
+    ASSERT_TRUE(stopped.stopped()) << "no beam.smp for " << server().node_name();
     // Nothing heard for two intervals: dropped, with no operation pending.
     EXPECT_THAT(observer_.WaitFor(AmqpConnectionState::kDown),
                 StatusIs(absl::StatusCode::kUnavailable, HasSubstr("heartbeat")));
@@ -617,7 +598,7 @@ TEST_F(AmqpConnectionTest, BrokerKilledFailsFastThenResumesWithTopologyRedeclare
   ASSERT_THAT(Declare(transient_classic), IsOk());
   ASSERT_THAT(Declare(BindingDeclaration{transient_queue, transient_exchange, "k"}), IsOk());
   // The durable topology on disk (tests/testing/rabbitmq_server.h).
-  ASSERT_THAT(server_->SyncMetadata(), IsOk());
+  ASSERT_THAT(server().SyncMetadata(), IsOk());
 
   constexpr size_t kConfirmed = 200;
   std::vector<AmqpMessage> confirmed;
@@ -633,8 +614,8 @@ TEST_F(AmqpConnectionTest, BrokerKilledFailsFastThenResumesWithTopologyRedeclare
 
   // Publishes in flight when the broker dies: stopped first, so that none
   // can be confirmed.
-  const std::optional<pid_t> beam = BeamPid(server_->node_name());
-  ASSERT_TRUE(beam.has_value()) << "no beam.smp for " << server_->node_name();
+  const std::optional<pid_t> beam = BeamPid(server().node_name());
+  ASSERT_TRUE(beam.has_value()) << "no beam.smp for " << server().node_name();
   ASSERT_EQ(kill(*beam, SIGSTOP), 0);
   constexpr size_t kPending = 50;
   Results pending(kPending);
@@ -644,7 +625,7 @@ TEST_F(AmqpConnectionTest, BrokerKilledFailsFastThenResumesWithTopologyRedeclare
                            pending.Recorder(i));
     }
   });
-  server_->Kill();
+  server().Kill();
 
   ASSERT_TRUE(pending.WaitForAll());
   EXPECT_EQ(pending.Count(absl::StatusCode::kUnavailable), kPending) << pending.statuses()[0];
@@ -652,14 +633,14 @@ TEST_F(AmqpConnectionTest, BrokerKilledFailsFastThenResumesWithTopologyRedeclare
               StatusIs(absl::StatusCode::kUnavailable));
   // New operations fail at once (their 30 s timeout would say
   // DEADLINE_EXCEEDED), naming the broker.
-  const std::string address = absl::StrCat("127.0.0.1:", server_->port());
+  const std::string address = absl::StrCat("127.0.0.1:", server().port());
   EXPECT_THAT(Publish(NumberedMessage(exchange, "events.created", 999)),
               StatusIs(absl::StatusCode::kUnavailable,
                        AllOf(HasSubstr(address), HasSubstr("is down"), Not(HasSubstr("guest@")))));
   EXPECT_THAT(Declare(ExchangeDeclaration{Unique("while-down")}),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr(address)));
 
-  ASSERT_THAT(server_->Restart(), IsOk());
+  ASSERT_THAT(server().Restart(), IsOk());
   ASSERT_THAT(observer_.WaitFor(AmqpConnectionState::kReady), IsOk());
   EXPECT_THAT(observer_.states(),
               ::testing::ElementsAre(AmqpConnectionState::kReady, AmqpConnectionState::kDown,

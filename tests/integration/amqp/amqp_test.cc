@@ -25,6 +25,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/integration/amqp/amqp_client.h"
+#include "tests/integration/amqp/rabbitmq_suite.h"
 #include "tests/testing/rabbitmq_server.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
@@ -34,45 +35,29 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class AmqpTest : public ::testing::Test {
+class AmqpTest : public RabbitMqSuite {
  protected:
-  static void SetUpTestSuite() {
-    absl::StatusOr<std::unique_ptr<RabbitMqServer>> server = RabbitMqServer::Start();
-    if (!server.ok()) {
-      start_error_ = new absl::Status(server.status());
-      return;
-    }
-    server_ = server->release();
-    RecordProperty("rabbitmq_startup_ms",
-                   static_cast<int>(absl::ToInt64Milliseconds(server_->startup_time())));
-  }
-
   static void TearDownTestSuite() {
-    if (server_ != nullptr) {
+    if (has_node()) {
       // The graceful way out (rabbitmqctl stop), which fault tests use less.
       const absl::Time start = absl::Now();
-      const absl::Status stopped = server_->Stop();
+      const absl::Status stopped = server().Stop();
       EXPECT_TRUE(stopped.ok()) << stopped;
       std::fprintf(stderr, "RabbitMqServer::Stop() took %s\n",
                    absl::FormatDuration(absl::Now() - start).c_str());
     }
-    delete server_;  // Kills what is left and removes its directory.
-    server_ = nullptr;
-    delete start_error_;
-    start_error_ = nullptr;
+    RabbitMqSuite::TearDownTestSuite();  // Kills what is left, removes its directory.
   }
 
-  void SetUp() override { ASSERT_NE(server_, nullptr) << "no RabbitMQ node: " << *start_error_; }
-
   void TearDown() override {
-    if (HasFailure() && server_ != nullptr) {
+    if (HasFailure() && has_node()) {
       std::fprintf(stderr, "The end of the RabbitMQ node's log:\n%s\n",
-                   LogTail(server_->log(), 40).c_str());
+                   LogTail(server().log(), 40).c_str());
       for (const std::vector<std::string>& ctl :
            {std::vector<std::string>{"-q", "list_bindings", "source_name", "destination_name",
                                      "routing_key"},
             std::vector<std::string>{"-q", "list_queues", "name", "messages", "leader"}}) {
-        absl::StatusOr<std::string> out = server_->Ctl(ctl);
+        absl::StatusOr<std::string> out = server().Ctl(ctl);
         std::fprintf(stderr, "rabbitmqctl %s:\n%s\n", ctl[1].c_str(),
                      out.ok() ? out->c_str() : out.status().ToString().c_str());
       }
@@ -92,7 +77,7 @@ class AmqpTest : public ::testing::Test {
       connection_name = absl::StrCat(
           "switchboard:", ::testing::UnitTest::GetInstance()->current_test_info()->name());
     }
-    return AmqpClient::Connect(server_->port(), connection_name);
+    return AmqpClient::Connect(server().port(), connection_name);
   }
 
   // Declares this test's durable topic exchange and a quorum queue bound to
@@ -106,13 +91,7 @@ class AmqpTest : public ::testing::Test {
     ASSERT_EQ(*count, 0u);
     ASSERT_THAT(client.Bind(queue, exchange, binding_key), IsOk());
   }
-
-  static RabbitMqServer* server_;
-  static absl::Status* start_error_;
 };
-
-RabbitMqServer* AmqpTest::server_ = nullptr;
-absl::Status* AmqpTest::start_error_ = nullptr;
 
 // Bytes of every value, past one frame (frame_max 131072): the body comes
 // back in several body frames.
@@ -154,7 +133,7 @@ TEST_F(AmqpTest, ConfirmedPublishToTopicExchangeComesBackByteExactFromQuorumQueu
 
   // The node agrees on what was declared.
   absl::StatusOr<std::string> queues =
-      server_->Ctl({"-q", "--no-table-headers", "list_queues", "name", "type", "durable"});
+      server().Ctl({"-q", "--no-table-headers", "list_queues", "name", "type", "durable"});
   ASSERT_THAT(queues.status(), IsOk());
   EXPECT_THAT(*queues, HasSubstr(absl::StrCat(queue, "\tquorum\ttrue")));
 }
@@ -192,7 +171,7 @@ TEST_F(AmqpTest, RabbitmqctlListsTheConnectionByItsName) {
   // One row per connection: its channel count, then its client properties,
   // which hold connection_name (the `name` column does not show it on
   // RabbitMQ 3.10: it says "127.0.0.1:<port> -> 127.0.0.1:<port>").
-  absl::StatusOr<std::string> connections = server_->Ctl(
+  absl::StatusOr<std::string> connections = server().Ctl(
       {"-q", "--no-table-headers", "list_connections", "channels", "client_properties"});
   ASSERT_THAT(connections.status(), IsOk());
   std::vector<std::string> ours;
@@ -205,7 +184,7 @@ TEST_F(AmqpTest, RabbitmqctlListsTheConnectionByItsName) {
   EXPECT_TRUE(absl::StartsWith(ours[0], "1\t")) << "one channel: " << ours[0];
 
   absl::StatusOr<std::string> channels =
-      server_->Ctl({"-q", "--no-table-headers", "list_channels", "number", "confirm"});
+      server().Ctl({"-q", "--no-table-headers", "list_channels", "number", "confirm"});
   ASSERT_THAT(channels.status(), IsOk());
   EXPECT_THAT(*channels, HasSubstr("1\tfalse"));
 }
@@ -227,12 +206,12 @@ TEST_F(AmqpTest, ConfirmedMessagesAndDurableTopologySurviveKillAndRestart) {
                   IsOk());
     }
     // Or the binding, even the queue, may not survive (see SyncMetadata()).
-    ASSERT_THAT(server_->SyncMetadata(), IsOk());
-    server_->Kill();
+    ASSERT_THAT(server().SyncMetadata(), IsOk());
+    server().Kill();
   }
-  ASSERT_THAT(server_->Restart(), IsOk());
+  ASSERT_THAT(server().Restart(), IsOk());
   std::fprintf(stderr, "RabbitMQ restart after SIGKILL took %s\n",
-               absl::FormatDuration(server_->startup_time()).c_str());
+               absl::FormatDuration(server().startup_time()).c_str());
 
   absl::StatusOr<std::unique_ptr<AmqpClient>> client = Connect();
   ASSERT_THAT(client.status(), IsOk());

@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/broker/amqp/consumers.h"
 #include "server/broker/amqp/wire.h"
 #include "server/common/log.h"
 #include "server/common/status_macros.h"
@@ -30,6 +31,9 @@ namespace {
 // declaration is queued by rabbitmq-c and read afterwards.
 constexpr amqp_channel_t kDeclareChannel = 1;
 constexpr amqp_channel_t kPublishChannel = 2;
+
+// Consumers have channels 3 and up (consumers.h).
+static_assert(Consumers::kFirstChannel > kPublishChannel);
 
 std::string Address(const AmqpConnectionOptions& options) {
   const std::string host =
@@ -45,10 +49,6 @@ std::string Address(const AmqpConnectionOptions& options) {
 // other thread's reads.
 absl::Status Detached(const absl::Status& status) {
   return absl::Status(status.code(), status.message());
-}
-
-amqp_bytes_t Bytes(const std::string& text) {
-  return amqp_bytes_t{text.size(), const_cast<char*>(text.data())};
 }
 
 }  // namespace
@@ -73,6 +73,8 @@ AmqpConnection::AmqpConnection(event::Dispatcher& owner, AmqpConnectionOptions o
       address_(Address(options_)),
       observer_(observer),
       wake_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      consumers_(std::make_unique<Consumers>(owner, alive_, options_.reconnect_initial,
+                                             options_.reconnect_max)),
       backoff_(common::ReconnectBackoff(options_.reconnect_initial, options_.reconnect_max)) {}
 
 AmqpConnection::~AmqpConnection() {
@@ -115,6 +117,72 @@ void AmqpConnection::Submit(std::variant<Declaration, AmqpMessage> what, absl::D
   {
     absl::MutexLock lock(&mu_);
     posted_.push_back(Operation{std::move(what), absl::Now() + timeout, std::move(done)});
+  }
+  Wake();
+}
+
+absl::StatusOr<uint64_t> AmqpConnection::AddConsumer(AmqpConsumerOptions options,
+                                                     AmqpConsumer& consumer) {
+  // An empty name would consume the channel's last declared queue.
+  if (options.queue.empty()) return absl::InvalidArgumentError("amqp consumer: no queue named");
+  if (options.prefetch == 0) {
+    return absl::InvalidArgumentError("amqp consumer: prefetch must be 1 to 65535");
+  }
+  if (consumer_alive_.size() >= kMaxConsumers) {
+    return absl::ResourceExhaustedError(absl::StrCat("amqp connection ", connection_name_, " has ",
+                                                     kMaxConsumers, " consumers already"));
+  }
+  const uint64_t id = ++last_consumer_id_;
+  auto alive = std::make_shared<bool>(true);
+  consumer_alive_.emplace(id, alive);
+  ConsumerCommand command;
+  command.kind = ConsumerCommand::Kind::kAdd;
+  command.id = id;
+  command.options = std::move(options);
+  command.consumer = &consumer;
+  command.alive = std::move(alive);
+  PostConsumerCommand(std::move(command));
+  return id;
+}
+
+void AmqpConnection::RemoveConsumer(uint64_t id) {
+  auto it = consumer_alive_.find(id);
+  if (it == consumer_alive_.end()) return;
+  // Callbacks already posted check the flag on this thread: none runs now.
+  *it->second = false;
+  consumer_alive_.erase(it);
+  ConsumerCommand command;
+  command.kind = ConsumerCommand::Kind::kRemove;
+  command.id = id;
+  PostConsumerCommand(std::move(command));
+}
+
+void AmqpConnection::Ack(uint64_t id, uint64_t life, uint64_t delivery_tag, bool multiple) {
+  if (consumer_alive_.count(id) == 0) return;
+  ConsumerCommand command;
+  command.kind = ConsumerCommand::Kind::kAck;
+  command.id = id;
+  command.life = life;
+  command.delivery_tag = delivery_tag;
+  command.multiple = multiple;
+  PostConsumerCommand(std::move(command));
+}
+
+void AmqpConnection::Reject(uint64_t id, uint64_t life, uint64_t delivery_tag, bool requeue) {
+  if (consumer_alive_.count(id) == 0) return;
+  ConsumerCommand command;
+  command.kind = ConsumerCommand::Kind::kReject;
+  command.id = id;
+  command.life = life;
+  command.delivery_tag = delivery_tag;
+  command.requeue = requeue;
+  PostConsumerCommand(std::move(command));
+}
+
+void AmqpConnection::PostConsumerCommand(ConsumerCommand command) {
+  {
+    absl::MutexLock lock(&mu_);
+    consumer_commands_.push_back(std::move(command));
   }
   Wake();
 }
@@ -225,17 +293,7 @@ absl::Status AmqpConnection::Connect() {
   amqp_set_handshake_timeout(connection_, &timeout);
   SetRpcTimeout(options_.connect_timeout);
 
-  amqp_table_entry_t name;
-  name.key = amqp_cstring_bytes("connection_name");
-  name.value.kind = AMQP_FIELD_KIND_UTF8;
-  name.value.value.bytes = Bytes(connection_name_);
-  const amqp_table_t properties{1, &name};
-  SB_RETURN_IF_ERROR(ReplyStatus(
-      amqp_login_with_properties(
-          connection_, options_.vhost.c_str(), /*channel_max=*/0, AMQP_DEFAULT_FRAME_SIZE,
-          static_cast<int>(absl::ToInt64Seconds(options_.heartbeat)), &properties,
-          AMQP_SASL_METHOD_PLAIN, options_.user.c_str(), options_.password.c_str()),
-      "login"));
+  SB_RETURN_IF_ERROR(ReplyStatus(LogIn(connection_, options_, connection_name_), "login"));
   logged_in_ = true;
   amqp_channel_open(connection_, kDeclareChannel);
   SB_RETURN_IF_ERROR(ReplyStatus(amqp_get_rpc_reply(connection_), "channel.open"));
@@ -245,6 +303,9 @@ absl::Status AmqpConnection::Connect() {
                                    absl::StrCat("redeclaring ", Describe(declaration))));
     amqp_maybe_release_buffers_on_channel(connection_, kDeclareChannel);
   }
+  // Consumers last: their queues are declared by now.
+  SB_RETURN_IF_ERROR(ApplyConsumerCommands(connection_));
+  SB_RETURN_IF_ERROR(consumers_->StartDue(connection_));
   last_heard_ = absl::Now();
   return absl::OkStatus();
 }
@@ -272,6 +333,11 @@ absl::Status AmqpConnection::Serve() {
       } else {
         waiting_.push_back(std::move(operation));
       }
+    }
+    SB_RETURN_IF_ERROR(ApplyConsumerCommands(connection_));
+    if (consumers_->NextStart() <= absl::Now()) {
+      SetRpcTimeout(options_.operation_timeout);
+      SB_RETURN_IF_ERROR(consumers_->StartDue(connection_));
     }
     SB_RETURN_IF_ERROR(SendWaitingPublishes());
     SB_RETURN_IF_ERROR(ReadFrames());
@@ -322,6 +388,22 @@ absl::Status AmqpConnection::RunDeclaration(Operation& operation) {
   return absl::UnavailableError(status.message());
 }
 
+absl::Status AmqpConnection::ApplyConsumerCommands(amqp_connection_state_t connection) {
+  std::vector<ConsumerCommand> commands;
+  {
+    absl::MutexLock lock(&mu_);
+    commands.swap(consumer_commands_);
+  }
+  absl::Status status;
+  for (ConsumerCommand& command : commands) {
+    // Once the connection failed, the rest still add and remove consumers.
+    absl::Status applied =
+        consumers_->Apply(status.ok() ? connection : nullptr, std::move(command));
+    if (status.ok()) status = std::move(applied);
+  }
+  return status;
+}
+
 absl::Status AmqpConnection::SendWaitingPublishes() {
   while (!waiting_.empty() && unconfirmed_.size() < kMaxUnconfirmedPublishes) {
     Operation operation = std::move(waiting_.front());
@@ -345,7 +427,11 @@ absl::Status AmqpConnection::ReadFrames() {
     amqp_frame_t frame;
     timeval no_wait{0, 0};
     const int got = amqp_simple_wait_frame_noblock(connection_, &frame, &no_wait);
-    if (got == AMQP_STATUS_TIMEOUT) return absl::OkStatus();
+    if (got == AMQP_STATUS_TIMEOUT) {
+      // One OnDeliveries() per consumer for all this pass read.
+      consumers_->Flush();
+      return absl::OkStatus();
+    }
     if (got != AMQP_STATUS_OK) return LibraryStatus(got, "reading from the broker");
     last_heard_ = absl::Now();
     SB_RETURN_IF_ERROR(HandleFrame(frame));
@@ -354,6 +440,7 @@ absl::Status AmqpConnection::ReadFrames() {
 }
 
 absl::Status AmqpConnection::HandleFrame(const amqp_frame_t& frame) {
+  if (consumers_->Owns(frame.channel)) return consumers_->HandleFrame(connection_, frame);
   if (frame.frame_type != AMQP_FRAME_METHOD) return absl::OkStatus();
   const amqp_method_t& method = frame.payload.method;
   switch (method.id) {
@@ -371,6 +458,13 @@ absl::Status AmqpConnection::HandleFrame(const amqp_frame_t& frame) {
       }
       return absl::OkStatus();
     case AMQP_CHANNEL_CLOSE_METHOD: {
+      // A channel forgotten already (a consumer's that closed): only
+      // acknowledged.
+      if (frame.channel != kDeclareChannel && frame.channel != kPublishChannel) {
+        const int acknowledged = SendChannelCloseOk(connection_, frame.channel);
+        if (acknowledged != AMQP_STATUS_OK) return LibraryStatus(acknowledged, "channel.close-ok");
+        return absl::OkStatus();
+      }
       const auto* close = static_cast<const amqp_channel_close_t*>(method.decoded);
       return OnChannelClosed(
           frame.channel,
@@ -455,7 +549,7 @@ absl::Time AmqpConnection::NextWakeup() const {
     if (unconfirmed.done) next = std::min(next, unconfirmed.deadline);
   }
   for (const Operation& operation : waiting_) next = std::min(next, operation.deadline);
-  return next;
+  return std::min(next, consumers_->NextStart());
 }
 
 absl::Status AmqpConnection::Poll(absl::Time until) {
@@ -482,6 +576,7 @@ void AmqpConnection::WaitBeforeReconnect(absl::Duration delay) {
   const absl::Time until = absl::Now() + delay;
   while (!Stopping()) {
     FailPosted(Unavailable());
+    ApplyConsumerCommands(nullptr).IgnoreError();  // Fails only with a connection.
     if (absl::Now() >= until) return;
     Poll(until).IgnoreError();  // An error here only ends the wait early.
   }
@@ -504,6 +599,7 @@ void AmqpConnection::Drop(const absl::Status& why) {
   for (Operation& operation : waiting_) Reply(std::move(operation.done), why);
   waiting_.clear();
   FailPosted(why);
+  consumers_->Dropped(why);
 }
 
 }  // namespace switchboard::broker::amqp

@@ -16,6 +16,12 @@
 //     basic.ack arrives (basic.nack, the channel closing or the connection
 //     dropping fail it). At most kMaxUnconfirmedPublishes are unconfirmed at
 //     a time; later ones wait, in order, for a slot (within their timeout);
+//   * consumes (consumers.h): each consumer on a channel of its own (3 and
+//     up), with its own prefetch; deliveries reach the owner in batches,
+//     one per consumer per read; acks and rejects name the consumer's life
+//     (one basic.consume on one channel), and those of a life that ended
+//     are dropped. Consumers outlive connections: on every reconnect, once
+//     the topology is declared again, each starts a new life;
 //   * gives every operation a timeout (DEADLINE_EXCEEDED). A publish that
 //     timed out still holds its slot until the broker answers it (its late
 //     confirm is dropped unseen). A declaration that times out leaves the
@@ -40,7 +46,8 @@
 // and the observer must outlive the connection.
 //
 // A connection starts in kConnecting; Declare() and Publish() fail with
-// UNAVAILABLE until it is kReady.
+// UNAVAILABLE until it is kReady. AddConsumer() does not: its consumer
+// starts once the connection is ready.
 //
 // Time is real time (absl::Now()), read on the I/O thread: the broker does
 // not run on a simulated clock.
@@ -61,6 +68,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -72,6 +80,9 @@ struct amqp_connection_state_t_;
 struct amqp_frame_t_;
 
 namespace switchboard::broker::amqp {
+
+class Consumers;
+struct ConsumerCommand;
 
 // Where the broker is, who to log in as, and how long to wait.
 struct AmqpConnectionOptions {
@@ -115,6 +126,57 @@ struct AmqpMessage {
   bool persistent = true;
 };
 
+// A message the broker delivered to a consumer (basic.deliver and its
+// content), read on the I/O thread and handed to the owner whole.
+struct AmqpDelivery {
+  // Of the consumer's channel in its current life (AmqpConsumer): Ack() and
+  // Reject() name it with that life.
+  uint64_t delivery_tag = 0;
+  std::string exchange;
+  std::string routing_key;
+  std::string body;        // Any bytes.
+  std::string message_id;  // basic.properties message_id; empty: none.
+  // basic.properties headers whose values are strings (long strings or
+  // bytes); headers of other types are not copied.
+  std::map<std::string, std::string> headers;
+  // x-delivery-count (quorum queues): how many times the broker delivered
+  // the message before and got it back. 0 when absent.
+  uint32_t delivery_count = 0;
+  bool redelivered = false;  // basic.deliver's redelivered flag.
+};
+
+// basic.consume of `queue`, on a channel of the consumer's own.
+struct AmqpConsumerOptions {
+  std::string queue;
+  // basic.qos prefetch_count of this consumer: the most deliveries the
+  // broker sends it that are neither acked nor rejected. 1 to 65535.
+  uint16_t prefetch = 100;
+};
+
+// Receives one consumer's deliveries, on the owner dispatcher's thread.
+//
+// A consumer lives through *lives*: each is one basic.consume on one channel
+// of one connection, numbered from 1 (0 is never a life). A life ends when
+// the connection drops, the broker closes the consumer's channel (for
+// example, its queue was deleted) or the broker cancels the consumer
+// (basic.cancel): the broker then takes back every delivery of that life
+// that was not acked or rejected, and Ack() or Reject() of them is ignored.
+// While the consumer is not removed, the connection starts its next life as
+// soon as it is ready again (after the topology is redeclared).
+class AmqpConsumer {
+ public:
+  virtual ~AmqpConsumer() = default;
+
+  // Deliveries of life `life`, in the order the broker sent them. Every
+  // delivery the I/O thread read in one go comes in one call.
+  virtual void OnDeliveries(uint64_t life, std::vector<AmqpDelivery> deliveries) = 0;
+
+  // Life `life` ended (why: UNAVAILABLE for a dropped connection, the
+  // broker's reason otherwise). Called once per life that began, after its
+  // last OnDeliveries().
+  virtual void OnLifeEnded(uint64_t life, const absl::Status& why) = 0;
+};
+
 // Where a connection is in its life, for health and metrics.
 enum class AmqpConnectionState {
   kConnecting,  // The first attempt after Start(), not failed yet.
@@ -146,6 +208,8 @@ class AmqpConnection {
   // How long the destructor waits for the broker to acknowledge
   // connection.close.
   static constexpr absl::Duration kCloseTimeout = absl::Seconds(1);
+  // The most consumers of one connection, each on a channel of its own.
+  static constexpr size_t kMaxConsumers = 1000;
 
   // An operation's result, on the owner dispatcher's thread.
   using DoneCallback = absl::AnyInvocable<void(absl::Status status)>;
@@ -177,6 +241,33 @@ class AmqpConnection {
   void Publish(AmqpMessage message, DoneCallback done);
   void Publish(AmqpMessage message, absl::Duration timeout, DoneCallback done);
 
+  // Starts consuming `options.queue` for `consumer`, now if the connection
+  // is ready, else once it is (the queue must be declared by then, through
+  // Declare() on this connection: an exclusive queue belongs to the
+  // connection that declared it). Returns the consumer's id. A queue that
+  // does not exist ends each life at once (NOT_FOUND). At most
+  // kMaxConsumers consumers at a time; beyond, RESOURCE_EXHAUSTED.
+  // `consumer` must outlive the consumer (RemoveConsumer or the
+  // connection's destruction).
+  absl::StatusOr<uint64_t> AddConsumer(AmqpConsumerOptions options, AmqpConsumer& consumer);
+
+  // Stops consumer `id`: closes its channel, so that the broker takes back
+  // every delivery not acked or rejected yet. No callback of the consumer
+  // runs once this returns. Unknown ids are ignored.
+  void RemoveConsumer(uint64_t id);
+
+  // basic.ack of delivery `delivery_tag` (and, with `multiple`, every
+  // earlier one not settled) of consumer `id`'s life `life`. Ignored when
+  // that life is over or the consumer is removed. Not confirmed: an ack
+  // the broker never gets leaves the delivery to be taken back when the
+  // life ends.
+  void Ack(uint64_t id, uint64_t life, uint64_t delivery_tag, bool multiple = false);
+
+  // basic.reject of one delivery of consumer `id`'s life `life`: with
+  // `requeue`, back into its queue (its x-delivery-count goes up); without,
+  // dropped (or dead-lettered, as the queue says). Ignored as Ack().
+  void Reject(uint64_t id, uint64_t life, uint64_t delivery_tag, bool requeue);
+
   // Any thread. The current state, and why it is kDown (OK otherwise).
   AmqpConnectionState state() const;
   absl::Status last_error() const;
@@ -205,6 +296,7 @@ class AmqpConnection {
 
   void Submit(std::variant<Declaration, AmqpMessage> what, absl::Duration timeout,
               DoneCallback done);
+  void PostConsumerCommand(ConsumerCommand command);
   // Posts `done(status)` to the owner dispatcher, unless the connection is
   // destroyed by the time it runs. `done` gets a copy of `status` of its
   // own (see Detached() in the .cc).
@@ -221,6 +313,9 @@ class AmqpConnection {
   // Serves a ready connection until it drops (the reason) or Stopping() (OK).
   absl::Status Serve();
   absl::Status RunDeclaration(Operation& operation);
+  // Hands the posted consumer commands to consumers_, on `connection`
+  // (null while there is none). An error: the connection failed.
+  absl::Status ApplyConsumerCommands(amqp_connection_state_t_* connection);
   absl::Status SendWaitingPublishes();
   absl::Status ReadFrames();
   absl::Status HandleFrame(const amqp_frame_t_& frame);
@@ -252,9 +347,15 @@ class AmqpConnection {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> ready_{false};
   std::atomic<size_t> unconfirmed_count_{0};
+  // Owner thread only: each consumer not removed, by id, with the flag its
+  // callbacks check (RemoveConsumer() clears it).
+  std::map<uint64_t, std::shared_ptr<bool>> consumer_alive_;
+  uint64_t last_consumer_id_ = 0;
 
   mutable absl::Mutex mu_;
   std::deque<Operation> posted_ ABSL_GUARDED_BY(mu_);
+  // Consumer calls, applied in order also while the connection is down.
+  std::vector<ConsumerCommand> consumer_commands_ ABSL_GUARDED_BY(mu_);
   AmqpConnectionState state_ ABSL_GUARDED_BY(mu_) = AmqpConnectionState::kConnecting;
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);
 
@@ -265,8 +366,9 @@ class AmqpConnection {
   std::deque<Operation> waiting_;      // Publishes waiting for a slot.
   std::map<uint64_t, Unconfirmed> unconfirmed_;
   uint64_t last_delivery_tag_ = 0;  // Of the publish channel's current life.
-  absl::Time last_heard_;           // When the socket last had data.
-  size_t failures_ = 0;             // Attempts failed since the last ready.
+  const std::unique_ptr<Consumers> consumers_;
+  absl::Time last_heard_;  // When the socket last had data.
+  size_t failures_ = 0;    // Attempts failed since the last ready.
   common::Backoff backoff_;
   absl::BitGen random_;
 };

@@ -1,11 +1,14 @@
 #include "server/broker/amqp/wire.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace switchboard::broker::amqp {
 namespace {
@@ -79,6 +82,31 @@ amqp_rpc_reply_t Declare(amqp_connection_state_t connection, amqp_channel_t chan
   return amqp_get_rpc_reply(connection);
 }
 
+// A header's integer value, whatever width the broker encoded it in
+// (RabbitMQ picks by value: x-delivery-count may come as any of these).
+std::optional<int64_t> IntegerValue(const amqp_field_value_t& value) {
+  switch (value.kind) {
+    case AMQP_FIELD_KIND_I8:
+      return value.value.i8;
+    case AMQP_FIELD_KIND_U8:
+      return value.value.u8;
+    case AMQP_FIELD_KIND_I16:
+      return value.value.i16;
+    case AMQP_FIELD_KIND_U16:
+      return value.value.u16;
+    case AMQP_FIELD_KIND_I32:
+      return value.value.i32;
+    case AMQP_FIELD_KIND_U32:
+      return value.value.u32;
+    case AMQP_FIELD_KIND_I64:
+      return value.value.i64;
+    case AMQP_FIELD_KIND_U64:
+      return static_cast<int64_t>(std::min<uint64_t>(value.value.u64, INT64_MAX));
+    default:
+      return std::nullopt;
+  }
+}
+
 }  // namespace
 
 absl::Status LibraryStatus(int code, absl::string_view what) {
@@ -143,6 +171,28 @@ int SendConnectionCloseOk(amqp_connection_state_t connection) {
   return amqp_send_method(connection, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &close_ok);
 }
 
+amqp_rpc_reply_t LogIn(amqp_connection_state_t connection, const AmqpConnectionOptions& options,
+                       const std::string& connection_name) {
+  amqp_table_entry_t capability;
+  capability.key = amqp_cstring_bytes("consumer_cancel_notify");
+  capability.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+  capability.value.value.boolean = 1;
+  // rabbitmq-c merges these into its own properties, a table into its
+  // table of the same key: its capabilities stay.
+  amqp_table_entry_t entries[2];
+  entries[0].key = amqp_cstring_bytes("connection_name");
+  entries[0].value.kind = AMQP_FIELD_KIND_UTF8;
+  entries[0].value.value.bytes = Bytes(connection_name);
+  entries[1].key = amqp_cstring_bytes("capabilities");
+  entries[1].value.kind = AMQP_FIELD_KIND_TABLE;
+  entries[1].value.value.table = amqp_table_t{1, &capability};
+  const amqp_table_t properties{2, entries};
+  return amqp_login_with_properties(
+      connection, options.vhost.c_str(), /*channel_max=*/0, AMQP_DEFAULT_FRAME_SIZE,
+      static_cast<int>(absl::ToInt64Seconds(options.heartbeat)), &properties,
+      AMQP_SASL_METHOD_PLAIN, options.user.c_str(), options.password.c_str());
+}
+
 amqp_rpc_reply_t SendDeclaration(amqp_connection_state_t connection, amqp_channel_t channel,
                                  const Declaration& declaration) {
   return std::visit([&](const auto& what) { return Declare(connection, channel, what); },
@@ -168,6 +218,48 @@ int SendPublish(amqp_connection_state_t connection, amqp_channel_t channel,
   return amqp_basic_publish(connection, channel, Bytes(message.exchange),
                             Bytes(message.routing_key), /*mandatory=*/0, /*immediate=*/0,
                             &properties, Bytes(message.body));
+}
+
+amqp_rpc_reply_t StartConsuming(amqp_connection_state_t connection, amqp_channel_t channel,
+                                const AmqpConsumerOptions& options) {
+  amqp_channel_open(connection, channel);
+  amqp_rpc_reply_t reply = amqp_get_rpc_reply(connection);
+  if (reply.reply_type != AMQP_RESPONSE_NORMAL) return reply;
+  // global = false: RabbitMQ applies the limit to each new consumer of the
+  // channel, here its only one.
+  amqp_basic_qos(connection, channel, /*prefetch_size=*/0, options.prefetch, /*global=*/0);
+  reply = amqp_get_rpc_reply(connection);
+  if (reply.reply_type != AMQP_RESPONSE_NORMAL) return reply;
+  amqp_basic_consume(connection, channel, Bytes(options.queue), /*consumer_tag=*/amqp_empty_bytes,
+                     /*no_local=*/0, /*no_ack=*/0, /*exclusive=*/0, amqp_empty_table);
+  return amqp_get_rpc_reply(connection);
+}
+
+int SendChannelClose(amqp_connection_state_t connection, amqp_channel_t channel) {
+  amqp_channel_close_t close{};
+  close.reply_code = AMQP_REPLY_SUCCESS;
+  close.reply_text = amqp_cstring_bytes("consumer removed");
+  return amqp_send_method(connection, channel, AMQP_CHANNEL_CLOSE_METHOD, &close);
+}
+
+void CopyProperties(const amqp_basic_properties_t& properties, AmqpDelivery& delivery) {
+  if (properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+    delivery.message_id = ToString(properties.message_id);
+  }
+  if ((properties._flags & AMQP_BASIC_HEADERS_FLAG) == 0) return;
+  const amqp_table_t& headers = properties.headers;
+  for (int i = 0; i < headers.num_entries; ++i) {
+    const amqp_table_entry_t& entry = headers.entries[i];
+    std::string key = ToString(entry.key);
+    if (entry.value.kind == AMQP_FIELD_KIND_UTF8 || entry.value.kind == AMQP_FIELD_KIND_BYTES) {
+      delivery.headers[std::move(key)] = ToString(entry.value.value.bytes);
+    } else if (key == "x-delivery-count") {
+      const std::optional<int64_t> count = IntegerValue(entry.value);
+      if (count.has_value()) {
+        delivery.delivery_count = static_cast<uint32_t>(std::clamp<int64_t>(*count, 0, UINT32_MAX));
+      }
+    }
+  }
 }
 
 }  // namespace switchboard::broker::amqp

@@ -1,5 +1,6 @@
-// The rabbitmq-c calls of the AMQP backend: declarations and publishes as
-// AMQP methods, and rabbitmq-c's results as absl::Status.
+// The rabbitmq-c calls of the AMQP backend: login, declarations, publishes
+// and consumers as AMQP methods, deliveries' properties as AmqpDelivery
+// fields, and rabbitmq-c's results as absl::Status.
 //
 // Internal to server/broker/amqp: AmqpConnection's I/O thread calls these on
 // the connection it owns. Each takes the connection and a channel and does
@@ -8,6 +9,8 @@
 #pragma once
 
 #include <amqp.h>
+
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -40,6 +43,15 @@ int SendChannelCloseOk(amqp_connection_state_t connection, amqp_channel_t channe
 // Acknowledges the broker's connection.close.
 int SendConnectionCloseOk(amqp_connection_state_t connection);
 
+// Logs in (connection.start-ok to connection.open-ok) with the client
+// properties connection_name = `connection_name` and
+// capabilities.consumer_cancel_notify = true: rabbitmq-c advertises only
+// authentication_failure_close and exchange_exchange_bindings, and without
+// consumer_cancel_notify the broker drops a consumer whose queue is deleted
+// without a word (no basic.cancel), leaving it waiting forever.
+amqp_rpc_reply_t LogIn(amqp_connection_state_t connection, const AmqpConnectionOptions& options,
+                       const std::string& connection_name);
+
 // Sends `declaration` and waits for its answer.
 amqp_rpc_reply_t SendDeclaration(amqp_connection_state_t connection, amqp_channel_t channel,
                                  const Declaration& declaration);
@@ -48,5 +60,21 @@ amqp_rpc_reply_t SendDeclaration(amqp_connection_state_t connection, amqp_channe
 // AMQP_STATUS_OK or rabbitmq-c's error. Does not wait for a confirm.
 int SendPublish(amqp_connection_state_t connection, amqp_channel_t channel,
                 const AmqpMessage& message);
+
+// Opens `channel` and consumes `options.queue` on it: channel.open,
+// basic.qos (prefetch_count = options.prefetch, per consumer) and
+// basic.consume without auto-ack, each waiting for its answer. Returns the
+// first answer that is not the expected one, or basic.consume-ok.
+amqp_rpc_reply_t StartConsuming(amqp_connection_state_t connection, amqp_channel_t channel,
+                                const AmqpConsumerOptions& options);
+
+// Sends channel.close on `channel` without waiting for its close-ok, which
+// arrives among the other frames.
+int SendChannelClose(amqp_connection_state_t connection, amqp_channel_t channel);
+
+// Copies into `delivery` what it takes from a content header's properties:
+// message_id, the headers whose values are strings and x-delivery-count
+// (of any integer type).
+void CopyProperties(const amqp_basic_properties_t& properties, AmqpDelivery& delivery);
 
 }  // namespace switchboard::broker::amqp

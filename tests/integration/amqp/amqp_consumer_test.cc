@@ -1,0 +1,631 @@
+// AmqpConnection's consumers (server/broker/amqp/consumers.h) against a real
+// RabbitMQ node: deliveries read back byte-exact with their properties and
+// acked, the prefetch bound, reject with requeue and x-delivery-count, what
+// a removed consumer leaves to the others, a consumer of a missing queue,
+// and a broker killed and restarted under a consumer.
+//
+// One node serves the whole suite; each test names its exchanges, queues and
+// connection after itself.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/broker/amqp/amqp_connection.h"
+#include "server/common/clock.h"
+#include "server/event/dispatcher_impl.h"
+#include "tests/integration/amqp/amqp_client.h"
+#include "tests/integration/amqp/rabbitmq_suite.h"
+#include "tests/testing/rabbitmq_server.h"
+#include "tests/testing/run_on_dispatcher.h"
+#include "tests/testing/status_matchers.h"
+
+namespace switchboard::broker::amqp {
+namespace {
+
+using ::switchboard::testing::IsOk;
+using ::switchboard::testing::RabbitMqSuite;
+using ::switchboard::testing::RunOnDispatcher;
+using ::switchboard::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// How long a test waits for a condition before it fails.
+constexpr absl::Duration kWait = absl::Seconds(60);
+
+// Waits for the connection to be ready. (Waits use a CondVar, never
+// Mutex::Await: amqp_connection_test.cc says why.)
+class ReadyObserver final : public AmqpConnectionObserver {
+ public:
+  void OnStateChanged(AmqpConnectionState state, const absl::Status&) override {
+    absl::MutexLock lock(&mu_);
+    states_.push_back(state);
+    changed_.SignalAll();
+  }
+
+  // Waits (up to kWait) until the latest change is to `state`.
+  bool WaitFor(AmqpConnectionState state) {
+    absl::MutexLock lock(&mu_);
+    const absl::Time deadline = absl::Now() + kWait;
+    while (states_.empty() || states_.back() != state) {
+      if (changed_.WaitWithDeadline(&mu_, deadline))
+        return !states_.empty() && states_.back() == state;
+    }
+    return true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::CondVar changed_;
+  std::vector<AmqpConnectionState> states_ ABSL_GUARDED_BY(mu_);
+};
+
+// What a consumer was told, for the test thread to wait on and check.
+class RecordingConsumer final : public AmqpConsumer {
+ public:
+  struct Received {
+    uint64_t life;
+    AmqpDelivery delivery;
+  };
+
+  // Called on the owner thread with each batch, after it is recorded (to
+  // ack from there).
+  std::function<void(uint64_t life, const std::vector<AmqpDelivery>&)> on_deliveries;
+
+  void OnDeliveries(uint64_t life, std::vector<AmqpDelivery> deliveries) override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (removed_) ++after_removal_;
+      ++batches_;
+      for (const AmqpDelivery& delivery : deliveries) received_.push_back({life, delivery});
+      changed_.SignalAll();
+    }
+    if (on_deliveries) on_deliveries(life, deliveries);
+  }
+
+  void OnLifeEnded(uint64_t life, const absl::Status& why) override {
+    absl::MutexLock lock(&mu_);
+    if (removed_) ++after_removal_;
+    ended_.emplace_back(life, why);
+    changed_.SignalAll();
+  }
+
+  // Owner thread, right after RemoveConsumer(): every callback from now on
+  // is counted as one too many.
+  void MarkRemoved() {
+    absl::MutexLock lock(&mu_);
+    removed_ = true;
+  }
+
+  // Waits (up to kWait) until `done` holds; false if it never did.
+  bool WaitUntil(const std::function<bool(const RecordingConsumer&)>& done) {
+    absl::MutexLock lock(&mu_);
+    const absl::Time deadline = absl::Now() + kWait;
+    while (!done(*this)) {
+      if (changed_.WaitWithDeadline(&mu_, deadline)) return done(*this);
+    }
+    return true;
+  }
+
+  bool WaitForCount(size_t count) {
+    return WaitUntil([count](const RecordingConsumer& c)
+                         ABSL_NO_THREAD_SAFETY_ANALYSIS { return c.received_.size() >= count; });
+  }
+
+  bool WaitForEnded(size_t count) {
+    return WaitUntil([count](const RecordingConsumer& c)
+                         ABSL_NO_THREAD_SAFETY_ANALYSIS { return c.ended_.size() >= count; });
+  }
+
+  std::vector<Received> received() const {
+    absl::MutexLock lock(&mu_);
+    return received_;
+  }
+  std::vector<std::pair<uint64_t, absl::Status>> ended() const {
+    absl::MutexLock lock(&mu_);
+    return ended_;
+  }
+  size_t batches() const {
+    absl::MutexLock lock(&mu_);
+    return batches_;
+  }
+  size_t after_removal() const {
+    absl::MutexLock lock(&mu_);
+    return after_removal_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::CondVar changed_;
+  std::vector<Received> received_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, absl::Status>> ended_ ABSL_GUARDED_BY(mu_);
+  size_t batches_ ABSL_GUARDED_BY(mu_) = 0;
+  bool removed_ ABSL_GUARDED_BY(mu_) = false;
+  size_t after_removal_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// A queue's counts as rabbitmqctl shows them.
+struct QueueCounts {
+  int64_t ready = -1;
+  int64_t unacked = -1;
+  bool operator==(const QueueCounts& other) const {
+    return ready == other.ready && unacked == other.unacked;
+  }
+};
+
+std::ostream& operator<<(std::ostream& out, const QueueCounts& counts) {
+  return out << "{ready " << counts.ready << ", unacked " << counts.unacked << "}";
+}
+
+class AmqpConsumerTest : public RabbitMqSuite {
+ protected:
+  void SetUp() override {
+    RabbitMqSuite::SetUp();
+    if (HasFatalFailure()) return;
+    dispatcher_.Start();
+  }
+
+  void TearDown() override {
+    if (!has_node()) return;
+    RunOnDispatcher(dispatcher_, [this] { connection_.reset(); });
+    dispatcher_.Shutdown();
+    if (HasFailure()) {
+      std::fprintf(stderr, "The end of the RabbitMQ node's log:\n%s\n",
+                   switchboard::testing::LogTail(server().log(), 40).c_str());
+    }
+  }
+
+  static std::string TestName() {
+    return ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  }
+
+  static std::string Unique(absl::string_view what) {
+    return absl::StrCat("sbtest.", TestName(), ".", what);
+  }
+
+  void StartConnection() {
+    AmqpConnectionOptions options;
+    options.port = static_cast<uint16_t>(server().port());
+    options.operation_timeout = absl::Seconds(30);
+    options.reconnect_initial = absl::Milliseconds(50);
+    options.reconnect_max = absl::Milliseconds(500);
+    RunOnDispatcher(dispatcher_, [&] {
+      connection_ = std::make_unique<AmqpConnection>(dispatcher_, options, TestName(), observer_);
+      connection_->Start();
+    });
+    ASSERT_TRUE(observer_.WaitFor(AmqpConnectionState::kReady));
+  }
+
+  // Runs `start` on the owner dispatcher with a callback; waits for its
+  // status.
+  absl::Status Await(std::function<void(AmqpConnection::DoneCallback)> start) {
+    absl::Mutex mu;
+    absl::CondVar done;
+    std::optional<absl::Status> result;
+    dispatcher_.Post([&] {
+      start([&](absl::Status status) {
+        absl::MutexLock lock(&mu);
+        result = std::move(status);
+        done.SignalAll();
+      });
+    });
+    absl::MutexLock lock(&mu);
+    const absl::Time deadline = absl::Now() + kWait;
+    while (!result.has_value()) {
+      if (done.WaitWithDeadline(&mu, deadline) && !result.has_value()) {
+        return absl::DeadlineExceededError("no result");
+      }
+    }
+    return *result;
+  }
+
+  absl::Status Declare(Declaration declaration) {
+    return Await([&](AmqpConnection::DoneCallback done) {
+      connection_->Declare(declaration, std::move(done));
+    });
+  }
+
+  absl::Status Publish(AmqpMessage message) {
+    return Await(
+        [&](AmqpConnection::DoneCallback done) { connection_->Publish(message, std::move(done)); });
+  }
+
+  // Declares a durable topic exchange and a quorum queue bound to it (#).
+  void DeclareQuorumTopology(const std::string& exchange, const std::string& queue) {
+    ASSERT_THAT(Declare(ExchangeDeclaration{exchange}), IsOk());
+    ASSERT_THAT(Declare(QueueDeclaration::Quorum(queue)), IsOk());
+    ASSERT_THAT(Declare(BindingDeclaration{queue, exchange, "#"}), IsOk());
+  }
+
+  // Publishes `messages`, pipelined, and checks every one was confirmed.
+  void PublishAll(const std::vector<AmqpMessage>& messages) {
+    absl::Mutex mu;
+    absl::CondVar done;
+    size_t results = 0;
+    size_t ok = 0;
+    RunOnDispatcher(dispatcher_, [&] {
+      for (const AmqpMessage& message : messages) {
+        connection_->Publish(message, [&](absl::Status status) {
+          absl::MutexLock lock(&mu);
+          ++results;
+          ok += status.ok() ? 1 : 0;
+          done.SignalAll();
+        });
+      }
+    });
+    absl::MutexLock lock(&mu);
+    const absl::Time deadline = absl::Now() + kWait;
+    while (results < messages.size()) {
+      if (done.WaitWithDeadline(&mu, deadline) && results < messages.size()) break;
+    }
+    ASSERT_EQ(ok, messages.size());
+  }
+
+  absl::StatusOr<uint64_t> AddConsumer(const std::string& queue, uint16_t prefetch,
+                                       RecordingConsumer& consumer) {
+    absl::StatusOr<uint64_t> id;
+    RunOnDispatcher(dispatcher_, [&] {
+      AmqpConsumerOptions options;
+      options.queue = queue;
+      options.prefetch = prefetch;
+      id = connection_->AddConsumer(options, consumer);
+    });
+    return id;
+  }
+
+  void Ack(uint64_t id, uint64_t life, uint64_t delivery_tag) {
+    RunOnDispatcher(dispatcher_, [&] { connection_->Ack(id, life, delivery_tag); });
+  }
+
+  // The queue's ready and unacked counts (rabbitmqctl list_queues).
+  static QueueCounts Counts(const std::string& queue) {
+    absl::StatusOr<std::string> listed =
+        server().Ctl({"-q", "--no-table-headers", "list_queues", "name", "messages_ready",
+                      "messages_unacknowledged"});
+    QueueCounts counts;
+    if (!listed.ok()) return counts;
+    for (absl::string_view row : absl::StrSplit(*listed, '\n', absl::SkipEmpty())) {
+      std::vector<std::string> fields = absl::StrSplit(row, '\t');
+      if (fields.size() != 3 || fields[0] != queue) continue;
+      if (!absl::SimpleAtoi(fields[1], &counts.ready)) counts.ready = -1;
+      if (!absl::SimpleAtoi(fields[2], &counts.unacked)) counts.unacked = -1;
+    }
+    return counts;
+  }
+
+  // Waits (up to kWait) until the broker counts `expected` for `queue`.
+  static void WaitForCounts(const std::string& queue, QueueCounts expected) {
+    const absl::Time deadline = absl::Now() + kWait;
+    QueueCounts counts = Counts(queue);
+    while (!(counts == expected) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(100));  // A poll interval, not a wait for an event.
+      counts = Counts(queue);
+    }
+    ASSERT_EQ(counts, expected) << "queue " << queue;
+  }
+
+  event::DispatcherImpl dispatcher_{"amqp-owner", common::RealClock::Get()};
+  ReadyObserver observer_;
+  std::unique_ptr<AmqpConnection> connection_;  // Owner dispatcher only.
+};
+
+// Message i: every byte value (NULs included), a size that varies with i
+// (some bodies span several frames), its index in the first bytes, and
+// headers.
+AmqpMessage Message(const std::string& exchange, size_t i) {
+  AmqpMessage message;
+  message.exchange = exchange;
+  message.routing_key = absl::StrCat("orders.", i % 3);
+  message.message_id = absl::StrCat("message-", i);
+  message.headers["index"] = absl::StrCat(i);
+  message.headers["tenant"] = "acme";
+  message.body = absl::StrCat(i, ":");
+  message.body.push_back('\0');
+  const size_t size = i % 100 == 7 ? 300 * 1000 : (i * 37) % 3000;
+  for (size_t byte = 0; byte < size; ++byte) {
+    message.body.push_back(static_cast<char>((byte * 31 + i) & 0xff));
+  }
+  return message;
+}
+
+std::vector<AmqpMessage> Messages(const std::string& exchange, size_t count) {
+  std::vector<AmqpMessage> messages;
+  for (size_t i = 0; i < count; ++i) messages.push_back(Message(exchange, i));
+  return messages;
+}
+
+TEST_F(AmqpConsumerTest, FiveHundredDeliveriesArriveByteExactInOrderAndAcksEmptyTheQueue) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection());
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("group");
+  ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
+  constexpr size_t kCount = 500;
+  const std::vector<AmqpMessage> messages = Messages(exchange, kCount);
+  ASSERT_NO_FATAL_FAILURE(PublishAll(messages));
+
+  RecordingConsumer consumer;
+  uint64_t id = 0;
+  consumer.on_deliveries = [&](uint64_t life, const std::vector<AmqpDelivery>& deliveries) {
+    for (const AmqpDelivery& delivery : deliveries) {
+      connection_->Ack(id, life, delivery.delivery_tag);
+    }
+  };
+  RunOnDispatcher(dispatcher_, [&] {
+    AmqpConsumerOptions options;
+    options.queue = queue;
+    options.prefetch = 50;
+    absl::StatusOr<uint64_t> added = connection_->AddConsumer(options, consumer);
+    ASSERT_THAT(added.status(), IsOk());
+    id = *added;
+  });
+  ASSERT_TRUE(consumer.WaitForCount(kCount));
+  const std::vector<RecordingConsumer::Received> received = consumer.received();
+  ASSERT_EQ(received.size(), kCount);
+  for (size_t i = 0; i < kCount; ++i) {
+    const AmqpDelivery& delivery = received[i].delivery;
+    EXPECT_EQ(received[i].life, 1u);
+    EXPECT_EQ(delivery.message_id, messages[i].message_id) << "delivery " << i;
+    EXPECT_TRUE(delivery.body == messages[i].body) << "delivery " << i << " differs";
+    EXPECT_EQ(delivery.headers, messages[i].headers) << "delivery " << i;
+    EXPECT_EQ(delivery.exchange, exchange);
+    EXPECT_EQ(delivery.routing_key, messages[i].routing_key);
+    EXPECT_EQ(delivery.delivery_count, 0u);
+    EXPECT_FALSE(delivery.redelivered);
+    EXPECT_EQ(delivery.delivery_tag, i + 1);
+  }
+  // Batched: fewer calls than deliveries.
+  EXPECT_LT(consumer.batches(), kCount);
+  EXPECT_TRUE(consumer.ended().empty());
+  ASSERT_NO_FATAL_FAILURE(WaitForCounts(queue, {0, 0}));
+}
+
+TEST_F(AmqpConsumerTest, PrefetchBoundsUnackedDeliveries) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection());
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("group");
+  ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
+  ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, 100)));
+
+  RecordingConsumer consumer;
+  absl::StatusOr<uint64_t> id = AddConsumer(queue, 10, consumer);
+  ASSERT_THAT(id.status(), IsOk());
+  ASSERT_TRUE(consumer.WaitForCount(10));
+  // The broker holds 10 out and 90 back: it sent no more than it counts.
+  ASSERT_NO_FATAL_FAILURE(WaitForCounts(queue, {90, 10}));
+  EXPECT_EQ(consumer.received().size(), 10u);
+
+  for (uint64_t tag = 1; tag <= 5; ++tag) Ack(*id, 1, tag);
+  ASSERT_TRUE(consumer.WaitForCount(15));
+  ASSERT_NO_FATAL_FAILURE(WaitForCounts(queue, {85, 10}));
+  const std::vector<RecordingConsumer::Received> received = consumer.received();
+  ASSERT_EQ(received.size(), 15u);
+  for (size_t i = 0; i < received.size(); ++i) {
+    EXPECT_EQ(received[i].delivery.message_id, absl::StrCat("message-", i));
+  }
+}
+
+TEST_F(AmqpConsumerTest, RejectWithRequeueRedeliversWithDeliveryCountOne) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection());
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("group");
+  ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
+  ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, 1)));
+
+  RecordingConsumer consumer;
+  absl::StatusOr<uint64_t> id = AddConsumer(queue, 10, consumer);
+  ASSERT_THAT(id.status(), IsOk());
+  ASSERT_TRUE(consumer.WaitForCount(1));
+  const AmqpDelivery first = consumer.received()[0].delivery;
+  EXPECT_EQ(first.delivery_count, 0u);
+  EXPECT_FALSE(first.redelivered);
+  RunOnDispatcher(dispatcher_,
+                  [&] { connection_->Reject(*id, 1, first.delivery_tag, /*requeue=*/true); });
+  ASSERT_TRUE(consumer.WaitForCount(2));
+  const RecordingConsumer::Received again = consumer.received()[1];
+  EXPECT_EQ(again.life, 1u);
+  EXPECT_EQ(again.delivery.message_id, "message-0");
+  EXPECT_TRUE(again.delivery.body == first.body);
+  EXPECT_EQ(again.delivery.delivery_count, 1u);
+  EXPECT_TRUE(again.delivery.redelivered);
+  EXPECT_EQ(again.delivery.delivery_tag, first.delivery_tag + 1);
+}
+
+TEST_F(AmqpConsumerTest, RemovedConsumerGivesBackItsDeliveriesAndIsNeverCalledAgain) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection());
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("group");
+  ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
+  constexpr size_t kCount = 20;
+  ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, kCount)));
+
+  RecordingConsumer removed;
+  absl::StatusOr<uint64_t> removed_id = AddConsumer(queue, 10, removed);
+  ASSERT_THAT(removed_id.status(), IsOk());
+  ASSERT_TRUE(removed.WaitForCount(10));
+  RunOnDispatcher(dispatcher_, [&] {
+    connection_->RemoveConsumer(*removed_id);
+    removed.MarkRemoved();
+  });
+
+  RecordingConsumer other;
+  uint64_t other_id = 0;
+  other.on_deliveries = [&](uint64_t life, const std::vector<AmqpDelivery>& deliveries) {
+    for (const AmqpDelivery& delivery : deliveries) {
+      connection_->Ack(other_id, life, delivery.delivery_tag);
+    }
+  };
+  RunOnDispatcher(dispatcher_, [&] {
+    AmqpConsumerOptions options;
+    options.queue = queue;
+    options.prefetch = 5;
+    absl::StatusOr<uint64_t> added = connection_->AddConsumer(options, other);
+    ASSERT_THAT(added.status(), IsOk());
+    other_id = *added;
+  });
+  // Every message, the 10 given back included, reaches the other consumer
+  // once.
+  ASSERT_TRUE(other.WaitForCount(kCount));
+  ASSERT_NO_FATAL_FAILURE(WaitForCounts(queue, {0, 0}));
+  std::vector<std::string> ids;
+  size_t redelivered = 0;
+  std::vector<uint32_t> counts;  // x-delivery-count of those given back.
+  for (const RecordingConsumer::Received& got : other.received()) {
+    ids.push_back(got.delivery.message_id);
+    if (got.delivery.redelivered) {
+      ++redelivered;
+      counts.push_back(got.delivery.delivery_count);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  std::vector<std::string> expected;
+  for (size_t i = 0; i < kCount; ++i) expected.push_back(absl::StrCat("message-", i));
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(ids, expected);
+  EXPECT_EQ(redelivered, 10u);
+  // RabbitMQ 3.10 counts a delivery given back by a closed channel as an
+  // attempt, as it counts a reject with requeue.
+  EXPECT_EQ(counts, std::vector<uint32_t>(10, 1));
+  // Whatever was posted before is run by now.
+  RunOnDispatcher(dispatcher_, [] {});
+  EXPECT_EQ(removed.after_removal(), 0u);
+  EXPECT_EQ(removed.received().size(), 10u);
+}
+
+TEST_F(AmqpConsumerTest, ConsumerOfMissingQueueEndsNotFoundAndTheConnectionCarriesOn) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection());
+  RecordingConsumer consumer;
+  absl::StatusOr<uint64_t> id = AddConsumer(Unique("missing"), 10, consumer);
+  ASSERT_THAT(id.status(), IsOk());
+  ASSERT_TRUE(consumer.WaitForEnded(1));
+  EXPECT_EQ(consumer.ended()[0].first, 1u);
+  EXPECT_THAT(consumer.ended()[0].second,
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(Unique("missing"))));
+
+  // The connection is untouched: publishes are confirmed, on the same
+  // connection (no state change).
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("group");
+  ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
+  ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, 3)));
+  EXPECT_EQ(connection_->state(), AmqpConnectionState::kReady);
+
+  // It tries again with a backoff (50 ms doubling to 500 ms, full jitter),
+  // not in a loop: over 2 s, a handful of lives, where a loop would make
+  // thousands.
+  const size_t before = consumer.ended().size();
+  absl::SleepFor(absl::Seconds(2));  // Measures a rate; waits for no event.
+  const std::vector<std::pair<uint64_t, absl::Status>> ended = consumer.ended();
+  EXPECT_LT(ended.size() - before, 40u);
+  std::printf("lives ended (NOT_FOUND) in 2 s: %zu\n", ended.size() - before);
+  EXPECT_GT(ended.size(), 1u);
+  for (size_t i = 0; i < ended.size(); ++i) {
+    EXPECT_EQ(ended[i].first, i + 1);  // One end per life, in order.
+    EXPECT_EQ(ended[i].second.code(), absl::StatusCode::kNotFound);
+  }
+  EXPECT_TRUE(consumer.received().empty());
+}
+
+TEST_F(AmqpConsumerTest, DeletedQueueCancelsTheLifeAndALaterLifeResumesOnceItIsBack) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection());
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("group");
+  ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
+  ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, 1)));
+  RecordingConsumer consumer;
+  absl::StatusOr<uint64_t> id = AddConsumer(queue, 10, consumer);
+  ASSERT_THAT(id.status(), IsOk());
+  ASSERT_TRUE(consumer.WaitForCount(1));
+
+  // The broker tells the consumer (basic.cancel) only because the
+  // connection says it can take it (capabilities.consumer_cancel_notify).
+  ASSERT_THAT(server().Ctl({"delete_queue", queue}).status(), IsOk());
+  ASSERT_TRUE(consumer.WaitForEnded(1));
+  EXPECT_EQ(consumer.ended()[0].first, 1u);
+  EXPECT_THAT(consumer.ended()[0].second,
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("basic.cancel")));
+  // Later lives find no queue, until it is declared again.
+  ASSERT_TRUE(consumer.WaitForEnded(2));
+  EXPECT_EQ(consumer.ended()[1].second.code(), absl::StatusCode::kNotFound);
+  ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
+  ASSERT_NO_FATAL_FAILURE(PublishAll({Message(exchange, 1)}));
+  ASSERT_TRUE(consumer.WaitForCount(2));
+  const std::vector<RecordingConsumer::Received> received = consumer.received();
+  const std::vector<std::pair<uint64_t, absl::Status>> ended = consumer.ended();
+  EXPECT_EQ(received[1].delivery.message_id, "message-1");
+  EXPECT_EQ(received[1].life, ended.size() + 1);  // The life after the last that ended.
+  for (size_t i = 0; i < ended.size(); ++i) EXPECT_EQ(ended[i].first, i + 1);
+}
+
+// Last: it kills and restarts the suite's node.
+TEST_F(AmqpConsumerTest, BrokerKilledEndsTheLifeAndTheNextGetsTheUnackedBack) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection());
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("group");
+  ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
+  // The durable topology on disk (tests/testing/rabbitmq_server.h).
+  ASSERT_THAT(server().SyncMetadata(), IsOk());
+  constexpr size_t kCount = 20;
+  constexpr size_t kAcked = 5;
+  ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, kCount)));
+
+  RecordingConsumer consumer;
+  absl::StatusOr<uint64_t> id = AddConsumer(queue, 50, consumer);
+  ASSERT_THAT(id.status(), IsOk());
+  ASSERT_TRUE(consumer.WaitForCount(kCount));
+  for (uint64_t tag = 1; tag <= kAcked; ++tag) Ack(*id, 1, tag);
+  ASSERT_NO_FATAL_FAILURE(WaitForCounts(queue, {0, kCount - kAcked}));
+
+  server().Kill();
+  ASSERT_TRUE(consumer.WaitForEnded(1));
+  EXPECT_EQ(consumer.ended()[0].first, 1u);
+  EXPECT_EQ(consumer.ended()[0].second.code(), absl::StatusCode::kUnavailable);
+  ASSERT_THAT(server().Restart(), IsOk());
+
+  // Life 2 begins by itself and gets back what life 1 left unacked.
+  constexpr size_t kBack = kCount - kAcked;
+  ASSERT_TRUE(consumer.WaitForCount(kCount + kBack));
+  std::vector<RecordingConsumer::Received> received = consumer.received();
+  ASSERT_EQ(received.size(), kCount + kBack);
+  for (size_t i = 0; i < kBack; ++i) {
+    const RecordingConsumer::Received& got = received[kCount + i];
+    EXPECT_EQ(got.life, 2u);
+    EXPECT_EQ(got.delivery.message_id, absl::StrCat("message-", kAcked + i));
+    EXPECT_EQ(got.delivery.delivery_tag, i + 1);
+    // Counted as an attempt, even across a killed node (the quorum
+    // queue's log had the delivery).
+    EXPECT_EQ(got.delivery.delivery_count, 1u);
+    EXPECT_TRUE(got.delivery.redelivered);
+  }
+
+  // An ack of life 1 is dropped: sent, its tag (unknown on life 2's
+  // channel) would make the broker close the channel, ending life 2 before
+  // the next message reaches it.
+  Ack(*id, 1, kBack + 1);
+  ASSERT_NO_FATAL_FAILURE(PublishAll({Message(exchange, kCount)}));
+  ASSERT_TRUE(consumer.WaitForCount(kCount + kBack + 1));
+  received = consumer.received();
+  EXPECT_EQ(received.back().life, 2u);
+  EXPECT_EQ(received.back().delivery.message_id, absl::StrCat("message-", kCount));
+  for (uint64_t tag = 1; tag <= kBack + 1; ++tag) Ack(*id, 2, tag);
+  ASSERT_NO_FATAL_FAILURE(WaitForCounts(queue, {0, 0}));
+  // Life 1 ended once; life 2 never did.
+  EXPECT_EQ(consumer.ended().size(), 1u);
+}
+
+}  // namespace
+}  // namespace switchboard::broker::amqp

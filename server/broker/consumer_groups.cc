@@ -1,6 +1,7 @@
 #include "server/broker/consumer_groups.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
 
 #include "absl/container/flat_hash_map.h"
@@ -21,6 +22,12 @@ OutgoingMessage DeadLetterOf(const Message& message, uint32_t attempts) {
 ConsumerGroup::ConsumerGroup(ConsumerGroups& core, std::string topic, std::string name,
                              const TopicPolicy& policy)
     : core_(core), topic_(std::move(topic)), name_(std::move(name)), policy_(policy) {}
+
+uint32_t ConsumerGroup::credits() const {
+  uint64_t credits = 0;
+  for (const Session* session : sessions_) credits += session->max_in_flight;
+  return static_cast<uint32_t>(std::min<uint64_t>(credits, UINT32_MAX));
+}
 
 uint32_t ConsumerGroup::FreeCredits() const {
   int64_t free = 0;
@@ -326,6 +333,14 @@ absl::Status ConsumerGroups::EndLease(ConsumerGroup::Session& session, absl::str
 void ConsumerGroups::CloseAll(const absl::Status& status) {
   for (auto& [id, session] : sessions_) {
     session.sink->Invoke([&](ConsumerSink& sink) { sink.OnClosed(status); });
+  }
+}
+
+void ConsumerGroups::CloseSessions(ConsumerGroup& group, const absl::Status& status) {
+  // A copy: a sink may end its session from OnClosed().
+  const std::vector<ConsumerGroup::Session*> sessions = group.sessions_;
+  for (ConsumerGroup::Session* session : sessions) {
+    session->sink->Invoke([&](ConsumerSink& sink) { sink.OnClosed(status); });
   }
 }
 

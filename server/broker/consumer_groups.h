@@ -121,6 +121,9 @@ class ConsumerGroup {
 
   bool has_sessions() const { return !sessions_.empty(); }
 
+  // The credits of every session together (their max_in_flight).
+  uint32_t credits() const;
+
   // Credits the sessions have left, beyond the leases they hold, the
   // messages waiting for them, the redeliveries being taken back, and the
   // reads reserved by the source.
@@ -251,6 +254,8 @@ class ConsumerGroups {
               absl::AnyInvocable<void(LeaseUpdateResult)> done);
   // Ends every session with `status`.
   void CloseAll(const absl::Status& status);
+  // Ends the sessions of `group` with `status`.
+  void CloseSessions(ConsumerGroup& group, const absl::Status& status);
   // No source calls from now on (shutdown).
   void Stop() { stopped_ = true; }
 

@@ -55,6 +55,12 @@ struct TopicPolicy {
   uint32_t ordering_partitions = 0;
   // How long a message's dedup_id is remembered.
   absl::Duration dedup_window = absl::Minutes(2);
+  // Consumer groups that exist from startup, on a declaration of an exact
+  // topic name. RabbitMQ keeps messages only for groups whose queue exists,
+  // so a group declared here misses nothing published before its first
+  // consumer joins; the memory and Redis backends keep history and need no
+  // declaration.
+  std::vector<std::string> groups;
 };
 
 // How long a message nacked on `attempt` (counted from 1) without a delay

@@ -41,6 +41,12 @@ std::vector<TopicDeclaration> ConformanceTopics() {
     declaration.policy.max_delivery_attempts = max_delivery_attempts;
     return declaration;
   };
+  // RabbitMQ keeps messages only for groups that exist: every group a test
+  // consumes is declared (the other backends ignore the declaration).
+  auto WithGroups = [](TopicDeclaration declaration, std::vector<std::string> groups) {
+    declaration.policy.groups = std::move(groups);
+    return declaration;
+  };
   // Keyed messages on Redis need ordering partitions.
   auto WithPartitions = [](TopicDeclaration declaration) {
     declaration.policy.ordering_partitions = 4;
@@ -52,19 +58,25 @@ std::vector<TopicDeclaration> ConformanceTopics() {
       ephemeral("slow.oldest", 3, OverflowPolicy::kDropOldest),
       ephemeral("slow.newest", 3, OverflowPolicy::kDropNewest),
       ephemeral("slow.disconnect", 3, OverflowPolicy::kDisconnect),
-      WithPartitions(durable("jobs", 1000, absl::Seconds(10), 5)),
-      durable("short", 5, absl::Seconds(30), 5),
-      WithPartitions(durable("fragile", 1000, absl::Seconds(10), 3)),
+      WithGroups(WithPartitions(durable("jobs", 1000, absl::Seconds(10), 5)), {"g"}),
+      WithGroups(durable("short", 5, absl::Seconds(30), 5), {"g"}),
+      WithGroups(WithPartitions(durable("fragile", 1000, absl::Seconds(10), 3)), {"g"}),
+      WithGroups(durable("fragile:dlq", 1000000, absl::Seconds(30), 5), {"ops"}),
       [&] {
         TopicDeclaration backoff = durable("backoff", 1000, absl::Seconds(60), 4);
         backoff.policy.retry_backoff = broker::RetryBackoff{absl::Seconds(1), absl::Seconds(2)};
-        return backoff;
+        return WithGroups(backoff, {"g"});
       }(),
+      WithGroups(durable("backoff:dlq", 1000000, absl::Seconds(30), 5), {"d"}),
       [&] {
         TopicDeclaration dedup = durable("dedup.short", 1000, absl::Seconds(10), 5);
         dedup.policy.dedup_window = kShortDedupWindow;
-        return dedup;
+        return WithGroups(dedup, {"g"});
       }(),
+      // Undeclared otherwise: the defaults, with the groups the tests use.
+      WithGroups(durable("orders", 1000000, absl::Seconds(30), 5), {"g"}),
+      WithGroups(durable("work", 1000000, absl::Seconds(30), 5), {"g"}),
+      WithGroups(durable("events-log", 1000000, absl::Seconds(30), 5), {"a", "b"}),
   };
 }
 

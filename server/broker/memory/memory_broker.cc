@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "server/broker/consumer_groups.h"
-#include "server/broker/memory/dedup_table.h"
+#include "server/broker/dedup_table.h"
 #include "server/broker/memory/stream.h"
 #include "server/broker/message_id.h"
 #include "server/broker/state_gate.h"
@@ -291,7 +291,7 @@ class MemoryBroker::State {
   const MemoryLimits limits_;
   MessageIdGenerator ids_;
   uint64_t retained_bytes_ = 0;  // By every durable topic's stream.
-  memory::DedupTable dedup_{kMaxDedupIds};
+  DedupTable dedup_{kMaxDedupIds};
   // std::map keeps addresses stable: sources read their topic's stream.
   std::map<std::string, DurableTopic> durable_topics_;
   SubscriberSet subscribers_;

@@ -1,10 +1,10 @@
-#include "server/broker/memory/dedup_table.h"
+#include "server/broker/dedup_table.h"
 
 #include <string>
 
 #include "gtest/gtest.h"
 
-namespace switchboard::broker::memory {
+namespace switchboard::broker {
 namespace {
 
 const absl::Time kStart = absl::FromUnixSeconds(1700000000);
@@ -43,4 +43,4 @@ TEST(DedupTableTest, RememberingAnIdAgainMovesItsWindow) {
 }
 
 }  // namespace
-}  // namespace switchboard::broker::memory
+}  // namespace switchboard::broker

@@ -1,10 +1,12 @@
-// DedupTable: the memory broker's remembered dedup ids (idempotent publish):
-// per topic, the message id a dedup id was first stored as, until the end of
-// the topic's dedup window.
+// DedupTable: dedup ids remembered in process (idempotent publish): per
+// topic, the message id a dedup id was first stored as, until the end of the
+// topic's dedup window. The memory broker remembers every id here; the
+// RabbitMQ backend, whose broker has no such record, the ids its own
+// process published (Redis keeps them in Redis, for every replica).
 //
 // Bounded: at most `max_entries` ids within their windows; the broker refuses
-// a publish that would remember more. Used only by MemoryBroker, on its
-// dispatcher thread (not thread-safe).
+// a publish that would remember more. Used on a broker's dispatcher thread
+// (not thread-safe).
 #pragma once
 
 #include <cstddef>
@@ -15,7 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace switchboard::broker::memory {
+namespace switchboard::broker {
 
 class DedupTable {
  public:
@@ -51,4 +53,4 @@ class DedupTable {
   std::multimap<absl::Time, std::string> ends_;      // Window ends, to forget in order.
 };
 
-}  // namespace switchboard::broker::memory
+}  // namespace switchboard::broker

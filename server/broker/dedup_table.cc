@@ -1,10 +1,10 @@
-#include "server/broker/memory/dedup_table.h"
+#include "server/broker/dedup_table.h"
 
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
-namespace switchboard::broker::memory {
+namespace switchboard::broker {
 
 // Topic names have no '/': the key is unambiguous.
 std::string DedupTable::KeyOf(absl::string_view topic, absl::string_view dedup_id) {
@@ -34,4 +34,4 @@ void DedupTable::Remember(absl::string_view topic, absl::string_view dedup_id,
   entries_.insert_or_assign(std::move(key), Entry{std::move(message_id), until});
 }
 
-}  // namespace switchboard::broker::memory
+}  // namespace switchboard::broker

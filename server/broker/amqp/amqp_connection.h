@@ -161,8 +161,11 @@ struct AmqpConsumerOptions {
 // example, its queue was deleted) or the broker cancels the consumer
 // (basic.cancel): the broker then takes back every delivery of that life
 // that was not acked or rejected, and Ack() or Reject() of them is ignored.
-// While the consumer is not removed, the connection starts its next life as
-// soon as it is ready again (after the topology is redeclared).
+// While the consumer is not removed, the connection starts its next life:
+// after a drop, as soon as it is ready again (after the topology is
+// redeclared); after the broker ended the life, once a backoff of the
+// consumer's own has passed (full jitter under a ceiling that doubles from
+// reconnect_initial to reconnect_max; a delivery resets it).
 class AmqpConsumer {
  public:
   virtual ~AmqpConsumer() = default;
@@ -245,8 +248,9 @@ class AmqpConnection {
   // is ready, else once it is (the queue must be declared by then, through
   // Declare() on this connection: an exclusive queue belongs to the
   // connection that declared it). Returns the consumer's id. A queue that
-  // does not exist ends each life at once (NOT_FOUND). At most
-  // kMaxConsumers consumers at a time; beyond, RESOURCE_EXHAUSTED.
+  // does not exist ends each life at once (NOT_FOUND), and the next starts
+  // after the backoff. INVALID_ARGUMENT without a queue or with prefetch 0.
+  // At most kMaxConsumers consumers at a time; beyond, RESOURCE_EXHAUSTED.
   // `consumer` must outlive the consumer (RemoveConsumer or the
   // connection's destruction).
   absl::StatusOr<uint64_t> AddConsumer(AmqpConsumerOptions options, AmqpConsumer& consumer);

@@ -83,9 +83,10 @@ class RecordingConsumer final : public AmqpConsumer {
     AmqpDelivery delivery;
   };
 
-  // Called on the owner thread with each batch, after it is recorded (to
-  // ack from there).
-  std::function<void(uint64_t life, const std::vector<AmqpDelivery>&)> on_deliveries;
+  // Owner thread. With `acking` set, every delivery is acked as it comes,
+  // as consumer `id` of that connection.
+  AmqpConnection* acking = nullptr;
+  uint64_t id = 0;
 
   void OnDeliveries(uint64_t life, std::vector<AmqpDelivery> deliveries) override {
     {
@@ -95,7 +96,8 @@ class RecordingConsumer final : public AmqpConsumer {
       for (const AmqpDelivery& delivery : deliveries) received_.push_back({life, delivery});
       changed_.SignalAll();
     }
-    if (on_deliveries) on_deliveries(life, deliveries);
+    if (acking == nullptr) return;
+    for (const AmqpDelivery& delivery : deliveries) acking->Ack(id, life, delivery.delivery_tag);
   }
 
   void OnLifeEnded(uint64_t life, const absl::Status& why) override {
@@ -198,51 +200,60 @@ class AmqpConsumerTest : public RabbitMqSuite {
     return absl::StrCat("sbtest.", TestName(), ".", what);
   }
 
-  void StartConnection() {
+  static AmqpConnectionOptions Options() {
     AmqpConnectionOptions options;
     options.port = static_cast<uint16_t>(server().port());
     options.operation_timeout = absl::Seconds(30);
     options.reconnect_initial = absl::Milliseconds(50);
     options.reconnect_max = absl::Milliseconds(500);
+    return options;
+  }
+
+  void StartConnection() {
     RunOnDispatcher(dispatcher_, [&] {
-      connection_ = std::make_unique<AmqpConnection>(dispatcher_, options, TestName(), observer_);
+      connection_ = std::make_unique<AmqpConnection>(dispatcher_, Options(), TestName(), observer_);
       connection_->Start();
     });
     ASSERT_TRUE(observer_.WaitFor(AmqpConnectionState::kReady));
   }
 
-  // Runs `start` on the owner dispatcher with a callback; waits for its
-  // status.
-  absl::Status Await(std::function<void(AmqpConnection::DoneCallback)> start) {
+  // Statuses of operations, shared with their callbacks (which may outlive
+  // a test that gave up waiting).
+  struct Tally {
     absl::Mutex mu;
     absl::CondVar done;
-    std::optional<absl::Status> result;
-    dispatcher_.Post([&] {
-      start([&](absl::Status status) {
-        absl::MutexLock lock(&mu);
-        result = std::move(status);
-        done.SignalAll();
+    std::vector<absl::Status> statuses ABSL_GUARDED_BY(mu);
+  };
+  using NewCallback = std::function<AmqpConnection::DoneCallback()>;
+
+  // Runs `start` on the owner dispatcher, which starts `count` operations,
+  // each with a callback from the NewCallback it is given; waits (up to
+  // kWait) for their statuses, in the order they came.
+  std::vector<absl::Status> AwaitAll(size_t count,
+                                     const std::function<void(const NewCallback&)>& start) {
+    auto tally = std::make_shared<Tally>();
+    RunOnDispatcher(dispatcher_, [&] {
+      start([tally]() -> AmqpConnection::DoneCallback {
+        return [tally](absl::Status status) {
+          absl::MutexLock lock(&tally->mu);
+          tally->statuses.push_back(std::move(status));
+          tally->done.SignalAll();
+        };
       });
     });
-    absl::MutexLock lock(&mu);
+    absl::MutexLock lock(&tally->mu);
     const absl::Time deadline = absl::Now() + kWait;
-    while (!result.has_value()) {
-      if (done.WaitWithDeadline(&mu, deadline) && !result.has_value()) {
-        return absl::DeadlineExceededError("no result");
-      }
+    while (tally->statuses.size() < count) {
+      if (tally->done.WaitWithDeadline(&tally->mu, deadline)) break;
     }
-    return *result;
+    std::vector<absl::Status> statuses = tally->statuses;
+    statuses.resize(count, absl::DeadlineExceededError("no result"));
+    return statuses;
   }
 
-  absl::Status Declare(Declaration declaration) {
-    return Await([&](AmqpConnection::DoneCallback done) {
-      connection_->Declare(declaration, std::move(done));
-    });
-  }
-
-  absl::Status Publish(AmqpMessage message) {
-    return Await(
-        [&](AmqpConnection::DoneCallback done) { connection_->Publish(message, std::move(done)); });
+  absl::Status Declare(const Declaration& declaration) {
+    return AwaitAll(
+        1, [&](const NewCallback& callback) { connection_->Declare(declaration, callback()); })[0];
   }
 
   // Declares a durable topic exchange and a quorum queue bound to it (#).
@@ -254,36 +265,34 @@ class AmqpConsumerTest : public RabbitMqSuite {
 
   // Publishes `messages`, pipelined, and checks every one was confirmed.
   void PublishAll(const std::vector<AmqpMessage>& messages) {
-    absl::Mutex mu;
-    absl::CondVar done;
-    size_t results = 0;
-    size_t ok = 0;
-    RunOnDispatcher(dispatcher_, [&] {
-      for (const AmqpMessage& message : messages) {
-        connection_->Publish(message, [&](absl::Status status) {
-          absl::MutexLock lock(&mu);
-          ++results;
-          ok += status.ok() ? 1 : 0;
-          done.SignalAll();
+    const std::vector<absl::Status> statuses =
+        AwaitAll(messages.size(), [&](const NewCallback& callback) {
+          for (const AmqpMessage& message : messages) connection_->Publish(message, callback());
         });
-      }
-    });
-    absl::MutexLock lock(&mu);
-    const absl::Time deadline = absl::Now() + kWait;
-    while (results < messages.size()) {
-      if (done.WaitWithDeadline(&mu, deadline) && results < messages.size()) break;
-    }
-    ASSERT_EQ(ok, messages.size());
+    size_t ok = 0;
+    for (const absl::Status& status : statuses) ok += status.ok() ? 1 : 0;
+    ASSERT_EQ(ok, messages.size()) << statuses[0];
   }
 
+  // A consumer that outlives the connection (destroyed in TearDown()), as
+  // AddConsumer() wants, even when a test ends early.
+  RecordingConsumer& NewConsumer() {
+    consumers_.push_back(std::make_unique<RecordingConsumer>());
+    return *consumers_.back();
+  }
+
+  // Adds `consumer` of `queue`; `ack`: it acks every delivery as it comes.
   absl::StatusOr<uint64_t> AddConsumer(const std::string& queue, uint16_t prefetch,
-                                       RecordingConsumer& consumer) {
+                                       RecordingConsumer& consumer, bool ack = false) {
     absl::StatusOr<uint64_t> id;
     RunOnDispatcher(dispatcher_, [&] {
       AmqpConsumerOptions options;
       options.queue = queue;
       options.prefetch = prefetch;
       id = connection_->AddConsumer(options, consumer);
+      // Before any callback: they run on this thread, after this closure.
+      if (id.ok()) consumer.id = *id;
+      if (ack) consumer.acking = connection_.get();
     });
     return id;
   }
@@ -322,6 +331,7 @@ class AmqpConsumerTest : public RabbitMqSuite {
   event::DispatcherImpl dispatcher_{"amqp-owner", common::RealClock::Get()};
   ReadyObserver observer_;
   std::unique_ptr<AmqpConnection> connection_;  // Owner dispatcher only.
+  std::vector<std::unique_ptr<RecordingConsumer>> consumers_;
 };
 
 // Message i: every byte value (NULs included), a size that varies with i
@@ -358,21 +368,8 @@ TEST_F(AmqpConsumerTest, FiveHundredDeliveriesArriveByteExactInOrderAndAcksEmpty
   const std::vector<AmqpMessage> messages = Messages(exchange, kCount);
   ASSERT_NO_FATAL_FAILURE(PublishAll(messages));
 
-  RecordingConsumer consumer;
-  uint64_t id = 0;
-  consumer.on_deliveries = [&](uint64_t life, const std::vector<AmqpDelivery>& deliveries) {
-    for (const AmqpDelivery& delivery : deliveries) {
-      connection_->Ack(id, life, delivery.delivery_tag);
-    }
-  };
-  RunOnDispatcher(dispatcher_, [&] {
-    AmqpConsumerOptions options;
-    options.queue = queue;
-    options.prefetch = 50;
-    absl::StatusOr<uint64_t> added = connection_->AddConsumer(options, consumer);
-    ASSERT_THAT(added.status(), IsOk());
-    id = *added;
-  });
+  RecordingConsumer& consumer = NewConsumer();
+  ASSERT_THAT(AddConsumer(queue, 50, consumer, /*ack=*/true).status(), IsOk());
   ASSERT_TRUE(consumer.WaitForCount(kCount));
   const std::vector<RecordingConsumer::Received> received = consumer.received();
   ASSERT_EQ(received.size(), kCount);
@@ -401,7 +398,7 @@ TEST_F(AmqpConsumerTest, PrefetchBoundsUnackedDeliveries) {
   ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
   ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, 100)));
 
-  RecordingConsumer consumer;
+  RecordingConsumer& consumer = NewConsumer();
   absl::StatusOr<uint64_t> id = AddConsumer(queue, 10, consumer);
   ASSERT_THAT(id.status(), IsOk());
   ASSERT_TRUE(consumer.WaitForCount(10));
@@ -426,7 +423,7 @@ TEST_F(AmqpConsumerTest, RejectWithRequeueRedeliversWithDeliveryCountOne) {
   ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
   ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, 1)));
 
-  RecordingConsumer consumer;
+  RecordingConsumer& consumer = NewConsumer();
   absl::StatusOr<uint64_t> id = AddConsumer(queue, 10, consumer);
   ASSERT_THAT(id.status(), IsOk());
   ASSERT_TRUE(consumer.WaitForCount(1));
@@ -453,7 +450,7 @@ TEST_F(AmqpConsumerTest, RemovedConsumerGivesBackItsDeliveriesAndIsNeverCalledAg
   constexpr size_t kCount = 20;
   ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, kCount)));
 
-  RecordingConsumer removed;
+  RecordingConsumer& removed = NewConsumer();
   absl::StatusOr<uint64_t> removed_id = AddConsumer(queue, 10, removed);
   ASSERT_THAT(removed_id.status(), IsOk());
   ASSERT_TRUE(removed.WaitForCount(10));
@@ -462,21 +459,8 @@ TEST_F(AmqpConsumerTest, RemovedConsumerGivesBackItsDeliveriesAndIsNeverCalledAg
     removed.MarkRemoved();
   });
 
-  RecordingConsumer other;
-  uint64_t other_id = 0;
-  other.on_deliveries = [&](uint64_t life, const std::vector<AmqpDelivery>& deliveries) {
-    for (const AmqpDelivery& delivery : deliveries) {
-      connection_->Ack(other_id, life, delivery.delivery_tag);
-    }
-  };
-  RunOnDispatcher(dispatcher_, [&] {
-    AmqpConsumerOptions options;
-    options.queue = queue;
-    options.prefetch = 5;
-    absl::StatusOr<uint64_t> added = connection_->AddConsumer(options, other);
-    ASSERT_THAT(added.status(), IsOk());
-    other_id = *added;
-  });
+  RecordingConsumer& other = NewConsumer();
+  ASSERT_THAT(AddConsumer(queue, 5, other, /*ack=*/true).status(), IsOk());
   // Every message, the 10 given back included, reaches the other consumer
   // once.
   ASSERT_TRUE(other.WaitForCount(kCount));
@@ -508,7 +492,7 @@ TEST_F(AmqpConsumerTest, RemovedConsumerGivesBackItsDeliveriesAndIsNeverCalledAg
 
 TEST_F(AmqpConsumerTest, ConsumerOfMissingQueueEndsNotFoundAndTheConnectionCarriesOn) {
   ASSERT_NO_FATAL_FAILURE(StartConnection());
-  RecordingConsumer consumer;
+  RecordingConsumer& consumer = NewConsumer();
   absl::StatusOr<uint64_t> id = AddConsumer(Unique("missing"), 10, consumer);
   ASSERT_THAT(id.status(), IsOk());
   ASSERT_TRUE(consumer.WaitForEnded(1));
@@ -540,13 +524,79 @@ TEST_F(AmqpConsumerTest, ConsumerOfMissingQueueEndsNotFoundAndTheConnectionCarri
   EXPECT_TRUE(consumer.received().empty());
 }
 
+TEST_F(AmqpConsumerTest, ConsumerAddedBeforeTheConnectionIsReadyStartsOnceItIs) {
+  const std::string queue = Unique("group");
+  absl::StatusOr<std::unique_ptr<testing::AmqpClient>> client =
+      testing::AmqpClient::Connect(server().port(), absl::StrCat("sbtest-checker:", TestName()));
+  ASSERT_THAT(client.status(), IsOk());
+  ASSERT_THAT((*client)->DeclareQuorumQueue(queue).status(), IsOk());
+  ASSERT_THAT((*client)->ConfirmSelect(), IsOk());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT((*client)->PublishConfirmed("", queue, absl::StrCat("body-", i),
+                                            absl::StrCat("message-", i)),
+                IsOk());
+  }
+
+  RecordingConsumer& consumer = NewConsumer();
+  RunOnDispatcher(dispatcher_, [&] {
+    connection_ = std::make_unique<AmqpConnection>(dispatcher_, Options(), TestName(), observer_);
+    AmqpConsumerOptions options;
+    options.queue = queue;
+    EXPECT_THAT(connection_->AddConsumer(options, consumer).status(), IsOk());
+    EXPECT_EQ(connection_->state(), AmqpConnectionState::kConnecting);
+    connection_->Start();
+  });
+  ASSERT_TRUE(consumer.WaitForCount(3));
+  const std::vector<RecordingConsumer::Received> received = consumer.received();
+  ASSERT_EQ(received.size(), 3u);
+  for (size_t i = 0; i < received.size(); ++i) {
+    EXPECT_EQ(received[i].life, 1u);
+    EXPECT_EQ(received[i].delivery.message_id, absl::StrCat("message-", i));
+    EXPECT_EQ(received[i].delivery.body, absl::StrCat("body-", i));
+    EXPECT_EQ(received[i].delivery.exchange, "");
+    EXPECT_EQ(received[i].delivery.routing_key, queue);
+    EXPECT_TRUE(received[i].delivery.headers.empty());
+  }
+}
+
+TEST_F(AmqpConsumerTest, AddConsumerRefusesBadOptionsAndMoreThanTheBound) {
+  RecordingConsumer& consumer = NewConsumer();
+  RunOnDispatcher(dispatcher_, [&] {
+    // Never started: consumers are only registered.
+    connection_ = std::make_unique<AmqpConnection>(dispatcher_, Options(), TestName(), observer_);
+    EXPECT_THAT(connection_->AddConsumer(AmqpConsumerOptions{"", 10}, consumer).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument));
+    EXPECT_THAT(connection_->AddConsumer(AmqpConsumerOptions{"q", 0}, consumer).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument));
+    std::vector<uint64_t> ids;
+    for (size_t i = 0; i < AmqpConnection::kMaxConsumers; ++i) {
+      absl::StatusOr<uint64_t> id =
+          connection_->AddConsumer(AmqpConsumerOptions{"q", 10}, consumer);
+      ASSERT_THAT(id.status(), IsOk());
+      ids.push_back(*id);
+    }
+    EXPECT_THAT(connection_->AddConsumer(AmqpConsumerOptions{"q", 10}, consumer).status(),
+                StatusIs(absl::StatusCode::kResourceExhausted));
+    connection_->RemoveConsumer(ids[0]);
+    connection_->RemoveConsumer(ids[0]);  // Unknown by now: ignored.
+    absl::StatusOr<uint64_t> again =
+        connection_->AddConsumer(AmqpConsumerOptions{"q", 10}, consumer);
+    ASSERT_THAT(again.status(), IsOk());
+    ids.push_back(*again);
+    std::sort(ids.begin(), ids.end());
+    EXPECT_EQ(std::unique(ids.begin(), ids.end()), ids.end()) << "ids are reused";
+    EXPECT_THAT(connection_->AddConsumer(AmqpConsumerOptions{"q", 10}, consumer).status(),
+                StatusIs(absl::StatusCode::kResourceExhausted));
+  });
+}
+
 TEST_F(AmqpConsumerTest, DeletedQueueCancelsTheLifeAndALaterLifeResumesOnceItIsBack) {
   ASSERT_NO_FATAL_FAILURE(StartConnection());
   const std::string exchange = Unique("topic");
   const std::string queue = Unique("group");
   ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
   ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, 1)));
-  RecordingConsumer consumer;
+  RecordingConsumer& consumer = NewConsumer();
   absl::StatusOr<uint64_t> id = AddConsumer(queue, 10, consumer);
   ASSERT_THAT(id.status(), IsOk());
   ASSERT_TRUE(consumer.WaitForCount(1));
@@ -583,7 +633,7 @@ TEST_F(AmqpConsumerTest, BrokerKilledEndsTheLifeAndTheNextGetsTheUnackedBack) {
   constexpr size_t kAcked = 5;
   ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, kCount)));
 
-  RecordingConsumer consumer;
+  RecordingConsumer& consumer = NewConsumer();
   absl::StatusOr<uint64_t> id = AddConsumer(queue, 50, consumer);
   ASSERT_THAT(id.status(), IsOk());
   ASSERT_TRUE(consumer.WaitForCount(kCount));

@@ -45,6 +45,12 @@ class ConformanceBackend {
   // ordering_partitions (Redis), refusing keyed messages elsewhere with
   // FAILED_PRECONDITION. The suite's keyed topics have partitions.
   virtual bool keys_need_partitions() const = 0;
+
+  // Whether a consumer group that did not exist reads the topic's retained
+  // history (memory, Redis), or only what is published once it exists
+  // (RabbitMQ: a group is a queue, and a queue gets only the messages routed
+  // to it; TopicPolicy::groups declares groups at startup).
+  virtual bool keeps_history() const = 0;
 };
 
 // The suite's parameter: a backend's name and how to make one.

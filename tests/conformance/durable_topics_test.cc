@@ -99,6 +99,37 @@ TEST_P(BrokerConformanceTest, ConsumerReceivesMessagesPublishedAfterItJoined) {
   EXPECT_THAT(sink.violations(), IsEmpty());
 }
 
+// A group that did not exist yet starts from the beginning of the topic's
+// retained history (DESIGN.md §2). RabbitMQ keeps messages only for groups
+// whose queue exists: skipped there (keeps_history()); the next test states
+// what it does instead.
+TEST_P(BrokerConformanceTest, ANewGroupReadsTheRetainedHistory) {
+  if (!backend_->keeps_history()) GTEST_SKIP() << "the backend keeps no history for new groups";
+  const std::vector<std::string> ids = PublishNumbered("orders", 3);
+  RecordingConsumerSink sink;
+  auto session = Consume("orders", "late", sink, 10);
+  ASSERT_NE(session, nullptr);
+  ASSERT_TRUE(sink.WaitForCount(3));
+  Quiesce();
+  EXPECT_THAT(MessageIds(sink.deliveries()), ElementsAreArray(ids));
+}
+
+// Without history, a group nobody declared exists from its first consumer
+// on: it gets what is published from then on, and nothing from before.
+TEST_P(BrokerConformanceTest, AGroupWithoutHistoryGetsWhatIsPublishedOnceItExists) {
+  if (backend_->keeps_history()) GTEST_SKIP() << "the backend keeps history for new groups";
+  PublishNumbered("orders", 3, "before");
+  RecordingConsumerSink sink;
+  auto session = Consume("orders", "late", sink, 10);
+  ASSERT_NE(session, nullptr);
+  Quiesce();
+  EXPECT_EQ(sink.count(), 0u);
+  const std::vector<std::string> ids = PublishNumbered("orders", 2, "after");
+  ASSERT_TRUE(sink.WaitForCount(2));
+  Quiesce();
+  EXPECT_THAT(MessageIds(sink.deliveries()), ElementsAreArray(ids));
+}
+
 // DESIGN.md §7: a group's lag (entries it has not read yet) is reported
 // while the group has consumers.
 TEST_P(BrokerConformanceTest, ConsumerLagCountsEntriesTheGroupHasNotRead) {

@@ -26,6 +26,7 @@ class MemoryBackend final : public ConformanceBackend {
 
   uint64_t retention_slack() const override { return 0; }
   bool keys_need_partitions() const override { return false; }
+  bool keeps_history() const override { return true; }
 
  private:
   event::Dispatcher* dispatcher_ = nullptr;

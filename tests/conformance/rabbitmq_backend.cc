@@ -78,6 +78,7 @@ class RabbitMqBackend final : public ConformanceBackend {
   // x-max-length trims exactly.
   uint64_t retention_slack() const override { return 0; }
   bool keys_need_partitions() const override { return false; }
+  bool keeps_history() const override { return false; }
 
  private:
   void SyncOnce() {

@@ -69,6 +69,7 @@ class RedisBackend final : public ConformanceBackend {
   // XADD MAXLEN ~ trims whole stream nodes (100 entries by default).
   uint64_t retention_slack() const override { return 100; }
   bool keys_need_partitions() const override { return true; }
+  bool keeps_history() const override { return true; }
 
  private:
   event::DispatcherImpl io_;

@@ -87,8 +87,8 @@ class ConnectionEvents final : public AmqpConnectionObserver {
 class AmqpBroker::State final : public amqp::AmqpConsumer {
  public:
   State(event::Dispatcher& dispatcher, AmqpBrokerOptions options, const TopicPolicies& policies,
-        BrokerObserver& observer, AmqpConnectionObserver& connection_observer,
-        std::atomic<bool>& serving)
+        BrokerObserver& observer, AmqpConnectionObserver& publish_observer,
+        AmqpConnectionObserver& consume_observer, std::atomic<bool>& serving)
       : clock_(dispatcher.clock()),
         options_(std::move(options)),
         policies_(policies),
@@ -98,9 +98,9 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
         ephemeral_exchange_(absl::StrCat(options_.name_prefix, ".ephemeral")),
         subscriber_queue_(absl::StrCat(options_.name_prefix, ".subscribers.", ProcessTag())),
         sync_key_(absl::StrCat(options_.name_prefix, ".sync.", ProcessTag())),
-        publish_events_(connection_observer,
+        publish_events_(publish_observer,
                         [this](AmqpConnectionState state) { OnPublishState(state); }),
-        consume_events_(connection_observer,
+        consume_events_(consume_observer,
                         [this](AmqpConnectionState state) { OnConsumeState(state); }),
         publisher_(dispatcher, options_.connection, "publish", publish_events_),
         consumer_(dispatcher, options_.connection, "consume", consume_events_),
@@ -137,6 +137,8 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
     publisher_.Start();
     consumer_.Start();
   }
+
+  const AmqpConnection& publisher() const { return publisher_; }
 
   // -- Health, Sync and shutdown ---------------------------------------------
 
@@ -366,12 +368,7 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
                           [](absl::Status) {});
       }
     }
-    QueueDeclaration subscriber_queue;
-    subscriber_queue.name = subscriber_queue_;
-    subscriber_queue.durable = false;
-    subscriber_queue.exclusive = true;
-    subscriber_queue.auto_delete = true;
-    consumer_.Declare(subscriber_queue, [](absl::Status) {});
+    consumer_.Declare(SubscriberQueue(), [](absl::Status) {});
     // Declarations run in order, and one that fails drops the connection,
     // which starts over: the last one's outcome is the topology's.
     consumer_.Declare(
@@ -393,6 +390,15 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
         });
   }
 
+  QueueDeclaration SubscriberQueue() const {
+    QueueDeclaration queue;
+    queue.name = subscriber_queue_;
+    queue.durable = false;
+    queue.exclusive = true;
+    queue.auto_delete = true;
+    return queue;
+  }
+
   void SetReady(bool& flag, bool ready) {
     const bool was = serving();
     flag = ready;
@@ -402,7 +408,14 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
     for (auto& watcher : health_watchers_) watcher(now);
   }
 
+  // The marker goes once every declaration asked for so far (a group's
+  // queue among them) is done: a declaration on the consume connection
+  // answers only after the earlier ones.
   void SendSyncMarker() {
+    consumer_.Declare(SubscriberQueue(), [this](absl::Status) { PublishSyncMarker(); });
+  }
+
+  void PublishSyncMarker() {
     AmqpMessage marker;
     marker.exchange = ephemeral_exchange_;
     marker.routing_key = sync_key_;
@@ -482,11 +495,22 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
 AmqpBroker::AmqpBroker(event::Dispatcher& dispatcher, AmqpBrokerOptions options,
                        TopicPolicies policies, BrokerObserver& observer,
                        AmqpConnectionObserver& connection_observer)
+    : AmqpBroker(dispatcher, std::move(options), std::move(policies), observer, connection_observer,
+                 connection_observer) {}
+
+AmqpBroker::AmqpBroker(event::Dispatcher& dispatcher, AmqpBrokerOptions options,
+                       TopicPolicies policies, BrokerObserver& observer,
+                       AmqpConnectionObserver& publish_observer,
+                       AmqpConnectionObserver& consume_observer)
     : dispatcher_(dispatcher),
       policies_(std::move(policies)),
       state_(std::make_unique<State>(dispatcher, std::move(options), policies_, observer,
-                                     connection_observer, serving_)),
+                                     publish_observer, consume_observer, serving_)),
       gate_(dispatcher, state_.get(), absl::UnavailableError("the rabbitmq broker is shut down")) {
+  {
+    absl::MutexLock lock(&publisher_mu_);
+    publisher_ = &state_->publisher();
+  }
   gate_.Post([](State* state) {
     if (state != nullptr) state->Start();
   });
@@ -543,12 +567,21 @@ void AmqpBroker::Shutdown() {
     state_->BeginShutdown([this, &stopped] {
       state_->CloseAll(gate_.shut_down_error());
       dispatcher_.Post([this, &stopped] {
+        {
+          absl::MutexLock lock(&publisher_mu_);
+          publisher_ = nullptr;
+        }
         state_.reset();
         stopped.Notify();
       });
     });
   });
   stopped.WaitForNotification();
+}
+
+size_t AmqpBroker::unconfirmed_publishes() const {
+  absl::MutexLock lock(&publisher_mu_);
+  return publisher_ == nullptr ? 0 : publisher_->unconfirmed_publishes();
 }
 
 }  // namespace switchboard::broker

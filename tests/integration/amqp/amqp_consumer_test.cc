@@ -1,8 +1,13 @@
 // AmqpConnection's consumers (server/broker/amqp/consumers.h) against a real
-// RabbitMQ node: deliveries read back byte-exact with their properties and
-// acked, the prefetch bound, reject with requeue and x-delivery-count, what
-// a removed consumer leaves to the others, a consumer of a missing queue,
-// and a broker killed and restarted under a consumer.
+// RabbitMQ node: deliveries read back byte-exact with their properties,
+// batched and acked; the prefetch bound; reject with requeue; a removed
+// consumer (its queued callbacks dropped, its deliveries given back to
+// another); a consumer added before the connection is ready; AddConsumer's
+// refusals; a missing queue (NOT_FOUND, retried slowly); a deleted queue
+// (basic.cancel); the connection closed by the broker; and a broker killed
+// and restarted under a consumer. Also what RabbitMQ 3.10 does to
+// x-delivery-count when deliveries come back without a reject: it counts
+// each as an attempt.
 //
 // One node serves the whole suite; each test names its exchanges, queues and
 // connection after itself.
@@ -19,10 +24,12 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -32,6 +39,7 @@
 #include "server/event/dispatcher_impl.h"
 #include "tests/integration/amqp/amqp_client.h"
 #include "tests/integration/amqp/rabbitmq_suite.h"
+#include "tests/integration/amqp/recording_consumer.h"
 #include "tests/testing/rabbitmq_server.h"
 #include "tests/testing/run_on_dispatcher.h"
 #include "tests/testing/status_matchers.h"
@@ -41,6 +49,7 @@ namespace {
 
 using ::switchboard::testing::IsOk;
 using ::switchboard::testing::RabbitMqSuite;
+using ::switchboard::testing::RecordingConsumer;
 using ::switchboard::testing::RunOnDispatcher;
 using ::switchboard::testing::StatusIs;
 using ::testing::HasSubstr;
@@ -73,92 +82,6 @@ class ReadyObserver final : public AmqpConnectionObserver {
   absl::Mutex mu_;
   absl::CondVar changed_;
   std::vector<AmqpConnectionState> states_ ABSL_GUARDED_BY(mu_);
-};
-
-// What a consumer was told, for the test thread to wait on and check.
-class RecordingConsumer final : public AmqpConsumer {
- public:
-  struct Received {
-    uint64_t life;
-    AmqpDelivery delivery;
-  };
-
-  // Owner thread. With `acking` set, every delivery is acked as it comes,
-  // as consumer `id` of that connection.
-  AmqpConnection* acking = nullptr;
-  uint64_t id = 0;
-
-  void OnDeliveries(uint64_t life, std::vector<AmqpDelivery> deliveries) override {
-    {
-      absl::MutexLock lock(&mu_);
-      if (removed_) ++after_removal_;
-      ++batches_;
-      for (const AmqpDelivery& delivery : deliveries) received_.push_back({life, delivery});
-      changed_.SignalAll();
-    }
-    if (acking == nullptr) return;
-    for (const AmqpDelivery& delivery : deliveries) acking->Ack(id, life, delivery.delivery_tag);
-  }
-
-  void OnLifeEnded(uint64_t life, const absl::Status& why) override {
-    absl::MutexLock lock(&mu_);
-    if (removed_) ++after_removal_;
-    ended_.emplace_back(life, why);
-    changed_.SignalAll();
-  }
-
-  // Owner thread, right after RemoveConsumer(): every callback from now on
-  // is counted as one too many.
-  void MarkRemoved() {
-    absl::MutexLock lock(&mu_);
-    removed_ = true;
-  }
-
-  // Waits (up to kWait) until `done` holds; false if it never did.
-  bool WaitUntil(const std::function<bool(const RecordingConsumer&)>& done) {
-    absl::MutexLock lock(&mu_);
-    const absl::Time deadline = absl::Now() + kWait;
-    while (!done(*this)) {
-      if (changed_.WaitWithDeadline(&mu_, deadline)) return done(*this);
-    }
-    return true;
-  }
-
-  bool WaitForCount(size_t count) {
-    return WaitUntil([count](const RecordingConsumer& c)
-                         ABSL_NO_THREAD_SAFETY_ANALYSIS { return c.received_.size() >= count; });
-  }
-
-  bool WaitForEnded(size_t count) {
-    return WaitUntil([count](const RecordingConsumer& c)
-                         ABSL_NO_THREAD_SAFETY_ANALYSIS { return c.ended_.size() >= count; });
-  }
-
-  std::vector<Received> received() const {
-    absl::MutexLock lock(&mu_);
-    return received_;
-  }
-  std::vector<std::pair<uint64_t, absl::Status>> ended() const {
-    absl::MutexLock lock(&mu_);
-    return ended_;
-  }
-  size_t batches() const {
-    absl::MutexLock lock(&mu_);
-    return batches_;
-  }
-  size_t after_removal() const {
-    absl::MutexLock lock(&mu_);
-    return after_removal_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  absl::CondVar changed_;
-  std::vector<Received> received_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::pair<uint64_t, absl::Status>> ended_ ABSL_GUARDED_BY(mu_);
-  size_t batches_ ABSL_GUARDED_BY(mu_) = 0;
-  bool removed_ ABSL_GUARDED_BY(mu_) = false;
-  size_t after_removal_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // A queue's counts as rabbitmqctl shows them.
@@ -277,7 +200,7 @@ class AmqpConsumerTest : public RabbitMqSuite {
   // A consumer that outlives the connection (destroyed in TearDown()), as
   // AddConsumer() wants, even when a test ends early.
   RecordingConsumer& NewConsumer() {
-    consumers_.push_back(std::make_unique<RecordingConsumer>());
+    consumers_.push_back(std::make_unique<RecordingConsumer>(kWait));
     return *consumers_.back();
   }
 
@@ -299,6 +222,21 @@ class AmqpConsumerTest : public RabbitMqSuite {
 
   void Ack(uint64_t id, uint64_t life, uint64_t delivery_tag) {
     RunOnDispatcher(dispatcher_, [&] { connection_->Ack(id, life, delivery_tag); });
+  }
+
+  // Closes this test's connection from the broker's side (rabbitmqctl
+  // close_connection), as an operator or a node draining would.
+  static absl::Status CloseConnectionFromTheBroker() {
+    absl::StatusOr<std::string> rows =
+        server().Ctl({"-q", "--no-table-headers", "list_connections", "pid", "client_properties"});
+    if (!rows.ok()) return rows.status();
+    const std::string name = absl::StrCat("{\"connection_name\",\"switchboard:", TestName(), "\"}");
+    for (absl::string_view row : absl::StrSplit(*rows, '\n', absl::SkipEmpty())) {
+      if (!absl::StrContains(row, name)) continue;
+      const std::string pid(row.substr(0, row.find('\t')));
+      return server().Ctl({"close_connection", pid, "closed by the test"}).status();
+    }
+    return absl::NotFoundError(absl::StrCat("no connection ", name, " in\n", *rows));
   }
 
   // The queue's ready and unacked counts (rabbitmqctl list_queues).
@@ -442,45 +380,64 @@ TEST_F(AmqpConsumerTest, RejectWithRequeueRedeliversWithDeliveryCountOne) {
   EXPECT_EQ(again.delivery.delivery_tag, first.delivery_tag + 1);
 }
 
+// Notifies on destruction unless notified before: a test that stops early
+// never leaves the owner dispatcher blocked on it.
+class Gate {
+ public:
+  ~Gate() { Open(); }
+  void Open() {
+    if (!opened_.HasBeenNotified()) opened_.Notify();
+  }
+  void WaitUntilOpen() { opened_.WaitForNotification(); }
+
+ private:
+  absl::Notification opened_;
+};
+
 TEST_F(AmqpConsumerTest, RemovedConsumerGivesBackItsDeliveriesAndIsNeverCalledAgain) {
   ASSERT_NO_FATAL_FAILURE(StartConnection());
   const std::string exchange = Unique("topic");
   const std::string queue = Unique("group");
   ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
-  constexpr size_t kCount = 20;
+  constexpr size_t kCount = 30;
   ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, kCount)));
 
   RecordingConsumer& removed = NewConsumer();
   absl::StatusOr<uint64_t> removed_id = AddConsumer(queue, 10, removed);
   ASSERT_THAT(removed_id.status(), IsOk());
   ASSERT_TRUE(removed.WaitForCount(10));
-  RunOnDispatcher(dispatcher_, [&] {
-    connection_->RemoveConsumer(*removed_id);
+  // Acks for the first 10 bring 10 more, whose OnDeliveries() is posted
+  // while the owner thread is held here: it is still queued when
+  // RemoveConsumer() returns, and must not run.
+  auto gate = std::make_shared<Gate>();
+  dispatcher_.Post([this, gate, &removed, id = *removed_id] {
+    for (uint64_t tag = 1; tag <= 10; ++tag) connection_->Ack(id, 1, tag);
+    gate->WaitUntilOpen();
+    connection_->RemoveConsumer(id);
     removed.MarkRemoved();
   });
+  // The broker sent the next 10 (and rabbitmqctl takes long enough for the
+  // I/O thread to read them and post them).
+  ASSERT_NO_FATAL_FAILURE(WaitForCounts(queue, {10, 10}));
+  gate->Open();
 
   RecordingConsumer& other = NewConsumer();
   ASSERT_THAT(AddConsumer(queue, 5, other, /*ack=*/true).status(), IsOk());
-  // Every message, the 10 given back included, reaches the other consumer
-  // once.
-  ASSERT_TRUE(other.WaitForCount(kCount));
+  // Every message not acked, the 10 given back included, reaches the other
+  // consumer once.
+  ASSERT_TRUE(other.WaitForCount(kCount - 10));
   ASSERT_NO_FATAL_FAILURE(WaitForCounts(queue, {0, 0}));
   std::vector<std::string> ids;
-  size_t redelivered = 0;
   std::vector<uint32_t> counts;  // x-delivery-count of those given back.
   for (const RecordingConsumer::Received& got : other.received()) {
     ids.push_back(got.delivery.message_id);
-    if (got.delivery.redelivered) {
-      ++redelivered;
-      counts.push_back(got.delivery.delivery_count);
-    }
+    if (got.delivery.redelivered) counts.push_back(got.delivery.delivery_count);
   }
   std::sort(ids.begin(), ids.end());
   std::vector<std::string> expected;
-  for (size_t i = 0; i < kCount; ++i) expected.push_back(absl::StrCat("message-", i));
+  for (size_t i = 10; i < kCount; ++i) expected.push_back(absl::StrCat("message-", i));
   std::sort(expected.begin(), expected.end());
   EXPECT_EQ(ids, expected);
-  EXPECT_EQ(redelivered, 10u);
   // RabbitMQ 3.10 counts a delivery given back by a closed channel as an
   // attempt, as it counts a reject with requeue.
   EXPECT_EQ(counts, std::vector<uint32_t>(10, 1));
@@ -619,6 +576,37 @@ TEST_F(AmqpConsumerTest, DeletedQueueCancelsTheLifeAndALaterLifeResumesOnceItIsB
   EXPECT_EQ(received[1].delivery.message_id, "message-1");
   EXPECT_EQ(received[1].life, ended.size() + 1);  // The life after the last that ended.
   for (size_t i = 0; i < ended.size(); ++i) EXPECT_EQ(ended[i].first, i + 1);
+}
+
+TEST_F(AmqpConsumerTest, ConnectionClosedByTheBrokerEndsTheLifeAndTheNextGetsTheUnackedBack) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection());
+  const std::string exchange = Unique("topic");
+  const std::string queue = Unique("group");
+  ASSERT_NO_FATAL_FAILURE(DeclareQuorumTopology(exchange, queue));
+  constexpr size_t kCount = 10;
+  ASSERT_NO_FATAL_FAILURE(PublishAll(Messages(exchange, kCount)));
+  RecordingConsumer& consumer = NewConsumer();
+  ASSERT_THAT(AddConsumer(queue, 50, consumer).status(), IsOk());
+  ASSERT_TRUE(consumer.WaitForCount(kCount));
+
+  ASSERT_THAT(CloseConnectionFromTheBroker(), IsOk());
+  ASSERT_TRUE(consumer.WaitForEnded(1));
+  EXPECT_EQ(consumer.ended()[0].first, 1u);
+  EXPECT_THAT(consumer.ended()[0].second,
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("is down")));
+  ASSERT_TRUE(consumer.WaitForCount(2 * kCount));
+  const std::vector<RecordingConsumer::Received> received = consumer.received();
+  ASSERT_EQ(received.size(), 2 * kCount);
+  for (size_t i = 0; i < kCount; ++i) {
+    const RecordingConsumer::Received& got = received[kCount + i];
+    EXPECT_EQ(got.life, 2u);
+    EXPECT_EQ(got.delivery.message_id, absl::StrCat("message-", i));
+    EXPECT_TRUE(got.delivery.redelivered);
+    // A connection that closes with deliveries unsettled counts them as
+    // an attempt each, as a reject with requeue would.
+    EXPECT_EQ(got.delivery.delivery_count, 1u);
+  }
+  EXPECT_EQ(consumer.ended().size(), 1u);
 }
 
 // Last: it kills and restarts the suite's node.

@@ -48,12 +48,15 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/synchronization/mutex.h"
 #include "server/broker/amqp/amqp_connection.h"
 #include "server/broker/broker.h"
 #include "server/broker/state_gate.h"
@@ -76,6 +79,12 @@ class AmqpBroker final : public Broker {
   // ready and the exchanges declared.
   AmqpBroker(event::Dispatcher& dispatcher, AmqpBrokerOptions options, TopicPolicies policies,
              BrokerObserver& observer, amqp::AmqpConnectionObserver& connection_observer);
+  // As above, with an observer per connection (switchboard:publish,
+  // switchboard:consume), so that metrics can tell them apart. Both must
+  // outlive the broker.
+  AmqpBroker(event::Dispatcher& dispatcher, AmqpBrokerOptions options, TopicPolicies policies,
+             BrokerObserver& observer, amqp::AmqpConnectionObserver& publish_observer,
+             amqp::AmqpConnectionObserver& consume_observer);
   ~AmqpBroker() override;  // Calls Shutdown().
 
   AmqpBroker(const AmqpBroker&) = delete;
@@ -100,11 +109,20 @@ class AmqpBroker final : public Broker {
   // call it on the dispatcher thread. Idempotent.
   void Shutdown() override;
 
+  // Any thread: publishes sent to RabbitMQ and not confirmed yet (at most
+  // AmqpConnection::kMaxUnconfirmedPublishes), for a gauge; 0 once shut
+  // down. Never blocks on the broker.
+  size_t unconfirmed_publishes() const;
+
  private:
   class State;
 
   event::Dispatcher& dispatcher_;
   const TopicPolicies policies_;  // Read from any thread.
+  // The publish connection, for unconfirmed_publishes(); cleared before
+  // the state (which owns it) is freed.
+  mutable absl::Mutex publisher_mu_;
+  const amqp::AmqpConnection* publisher_ ABSL_GUARDED_BY(publisher_mu_) = nullptr;
   std::atomic<bool> serving_{false};
   std::unique_ptr<State> state_;
   StateGate<State> gate_;

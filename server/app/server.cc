@@ -30,6 +30,8 @@
 #include "server/app/metrics_endpoint.h"
 #include "server/app/server_tls.h"
 #include "server/auth/client_registry.h"
+#include "server/broker/amqp/amqp_broker.h"
+#include "server/broker/amqp/amqp_metrics.h"
 #include "server/broker/broker_metrics.h"
 #include "server/broker/memory/memory_broker.h"
 #include "server/broker/redis/redis_broker.h"
@@ -156,7 +158,16 @@ class ServerImpl final : public Server {
     }
     SB_ASSIGN_OR_RETURN(config::BrokerUrl url, config::ParseBrokerUrl(config_.broker().url()));
     broker_ = MakeBroker(url);
-    if (config::HasGlobalLimits(config_)) StartFleet(url);
+    if (config::HasGlobalLimits(config_)) {
+      // Validation refuses it already: the fleet's leases live in Redis.
+      if (url.scheme != config::BrokerUrl::Scheme::kRedis) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("global limits need a redis:// broker that the replicas share, and "
+                         "broker.url is ",
+                         url.Redacted()));
+      }
+      StartFleet(url);
+    }
     upstreams_ = std::make_unique<upstream::Upstreams>(upstream_dispatcher_, UpstreamDefinitions(),
                                                        ClientQuotaDefinitions(), upstream_metrics_,
                                                        lease_service_.get());
@@ -167,6 +178,12 @@ class ServerImpl final : public Server {
     MetricsEndpoint::Options metrics_options;
     metrics_options.listen = config_.server().metrics_listen();
     metrics_options.collectables.push_back(std::make_shared<metrics::ProcessCollector>());
+    if (amqp_broker_ != nullptr) {
+      // amqp_broker_ outlives the endpoint, and its counter is safe to read
+      // from the endpoint's thread (0 once the broker is shut down).
+      metrics_options.collectables.push_back(broker::amqp::AmqpMetrics::UnconfirmedPublishes(
+          [broker = amqp_broker_] { return broker->unconfirmed_publishes(); }));
+    }
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
         MetricsEndpoint::Start(metrics_dispatcher_, metrics_options, metrics_.registry());
     if (!endpoint.ok()) {
@@ -367,6 +384,17 @@ class ServerImpl final : public Server {
         return std::make_unique<broker::RedisBroker>(
             broker_dispatcher_, broker_dispatcher_, RedisOptions(url, config_.broker().redis()),
             config::BuildTopicPolicies(config_), broker_metrics_, redis_metrics_);
+      case config::BrokerUrl::Scheme::kAmqp: {
+        // Its connections do their I/O on threads of their own and report
+        // to the broker's dispatcher.
+        amqp_metrics_ = std::make_unique<broker::amqp::AmqpMetrics>(metrics_);
+        auto broker = std::make_unique<broker::AmqpBroker>(
+            broker_dispatcher_, AmqpOptions(url, config_.broker().amqp()),
+            config::BuildTopicPolicies(config_), broker_metrics_, amqp_metrics_->publish(),
+            amqp_metrics_->consume());
+        amqp_broker_ = broker.get();
+        return broker;
+      }
     }
     return nullptr;
   }
@@ -589,6 +617,25 @@ class ServerImpl final : public Server {
     return options;
   }
 
+  static broker::AmqpBrokerOptions AmqpOptions(const config::BrokerUrl& url,
+                                               const config::v1::Amqp& amqp) {
+    broker::AmqpBrokerOptions options;
+    options.connection.host = url.host;
+    options.connection.port = url.port;
+    options.connection.vhost = url.vhost;
+    options.connection.user = url.user;
+    options.connection.password = url.password;
+    options.connection.tls = url.tls;
+    options.connection.ca_file = amqp.ca_file();
+    options.connection.operation_timeout = absl::Milliseconds(amqp.operation_timeout_ms());
+    options.connection.connect_timeout = absl::Milliseconds(amqp.connect_timeout_ms());
+    options.connection.heartbeat = absl::Seconds(amqp.heartbeat_s());
+    options.connection.reconnect_initial = absl::Milliseconds(amqp.reconnect_initial_ms());
+    options.connection.reconnect_max = absl::Milliseconds(amqp.reconnect_max_ms());
+    options.name_prefix = amqp.name_prefix();
+    return options;
+  }
+
   const config::Config config_;
   metrics::Metrics metrics_;
   GrpcRequestMetrics request_metrics_{metrics_, ServedMethods()};
@@ -599,6 +646,8 @@ class ServerImpl final : public Server {
   subscriptions::SubscriptionMetrics subscription_metrics_{metrics_};
   ratelimit::GlobalLimitMetrics global_limit_metrics_{metrics_};
   std::unique_ptr<fleet::FleetMetrics> fleet_metrics_;  // With the fleet.
+  // With an amqp:// broker; outlives it.
+  std::unique_ptr<broker::amqp::AmqpMetrics> amqp_metrics_;
   event::DispatcherImpl broker_dispatcher_;
   event::DispatcherImpl upstream_dispatcher_;
   event::DispatcherImpl metrics_dispatcher_;   // Serves /metrics.
@@ -608,6 +657,7 @@ class ServerImpl final : public Server {
   std::vector<std::unique_ptr<event::DispatcherImpl>> upstream_io_dispatchers_;
   std::vector<event::DispatcherImpl*> upstream_io_;
   std::unique_ptr<broker::Broker> broker_;
+  broker::AmqpBroker* amqp_broker_ = nullptr;  // broker_, when it is RabbitMQ.
   auth::ClientRegistry clients_;
   // Used and freed on upstream_dispatcher_, after upstreams_.
   std::unique_ptr<fleet::RedisLeaseService> lease_service_;

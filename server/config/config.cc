@@ -1,5 +1,6 @@
 #include "server/config/config.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -8,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -23,6 +26,12 @@ namespace {
 
 // The longest clients[].cert_subject or cert_san.
 constexpr size_t kMaxCertIdentityBytes = 1024;
+
+// The most topics[].groups of one topic: each is a queue RabbitMQ keeps.
+constexpr int kMaxGroupsPerTopic = 64;
+
+// The longest broker.amqp.name_prefix.
+constexpr size_t kMaxAmqpNamePrefixLength = 64;
 
 absl::Status FieldError(absl::string_view path, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(path, ": ", message));
@@ -127,7 +136,8 @@ absl::Status ValidateKindSpecificFields(const v1::Topic& topic, const std::strin
                                            {topic.has_retry_backoff(), "retry_backoff"},
                                            {topic.has_ordering_partitions(), "ordering_partitions"},
                                            {topic.has_max_bytes(), "max_bytes"},
-                                           {topic.has_dedup_window_ms(), "dedup_window_ms"}}
+                                           {topic.has_dedup_window_ms(), "dedup_window_ms"},
+                                           {topic.groups_size() > 0, "groups"}}
           : std::vector<KindSpecificField>{{topic.has_buffer(), "buffer"},
                                            {topic.has_overflow(), "overflow"}};
   for (const KindSpecificField& field : other_kind_fields) {
@@ -152,6 +162,32 @@ absl::Status ValidateDeadLetterSuffix(const v1::Topic& topic, const std::string&
       absl::StrCat(suffix_path, ": dead-letter topic \"", dead_letter_topic, "\""));
 }
 
+// The consumer groups declared at startup on a durable topic (the kind is
+// checked by ValidateKindSpecificFields).
+absl::Status ValidateTopicGroups(const v1::Topic& topic, const std::string& path) {
+  if (topic.groups_size() == 0) return absl::OkStatus();
+  const std::string groups_path = absl::StrCat(path, ".groups");
+  if (common::IsTopicPrefixPattern(topic.name())) {
+    return FieldError(groups_path, absl::StrCat("needs a topic declared by its exact name, and \"",
+                                                topic.name(), "\" is a prefix pattern"));
+  }
+  if (topic.groups_size() > kMaxGroupsPerTopic) {
+    return FieldError(groups_path, absl::StrCat("has ", topic.groups_size(), " groups; at most ",
+                                                kMaxGroupsPerTopic));
+  }
+  std::map<std::string, int> index_of_group;
+  for (int j = 0; j < topic.groups_size(); ++j) {
+    const std::string group_path = absl::StrCat(groups_path, "[", j, "]");
+    SB_RETURN_IF_ERROR(common::ValidateGroupName(topic.groups(j), group_path));
+    const auto [existing, inserted] = index_of_group.emplace(topic.groups(j), j);
+    if (!inserted) {
+      return FieldError(group_path, absl::StrCat("\"", topic.groups(j), "\" is already listed at ",
+                                                 groups_path, "[", existing->second, "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateTopics(const Config& config) {
   std::map<std::string, int> index_of_pattern;
   for (int i = 0; i < config.topics_size(); ++i) {
@@ -169,6 +205,7 @@ absl::Status ValidateTopics(const Config& config) {
     SB_RETURN_IF_ERROR(ValidateKindSpecificFields(topic, path));
     if (topic.kind() == v1::Topic::KIND_DURABLE) {
       SB_RETURN_IF_ERROR(ValidateDeadLetterSuffix(topic, path));
+      SB_RETURN_IF_ERROR(ValidateTopicGroups(topic, path));
     }
     if (topic.retry_backoff().max_ms() < topic.retry_backoff().min_ms()) {
       return FieldError(absl::StrCat(path, ".retry_backoff.max_ms"),
@@ -184,6 +221,40 @@ absl::Status ValidateRedis(const v1::Redis& redis) {
     return absl::InvalidArgumentError(
         absl::StrCat("broker.redis.reconnect_initial_ms: must not exceed reconnect_max_ms (",
                      redis.reconnect_max_ms(), "), got ", redis.reconnect_initial_ms()));
+  }
+  return absl::OkStatus();
+}
+
+bool IsAmqpNamePrefixChar(char c) {
+  return absl::ascii_isalnum(c) || c == '.' || c == '_' || c == '-';
+}
+
+// broker.amqp; its ca_file only with (and always with) an amqps:// URL.
+absl::Status ValidateAmqp(const v1::Broker& broker) {
+  const v1::Amqp& amqp = broker.amqp();
+  if (amqp.reconnect_initial_ms() > amqp.reconnect_max_ms()) {
+    return FieldError("broker.amqp.reconnect_initial_ms",
+                      absl::StrCat("must not exceed reconnect_max_ms (", amqp.reconnect_max_ms(),
+                                   "), got ", amqp.reconnect_initial_ms()));
+  }
+  const std::string& prefix = amqp.name_prefix();
+  if (prefix.empty() || prefix.size() > kMaxAmqpNamePrefixLength ||
+      !std::all_of(prefix.begin(), prefix.end(), IsAmqpNamePrefixChar)) {
+    return FieldError(
+        "broker.amqp.name_prefix",
+        absl::StrCat("must be 1 to ", kMaxAmqpNamePrefixLength,
+                     " characters from [A-Za-z0-9._-], got \"", absl::CHexEscape(prefix), "\""));
+  }
+  absl::StatusOr<BrokerUrl> url = ParseBrokerUrl(broker.url());
+  if (!url.ok() || url->scheme != BrokerUrl::Scheme::kAmqp) return absl::OkStatus();
+  if (url->tls && amqp.ca_file().empty()) {
+    return FieldError("broker.amqp.ca_file",
+                      "is required with an amqps:// broker.url: a PEM file of the CAs that sign "
+                      "RabbitMQ's certificate");
+  }
+  if (!url->tls && !amqp.ca_file().empty()) {
+    return FieldError("broker.amqp.ca_file",
+                      "applies only to amqps:// URLs, and broker.url is amqp:// (no TLS)");
   }
   return absl::OkStatus();
 }
@@ -339,6 +410,7 @@ broker::TopicPolicy ToTopicPolicy(const v1::Topic& topic) {
     policy.retry_backoff = broker::RetryBackoff{absl::Milliseconds(topic.retry_backoff().min_ms()),
                                                 absl::Milliseconds(topic.retry_backoff().max_ms())};
   }
+  policy.groups.assign(topic.groups().begin(), topic.groups().end());
   return policy;
 }
 
@@ -515,6 +587,7 @@ absl::Status ValidateConfig(const Config& config) {
   SB_RETURN_IF_ERROR(ValidateServer(config.server()));
   SB_RETURN_IF_ERROR(WithPath("broker.url", ParseBrokerUrl(config.broker().url()).status()));
   SB_RETURN_IF_ERROR(ValidateRedis(config.broker().redis()));
+  SB_RETURN_IF_ERROR(ValidateAmqp(config.broker()));
   SB_RETURN_IF_ERROR(ValidateTopics(config));
   SB_RETURN_IF_ERROR(ValidateUpstreams(config));
   SB_RETURN_IF_ERROR(ValidateClients(config));

@@ -3,6 +3,7 @@
 #include <map>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
@@ -249,9 +250,43 @@ INSTANTIATE_TEST_SUITE_P(
         ValidationCase{"RedisNoReaders", "broker: {redis: {max_reader_connections: 0}}",
                        "broker.redis.max_reader_connections: must be between 1 and 256, got 0"},
         // Broker URL.
-        ValidationCase{"BrokerScheme", "broker: {url: \"amqp://rabbit:5672\"}",
-                       "broker.url: unsupported scheme \"amqp://\"; expected memory:// or "
-                       "redis://[user:password@]host:port[/db]"},
+        ValidationCase{"BrokerScheme", "broker: {url: \"kafka://kafka:9092\"}",
+                       "broker.url: unsupported scheme \"kafka://\"; expected memory://, "
+                       "redis://[user:password@]host:port[/db] or "
+                       "amqp[s]://[user:password@]host[:port][/vhost]"},
+        ValidationCase{"AmqpQuery", "broker: {url: \"amqp://u:hunter2@rabbit/?heartbeat=5\"}",
+                       "broker.url: amqp URL query parameters are not supported; set broker.amqp "
+                       "instead"},
+        // RabbitMQ tuning.
+        ValidationCase{"AmqpsWithoutCaFile", "broker: {url: \"amqps://rabbit\"}",
+                       "broker.amqp.ca_file: is required with an amqps:// broker.url: a PEM file "
+                       "of the CAs that sign RabbitMQ's certificate"},
+        ValidationCase{"AmqpCaFileWithoutTls",
+                       "broker: {url: \"amqp://rabbit\", amqp: {ca_file: /etc/rabbit-ca.pem}}",
+                       "broker.amqp.ca_file: applies only to amqps:// URLs, and broker.url is "
+                       "amqp:// (no TLS)"},
+        ValidationCase{"AmqpReconnectInverted",
+                       "broker: {amqp: {reconnect_initial_ms: 5000, reconnect_max_ms: 100}}",
+                       "broker.amqp.reconnect_initial_ms: must not exceed reconnect_max_ms "
+                       "(100), got 5000"},
+        ValidationCase{"AmqpHeartbeatTooLong", "broker: {amqp: {heartbeat_s: 3601}}",
+                       "broker.amqp.heartbeat_s: must be between 0 and 3600, got 3601"},
+        ValidationCase{"AmqpOperationTimeoutZero", "broker: {amqp: {operation_timeout_ms: 0}}",
+                       "broker.amqp.operation_timeout_ms: must be between 10 and 600000, got 0"},
+        ValidationCase{"AmqpConnectTimeoutZero", "broker: {amqp: {connect_timeout_ms: 0}}",
+                       "broker.amqp.connect_timeout_ms: must be between 10 and 600000, got 0"},
+        ValidationCase{"AmqpEmptyNamePrefix", "broker: {amqp: {name_prefix: \"\"}}",
+                       "broker.amqp.name_prefix: must be 1 to 64 characters from "
+                       "[A-Za-z0-9._-], got \"\""},
+        ValidationCase{"AmqpNamePrefixWithSlash", "broker: {amqp: {name_prefix: \"a/b\"}}",
+                       "broker.amqp.name_prefix: must be 1 to 64 characters from "
+                       "[A-Za-z0-9._-], got \"a/b\""},
+        ValidationCase{"AmqpNamePrefixTooLong",
+                       "broker: {amqp: {name_prefix: "
+                       "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}}",
+                       "broker.amqp.name_prefix: must be 1 to 64 characters from "
+                       "[A-Za-z0-9._-], got "
+                       "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""},
         ValidationCase{"RedisWithoutPort", "broker: {url: \"redis://u:hunter2@redis\"}",
                        "broker.url: redis address \"redis\": expected host:port or "
                        "[ipv6]:port"},
@@ -352,6 +387,21 @@ INSTANTIATE_TEST_SUITE_P(
                        "clients[0].allowed_topics[1]: a '*' pattern needs a prefix"},
         ValidationCase{"EmptyAllowedTopics", "clients: [{id: a, token: t, allowed_topics: []}]",
                        "clients[0].allowed_topics: must not be empty; omit the key instead"},
+        // Consumer groups declared at startup.
+        ValidationCase{"GroupsOnEphemeralTopic",
+                       "topics: [{name: feed, kind: ephemeral, groups: [indexer]}]",
+                       "topics[0].groups: applies only to durable topics, and this topic is "
+                       "ephemeral"},
+        ValidationCase{"GroupsOnPrefixPattern", "topics: [{name: \"jobs.*\", groups: [workers]}]",
+                       "topics[0].groups: needs a topic declared by its exact name, and "
+                       "\"jobs.*\" is a prefix pattern"},
+        ValidationCase{"BadGroupName",
+                       "topics: [{name: a}, {name: b}, {name: jobs, groups: [\"a b\"]}]",
+                       "topics[2].groups[0]: character 1 is not allowed; use [A-Za-z0-9._:-]"},
+        ValidationCase{"DuplicateGroup",
+                       "topics: [{name: jobs, groups: [workers, audit, workers]}]",
+                       "topics[0].groups[2]: \"workers\" is already listed at "
+                       "topics[0].groups[0]"},
         // Global limits need the Redis the replicas share.
         ValidationCase{"GlobalUpstreamLimitOnMemory",
                        "upstreams: [{name: p, urls: [\"http://h/\"], rate_limit: "
@@ -362,6 +412,11 @@ INSTANTIATE_TEST_SUITE_P(
                        "clients: [{id: a, token: t, requests_per_second: 5, quota_scope: global}]",
                        "clients[0].quota_scope: global needs a redis:// broker that the replicas "
                        "share, and broker.url is memory://"},
+        ValidationCase{"GlobalQuotaOnAmqp",
+                       "broker: {url: \"amqp://u:hunter2@rabbit/\"}\n"
+                       "clients: [{id: a, token: t, requests_per_second: 5, quota_scope: global}]",
+                       "clients[0].quota_scope: global needs a redis:// broker that the replicas "
+                       "share, and broker.url is amqp://u:***@rabbit:5672/"},
         ValidationCase{"UnknownScope",
                        "upstreams: [{name: p, urls: [\"http://h/\"], rate_limit: {scope: "
                        "everywhere}}]",
@@ -374,6 +429,61 @@ INSTANTIATE_TEST_SUITE_P(
         ValidationCase{"BadReplicaId", "fleet: {replica_id: \"a b\"}",
                        "fleet.replica_id: character 1 is not allowed; use [A-Za-z0-9._:-]"}),
     [](const ::testing::TestParamInfo<ValidationCase>& info) { return info.param.name; });
+
+TEST(ConfigTest, AmqpDefaults) {
+  absl::StatusOr<Config> config = ParseConfig("broker: {url: \"amqp://rabbit/\"}", FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  const v1::Amqp& amqp = config->broker().amqp();
+  EXPECT_EQ(amqp.operation_timeout_ms(), 5000u);
+  EXPECT_EQ(amqp.connect_timeout_ms(), 5000u);
+  EXPECT_EQ(amqp.heartbeat_s(), 10u);
+  EXPECT_EQ(amqp.reconnect_initial_ms(), 100u);
+  EXPECT_EQ(amqp.reconnect_max_ms(), 5000u);
+  EXPECT_EQ(amqp.name_prefix(), "switchboard");
+  EXPECT_EQ(amqp.ca_file(), "");
+}
+
+TEST(ConfigTest, AmqpsWithCaFileAndTuning) {
+  absl::StatusOr<Config> config = ParseConfig(R"yaml(
+broker:
+  url: "amqps://switchboard:${RABBITMQ_PASSWORD}@rabbit.example.com/prod"
+  amqp:
+    ca_file: /etc/switchboard/rabbit-ca.pem
+    heartbeat_s: 0
+    operation_timeout_ms: 2000
+    name_prefix: sb-blue_1.0
+)yaml",
+                                              FakeEnv({{"RABBITMQ_PASSWORD", "hunter2"}}));
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->broker().amqp().ca_file(), "/etc/switchboard/rabbit-ca.pem");
+  EXPECT_EQ(config->broker().amqp().heartbeat_s(), 0u);
+  EXPECT_EQ(config->broker().amqp().operation_timeout_ms(), 2000u);
+  EXPECT_EQ(config->broker().amqp().name_prefix(), "sb-blue_1.0");
+}
+
+TEST(ConfigTest, AnAmqpUrlErrorNeverContainsThePassword) {
+  for (const char* yaml : {"broker: {url: \"amqp://u:hunter2@rabbit:0/\"}",
+                           "broker: {url: \"amqp://u:hunter2%zz@rabbit/\"}",
+                           "broker: {url: \"amqps://u:hunter2@rabbit/\"}",
+                           "broker: {url: \"amqp://u:a:hunter2/x@rabbit\"}"}) {
+    EXPECT_THAT(ParseConfig(yaml, FakeEnv()),
+                StatusIs(absl::StatusCode::kInvalidArgument, Not(HasSubstr("hunter2"))))
+        << yaml;
+  }
+}
+
+TEST(ConfigTest, AtMost64GroupsPerTopic) {
+  std::string groups;
+  for (int i = 0; i < 65; ++i) absl::StrAppend(&groups, i == 0 ? "" : ", ", "g", i);
+  EXPECT_THAT(
+      ParseConfig(absl::StrCat("topics: [{name: jobs, groups: [", groups, "]}]"), FakeEnv()),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               Eq("topics[0].groups: has 65 groups; at most 64")));
+  groups.resize(groups.rfind(','));  // 64 groups.
+  EXPECT_THAT(
+      ParseConfig(absl::StrCat("topics: [{name: jobs, groups: [", groups, "]}]"), FakeEnv()),
+      IsOk());
+}
 
 TEST(ConfigTest, GlobalLimitsOnRedisAreAccepted) {
   absl::StatusOr<Config> config = ParseConfig(R"yaml(

@@ -44,6 +44,20 @@ TEST(BuildTopicPoliciesTest, MapsDeclarationsByExactNameAndPrefix) {
   EXPECT_EQ(other.max_len, broker::TopicPolicy().max_len);
 }
 
+TEST(BuildTopicPoliciesTest, MapsGroupsDeclaredAtStartup) {
+  absl::StatusOr<Config> config = ParseConfig(R"yaml(
+topics:
+  - {name: jobs, groups: [workers, audit]}
+  - {name: "jobs.*"}
+)yaml",
+                                              FakeEnv());
+  ASSERT_THAT(config, IsOk());
+  const broker::TopicPolicies policies = BuildTopicPolicies(*config);
+  EXPECT_THAT(policies.Resolve("jobs").groups, ::testing::ElementsAre("workers", "audit"));
+  EXPECT_THAT(policies.Resolve("jobs.x").groups, ::testing::IsEmpty());
+  EXPECT_THAT(policies.Resolve("other").groups, ::testing::IsEmpty());
+}
+
 TEST(BuildTopicPoliciesTest, ExactNamesWinOverPrefixes) {
   absl::StatusOr<Config> config = ParseConfig(R"yaml(
 topics:

@@ -130,7 +130,7 @@ INSTANTIATE_TEST_SUITE_P(
                       "topics[1].bufer: unknown field; expected one of name, kind, buffer, "
                       "overflow, max_len, max_bytes, dedup_window_ms, ack_deadline_ms, "
                       "max_delivery_attempts, dead_letter_suffix, exclusive, retry_backoff, "
-                      "ordering_partitions"},
+                      "ordering_partitions, groups"},
         ReadErrorCase{"RepeatedKey", "server:\n  listen: a:1\n  listen: b:2\n",
                       "server.listen: appears more than once"},
         ReadErrorCase{"MessageGivenList", "server: [a]", "server: must be a mapping, got a list"},

@@ -349,6 +349,9 @@ absl::Status AmqpConnection::Serve() {
     }
     // Confirms just read may have freed slots for waiting publishes.
     if (!waiting_.empty() && unconfirmed_.size() < kMaxUnconfirmedPublishes) continue;
+    // ReadFrames() leaves nothing read and unhandled; should a call after it
+    // have read ahead, poll() would not say so.
+    if (amqp_frames_enqueued(connection_) || amqp_data_in_buffer(connection_)) continue;
     SB_RETURN_IF_ERROR(Poll(NextWakeup()));
   }
   return absl::OkStatus();

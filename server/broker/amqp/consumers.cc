@@ -45,9 +45,15 @@ absl::Status Consumers::Apply(amqp_connection_state_t connection, ConsumerComman
     case ConsumerCommand::Kind::kRemove: {
       const amqp_channel_t channel = consumer.channel;
       consumers_.erase(it);
+      if (channel == 0) return absl::OkStatus();
+      // Without a connection (it just failed), Dropped() follows.
+      if (connection == nullptr) {
+        channels_.erase(channel);
+        return absl::OkStatus();
+      }
       // Closing the channel gives the broker back every delivery of the
       // life not settled yet. No OnLifeEnded(): the consumer is gone.
-      return current ? Close(connection, channel) : absl::OkStatus();
+      return Close(connection, channel);
     }
     case ConsumerCommand::Kind::kAck:
     case ConsumerCommand::Kind::kReject: {
@@ -110,8 +116,8 @@ absl::Status Consumers::HandleFrame(amqp_connection_state_t connection, const am
   auto channel_it = channels_.find(frame.channel);
   if (channel_it == channels_.end()) return absl::OkStatus();
   Channel& channel = channel_it->second;
-  Consumer* consumer = nullptr;
-  if (channel.consumer != 0) consumer = &consumers_.at(channel.consumer);
+  auto consumer_it = consumers_.find(channel.consumer);
+  Consumer* consumer = consumer_it == consumers_.end() ? nullptr : &consumer_it->second;
 
   if (frame.frame_type == AMQP_FRAME_METHOD) {
     const amqp_method_t& method = frame.payload.method;

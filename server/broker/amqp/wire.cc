@@ -238,7 +238,7 @@ amqp_rpc_reply_t StartConsuming(amqp_connection_state_t connection, amqp_channel
 int SendChannelClose(amqp_connection_state_t connection, amqp_channel_t channel) {
   amqp_channel_close_t close{};
   close.reply_code = AMQP_REPLY_SUCCESS;
-  close.reply_text = amqp_cstring_bytes("consumer removed");
+  close.reply_text = amqp_cstring_bytes("consumer stopped");
   return amqp_send_method(connection, channel, AMQP_CHANNEL_CLOSE_METHOD, &close);
 }
 

@@ -251,9 +251,12 @@ topics:
   }
   constexpr int kGroups = 3;
 
-  // amqp_broker.h: switchboard:publish has its declaration channel and its
-  // publish channel; switchboard:consume has those two, plus one channel per
-  // consumer: the subscriber queue's and one per consumer group.
+  // Every AmqpConnection opens its declaration channel (1) and its confirm
+  // channel (2), whether it publishes or not (amqp_connection.cc), so
+  // switchboard:publish has 2 and switchboard:consume those 2 plus one per
+  // consumer: the subscriber queue's and one per consumer group with a
+  // stream here. (amqp_broker.h and the README count one fewer on
+  // switchboard:consume: they leave out its idle channel 2.)
   constexpr int kPublishChannels = 2;
   constexpr int kConsumeChannels = 2 + 1 + kGroups;
   const std::map<std::string, int> expected = {{"publish", kPublishChannels},

@@ -325,7 +325,7 @@ int CheckSchemaBounds(const Descriptor& descriptor) {
 }
 
 TEST(CheckFieldBoundsTest, EverySchemaDefaultIsWithinItsBounds) {
-  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 58);
+  EXPECT_EQ(CheckSchemaBounds(*v1::Config::descriptor()), 63);
 }
 
 }  // namespace

@@ -31,6 +31,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/random/random.h"
@@ -127,7 +128,8 @@ class Consumers {
     std::string last_end;  // Why the last life ended: repeats log quietly.
   };
 
-  // A channel of a consumer, or closing (consumer 0) until its close-ok.
+  // A channel of a consumer, or closing (consumer 0, or one removed) until
+  // its close-ok.
   struct Channel {
     uint64_t consumer = 0;
     // The delivery being put together: basic.deliver read, then (once

@@ -1,13 +1,13 @@
 // AmqpConnection's consumers (server/broker/amqp/consumers.h) against a real
 // RabbitMQ node: deliveries read back byte-exact with their properties,
-// batched and acked; the prefetch bound; reject with requeue; a removed
-// consumer (its queued callbacks dropped, its deliveries given back to
-// another); a consumer added before the connection is ready; AddConsumer's
-// refusals; a missing queue (NOT_FOUND, retried slowly); a deleted queue
-// (basic.cancel); the connection closed by the broker; and a broker killed
-// and restarted under a consumer. Also what RabbitMQ 3.10 does to
-// x-delivery-count when deliveries come back without a reject: it counts
-// each as an attempt.
+// batched and acked, on one channel and on two at once; the prefetch bound;
+// reject with requeue; a removed consumer (its queued callbacks dropped, its
+// deliveries given back to another); a consumer added before the connection
+// is ready; AddConsumer's refusals; a missing queue (NOT_FOUND, retried
+// slowly); a deleted queue (basic.cancel); the connection closed by the
+// broker; and a broker killed and restarted under a consumer. Also what
+// RabbitMQ 3.10 does to x-delivery-count when deliveries come back without
+// a reject: it counts each as an attempt.
 //
 // One node serves the whole suite; each test names its exchanges, queues and
 // connection after itself.
@@ -327,6 +327,42 @@ TEST_F(AmqpConsumerTest, FiveHundredDeliveriesArriveByteExactInOrderAndAcksEmpty
   EXPECT_LT(consumer.batches(), kCount);
   EXPECT_TRUE(consumer.ended().empty());
   ASSERT_NO_FATAL_FAILURE(WaitForCounts(queue, {0, 0}));
+}
+
+TEST_F(AmqpConsumerTest, ConsumersOfTwoQueuesEachGetTheirOwnDeliveriesWhole) {
+  ASSERT_NO_FATAL_FAILURE(StartConnection());
+  const std::string exchange = Unique("topic");
+  const std::string zeros = Unique("zeros");
+  const std::string ones = Unique("ones");
+  ASSERT_THAT(Declare(ExchangeDeclaration{exchange}), IsOk());
+  ASSERT_THAT(Declare(QueueDeclaration::Quorum(zeros)), IsOk());
+  ASSERT_THAT(Declare(QueueDeclaration::Quorum(ones)), IsOk());
+  ASSERT_THAT(Declare(BindingDeclaration{zeros, exchange, "orders.0"}), IsOk());
+  ASSERT_THAT(Declare(BindingDeclaration{ones, exchange, "orders.1"}), IsOk());
+  RecordingConsumer& zero = NewConsumer();
+  RecordingConsumer& one = NewConsumer();
+  ASSERT_THAT(AddConsumer(zeros, 20, zero, /*ack=*/true).status(), IsOk());
+  ASSERT_THAT(AddConsumer(ones, 20, one, /*ack=*/true).status(), IsOk());
+
+  // Published while both consume: their deliveries (bodies of up to 300 kB,
+  // several frames each) arrive on two channels at once.
+  constexpr size_t kCount = 300;
+  const std::vector<AmqpMessage> messages = Messages(exchange, kCount);
+  ASSERT_NO_FATAL_FAILURE(PublishAll(messages));
+  ASSERT_TRUE(zero.WaitForCount(kCount / 3));
+  ASSERT_TRUE(one.WaitForCount(kCount / 3));
+  const RecordingConsumer* consumers[] = {&zero, &one};
+  for (size_t key = 0; key < 2; ++key) {
+    const std::vector<RecordingConsumer::Received> received = consumers[key]->received();
+    ASSERT_EQ(received.size(), kCount / 3);
+    for (size_t j = 0; j < received.size(); ++j) {
+      const AmqpMessage& sent = messages[3 * j + key];
+      EXPECT_EQ(received[j].delivery.message_id, sent.message_id);
+      EXPECT_TRUE(received[j].delivery.body == sent.body) << sent.message_id << " differs";
+    }
+  }
+  ASSERT_NO_FATAL_FAILURE(WaitForCounts(zeros, {0, 0}));
+  ASSERT_NO_FATAL_FAILURE(WaitForCounts(ones, {0, 0}));
 }
 
 TEST_F(AmqpConsumerTest, PrefetchBoundsUnackedDeliveries) {

@@ -7,7 +7,8 @@
 //   * 100 worker streams (Subscribe on ephemeral topics, Consume on durable
 //     ones) share exactly two connections, switchboard:publish and
 //     switchboard:consume, with the channels amqp_broker.h documents;
-//   * the connection metrics (switchboard_amqp_*).
+//   * the connection metrics (switchboard_amqp_*), and health, while the
+//     node goes away and comes back.
 // Each test runs its own process with a name_prefix of its own, so that the
 // exchanges and queues of the tests sharing the node keep apart.
 #include <grpcpp/grpcpp.h>
@@ -320,6 +321,57 @@ TEST_F(AmqpServerTest, MetricsShowBothConnectionsReady) {
   ASSERT_TRUE(testing::Publish(*stub_, "jobs", Numbered("m", 10), &response).ok());
   // Answered once confirmed: none is left unconfirmed.
   EXPECT_THAT(ScrapeMetric(port, "switchboard_amqp_unconfirmed_publishes"), IsOkAndHolds(0));
+}
+
+// Last: it restarts the suite's node.
+TEST_F(AmqpServerTest, HealthAndMetricsFollowTheNodeGoingAndComingBack) {
+  ASSERT_NO_FATAL_FAILURE(StartSwitchboard("topics:\n  - {name: jobs, groups: [workers]}\n"));
+  const int port = process_->metrics_port();
+  const auto series = [](absl::string_view family, absl::string_view role,
+                         absl::string_view state) {
+    return state.empty() ? absl::StrCat(family, "{role=\"", role, "\"}")
+                         : absl::StrCat(family, "{role=\"", role, "\",state=\"", state, "\"}");
+  };
+  HealthWatch health(channel_, kBrokerService, absl::Seconds(120));
+  ASSERT_TRUE(health.WaitFor(HealthResponse::SERVING));
+  ASSERT_THAT(server().SyncMetadata(), IsOk());
+
+  server().Kill();
+  EXPECT_TRUE(health.WaitFor(HealthResponse::NOT_SERVING));
+  for (absl::string_view role : {"publish", "consume"}) {
+    EXPECT_THAT(PollMetric(port, series("switchboard_amqp_connections", role, "down"), 1),
+                IsOkAndHolds(1))
+        << role;
+    EXPECT_THAT(ScrapeMetric(port, series("switchboard_amqp_connections", role, "ready")),
+                IsOkAndHolds(0))
+        << role;
+  }
+  v1::PublishResponse response;
+  EXPECT_EQ(testing::Publish(*stub_, "jobs", {"lost"}, &response).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+
+  ASSERT_THAT(server().Restart(), IsOk());
+  EXPECT_TRUE(health.WaitFor(HealthResponse::SERVING)) << process_->stderr_text();
+  for (absl::string_view role : {"publish", "consume"}) {
+    EXPECT_THAT(PollMetric(port, series("switchboard_amqp_connections", role, "ready"), 1),
+                IsOkAndHolds(1))
+        << role;
+    EXPECT_THAT(ScrapeMetric(port, series("switchboard_amqp_connections", role, "down")),
+                IsOkAndHolds(0))
+        << role;
+    // Failed attempts while down are not reconnects; the one that made it is.
+    EXPECT_THAT(ScrapeMetric(port, series("switchboard_amqp_reconnects_total", role, "")),
+                IsOkAndHolds(1))
+        << role;
+  }
+  // The group's quorum queue elects its leader shortly after the node is
+  // back: publishes may time out until then.
+  absl::StatusOr<int> code = Poll<int>(
+      [&]() -> absl::StatusOr<int> {
+        return static_cast<int>(testing::Publish(*stub_, "jobs", {"back"}, &response).error_code());
+      },
+      [](const int& seen) { return seen == grpc::StatusCode::OK; });
+  EXPECT_THAT(code, IsOkAndHolds(grpc::StatusCode::OK));
 }
 
 }  // namespace

@@ -446,14 +446,16 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
     if (!sample_timer_->Enabled()) sample_timer_->Enable(kSampleInterval);
   }
 
-  // Reports each group's held messages as its lag here, the leases in
-  // flight and the subscriber buffers; rearms while streams are open.
+  // Reports each group's lag (counted by RabbitMQ, so a moment later), the
+  // leases in flight and the subscriber buffers; rearms while streams are
+  // open.
   void Sample() {
     for (auto& [key, group] : groups_.groups()) {
-      if (group.has_sessions()) {
-        observer_.OnConsumerLag(key.first, key.second,
-                                static_cast<amqp::QueueSource&>(group.source()).unacked());
-      }
+      if (!group.has_sessions()) continue;
+      static_cast<amqp::QueueSource&>(group.source())
+          .SampleLag([this, topic = key.first, name = key.second](uint64_t lag) {
+            observer_.OnConsumerLag(topic, name, lag);
+          });
     }
     groups_.ReportLeasesInFlight();
     subscribers_.ReportBufferFill();

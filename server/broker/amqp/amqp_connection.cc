@@ -98,6 +98,12 @@ void AmqpConnection::Declare(Declaration declaration, absl::Duration timeout, Do
   Submit(std::move(declaration), timeout, std::move(done));
 }
 
+void AmqpConnection::CountReady(std::string queue, CountCallback done) {
+  auto counted = std::make_shared<CountCallback>(std::move(done));
+  Submit(ReadyCount{std::move(queue), counted}, options_.operation_timeout,
+         [counted](absl::Status status) { (*counted)(std::move(status)); });
+}
+
 void AmqpConnection::Publish(AmqpMessage message, DoneCallback done) {
   Publish(std::move(message), options_.operation_timeout, std::move(done));
 }
@@ -106,8 +112,8 @@ void AmqpConnection::Publish(AmqpMessage message, absl::Duration timeout, DoneCa
   Submit(std::move(message), timeout, std::move(done));
 }
 
-void AmqpConnection::Submit(std::variant<Declaration, AmqpMessage> what, absl::Duration timeout,
-                            DoneCallback done) {
+void AmqpConnection::Submit(std::variant<Declaration, AmqpMessage, ReadyCount> what,
+                            absl::Duration timeout, DoneCallback done) {
   // No offline queue: while down, fail now. An operation that slips in as
   // the connection drops is failed by Drop() or WaitBeforeReconnect().
   if (!ready_.load(std::memory_order_acquire)) {
@@ -330,6 +336,8 @@ absl::Status AmqpConnection::Serve() {
               absl::DeadlineExceededError("amqp operation: timed out before it was sent"));
       } else if (std::holds_alternative<Declaration>(operation.what)) {
         SB_RETURN_IF_ERROR(RunDeclaration(operation));
+      } else if (std::holds_alternative<ReadyCount>(operation.what)) {
+        SB_RETURN_IF_ERROR(RunReadyCount(operation));
       } else {
         waiting_.push_back(std::move(operation));
       }
@@ -388,6 +396,26 @@ absl::Status AmqpConnection::RunDeclaration(Operation& operation) {
   Reply(std::move(operation.done), status);
   if (IsChannelClose(reply)) return OnChannelClosed(kDeclareChannel, status);
   // Timed out (rabbitmq-c closed the socket) or lost: start over.
+  return absl::UnavailableError(status.message());
+}
+
+absl::Status AmqpConnection::RunReadyCount(Operation& operation) {
+  ReadyCount& count = std::get<ReadyCount>(operation.what);
+  SetRpcTimeout(operation.deadline - absl::Now());
+  uint32_t ready = 0;
+  const amqp_rpc_reply_t reply =
+      CountReadyMessages(connection_, kDeclareChannel, count.queue, ready);
+  const absl::Status status =
+      ReplyStatus(reply, absl::StrCat("queue.declare (passive) '", count.queue, "'"));
+  if (status.ok()) {
+    amqp_maybe_release_buffers_on_channel(connection_, kDeclareChannel);
+    owner_.Post([alive = alive_, counted = std::move(count.counted), ready] {
+      if (*alive) (*counted)(ready);
+    });
+    return absl::OkStatus();
+  }
+  Reply(std::move(operation.done), status);
+  if (IsChannelClose(reply)) return OnChannelClosed(kDeclareChannel, status);
   return absl::UnavailableError(status.message());
 }
 

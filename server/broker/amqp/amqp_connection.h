@@ -237,6 +237,13 @@ class AmqpConnection {
   void Declare(Declaration declaration, DoneCallback done);
   void Declare(Declaration declaration, absl::Duration timeout, DoneCallback done);
 
+  // The messages ready in `queue` (passive queue.declare's message_count):
+  // waiting for a consumer, not counting those delivered and unacked. For
+  // lag gauges. NOT_FOUND when the queue does not exist; UNAVAILABLE or
+  // DEADLINE_EXCEEDED as Declare().
+  using CountCallback = absl::AnyInvocable<void(absl::StatusOr<uint32_t> ready)>;
+  void CountReady(std::string queue, CountCallback done);
+
   // Publishes `message`; OK once the broker confirmed it (basic.ack).
   // UNAVAILABLE when the broker nacked it or the connection dropped first,
   // NOT_FOUND when the exchange does not exist, DEADLINE_EXCEEDED without a
@@ -287,8 +294,14 @@ class AmqpConnection {
 
  private:
   // A call waiting for the I/O thread.
+  // A passive queue.declare; its count goes to `counted`, a failure to the
+  // operation's `done`.
+  struct ReadyCount {
+    std::string queue;
+    std::shared_ptr<CountCallback> counted;
+  };
   struct Operation {
-    std::variant<Declaration, AmqpMessage> what;
+    std::variant<Declaration, AmqpMessage, ReadyCount> what;
     absl::Time deadline;
     DoneCallback done;
   };
@@ -298,7 +311,7 @@ class AmqpConnection {
     DoneCallback done;  // Empty once timed out: its confirm is dropped.
   };
 
-  void Submit(std::variant<Declaration, AmqpMessage> what, absl::Duration timeout,
+  void Submit(std::variant<Declaration, AmqpMessage, ReadyCount> what, absl::Duration timeout,
               DoneCallback done);
   void PostConsumerCommand(ConsumerCommand command);
   // Posts `done(status)` to the owner dispatcher, unless the connection is
@@ -317,6 +330,7 @@ class AmqpConnection {
   // Serves a ready connection until it drops (the reason) or Stopping() (OK).
   absl::Status Serve();
   absl::Status RunDeclaration(Operation& operation);
+  absl::Status RunReadyCount(Operation& operation);
   // Hands the posted consumer commands to consumers_, on `connection`
   // (null while there is none). An error: the connection failed.
   absl::Status ApplyConsumerCommands(amqp_connection_state_t_* connection);

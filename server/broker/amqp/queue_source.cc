@@ -100,6 +100,14 @@ void QueueSource::StopConsuming() {
   tags_.clear();
 }
 
+void QueueSource::SampleLag(absl::AnyInvocable<void(uint64_t lag)> report) {
+  if (!declared_) return;
+  context_.connection.CountReady(queue_, [this, alive = alive_, report = std::move(report)](
+                                             absl::StatusOr<uint32_t> ready) mutable {
+    if (*alive && ready.ok()) report(*ready + pending_.size());
+  });
+}
+
 void QueueSource::Acknowledge(ConsumerGroup&, std::vector<std::string> ids) {
   for (const std::string& id : ids) {
     auto it = tags_.find(id);

@@ -97,9 +97,11 @@ class QueueSource final : public GroupSource {
                   uint32_t attempts) override;
 
   const std::string& queue() const { return queue_; }
-  // Deliveries received and not acked yet, for the lag gauge: messages this
-  // process holds.
-  size_t unacked() const { return tags_.size(); }
+
+  // Reports the group's lag as this replica sees it: the messages ready in
+  // its queue plus those received here and not handed out yet. Later, on
+  // the dispatcher; not at all when the count fails or the source is gone.
+  void SampleLag(absl::AnyInvocable<void(uint64_t lag)> report);
 
  private:
   // The consumer on the queue.

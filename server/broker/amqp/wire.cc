@@ -199,6 +199,16 @@ amqp_rpc_reply_t SendDeclaration(amqp_connection_state_t connection, amqp_channe
                     declaration);
 }
 
+amqp_rpc_reply_t CountReadyMessages(amqp_connection_state_t connection, amqp_channel_t channel,
+                                    const std::string& queue, uint32_t& ready) {
+  const amqp_queue_declare_ok_t* ok =
+      amqp_queue_declare(connection, channel, Bytes(queue), /*passive=*/1, /*durable=*/0,
+                         /*exclusive=*/0, /*auto_delete=*/0, amqp_empty_table);
+  const amqp_rpc_reply_t reply = amqp_get_rpc_reply(connection);
+  if (ok != nullptr && reply.reply_type == AMQP_RESPONSE_NORMAL) ready = ok->message_count;
+  return reply;
+}
+
 int SendPublish(amqp_connection_state_t connection, amqp_channel_t channel,
                 const AmqpMessage& message) {
   amqp_basic_properties_t properties{};

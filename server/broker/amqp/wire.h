@@ -56,6 +56,11 @@ amqp_rpc_reply_t LogIn(amqp_connection_state_t connection, const AmqpConnectionO
 amqp_rpc_reply_t SendDeclaration(amqp_connection_state_t connection, amqp_channel_t channel,
                                  const Declaration& declaration);
 
+// Sends a passive queue.declare of `queue` and waits for its answer; on
+// success `ready` is the queue's message_count.
+amqp_rpc_reply_t CountReadyMessages(amqp_connection_state_t connection, amqp_channel_t channel,
+                                    const std::string& queue, uint32_t& ready);
+
 // Sends basic.publish of `message` (method, header and body frames); returns
 // AMQP_STATUS_OK or rabbitmq-c's error. Does not wait for a confirm.
 int SendPublish(amqp_connection_state_t connection, amqp_channel_t channel,

@@ -28,8 +28,8 @@ ABSL_FLAG(std::optional<std::string>, metrics_listen, std::nullopt,
           "server.metrics_listen)");
 ABSL_FLAG(std::string, config, "", "YAML configuration file (optional)");
 ABSL_FLAG(std::optional<std::string>, broker, std::nullopt,
-          "Broker URL: memory:// (default, embedded) or redis://[user:password@]host:port[/db] "
-          "(overrides broker.url)");
+          "Broker URL: memory:// (default, embedded), redis://[user:password@]host:port[/db] "
+          "or amqp[s]://[user:password@]host[:port][/vhost] (overrides broker.url)");
 
 namespace {
 

@@ -555,6 +555,29 @@ class ComposeTest(unittest.TestCase):
                        "-e", "stderr"])
             self.assertEqual(out.returncode, 0, f"nginx -t:\n{out.stderr}")
 
+    def test_rabbitmq_profile(self):
+        """The optional RabbitMQ profile: its switchboard's configuration is
+        accepted, names the rabbitmq service as its broker and declares the
+        groups of the jobs scene; its workers talk to it."""
+        for name in ("rabbitmq", "switchboard-rabbitmq", "worker-jobs-api-rabbitmq",
+                     "worker-job-runner-rabbitmq"):
+            self.assertEqual(self.services[name].get("profiles"), ["rabbitmq"], name)
+        service = self.services["switchboard-rabbitmq"]
+        entrypoint = service.get("entrypoint") or docker_entrypoint()
+        args = list(entrypoint[1:]) + list(service.get("command") or [])
+        flags = check_switchboard_flags(self, args, "docker-compose switchboard-rabbitmq")
+        config_source = self.mounts("switchboard-rabbitmq")[flags["config"]]
+        with open(config_source, encoding="utf-8") as f:
+            config_text = f.read()
+        config = yaml.safe_load(config_text)
+        self.assertTrue(config["broker"]["url"].startswith("amqp://switchboard:${RABBITMQ_PASSWORD}@rabbitmq:5672"))
+        groups = {topic["name"]: topic.get("groups") for topic in config["topics"]}
+        self.assertEqual(groups, {"jobs": ["runners"], "results": ["api"]})
+        env = service.get("environment") or {}
+        check_config_accepted(self, config_text, args, env, "docker-compose switchboard-rabbitmq")
+        for worker in ("worker-jobs-api-rabbitmq", "worker-job-runner-rabbitmq"):
+            self.assertEqual(self.services[worker]["command"], ["--server=switchboard-rabbitmq:7070"])
+
     def test_workers_run_image_binaries(self):
         workers = [name for name in self.services if name.startswith("worker-")]
         self.assertTrue(workers, "no worker-* services")

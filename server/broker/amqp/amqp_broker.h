@@ -28,9 +28,9 @@
 // Connections: exactly two, each with its I/O thread (amqp_connection.h):
 // switchboard:publish (every publish, on one confirm channel) and
 // switchboard:consume (group queues and the subscriber queue: one channel
-// per consumer, at most AmqpConnection::kMaxConsumers, plus one for
-// declarations). Leases, credits and redelivery are the consumer-group
-// core's (consumer_groups.h), held in this process.
+// per consumer, at most AmqpConnection::kMaxConsumers, plus the two every
+// connection opens, for declarations and publishes). Leases, credits and redelivery are the
+// consumer-group core's (consumer_groups.h), held in this process.
 //
 // Differences from Redis, on purpose and documented in the README: no
 // history before a group exists; idempotent publish (dedup_id) remembers ids

@@ -2,7 +2,7 @@
 # The RabbitMQ backend benchmark, as in the README table: Switchboard on
 # RabbitMQ next to a direct rabbitmq-c client (tests/perf/amqp_perf.cc,
 # RabbitMQ's PerfTest reduced to what Switchboard does), both measured in
-# this one run, their runs alternating, so that a change in the machine's
+# this one run, their runs alternating (which goes first too), so that a change in the machine's
 # load falls on both.
 #
 # Starts its own RabbitMQ node (tests/perf/rabbitmq_node.cc: the test
@@ -18,26 +18,29 @@
 #     publish with at most S × W × B messages unconfirmed (the same number
 #     in flight; Switchboard itself keeps at most 256 unconfirmed at
 #     RabbitMQ). The publishers' queues are deleted after each run.
-#   consume with acks, for each credit count K in CREDITS (default
-#     "1 10 100"): MESSAGES (default 20000) pre-published, then `sbctl bench
-#     consume` with 1 stream of K credits until all are consumed and acked
-#     (Switchboard's consumer then has prefetch 2 × K), against amqp_perf
-#     consume with prefetch 2 × K on a queue pre-filled with as many,
-#     acking each delivery.
+#   consume with acks, for each S:K in CONSUME (default "1:1 1:10 1:100
+#     8:100", streams:credits per stream): MESSAGES (default 20000)
+#     pre-published, then `sbctl bench consume` with S streams of K credits
+#     until all are consumed and acked, against amqp_perf consume with
+#     prefetch 2 × K on a queue pre-filled with as many, acking each
+#     delivery. 2 × K is the prefetch of Switchboard's one consumer of the
+#     group: twice the group's credits when it starts consuming, which is
+#     when the first stream arrives (`rabbitmqctl list_consumers` showed
+#     prefetch 200 for 8 streams × 100 credits, 20 for 1 × 10).
 # Prints the load average before and after. With PIN=1 (2+ cores),
 # switchboard runs on CPU 1, and the load generators and the node on CPU 0.
 # Not part of the default test run.
 #
 #   tests/perf/bench_rabbitmq.sh [BUILD_DIR]   (default build/release;
 #                                               RUNS=3 DURATION=5 MESSAGES=20000
-#                                               CREDITS="1 10 100" PIN=0)
+#                                               CONSUME="1:1 1:10 1:100 8:100" PIN=0)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build/release}
 runs=${RUNS:-3}
 duration=${DURATION:-5}
 messages=${MESSAGES:-20000}
-credits_list=${CREDITS:-"1 10 100"}
+consume_rows=${CONSUME:-"1:1 1:10 1:100 8:100"}
 server_cpu=() client_cpu=()
 if [[ ${PIN:-0} == 1 ]]; then
   server_cpu=(taskset -c 1) client_cpu=(taskset -c 0)
@@ -87,7 +90,7 @@ amqp_port=$(head -1 "$work/node.port")
   echo "topics:"
   for run in $(seq "$runs"); do
     for i in "${!publish_rows[@]}"; do echo "  - {name: bench.publish.p$i.r$run, groups: [g]}"; done
-    for k in $credits_list; do echo "  - {name: bench.consume.k$k.r$run, groups: [g]}"; done
+    for row in $consume_rows; do echo "  - {name: bench.consume.s${row/:/k}.r$run, groups: [g]}"; done
   done
 } >"$work/switchboard.yaml"
 grpc_port=$(free_port)
@@ -102,7 +105,6 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 field() { python3 -c "import json,sys; print(json.loads(sys.stdin.readlines()[-1])['$1'])"; }
 # Runs a load generator ("$@") on the client CPU; prints its last stdout line,
 # or stops the script saying why it failed.
@@ -112,53 +114,84 @@ run() {
     tail -5 "$work/run.err" >&2
     exit 1
   fi
+  if [[ $(field errors <"$work/run.out" 2>/dev/null || echo '{}') != "{}" ]]; then
+    echo "errors in: $*" >&2
+    tail -1 "$work/run.out" >&2
+    exit 1
+  fi
   field msgs_per_sec <"$work/run.out"
 }
 perf() { "$amqp_perf" --port="$amqp_port" "$@"; }
+# One run of a row, both sides: the direct client first in odd runs,
+# Switchboard first in even ones (direct_run and our_run are the row's).
+alternate() {
+  if ((run % 2)); then
+    direct_run
+    our_run
+  else
+    our_run
+    direct_run
+  fi
+}
 
 echo "RabbitMQ 3.10 node and switchboard on loopback${server_cpu:+; switchboard on CPU 1, load generators and the node on CPU 0}; 100-byte persistent messages into quorum queues with confirms; median of $runs runs"
 echo
-echo "| Row | Switchboard msgs/s | direct rabbitmq-c msgs/s | Switchboard / direct |"
-echo "|---|---|---|---|"
+echo "| Row | Switchboard msgs/s | direct rabbitmq-c msgs/s | Switchboard / direct | runs: Switchboard / direct |"
+echo "|---|---|---|---|---|"
 print_row() {  # $1: label, $2, $3: the runs' rates, one per line
-  local ours direct
-  ours=$(median <<<"$2") direct=$(median <<<"$3")
-  python3 -c "import sys; o, d = float(sys.argv[2]), float(sys.argv[3]); print(f'| {sys.argv[1]} | {o:,.0f} | {d:,.0f} | {o / d:.2f}× |')" \
-    "$1" "$ours" "$direct"
+  python3 - "$1" "$2" "$3" <<'EOF'
+import statistics, sys
+label, ours, direct = sys.argv[1], *([float(v) for v in a.split()] for a in sys.argv[2:])
+o, d = statistics.median_low(ours), statistics.median_low(direct)
+spread = lambda v: f"{min(v):,.0f}–{max(v):,.0f}"
+print(f"| {label} | {o:,.0f} | {d:,.0f} | {o / d:.2f}× | {spread(ours)} / {spread(direct)} |")
+EOF
 }
 
 for i in "${!publish_rows[@]}"; do
   read -r streams batch window <<<"${publish_rows[$i]}"
   in_flight=$((streams * batch * window))
   ours= direct=
-  for run in $(seq "$runs"); do
-    queue=bench.direct.p$i.r$run
+  direct_run() {
+    local queue=bench.direct.p$i.r$run
     direct+=$(run perf publish --queue="$queue" --size=100 --window="$in_flight" \
       --duration="$duration")$'\n'
     perf delete --queue="$queue" >/dev/null
-    topic=bench.publish.p$i.r$run
+  }
+  our_run() {
+    local topic=bench.publish.p$i.r$run
     ours+=$(run "$sbctl" --server="127.0.0.1:$grpc_port" bench publish --topic="$topic" \
       --streams="$streams" --batch="$batch" --window="$window" --size=100 \
       --duration="$duration")$'\n'
     perf delete --queue="switchboard/$topic/g" >/dev/null
-  done
+  }
+  for run in $(seq "$runs"); do alternate; done
   print_row "publish, batch $batch, $streams stream(s) × $window in flight (direct: $in_flight unconfirmed)" \
     "${ours%$'\n'}" "${direct%$'\n'}"
 done
 
-for k in $credits_list; do
+for row in $consume_rows; do
+  streams=${row%:*} k=${row#*:}
   ours= direct=
-  for run in $(seq "$runs"); do
-    queue=bench.direct.k$k.r$run
+  direct_run() {
+    local queue=bench.direct.s${row/:/k}.r$run
     run perf publish --queue="$queue" --size=100 --window=500 --messages="$messages" >/dev/null
     direct+=$(run perf consume --queue="$queue" --prefetch=$((2 * k)) --messages="$messages" \
       --duration=300)$'\n'
     perf delete --queue="$queue" >/dev/null
+  }
+  our_run() {
     ours+=$(run "$sbctl" --server="127.0.0.1:$grpc_port" bench consume \
-      --topic="bench.consume.k$k.r$run" --group=g --streams=1 --max_in_flight="$k" \
-      --messages="$messages" --size=100 --duration=300)$'\n'
-  done
-  print_row "consume and ack $messages, 1 stream × $k credits (prefetch $((2 * k)); direct: prefetch $((2 * k)))" \
+      --topic="bench.consume.s${row/:/k}.r$run" --group=g --streams="$streams" \
+      --max_in_flight="$k" --messages="$messages" --size=100 --duration=300)$'\n'
+    if [[ $(field msgs <"$work/run.out") != "$messages" ]]; then
+      echo "sbctl bench consume did not consume all $messages:" >&2
+      tail -1 "$work/run.out" >&2
+      exit 1
+    fi
+  }
+  for run in $(seq "$runs"); do alternate; done
+  print_row "consume and ack $messages, $streams stream(s) × $k credits (prefetch $((2 * k)); direct: prefetch $((2 * k)))" \
     "${ours%$'\n'}" "${direct%$'\n'}"
 done
 echo

@@ -134,14 +134,17 @@ std::string AmqpBytes(amqp_bytes_t bytes) {
 }  // namespace
 
 RabbitMqServer::RabbitMqServer(std::string dir, std::string node_name, int port, int dist_port,
-                               int epmd_port)
+                               int epmd_port, std::optional<TlsListener> tls, int tls_port)
     : dir_(std::move(dir)),
       node_name_(std::move(node_name)),
       port_(port),
       dist_port_(dist_port),
-      epmd_port_(epmd_port) {}
+      epmd_port_(epmd_port),
+      tls_(std::move(tls)),
+      tls_port_(tls_port) {}
 
-absl::StatusOr<std::unique_ptr<RabbitMqServer>> RabbitMqServer::Start() {
+absl::StatusOr<std::unique_ptr<RabbitMqServer>> RabbitMqServer::Start(
+    std::optional<TlsListener> tls) {
   static std::atomic<int> nodes_started{0};
   std::unique_ptr<RabbitMqServer> server;
   const absl::Status started = StartOnPickedPorts("rabbitmq-server", [&]() -> absl::Status {
@@ -151,8 +154,11 @@ absl::StatusOr<std::unique_ptr<RabbitMqServer>> RabbitMqServer::Start() {
     }
     std::string node_name = absl::StrCat("sbtest-", getpid(), "-", ++nodes_started, "@localhost");
     // Replacing a failed attempt's server kills it and removes its directory.
-    server.reset(new RabbitMqServer(std::move(dir), std::move(node_name), PickUnusedPort(),
-                                    PickUnusedPort(), PickUnusedPort()));
+    const int port = PickUnusedPort();
+    const int dist_port = PickUnusedPort();
+    const int epmd_port = PickUnusedPort();
+    server.reset(new RabbitMqServer(std::move(dir), std::move(node_name), port, dist_port,
+                                    epmd_port, tls, tls ? PickUnusedPort() : 0));
     if (absl::Status written = server->WriteFiles(); !written.ok()) return written;
     return server->Launch();
   });
@@ -181,8 +187,16 @@ std::string RabbitMqServer::log() const {
 absl::Status RabbitMqServer::WriteFiles() const {
   // rabbitmq.conf: the defaults, which let guest log in on loopback only.
   // The AMQP listener comes from RABBITMQ_NODE_IP_ADDRESS/_PORT.
+  std::string config = "log.file.level = info\n";
+  if (tls_) {
+    absl::StrAppend(
+        &config, "listeners.ssl.default = 127.0.0.1:", tls_port_, "\n",
+        "ssl_options.cacertfile = ", tls_->ca_file, "\n",
+        "ssl_options.certfile = ", tls_->cert_file, "\n", "ssl_options.keyfile = ", tls_->key_file,
+        "\n", "ssl_options.verify = verify_none\n", "ssl_options.fail_if_no_peer_cert = false\n");
+  }
   const std::string files[][2] = {
-      {"rabbitmq.conf", "log.file.level = info\n"},
+      {"rabbitmq.conf", config},
       {"enabled_plugins", "[].\n"},
       // Read instead of /etc/rabbitmq/rabbitmq-env.conf.
       {"rabbitmq-env.conf", ""},

@@ -53,10 +53,21 @@ class RabbitMqServer {
   // (a boot, cold or after Kill(), takes 4.5-7 s on a busy 2-core machine).
   static constexpr absl::Duration kStartTimeout = absl::Seconds(60);
 
+  // A TLS listener (amqps), beside the plain one: the node's certificate
+  // and key (PEM), and the CA file it trusts. It asks clients for no
+  // certificate.
+  struct TlsListener {
+    std::string cert_file;
+    std::string key_file;
+    std::string ca_file;
+  };
+
   // Starts a node on picked ports and waits until it accepts an AMQP login
   // (up to kStartTimeout). A node that could not bind a port (taken since it
-  // was picked) is started again on others (StartOnPickedPorts).
-  static absl::StatusOr<std::unique_ptr<RabbitMqServer>> Start();
+  // was picked) is started again on others (StartOnPickedPorts). With
+  // `tls`, the node also listens for amqps on tls_port().
+  static absl::StatusOr<std::unique_ptr<RabbitMqServer>> Start(
+      std::optional<TlsListener> tls = std::nullopt);
 
   ~RabbitMqServer();
 
@@ -65,6 +76,8 @@ class RabbitMqServer {
 
   // The AMQP port, on 127.0.0.1.
   int port() const { return port_; }
+  // The amqps port, on 127.0.0.1; 0 without a TlsListener.
+  int tls_port() const { return tls_port_; }
   // "sbtest-<pid>-<n>@localhost", for rabbitmqctl -n.
   const std::string& node_name() const { return node_name_; }
   // The temporary directory: data (mnesia/), logs (log/), configuration.
@@ -115,7 +128,8 @@ class RabbitMqServer {
   absl::StatusOr<std::string> Ctl(const std::vector<std::string>& args) const;
 
  private:
-  RabbitMqServer(std::string dir, std::string node_name, int port, int dist_port, int epmd_port);
+  RabbitMqServer(std::string dir, std::string node_name, int port, int dist_port, int epmd_port,
+                 std::optional<TlsListener> tls, int tls_port);
 
   // Writes the configuration, plugins and cookie files into dir_.
   absl::Status WriteFiles() const;
@@ -142,6 +156,8 @@ class RabbitMqServer {
   const int port_;
   const int dist_port_;
   const int epmd_port_;
+  const std::optional<TlsListener> tls_;
+  const int tls_port_;
   absl::Duration startup_time_;
   // /bin/sh running rabbitmq-server (a session leader), which runs beam.smp.
   std::optional<Subprocess> process_;

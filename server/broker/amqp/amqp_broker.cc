@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -120,7 +121,7 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
                                     done(ids.status());
                                   });
                         }},
-        subscribers_(observer, [](const std::string&) {}),
+        subscribers_(observer, [this](const std::string& pattern) { OnPatternUnused(pattern); }),
         groups_(dispatcher, policies, observer,
                 [this](ConsumerGroup& group) {
                   return std::make_unique<amqp::QueueSource>(source_context_, group);
@@ -245,9 +246,13 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
 
   // -- Subscribers ----------------------------------------------------------
 
+  // The subscriber is confirmed once its pattern's binding is declared
+  // (again: equal declarations are cheap, and the connection runs them in
+  // order, after an unbinding of the same key still under way).
   void AddSubscriber(uint64_t id, std::string pattern, const TopicPolicy& policy,
                      std::shared_ptr<SubscriberGuard> sink) {
     const std::string binding_key = amqp::BindingKeyFor(pattern);
+    if (live_patterns_.insert(pattern).second) ++patterns_by_binding_[binding_key];
     subscribers_.Add(id, std::move(pattern), policy, sink);
     KeepSampling();
     consumer_.Declare(BindingDeclaration{subscriber_queue_, ephemeral_exchange_, binding_key},
@@ -262,6 +267,19 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
   }
 
   void RemoveSubscriber(uint64_t id) { subscribers_.Remove(id); }
+
+  // The last local subscriber of `pattern` left: once no pattern needs its
+  // binding, the subscriber queue is unbound from it, so that it stops
+  // receiving (and the connection stops replaying) what nobody reads.
+  void OnPatternUnused(const std::string& pattern) {
+    if (live_patterns_.erase(pattern) == 0) return;
+    const std::string binding_key = amqp::BindingKeyFor(pattern);
+    auto it = patterns_by_binding_.find(binding_key);
+    if (it == patterns_by_binding_.end() || --it->second > 0) return;
+    patterns_by_binding_.erase(it);
+    consumer_.Unbind(BindingDeclaration{subscriber_queue_, ephemeral_exchange_, binding_key},
+                     [](absl::Status) {});
+  }
   void SubscriberReady(uint64_t id) { subscribers_.Ready(id); }
 
   // The subscriber queue's deliveries: fanned out, then acked.
@@ -486,6 +504,10 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
   std::vector<absl::AnyInvocable<void(bool)>> health_watchers_;
   std::deque<absl::AnyInvocable<void()>> syncs_;
   absl::AnyInvocable<void()> on_idle_;
+  // Patterns with local subscribers, and how many of them need each binding
+  // key of the subscriber queue ("news.a*" and "news.b*" both bind "news.#").
+  std::set<std::string> live_patterns_;
+  std::map<std::string, size_t> patterns_by_binding_;
   SubscriberSet subscribers_;
   ConsumerGroups groups_;  // After the connection and context its sources use.
   std::unique_ptr<event::Timer> sample_timer_;

@@ -98,6 +98,10 @@ void AmqpConnection::Declare(Declaration declaration, absl::Duration timeout, Do
   Submit(std::move(declaration), timeout, std::move(done));
 }
 
+void AmqpConnection::Unbind(BindingDeclaration binding, DoneCallback done) {
+  Submit(Unbinding{std::move(binding)}, options_.operation_timeout, std::move(done));
+}
+
 void AmqpConnection::CountReady(std::string queue, CountCallback done) {
   auto counted = std::make_shared<CountCallback>(std::move(done));
   Submit(ReadyCount{std::move(queue), counted}, options_.operation_timeout,
@@ -112,11 +116,12 @@ void AmqpConnection::Publish(AmqpMessage message, absl::Duration timeout, DoneCa
   Submit(std::move(message), timeout, std::move(done));
 }
 
-void AmqpConnection::Submit(std::variant<Declaration, AmqpMessage, ReadyCount> what,
+void AmqpConnection::Submit(std::variant<Declaration, AmqpMessage, ReadyCount, Unbinding> what,
                             absl::Duration timeout, DoneCallback done) {
   // No offline queue: while down, fail now. An operation that slips in as
-  // the connection drops is failed by Drop() or WaitBeforeReconnect().
-  if (!ready_.load(std::memory_order_acquire)) {
+  // the connection drops is failed by Drop() or WaitBeforeReconnect(). An
+  // unbinding goes to the I/O thread anyway, which forgets the binding.
+  if (!ready_.load(std::memory_order_acquire) && !std::holds_alternative<Unbinding>(what)) {
     Reply(std::move(done), Unavailable());
     return;
   }
@@ -338,6 +343,8 @@ absl::Status AmqpConnection::Serve() {
         SB_RETURN_IF_ERROR(RunDeclaration(operation));
       } else if (std::holds_alternative<ReadyCount>(operation.what)) {
         SB_RETURN_IF_ERROR(RunReadyCount(operation));
+      } else if (std::holds_alternative<Unbinding>(operation.what)) {
+        SB_RETURN_IF_ERROR(RunUnbind(operation));
       } else {
         waiting_.push_back(std::move(operation));
       }
@@ -396,6 +403,27 @@ absl::Status AmqpConnection::RunDeclaration(Operation& operation) {
   Reply(std::move(operation.done), status);
   if (IsChannelClose(reply)) return OnChannelClosed(kDeclareChannel, status);
   // Timed out (rabbitmq-c closed the socket) or lost: start over.
+  return absl::UnavailableError(status.message());
+}
+
+void AmqpConnection::Forget(const BindingDeclaration& binding) {
+  topology_.erase(std::remove(topology_.begin(), topology_.end(), Declaration(binding)),
+                  topology_.end());
+}
+
+absl::Status AmqpConnection::RunUnbind(Operation& operation) {
+  const BindingDeclaration& binding = std::get<Unbinding>(operation.what).binding;
+  Forget(binding);
+  SetRpcTimeout(operation.deadline - absl::Now());
+  const amqp_rpc_reply_t reply = SendUnbind(connection_, kDeclareChannel, binding);
+  absl::Status status = ReplyStatus(
+      reply, absl::StrCat("queue.unbind '", binding.queue, "' from '", binding.exchange, "'"));
+  Reply(std::move(operation.done), status);
+  if (status.ok()) {
+    amqp_maybe_release_buffers_on_channel(connection_, kDeclareChannel);
+    return absl::OkStatus();
+  }
+  if (IsChannelClose(reply)) return OnChannelClosed(kDeclareChannel, status);
   return absl::UnavailableError(status.message());
 }
 
@@ -614,7 +642,12 @@ void AmqpConnection::WaitBeforeReconnect(absl::Duration delay) {
 }
 
 void AmqpConnection::FailPosted(const absl::Status& status) {
-  for (Operation& operation : TakePosted()) Reply(std::move(operation.done), status);
+  for (Operation& operation : TakePosted()) {
+    if (const auto* unbinding = std::get_if<Unbinding>(&operation.what)) {
+      Forget(unbinding->binding);
+    }
+    Reply(std::move(operation.done), status);
+  }
 }
 
 void AmqpConnection::Drop(const absl::Status& why) {

@@ -237,6 +237,13 @@ class AmqpConnection {
   void Declare(Declaration declaration, DoneCallback done);
   void Declare(Declaration declaration, absl::Duration timeout, DoneCallback done);
 
+  // Removes `binding` (queue.unbind) and forgets it: it is not declared
+  // again on reconnect. Unlike the other operations, it is taken while the
+  // connection is down too: then the binding is only forgotten (and `done`
+  // gets UNAVAILABLE), which is what a binding of an exclusive queue needs,
+  // as the queue is gone with the connection. Runs in order with Declare().
+  void Unbind(BindingDeclaration binding, DoneCallback done);
+
   // The messages ready in `queue` (passive queue.declare's message_count):
   // waiting for a consumer, not counting those delivered and unacked. For
   // lag gauges. NOT_FOUND when the queue does not exist; UNAVAILABLE or
@@ -300,8 +307,11 @@ class AmqpConnection {
     std::string queue;
     std::shared_ptr<CountCallback> counted;
   };
+  struct Unbinding {
+    BindingDeclaration binding;
+  };
   struct Operation {
-    std::variant<Declaration, AmqpMessage, ReadyCount> what;
+    std::variant<Declaration, AmqpMessage, ReadyCount, Unbinding> what;
     absl::Time deadline;
     DoneCallback done;
   };
@@ -311,8 +321,8 @@ class AmqpConnection {
     DoneCallback done;  // Empty once timed out: its confirm is dropped.
   };
 
-  void Submit(std::variant<Declaration, AmqpMessage, ReadyCount> what, absl::Duration timeout,
-              DoneCallback done);
+  void Submit(std::variant<Declaration, AmqpMessage, ReadyCount, Unbinding> what,
+              absl::Duration timeout, DoneCallback done);
   void PostConsumerCommand(ConsumerCommand command);
   // Posts `done(status)` to the owner dispatcher, unless the connection is
   // destroyed by the time it runs. `done` gets a copy of `status` of its
@@ -331,6 +341,9 @@ class AmqpConnection {
   absl::Status Serve();
   absl::Status RunDeclaration(Operation& operation);
   absl::Status RunReadyCount(Operation& operation);
+  absl::Status RunUnbind(Operation& operation);
+  // Removes `binding` from the topology replayed on reconnect.
+  void Forget(const BindingDeclaration& binding);
   // Hands the posted consumer commands to consumers_, on `connection`
   // (null while there is none). An error: the connection failed.
   absl::Status ApplyConsumerCommands(amqp_connection_state_t_* connection);

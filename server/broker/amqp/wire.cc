@@ -199,6 +199,13 @@ amqp_rpc_reply_t SendDeclaration(amqp_connection_state_t connection, amqp_channe
                     declaration);
 }
 
+amqp_rpc_reply_t SendUnbind(amqp_connection_state_t connection, amqp_channel_t channel,
+                            const BindingDeclaration& binding) {
+  amqp_queue_unbind(connection, channel, Bytes(binding.queue), Bytes(binding.exchange),
+                    Bytes(binding.binding_key), amqp_empty_table);
+  return amqp_get_rpc_reply(connection);
+}
+
 amqp_rpc_reply_t CountReadyMessages(amqp_connection_state_t connection, amqp_channel_t channel,
                                     const std::string& queue, uint32_t& ready) {
   const amqp_queue_declare_ok_t* ok =

@@ -56,6 +56,10 @@ amqp_rpc_reply_t LogIn(amqp_connection_state_t connection, const AmqpConnectionO
 amqp_rpc_reply_t SendDeclaration(amqp_connection_state_t connection, amqp_channel_t channel,
                                  const Declaration& declaration);
 
+// Sends queue.unbind of `binding` and waits for its answer.
+amqp_rpc_reply_t SendUnbind(amqp_connection_state_t connection, amqp_channel_t channel,
+                            const BindingDeclaration& binding);
+
 // Sends a passive queue.declare of `queue` and waits for its answer; on
 // success `ready` is the queue's message_count.
 amqp_rpc_reply_t CountReadyMessages(amqp_connection_state_t connection, amqp_channel_t channel,

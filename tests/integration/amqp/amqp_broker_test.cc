@@ -294,5 +294,62 @@ TEST_F(AmqpBrokerTest, AnOpenSessionAndSubscriptionResumeAfterTheNodeRestarts) {
   EXPECT_FALSE(subscriber.closed().has_value());
 }
 
+// The subscriber queue is bound once per binding key its live patterns
+// need, and unbound once the last of them is gone.
+TEST_F(AmqpBrokerTest, TheSubscriberQueueIsUnboundFromWhatNoSubscriberReads) {
+  std::vector<TopicDeclaration> topics;
+  for (const char* pattern : {"news.*", "sports"}) {
+    TopicDeclaration topic{pattern, {}};
+    topic.policy.kind = TopicKind::kEphemeral;
+    topics.push_back(topic);
+  }
+  Replica replica(server().port(), Prefix(), topics);
+  ASSERT_TRUE(replica.WaitForHealth(true));
+  // The binding keys of this test's subscriber queue, from rabbitmqctl
+  // (bindings are listed as declared, at once), but for the default
+  // exchange's (the queue's own name) and the Sync() marker's.
+  auto binding_keys = [&] {
+    std::set<std::string> keys;
+    absl::StatusOr<std::string> listed = server().Ctl(
+        {"-q", "--no-table-headers", "list_bindings", "destination_name", "routing_key"});
+    if (!listed.ok()) return keys;
+    for (absl::string_view line : absl::StrSplit(*listed, '\n')) {
+      std::vector<std::string> fields = absl::StrSplit(line, '\t');
+      if (fields.size() == 2 && absl::StartsWith(fields[0], Prefix() + ".subscribers.") &&
+          fields[1] != fields[0] && !absl::StrContains(fields[1], ".sync.")) {
+        keys.insert(fields[1]);
+      }
+    }
+    return keys;
+  };
+  RecordingSubscriberSink news_a;
+  RecordingSubscriberSink news_b;
+  RecordingSubscriberSink sports;
+  auto a = replica.broker().Subscribe("news.*", news_a);
+  auto b = replica.broker().Subscribe("news.*", news_b);
+  auto s = replica.broker().Subscribe("sports", sports);
+  ASSERT_THAT(a.status(), IsOk());
+  ASSERT_THAT(b.status(), IsOk());
+  ASSERT_THAT(s.status(), IsOk());
+  news_a.Attach(a->get());
+  news_b.Attach(b->get());
+  sports.Attach(s->get());
+  ASSERT_TRUE(news_a.WaitForSubscribed());
+  ASSERT_TRUE(news_b.WaitForSubscribed());
+  ASSERT_TRUE(sports.WaitForSubscribed());
+  EXPECT_EQ(binding_keys(), (std::set<std::string>{"news.#", "sports"}));
+
+  a->reset();  // news.* still has a subscriber.
+  s->reset();
+  const absl::Time deadline = absl::Now() + kWait;
+  while (binding_keys() != std::set<std::string>{"news.#"} && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(binding_keys(), (std::set<std::string>{"news.#"}));
+  ASSERT_THAT(replica.Publish("news.x", One("still read")).status(), IsOk());
+  ASSERT_TRUE(news_b.WaitForCount(1));
+  b->reset();
+}
+
 }  // namespace
 }  // namespace switchboard::broker

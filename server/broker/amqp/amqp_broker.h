@@ -19,8 +19,8 @@
 //   * ephemeral topics: one durable topic exchange "<prefix>.ephemeral",
 //     routing key = topic, and one exclusive auto-delete queue
 //     "<prefix>.subscribers.<host>-<pid>-<random>" per Switchboard process, bound per subscribed
-//     topic or prefix (BindingKeyFor), from which the shared SubscriberSet fans out to the local
-//     subscriber streams. Bindings stay until the process exits.
+//     topic or prefix (BindingKeyFor) while a local stream subscribes to it, from which the
+//     shared SubscriberSet fans out to the local subscriber streams.
 // Publishes wait for publisher confirms before they complete; message ids
 // are Switchboard's (AmqpMessageIds) and travel in basic.properties
 // message_id, attributes in headers (message_codec.h).

@@ -121,7 +121,7 @@ run() {
   fi
   field msgs_per_sec <"$work/run.out"
 }
-perf() { "$amqp_perf" --port="$amqp_port" "$@"; }
+amqp=("$amqp_perf" --port="$amqp_port")  # an array, not a function: run() may taskset it
 # One run of a row, both sides: the direct client first in odd runs,
 # Switchboard first in even ones (direct_run and our_run are the row's).
 alternate() {
@@ -154,16 +154,16 @@ for i in "${!publish_rows[@]}"; do
   ours= direct=
   direct_run() {
     local queue=bench.direct.p$i.r$run
-    direct+=$(run perf publish --queue="$queue" --size=100 --window="$in_flight" \
+    direct+=$(run "${amqp[@]}" publish --queue="$queue" --size=100 --window="$in_flight" \
       --duration="$duration")$'\n'
-    perf delete --queue="$queue" >/dev/null
+    "${amqp[@]}" delete --queue="$queue" >/dev/null
   }
   our_run() {
     local topic=bench.publish.p$i.r$run
     ours+=$(run "$sbctl" --server="127.0.0.1:$grpc_port" bench publish --topic="$topic" \
       --streams="$streams" --batch="$batch" --window="$window" --size=100 \
       --duration="$duration")$'\n'
-    perf delete --queue="switchboard/$topic/g" >/dev/null
+    "${amqp[@]}" delete --queue="switchboard/$topic/g" >/dev/null
   }
   for run in $(seq "$runs"); do alternate; done
   print_row "publish, batch $batch, $streams stream(s) × $window in flight (direct: $in_flight unconfirmed)" \
@@ -175,10 +175,10 @@ for row in $consume_rows; do
   ours= direct=
   direct_run() {
     local queue=bench.direct.s${row/:/k}.r$run
-    run perf publish --queue="$queue" --size=100 --window=500 --messages="$messages" >/dev/null
-    direct+=$(run perf consume --queue="$queue" --prefetch=$((2 * k)) --messages="$messages" \
+    run "${amqp[@]}" publish --queue="$queue" --size=100 --window=500 --messages="$messages" >/dev/null
+    direct+=$(run "${amqp[@]}" consume --queue="$queue" --prefetch=$((2 * k)) --messages="$messages" \
       --duration=300)$'\n'
-    perf delete --queue="$queue" >/dev/null
+    "${amqp[@]}" delete --queue="$queue" >/dev/null
   }
   our_run() {
     ours+=$(run "$sbctl" --server="127.0.0.1:$grpc_port" bench consume \

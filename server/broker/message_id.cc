@@ -12,7 +12,7 @@ std::string MessageIdGenerator::Next(absl::Time now) {
   } else {
     ++sequence_;
   }
-  return absl::StrCat(last_ms_, "-", sequence_);
+  return absl::StrCat(last_ms_, "-", sequence_base_ + sequence_);
 }
 
 }  // namespace switchboard::broker

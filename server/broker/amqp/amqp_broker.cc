@@ -494,7 +494,7 @@ class AmqpBroker::State final : public amqp::AmqpConsumer {
   AmqpConnection publisher_;
   AmqpConnection consumer_;
   amqp::QueueSourceContext source_context_;
-  amqp::AmqpMessageIds ids_;
+  MessageIdGenerator ids_ = amqp::ReplicaMessageIds();
   DedupTable dedup_{kMaxDedupIds};
   bool publisher_ready_ = false;
   bool consumer_ready_ = false;

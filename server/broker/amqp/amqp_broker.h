@@ -22,7 +22,7 @@
 //     topic or prefix (BindingKeyFor) while a local stream subscribes to it, from which the
 //     shared SubscriberSet fans out to the local subscriber streams.
 // Publishes wait for publisher confirms before they complete; message ids
-// are Switchboard's (AmqpMessageIds) and travel in basic.properties
+// are Switchboard's (ReplicaMessageIds) and travel in basic.properties
 // message_id, attributes in headers (message_codec.h).
 //
 // Connections: exactly two, each with its I/O thread (amqp_connection.h):

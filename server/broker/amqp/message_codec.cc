@@ -10,20 +10,9 @@
 
 namespace switchboard::broker::amqp {
 
-AmqpMessageIds::AmqpMessageIds() {
+MessageIdGenerator ReplicaMessageIds() {
   absl::BitGen random;
-  base_ = absl::Uniform<uint64_t>(random, 1, 1000000) * 1000000;
-}
-
-std::string AmqpMessageIds::Next(absl::Time now) {
-  const int64_t ms = absl::ToUnixMillis(now);
-  if (ms > last_ms_) {
-    last_ms_ = ms;
-    sequence_ = 0;
-  } else {
-    ++sequence_;
-  }
-  return absl::StrCat(last_ms_, "-", base_ + sequence_);
+  return MessageIdGenerator(absl::Uniform<uint64_t>(random, 1, 1000000) * 1000000);
 }
 
 absl::StatusOr<AmqpMessage> EncodeMessage(const Message& message, const std::string& exchange,

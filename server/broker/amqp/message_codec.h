@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "server/broker/amqp/amqp_connection.h"
 #include "server/broker/broker.h"
+#include "server/broker/message_id.h"
 
 namespace switchboard::broker::amqp {
 
@@ -28,20 +29,11 @@ inline constexpr char kOrderingKeyHeader[] = "switchboard.ordering_key";
 // this many bytes.
 inline constexpr size_t kMaxShortStringBytes = 255;
 
-// Message ids unique across replicas, in the "<ms>-<sequence>" form of the
-// other backends: the sequence starts from a random base per generator (per
-// process), so two replicas publishing in the same millisecond do not
-// collide, and counts up within the millisecond. Not thread-safe.
-class AmqpMessageIds {
- public:
-  AmqpMessageIds();
-  std::string Next(absl::Time now);
-
- private:
-  uint64_t base_;  // A random multiple of 10^6.
-  int64_t last_ms_ = -1;
-  uint64_t sequence_ = 0;
-};
+// A generator of message ids unique across replicas, in the "<ms>-<sequence>"
+// form of the other backends: its sequences start from a random multiple of
+// 10^6 per process, so two replicas publishing in the same millisecond do
+// not collide.
+MessageIdGenerator ReplicaMessageIds();
 
 // The basic.publish of `message` to `exchange`, routed by its topic.
 // INVALID_ARGUMENT when the topic or an attribute name is longer than an

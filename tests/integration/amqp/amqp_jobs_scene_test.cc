@@ -59,27 +59,8 @@ topics:
     ASSERT_THAT(switchboard_->Start(), IsOk());
   }
 
-  Subprocess StartRunner(std::vector<std::string> flags) {
-    absl::StatusOr<Subprocess> runner =
-        StartExample(EXAMPLE_JOB_RUNNER_BINARY, switchboard_->target(), std::move(flags));
-    EXPECT_THAT(runner, IsOk());
-    EXPECT_TRUE(WaitForStderr(*runner, "consuming jobs")) << runner->stderr_text();
-    return *std::move(runner);
-  }
-
-  std::map<std::string, std::string> StopRunner(Subprocess& runner) {
-    runner.Signal(SIGTERM);
-    EXPECT_EQ(runner.Wait(kExampleTimeout), std::optional<int>(0)) << runner.stderr_text();
-    const auto summaries = KeyValueLines(runner.stdout_text(), "summary:");
-    EXPECT_THAT(summaries, SizeIs(1)) << runner.stdout_text();
-    return summaries.empty() ? std::map<std::string, std::string>{} : summaries[0];
-  }
-
-  std::map<std::string, std::string> RunApi(Subprocess& api) {
-    EXPECT_EQ(api.Wait(kExampleTimeout), std::optional<int>(0)) << api.stderr_text();
-    const auto summaries = KeyValueLines(api.stdout_text(), "summary:");
-    EXPECT_THAT(summaries, SizeIs(1)) << api.stdout_text();
-    return summaries.empty() ? std::map<std::string, std::string>{} : summaries[0];
+  Subprocess StartRunner(std::vector<std::string> flags = {}) {
+    return StartJobRunner(EXAMPLE_JOB_RUNNER_BINARY, switchboard_->target(), std::move(flags));
   }
 
   // The ready messages in a group's queue, counted by RabbitMQ at once (a
@@ -112,9 +93,9 @@ TEST_F(RabbitMqJobsSceneTest, TwoRunnersRunEveryJobOnceAndTheApiGetsExactlyOneRe
   absl::StatusOr<Subprocess> api = StartExample(EXAMPLE_JOBS_API_BINARY, switchboard_->target(),
                                                 {absl::StrCat("--jobs=", kJobs)});
   ASSERT_THAT(api, IsOk());
-  const std::map<std::string, std::string> summary = RunApi(*api);
-  const std::map<std::string, std::string> ran_a = StopRunner(runner_a);
-  const std::map<std::string, std::string> ran_b = StopRunner(runner_b);
+  const std::map<std::string, std::string> summary = RunToEnd(*api);
+  const std::map<std::string, std::string> ran_a = StopJobRunner(runner_a);
+  const std::map<std::string, std::string> ran_b = StopJobRunner(runner_b);
 
   EXPECT_EQ(IntField(summary, "jobs"), kJobs);
   EXPECT_EQ(IntField(summary, "distinct_results"), kJobs);
@@ -156,8 +137,8 @@ TEST_F(RabbitMqJobsSceneTest, AKilledRunnersJobsAreRunAgainAndTheApiStillCountsO
   doomed.Signal(SIGKILL);
   ASSERT_EQ(doomed.Wait(kExampleTimeout), std::optional<int>(128 + SIGKILL));
 
-  const std::map<std::string, std::string> summary = RunApi(*api);
-  const std::map<std::string, std::string> survived = StopRunner(survivor);
+  const std::map<std::string, std::string> summary = RunToEnd(*api);
+  const std::map<std::string, std::string> survived = StopJobRunner(survivor);
   EXPECT_EQ(IntField(summary, "distinct_results"), kJobs);
   EXPECT_EQ(IntField(summary, "duplicate_results"), 0);  // The doomed one finished nothing.
   EXPECT_EQ(IntField(survived, "jobs_run"), kJobs);

@@ -1,5 +1,8 @@
 #include "tests/integration/examples/example_process.h"
 
+#include <signal.h>
+
+#include <optional>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -7,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "gtest/gtest.h"
 
 namespace switchboard::testing {
 
@@ -52,6 +56,31 @@ int64_t IntField(const std::map<std::string, std::string>& line, const std::stri
   const auto it = line.find(key);
   int64_t value = 0;
   return it != line.end() && absl::SimpleAtoi(it->second, &value) ? value : -1;
+}
+
+Subprocess StartJobRunner(const std::string& binary, const std::string& target,
+                          std::vector<std::string> flags) {
+  absl::StatusOr<Subprocess> runner = StartExample(binary, target, std::move(flags));
+  EXPECT_TRUE(runner.ok()) << runner.status();
+  EXPECT_TRUE(WaitForStderr(*runner, "consuming jobs")) << runner->stderr_text();
+  return *std::move(runner);
+}
+
+std::map<std::string, std::string> StopJobRunner(Subprocess& runner) {
+  runner.Signal(SIGTERM);
+  EXPECT_EQ(runner.Wait(kExampleTimeout), std::optional<int>(0)) << runner.stderr_text();
+  const auto summaries = KeyValueLines(runner.stdout_text(), "summary:");
+  EXPECT_EQ(summaries.size(), 1u) << runner.stdout_text();
+  if (summaries.empty()) return {};
+  EXPECT_EQ(summaries[0].count("stopped_by") ? summaries[0].at("stopped_by") : "", "SIGTERM");
+  return summaries[0];
+}
+
+std::map<std::string, std::string> RunToEnd(Subprocess& example) {
+  EXPECT_EQ(example.Wait(kExampleTimeout), std::optional<int>(0)) << example.stderr_text();
+  const auto summaries = KeyValueLines(example.stdout_text(), "summary:");
+  EXPECT_EQ(summaries.size(), 1u) << example.stdout_text();
+  return summaries.empty() ? std::map<std::string, std::string>{} : summaries[0];
 }
 
 }  // namespace switchboard::testing

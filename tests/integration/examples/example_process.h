@@ -31,6 +31,19 @@ bool WaitForStderr(const Subprocess& process, absl::string_view text, int occurr
 std::vector<std::map<std::string, std::string>> KeyValueLines(absl::string_view text,
                                                               absl::string_view prefix);
 
+// Starts example_job_runner (`binary`) and waits until its consumer is
+// created (its stream opens right after). A failure is a test failure.
+Subprocess StartJobRunner(const std::string& binary, const std::string& target,
+                          std::vector<std::string> flags);
+
+// SIGTERMs a job runner, expects a clean exit 0 after SIGTERM and returns
+// its summary line's fields (empty, and a test failure, without one).
+std::map<std::string, std::string> StopJobRunner(Subprocess& runner);
+
+// Waits for an example that ends by itself (example_jobs_api) to exit 0
+// and returns its summary line's fields.
+std::map<std::string, std::string> RunToEnd(Subprocess& example);
+
 // One field of a line as an integer; -1 when absent or not a number (so
 // that a test's expectation fails with the line in its message).
 int64_t IntField(const std::map<std::string, std::string>& line, const std::string& key);

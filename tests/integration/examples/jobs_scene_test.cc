@@ -62,32 +62,8 @@ class ExampleJobsSceneTest : public ::testing::Test {
     ASSERT_THAT(switchboard_->Start(), IsOk());
   }
 
-  // A runner, once its consumer is created (its stream opens right after).
   Subprocess StartRunner(std::vector<std::string> flags = {}) {
-    absl::StatusOr<Subprocess> runner =
-        StartExample(EXAMPLE_JOB_RUNNER_BINARY, switchboard_->target(), std::move(flags));
-    EXPECT_THAT(runner, IsOk());
-    EXPECT_TRUE(WaitForStderr(*runner, "consuming jobs")) << runner->stderr_text();
-    return *std::move(runner);
-  }
-
-  // SIGTERMs a runner, expects a clean exit 0 and returns its summary.
-  std::map<std::string, std::string> StopRunner(Subprocess& runner) {
-    runner.Signal(SIGTERM);
-    EXPECT_EQ(runner.Wait(kExampleTimeout), std::optional<int>(0)) << runner.stderr_text();
-    const auto summaries = KeyValueLines(runner.stdout_text(), "summary:");
-    EXPECT_THAT(summaries, SizeIs(1)) << runner.stdout_text();
-    if (summaries.empty()) return {};
-    EXPECT_EQ(summaries[0].at("stopped_by"), "SIGTERM");
-    return summaries[0];
-  }
-
-  // Runs the API to its end and returns its summary.
-  std::map<std::string, std::string> RunApi(Subprocess& api) {
-    EXPECT_EQ(api.Wait(kExampleTimeout), std::optional<int>(0)) << api.stderr_text();
-    const auto summaries = KeyValueLines(api.stdout_text(), "summary:");
-    EXPECT_THAT(summaries, SizeIs(1)) << api.stdout_text();
-    return summaries.empty() ? std::map<std::string, std::string>{} : summaries[0];
+    return StartJobRunner(EXAMPLE_JOB_RUNNER_BINARY, switchboard_->target(), std::move(flags));
   }
 
   // Nothing pending in `group` of `topic`: every delivery was acked. (The
@@ -113,9 +89,9 @@ TEST_F(ExampleJobsSceneTest, TwoRunnersRunEveryJobOnceAndTheApiGetsExactlyOneRes
   absl::StatusOr<Subprocess> api = StartExample(EXAMPLE_JOBS_API_BINARY, switchboard_->target(),
                                                 {absl::StrCat("--jobs=", kJobs)});
   ASSERT_THAT(api, IsOk());
-  const std::map<std::string, std::string> summary = RunApi(*api);
-  const std::map<std::string, std::string> ran_a = StopRunner(runner_a);
-  const std::map<std::string, std::string> ran_b = StopRunner(runner_b);
+  const std::map<std::string, std::string> summary = RunToEnd(*api);
+  const std::map<std::string, std::string> ran_a = StopJobRunner(runner_a);
+  const std::map<std::string, std::string> ran_b = StopJobRunner(runner_b);
   RecordProperty("runner_a_jobs", ran_a.count("jobs_run") ? ran_a.at("jobs_run") : "");
   RecordProperty("runner_b_jobs", ran_b.count("jobs_run") ? ran_b.at("jobs_run") : "");
   RecordProperty("api_seconds", summary.count("seconds") ? summary.at("seconds") : "");
@@ -161,8 +137,8 @@ TEST_F(ExampleJobsSceneTest, AKilledRunnersJobsAreRunAgainAndTheApiStillCountsOn
   doomed.Signal(SIGKILL);
   ASSERT_EQ(doomed.Wait(kExampleTimeout), std::optional<int>(128 + SIGKILL));
 
-  const std::map<std::string, std::string> summary = RunApi(*api);
-  const std::map<std::string, std::string> survived = StopRunner(survivor);
+  const std::map<std::string, std::string> summary = RunToEnd(*api);
+  const std::map<std::string, std::string> survived = StopJobRunner(survivor);
   RecordProperty("duplicate_results",
                  summary.count("duplicate_results") ? summary.at("duplicate_results") : "");
   RecordProperty("redelivered", survived.count("redelivered") ? survived.at("redelivered") : "");
@@ -183,7 +159,7 @@ TEST_F(ExampleJobsSceneTest, ARunnerWithMaxJobsExitsByItselfOnceItRanThatMany) {
   absl::StatusOr<Subprocess> api = StartExample(EXAMPLE_JOBS_API_BINARY, switchboard_->target(),
                                                 {absl::StrCat("--jobs=", kMaxJobs)});
   ASSERT_THAT(api, IsOk());
-  EXPECT_EQ(IntField(RunApi(*api), "distinct_results"), kMaxJobs);
+  EXPECT_EQ(IntField(RunToEnd(*api), "distinct_results"), kMaxJobs);
   ASSERT_EQ(runner.Wait(kExampleTimeout), std::optional<int>(0)) << runner.stderr_text();
   const auto summaries = KeyValueLines(runner.stdout_text(), "summary:");
   ASSERT_THAT(summaries, SizeIs(1)) << runner.stdout_text();

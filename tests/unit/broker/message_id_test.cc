@@ -27,5 +27,12 @@ TEST(MessageIdGeneratorTest, NeverGoesBackWhenTheClockDoes) {
   EXPECT_EQ(ids.Next(kStart - absl::Seconds(1)), "1700000000000-1");
 }
 
+TEST(MessageIdGeneratorTest, CountsEachMillisecondFromItsSequenceBase) {
+  MessageIdGenerator ids(7000000);
+  EXPECT_EQ(ids.Next(kStart), "1700000000000-7000000");
+  EXPECT_EQ(ids.Next(kStart), "1700000000000-7000001");
+  EXPECT_EQ(ids.Next(kStart + absl::Milliseconds(1)), "1700000000001-7000000");
+}
+
 }  // namespace
 }  // namespace switchboard::broker

@@ -575,6 +575,12 @@ class ComposeTest(unittest.TestCase):
         self.assertEqual(groups, {"jobs": ["runners"], "results": ["api"]})
         env = service.get("environment") or {}
         check_config_accepted(self, config_text, args, env, "docker-compose switchboard-rabbitmq")
+        # Leases are Switchboard's: RabbitMQ must not time the consumer out
+        # under a worker that holds one (24 h here, 30 min by default).
+        erl_args = self.services["rabbitmq"]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+        self.assertRegex(erl_args, r"-rabbit consumer_timeout (\d+)")
+        timeout_ms = int(re.search(r"consumer_timeout (\d+)", erl_args).group(1))
+        self.assertGreaterEqual(timeout_ms, 3600 * 1000)
         for worker in ("worker-jobs-api-rabbitmq", "worker-job-runner-rabbitmq"):
             self.assertEqual(self.services[worker]["command"], ["--server=switchboard-rabbitmq:7070"])
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "server/config/config.h"
+#include "tests/testing/poll.h"
 
 namespace switchboard::testing {
 
@@ -74,6 +75,12 @@ absl::StatusOr<double> ScrapeMetric(int port, absl::string_view series) {
     }
   }
   return absl::NotFoundError(absl::StrCat("no series ", series, " on the metrics page"));
+}
+
+absl::StatusOr<double> PollMetric(int port, absl::string_view series, double value,
+                                  absl::Duration timeout) {
+  return Poll<double>([&] { return ScrapeMetric(port, series); },
+                      [value](const double& seen) { return seen == value; }, timeout);
 }
 
 }  // namespace switchboard::testing

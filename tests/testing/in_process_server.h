@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "server/app/server.h"
 
 namespace switchboard::testing {
@@ -34,5 +35,10 @@ absl::StatusOr<std::string> HttpGet(int port, absl::string_view path);
 // as the page writes it: `switchboard_acks_total{topic="jobs"}` (labels in
 // alphabetical order). NOT_FOUND when the page has no such series.
 absl::StatusOr<double> ScrapeMetric(int port, absl::string_view series);
+
+// Scrapes `series` from the metrics page on `port` until it equals `value`
+// or `timeout` passes; returns the last value scraped.
+absl::StatusOr<double> PollMetric(int port, absl::string_view series, double value,
+                                  absl::Duration timeout);
 
 }  // namespace switchboard::testing

@@ -36,6 +36,7 @@
 #include "tests/integration/amqp/rabbitmq_suite.h"
 #include "tests/testing/broker_calls.h"
 #include "tests/testing/in_process_server.h"
+#include "tests/testing/poll.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/switchboard_process.h"
 
@@ -49,6 +50,7 @@ using ::switchboard::testing::IsOkAndHolds;
 using ::switchboard::testing::Numbered;
 using ::switchboard::testing::OpenConsume;
 using ::switchboard::testing::OpenSubscribe;
+using ::switchboard::testing::Poll;
 using ::switchboard::testing::ReadDeliveries;
 using ::switchboard::testing::ScrapeMetric;
 using ::switchboard::testing::SubscribeStream;
@@ -60,24 +62,9 @@ constexpr char kBrokerService[] = "switchboard.v1.Broker";
 // How long a test waits for something that must happen.
 constexpr absl::Duration kWaitTimeout = absl::Seconds(20);
 
-// Calls `probe` until its value satisfies `done` or kWaitTimeout passes, and
-// returns the last result.
-template <typename T>
-absl::StatusOr<T> Poll(absl::FunctionRef<absl::StatusOr<T>()> probe,
-                       absl::FunctionRef<bool(const T&)> done) {
-  const absl::Time deadline = absl::Now() + kWaitTimeout;
-  absl::StatusOr<T> result = probe();
-  while (!(result.ok() && done(*result)) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(50));
-    result = probe();
-  }
-  return result;
-}
-
 // Scrapes `series` from the metrics page on `port` until it equals `value`.
 absl::StatusOr<double> PollMetric(int port, absl::string_view series, double value) {
-  return Poll<double>([&] { return ScrapeMetric(port, series); },
-                      [value](const double& seen) { return seen == value; });
+  return testing::PollMetric(port, series, value, kWaitTimeout);
 }
 
 class AmqpServerTest : public testing::RabbitMqSuite {
@@ -183,7 +170,8 @@ topics:
   // Declared at startup: the group's quorum queue exists before any
   // Consume, bound to the topic.
   const std::string queue = absl::StrCat(NamePrefix(), "/jobs/workers");
-  EXPECT_THAT(Poll<int>([&] { return QueueMessages(queue); }, [](const int&) { return true; }),
+  EXPECT_THAT(Poll<int>([&] { return QueueMessages(queue); }, [](const int&) { return true; },
+                        kWaitTimeout),
               IsOkAndHolds(0));
 
   constexpr int kMessages = 100;
@@ -222,7 +210,7 @@ topics:
   ASSERT_TRUE(testing::Ack(*stream, deliveries));
   // Acked: RabbitMQ drops them from the group's queue.
   EXPECT_THAT(Poll<int>([&] { return QueueMessages(queue); },
-                        [](const int& messages) { return messages == 0; }),
+                        [](const int& messages) { return messages == 0; }, kWaitTimeout),
               IsOkAndHolds(0));
   stream->WritesDone();
   context.TryCancel();
@@ -273,7 +261,7 @@ topics:
                                                {"consume", kConsumeChannels}};
   absl::StatusOr<std::map<std::string, int>> connections = Poll<std::map<std::string, int>>(
       [&] { return SwitchboardConnections(); },
-      [&](const std::map<std::string, int>& seen) { return seen == expected; });
+      [&](const std::map<std::string, int>& seen) { return seen == expected; }, kWaitTimeout);
   ASSERT_THAT(connections.status(), IsOk());
   EXPECT_EQ(connections->size(), 2u);
   EXPECT_EQ(connections->at("publish"), kPublishChannels);
@@ -379,7 +367,7 @@ TEST_F(AmqpServerTest, HealthAndMetricsFollowTheNodeGoingAndComingBack) {
       [&]() -> absl::StatusOr<int> {
         return static_cast<int>(testing::Publish(*stub_, "jobs", {"back"}, &response).error_code());
       },
-      [](const int& seen) { return seen == grpc::StatusCode::OK; });
+      [](const int& seen) { return seen == grpc::StatusCode::OK; }, kWaitTimeout);
   EXPECT_THAT(code, IsOkAndHolds(grpc::StatusCode::OK));
 }
 

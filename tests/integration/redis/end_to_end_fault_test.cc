@@ -366,7 +366,8 @@ TEST_F(EndToEndTest, ARedisRestartedWithAPasswordIsAnAuthenticationFailureUntilR
       },
       [](const grpc::Status& status) {
         return absl::StrContains(status.error_message(), "NOAUTH");
-      });
+      },
+      kWaitTimeout);
   ASSERT_THAT(refused, IsOk());
   RecordProperty("refused_publish", refused->error_message());
   EXPECT_EQ(refused->error_code(), grpc::StatusCode::UNAVAILABLE) << refused->error_message();
@@ -384,7 +385,8 @@ TEST_F(EndToEndTest, ARedisRestartedWithAPasswordIsAnAuthenticationFailureUntilR
         return std::any_of(lines.begin(), lines.end(), [](const std::string& line) {
           return absl::StrContains(line, "redis command connection");
         });
-      });
+      },
+      kWaitTimeout);
   ASSERT_THAT(noauth_lines, IsOk());
   EXPECT_THAT(*noauth_lines, Contains(HasSubstr(" W redis command connection to 127.0.0.1:")))
       << replica.process->stderr_text();

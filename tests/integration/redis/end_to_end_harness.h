@@ -31,6 +31,7 @@
 #include "switchboard/v1/broker.grpc.pb.h"
 #include "tests/testing/broker_calls.h"
 #include "tests/testing/in_process_server.h"
+#include "tests/testing/poll.h"
 #include "tests/testing/redis_server.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/switchboard_process.h"
@@ -45,6 +46,7 @@ using ::switchboard::testing::IsOkAndHolds;
 using ::switchboard::testing::Numbered;
 using ::switchboard::testing::OpenConsume;
 using ::switchboard::testing::OpenSubscribe;
+using ::switchboard::testing::Poll;
 using ::switchboard::testing::ReadDeliveries;
 using ::switchboard::testing::RedisServer;
 using ::switchboard::testing::ScrapeMetric;
@@ -81,25 +83,9 @@ $1)",
                           redis.url(), topics_yaml);
 }
 
-// Calls `probe` until its value satisfies `done` or kWaitTimeout passes, and
-// returns the last result. For state with no change notification (metrics,
-// what Redis holds).
-template <typename T>
-absl::StatusOr<T> Poll(absl::FunctionRef<absl::StatusOr<T>()> probe,
-                       absl::FunctionRef<bool(const T&)> done) {
-  const absl::Time deadline = absl::Now() + kWaitTimeout;
-  absl::StatusOr<T> result = probe();
-  while (!(result.ok() && done(*result)) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(10));
-    result = probe();
-  }
-  return result;
-}
-
 // Scrapes `series` from the metrics page on `port` until it equals `value`.
 inline absl::StatusOr<double> PollMetric(int port, absl::string_view series, double value) {
-  return Poll<double>([&] { return ScrapeMetric(port, series); },
-                      [value](const double& seen) { return seen == value; });
+  return testing::PollMetric(port, series, value, kWaitTimeout);
 }
 
 // Asks Redis `command` until it answers `reply`.
@@ -107,7 +93,8 @@ inline absl::StatusOr<std::string> PollRedis(const RedisServer& redis,
                                              const std::vector<std::string>& command,
                                              const std::string& reply) {
   return Poll<std::string>([&] { return redis.Command(command); },
-                           [&reply](const std::string& seen) { return seen == reply; });
+                           [&reply](const std::string& seen) { return seen == reply; },
+                           kWaitTimeout);
 }
 
 inline std::vector<std::string> Payloads(const std::vector<v1::Delivery>& deliveries) {

@@ -346,7 +346,7 @@ TEST_F(EndToEndTest, SigtermDrainsConsumersToTheOtherReplicaAndExitsZeroLosingNo
                     return ScrapeMetric(draining.metrics_port(),
                                         R"(switchboard_messages_delivered_total{topic="jobs"})");
                   },
-                  [](const double& delivered) { return delivered >= 50; }),
+                  [](const double& delivered) { return delivered >= 50; }, kWaitTimeout),
               IsOk());
 
   HealthWatch health(draining_channel, kBrokerService);

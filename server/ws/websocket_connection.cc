@@ -7,8 +7,10 @@
 #include <event2/util.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <wslay/wslay.h>
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -28,6 +30,9 @@ std::string TransportError(bufferevent* bev) {
 
 namespace {
 
+// The most a connection writes out as it is destroyed (WriteOutNow).
+constexpr size_t kWriteOutBytes = 64 << 10;
+
 class WebSocketConnectionImpl final : public WebSocketConnection {
  public:
   WebSocketConnectionImpl(event::DispatcherImpl& dispatcher, bufferevent* bev, std::string name,
@@ -40,6 +45,7 @@ class WebSocketConnectionImpl final : public WebSocketConnection {
         first_read_(dispatcher.CreateTimer([this] { Read(); })) {}
 
   ~WebSocketConnectionImpl() override {
+    WriteOutNow();
     bufferevent_free(bev_);
     if (wslay_ != nullptr) wslay_event_context_free(wslay_);
   }
@@ -181,6 +187,28 @@ class WebSocketConnectionImpl final : public WebSocketConnection {
         break;
       default:  // Pings are answered by wslay; pongs only prove life.
         break;
+    }
+  }
+
+  // At destruction: what still waits for the peer (a close frame queued by
+  // Close() or by the answer to the peer's close, which the loop has not
+  // written yet) goes to the socket now, without waiting, as the socket is
+  // closed right after. Best effort: a close frame fits any socket buffer;
+  // of a long queue, what the socket takes at once (at most kWriteOutBytes).
+  void WriteOutNow() {
+    evbuffer* output = bufferevent_get_output(bev_);
+    const size_t length = std::min(evbuffer_get_length(output), kWriteOutBytes);
+    if (length == 0) return;
+    if (SSL* ssl = bufferevent_openssl_get_ssl(bev_); ssl != nullptr) {
+      // The output holds plaintext; the TLS record is made here.
+      SSL_write(ssl, evbuffer_pullup(output, static_cast<ev_ssize_t>(length)),
+                static_cast<int>(length));
+      ERR_clear_error();
+    } else {
+      // A socket bufferevent keeps its output's start frozen between its
+      // own writes.
+      evbuffer_unfreeze(output, /*at_front=*/1);
+      evbuffer_write_atmost(output, bufferevent_getfd(bev_), static_cast<ev_ssize_t>(length));
     }
   }
 

@@ -291,7 +291,13 @@ class Provider:
         if cmd == "reset":
             for conn in list(self.open.values()):
                 conn.dead = True
-                conn.ws.transport.abort()
+                try:
+                    conn.ws.transport.abort()
+                except AttributeError:
+                    # Python 3.11's TLS transport, closed twice already (as
+                    # websockets does at the end of a close handshake), has
+                    # no protocol left to abort: it is going away anyway.
+                    pass
             self.reset_state()
             return '{"ok":true}'
         raise ValueError("unknown cmd %r" % (cmd,))

@@ -69,11 +69,10 @@ TEST_F(WebSocketClientTest, CloseSendsCloseFrame1000AndNoCallbackFollows) {
   EXPECT_EQ(recorder_.opens(), 1);
 }
 
-// DISABLED: fails today. Close() only hands the close frame to the
-// bufferevent, which writes from the loop; destroying the client right
-// after (as SubscriptionHub's destructor does) frees it unsent, and the
-// provider sees no close frame (1006).
-TEST_F(WebSocketClientTest, DISABLED_CloseThenDestroyStillSendsTheCloseFrame) {
+// Close() hands the close frame to the bufferevent, which writes from the
+// loop; destroying the client right after (as SubscriptionHub's destructor
+// does) still writes it out before the socket closes.
+TEST_F(WebSocketClientTest, CloseThenDestroyStillSendsTheCloseFrame) {
   ASSERT_THAT(Open(provider().url()), IsOk());
   RunOnDispatcher(dispatcher_, [this] {
     client_->Close();
@@ -157,10 +156,10 @@ TEST_F(WebSocketClientTest, CleanCloseByTheProviderIsAnswered) {
   EXPECT_EQ(CloseCodeAtProvider(1), 1001);
 }
 
-// DISABLED: fails today (1006). The answer to the provider's close frame
-// waits in the bufferevent's output when OnClosed runs; an observer that
-// destroys the client there (as SubscriptionHub does) frees it unsent.
-TEST_F(WebSocketClientTest, DISABLED_CleanCloseByTheProviderIsAnsweredWhenDestroyedInOnClosed) {
+// The answer to the provider's close frame waits in the bufferevent's
+// output when OnClosed runs; an observer that destroys the client there (as
+// SubscriptionHub does) still sends it.
+TEST_F(WebSocketClientTest, CleanCloseByTheProviderIsAnsweredWhenDestroyedInOnClosed) {
   recorder_.on_closed = [this](const absl::Status&) { client_.reset(); };
   ASSERT_THAT(Open(provider().url()), IsOk());
   ASSERT_THAT(provider().CloseClean(), IsOkAndHolds(1));
@@ -254,9 +253,9 @@ TEST_F(WebSocketClientTest, MessageOverMaxMessageBytesSends1009) {
   EXPECT_EQ(CloseCodeAtProvider(1), 1009);
 }
 
-// DISABLED: fails today (1006): as above, the close frame 1009 is freed
-// unsent when the observer destroys the client inside OnClosed.
-TEST_F(WebSocketClientTest, DISABLED_MessageOverMaxMessageBytesSends1009WhenDestroyedInOnClosed) {
+// As above: the close frame 1009 still goes out when the observer destroys
+// the client inside OnClosed.
+TEST_F(WebSocketClientTest, MessageOverMaxMessageBytesSends1009WhenDestroyedInOnClosed) {
   recorder_.on_closed = [this](const absl::Status&) { client_.reset(); };
   WebSocketClientOptions options;
   options.max_message_bytes = 1024;

@@ -61,6 +61,17 @@ TEST_F(WebSocketClientTlsTest, VerifiedWithTheTestCaCarriesJsonRpc) {
   EXPECT_THAT(recorder_.closes(), IsEmpty());
 }
 
+// The close frame still waits in the TLS bufferevent's output (as
+// plaintext) when the client is destroyed: it goes out as a TLS record then.
+TEST_F(WebSocketClientTlsTest, CloseThenDestroyStillSendsTheCloseFrame) {
+  ASSERT_THAT(Open(provider().url(), VerifiedBy(certificates_->ca_file())), IsOk());
+  RunOnDispatcher(dispatcher_, [this] {
+    client_->Close();
+    client_.reset();
+  });
+  EXPECT_EQ(CloseCodeAtProvider(1), 1000);
+}
+
 TEST_F(WebSocketClientTlsTest, LargeMessageArrivesWhole) {
   // Many TLS records (16 KiB each) and reads make up one message.
   ASSERT_THAT(Open(provider().url(), VerifiedBy(certificates_->ca_file())), IsOk());

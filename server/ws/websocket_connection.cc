@@ -8,6 +8,8 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <wslay/wslay.h>
 
 #include <algorithm>
@@ -32,6 +34,29 @@ namespace {
 
 // The most a connection writes out as it is destroyed (WriteOutNow).
 constexpr size_t kWriteOutBytes = 64 << 10;
+
+// Runs `write` with SIGPIPE blocked on this thread, and takes back a SIGPIPE
+// it raised: a write to a peer that is gone fails (EPIPE) instead of ending
+// the process, whatever the process does with the signal (switchboard's
+// main ignores it; a process embedding the server need not).
+template <typename Write>
+void WithoutSigpipe(Write write) {
+  sigset_t sigpipe;
+  sigset_t old_mask;
+  sigemptyset(&sigpipe);
+  sigaddset(&sigpipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &sigpipe, &old_mask);
+  sigset_t pending;
+  sigpending(&pending);
+  const bool pending_before = sigismember(&pending, SIGPIPE) == 1;
+  write();
+  sigpending(&pending);
+  if (!pending_before && sigismember(&pending, SIGPIPE) == 1) {
+    const timespec no_wait{};
+    sigtimedwait(&sigpipe, nullptr, &no_wait);
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+}
 
 class WebSocketConnectionImpl final : public WebSocketConnection {
  public:
@@ -199,17 +224,19 @@ class WebSocketConnectionImpl final : public WebSocketConnection {
     evbuffer* output = bufferevent_get_output(bev_);
     const size_t length = std::min(evbuffer_get_length(output), kWriteOutBytes);
     if (length == 0) return;
-    if (SSL* ssl = bufferevent_openssl_get_ssl(bev_); ssl != nullptr) {
-      // The output holds plaintext; the TLS record is made here.
-      SSL_write(ssl, evbuffer_pullup(output, static_cast<ev_ssize_t>(length)),
-                static_cast<int>(length));
-      ERR_clear_error();
-    } else {
-      // A socket bufferevent keeps its output's start frozen between its
-      // own writes.
-      evbuffer_unfreeze(output, /*at_front=*/1);
-      evbuffer_write_atmost(output, bufferevent_getfd(bev_), static_cast<ev_ssize_t>(length));
-    }
+    WithoutSigpipe([&] {
+      if (SSL* ssl = bufferevent_openssl_get_ssl(bev_); ssl != nullptr) {
+        // The output holds plaintext; the TLS record is made here.
+        SSL_write(ssl, evbuffer_pullup(output, static_cast<ev_ssize_t>(length)),
+                  static_cast<int>(length));
+        ERR_clear_error();
+      } else {
+        // A socket bufferevent keeps its output's start frozen between its
+        // own writes.
+        evbuffer_unfreeze(output, /*at_front=*/1);
+        evbuffer_write_atmost(output, bufferevent_getfd(bev_), static_cast<ev_ssize_t>(length));
+      }
+    });
   }
 
   // Writes what the handler queued, from outside the event callbacks: a

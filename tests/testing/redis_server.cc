@@ -18,6 +18,8 @@ namespace switchboard::testing {
 namespace {
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(10);
+// Pause(): until every thread of the server has stopped.
+constexpr absl::Duration kStopTimeout = absl::Seconds(10);
 
 std::string Flatten(const redisReply& reply) {
   switch (reply.type) {
@@ -116,7 +118,7 @@ void RedisServer::Kill() {
 }
 
 void RedisServer::Pause() {
-  if (process_) process_->Signal(SIGSTOP);
+  if (process_) StopProcess(process_->pid(), kStopTimeout);
 }
 
 void RedisServer::Resume() {

@@ -1,6 +1,7 @@
 #include "tests/testing/subprocess.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "tests/testing/poll.h"
 
 namespace switchboard::testing {
 namespace {
@@ -221,6 +223,36 @@ std::optional<int> Subprocess::Wait(absl::Duration timeout) {
 
 std::string Subprocess::stdout_text() const { return ReadFile(stdout_path_); }
 std::string Subprocess::stderr_text() const { return ReadFile(stderr_path_); }
+
+namespace {
+
+// Whether every thread of `pid` is stopped (or gone): the state letter in
+// /proc/<pid>/task/<tid>/stat, after the parenthesised command name.
+absl::StatusOr<bool> AllThreadsStopped(pid_t pid) {
+  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
+  DIR* dir = opendir(tasks.c_str());
+  if (dir == nullptr) return absl::NotFoundError(absl::StrCat("no ", tasks));
+  bool stopped = true;
+  while (const dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    const std::string stat = ReadFile(absl::StrCat(tasks, "/", entry->d_name, "/stat"));
+    const size_t name_end = stat.rfind(')');
+    if (name_end == std::string::npos || name_end + 2 >= stat.size()) continue;  // Gone.
+    const char state = stat[name_end + 2];
+    if (state != 'T' && state != 't' && state != 'Z' && state != 'X') stopped = false;
+  }
+  closedir(dir);
+  return stopped;
+}
+
+}  // namespace
+
+bool StopProcess(pid_t pid, absl::Duration timeout) {
+  if (kill(pid, SIGSTOP) != 0) return false;
+  absl::StatusOr<bool> stopped =
+      Poll<bool>([pid] { return AllThreadsStopped(pid); }, [](bool all) { return all; }, timeout);
+  return stopped.ok() && *stopped;
+}
 
 RunResult Run(std::vector<std::string> argv, std::optional<std::string> stdin_text,
               absl::Duration timeout) {

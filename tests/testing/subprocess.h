@@ -83,6 +83,14 @@ absl::Status StartOnPickedPorts(absl::string_view server, absl::FunctionRef<absl
 absl::Status RestartOnSamePorts(absl::string_view server, absl::FunctionRef<absl::Status()> start,
                                 absl::Duration patience = absl::Seconds(5));
 
+// SIGSTOPs `pid` and returns once every thread of it has stopped. kill()
+// returns before that: the kernel wakes one thread, which stops the others
+// when it next runs, so on a busy machine the rest can go on working for
+// milliseconds (a broker can still confirm a publish sent after kill()).
+// False if the signal could not be sent or the threads did not all stop
+// within `timeout`.
+bool StopProcess(pid_t pid, absl::Duration timeout);
+
 class Subprocess {
  public:
   // Starts `argv[0]` with `argv`. `stdin_text`, when set, is written to the

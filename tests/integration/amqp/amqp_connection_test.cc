@@ -53,6 +53,7 @@ using ::switchboard::testing::RabbitMqServer;
 using ::switchboard::testing::RabbitMqSuite;
 using ::switchboard::testing::RunOnDispatcher;
 using ::switchboard::testing::StatusIs;
+using ::switchboard::testing::StopProcess;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -93,7 +94,7 @@ std::optional<pid_t> BeamPid(const std::string& node_name) {
 class StoppedBroker {
  public:
   explicit StoppedBroker(const RabbitMqServer& server) : beam_(BeamPid(server.node_name())) {
-    if (beam_.has_value() && kill(*beam_, SIGSTOP) != 0) beam_.reset();
+    if (beam_.has_value() && !StopProcess(*beam_, kWait)) beam_.reset();
   }
   ~StoppedBroker() { Resume(); }
 
@@ -616,7 +617,7 @@ TEST_F(AmqpConnectionTest, BrokerKilledFailsFastThenResumesWithTopologyRedeclare
   // can be confirmed.
   const std::optional<pid_t> beam = BeamPid(server().node_name());
   ASSERT_TRUE(beam.has_value()) << "no beam.smp for " << server().node_name();
-  ASSERT_EQ(kill(*beam, SIGSTOP), 0);
+  ASSERT_TRUE(StopProcess(*beam, kWait)) << "beam.smp " << *beam << " did not stop";
   constexpr size_t kPending = 50;
   Results pending(kPending);
   RunOnDispatcher(dispatcher_, [&] {

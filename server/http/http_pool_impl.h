@@ -20,7 +20,13 @@
 // but a burst of requests waiting for a brand-new connection to multiplex
 // on loses about one response in 1,500 as UNAVAILABLE ("Stream error in the
 // HTTP/2 framing layer") although the server answered it, so such a request
-// may have run. HTTP/1.1 shows none of this.
+// may have run. It takes a server that answers before reading the request
+// body (nginx `return`) and a body sent after its headers (a request that
+// may not repeat, read through the callback): the stream is closed when
+// curl goes to send the body, and curl fails the transfer without its
+// answer. Against nginx reading the body first, 40 such calls onto a new
+// connection failed 0 times in 150 runs, against 4 in 60 with `return`.
+// HTTP/1.1 shows none of this.
 //
 // Built by the wiring code, one per upstream. Threading and lifetime rules
 // are HttpPool's (http_pool.h). Time: request timeouts and latencies run on

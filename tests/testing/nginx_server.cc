@@ -101,7 +101,8 @@ absl::StatusOr<std::unique_ptr<NginxServer>> NginxServer::Start(Options options)
     // Two picks can return the same port (the first is closed before the
     // second): nginx would then serve both server blocks on one socket.
     int answer_port = 0;
-    while (!options.rate_limit.empty() && (answer_port == 0 || answer_port == port)) {
+    while ((!options.rate_limit.empty() || options.read_body) &&
+           (answer_port == 0 || answer_port == port)) {
       answer_port = PickUnusedPort();
     }
     // Replacing a failed attempt's server removes its directory.
@@ -163,8 +164,8 @@ std::string NginxServer::Config() const {
   const bool limited = !options_.rate_limit.empty();
   // `/` answers itself, or proxies to the answering upstream: the server at
   // proxy_to, or one of this nginx's own (behind limit_req, which cannot
-  // share a location with `return`).
-  const bool proxied = limited || !options_.proxy_to.empty();
+  // share a location with `return`; or to read the body first).
+  const bool proxied = limited || !options_.proxy_to.empty() || options_.read_body;
   const std::string answering =
       options_.proxy_to.empty() ? absl::StrCat("127.0.0.1:", answer_port_) : options_.proxy_to;
   // $0: directory, $1: port, $2: listen options, $3: what / does, $4:

@@ -83,6 +83,13 @@ class NginxServer {
     // alive): a JSON-RPC provider that answers batches, which a fixed
     // answer cannot.
     std::string proxy_to;
+    // Answer once the request's body has arrived in full, as a JSON-RPC
+    // provider does (it reads the method there): `/` proxies to an
+    // answering server of this nginx's own. Without it `return` answers
+    // before reading the body, and closes an HTTP/2 stream whose body is
+    // still on its way, which libcurl 7.88 can report as a stream error
+    // without the answer (see HttpPoolImpl).
+    bool read_body = false;
     // Serve https:// with a certificate for 127.0.0.1 made at start, which
     // is its own certificate authority (ca_file()).
     bool tls = false;
@@ -159,7 +166,7 @@ class NginxServer {
   const Options options_;
   const std::string dir_;
   const int port_;
-  const int answer_port_;  // The answering server behind limit_req.
+  const int answer_port_;  // The answering server behind limit_req or read_body.
   // A listening socket nobody accepts from: /slow's upstream.
   const int silent_fd_;
   const int silent_port_;

@@ -42,6 +42,10 @@ TEST(RpcHttp2DefaultTest, HttpsNegotiatesHttp2AndHttpSpeaksHttp11) {
   NginxServer::Options tls_options;
   tls_options.tls = true;
   tls_options.http2 = true;
+  // The calls' bodies go after their headers (they may not repeat): a
+  // provider that answered before reading one could lose its answer to
+  // libcurl 7.88 (server/http/http_pool_impl.h).
+  tls_options.read_body = true;
   absl::StatusOr<std::unique_ptr<NginxServer>> tls = NginxServer::Start(tls_options);
   absl::StatusOr<std::unique_ptr<NginxServer>> cleartext = NginxServer::Start();
   ASSERT_THAT(tls, IsOk());

@@ -58,10 +58,11 @@ class RedisServer {
   // SIGKILLs the server and waits for it to exit (a paused one too).
   void Kill();
 
-  // SIGSTOPs the server and returns once it has stopped: it keeps its connections open but answers
-  // nothing, as a Redis that hangs (or a network that drops every packet)
-  // would, until Resume() (SIGCONT) or Kill(). Command() on a paused server
-  // blocks for its 5 s timeout: do not use it meanwhile.
+  // SIGSTOPs the server and returns once it has stopped: it keeps its
+  // connections open but answers nothing, as a Redis that hangs (or a
+  // network that drops every packet) would, until Resume() (SIGCONT) or
+  // Kill(). Command() on a paused server blocks for its 5 s timeout: do not
+  // use it meanwhile.
   void Pause();
   void Resume();
 

@@ -63,6 +63,25 @@ absl::StatusOr<LoopbackSocket> BindLoopback(std::optional<int> backlog) {
   return LoopbackSocket{fd, ntohs(address.sin_port)};
 }
 
+// Whether every thread of `pid` is stopped (or gone): the state letter in
+// /proc/<pid>/task/<tid>/stat, after the parenthesised command name.
+absl::StatusOr<bool> AllThreadsStopped(pid_t pid) {
+  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
+  DIR* dir = opendir(tasks.c_str());
+  if (dir == nullptr) return absl::NotFoundError(absl::StrCat("no ", tasks));
+  bool stopped = true;
+  while (const dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    const std::string stat = ReadFile(absl::StrCat(tasks, "/", entry->d_name, "/stat"));
+    const size_t name_end = stat.rfind(')');
+    if (name_end == std::string::npos || name_end + 2 >= stat.size()) continue;  // Gone.
+    const char state = stat[name_end + 2];
+    if (state != 'T' && state != 't' && state != 'Z' && state != 'X') stopped = false;
+  }
+  closedir(dir);
+  return stopped;
+}
+
 }  // namespace
 
 int PickUnusedPort() {
@@ -223,29 +242,6 @@ std::optional<int> Subprocess::Wait(absl::Duration timeout) {
 
 std::string Subprocess::stdout_text() const { return ReadFile(stdout_path_); }
 std::string Subprocess::stderr_text() const { return ReadFile(stderr_path_); }
-
-namespace {
-
-// Whether every thread of `pid` is stopped (or gone): the state letter in
-// /proc/<pid>/task/<tid>/stat, after the parenthesised command name.
-absl::StatusOr<bool> AllThreadsStopped(pid_t pid) {
-  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
-  DIR* dir = opendir(tasks.c_str());
-  if (dir == nullptr) return absl::NotFoundError(absl::StrCat("no ", tasks));
-  bool stopped = true;
-  while (const dirent* entry = readdir(dir)) {
-    if (entry->d_name[0] == '.') continue;
-    const std::string stat = ReadFile(absl::StrCat(tasks, "/", entry->d_name, "/stat"));
-    const size_t name_end = stat.rfind(')');
-    if (name_end == std::string::npos || name_end + 2 >= stat.size()) continue;  // Gone.
-    const char state = stat[name_end + 2];
-    if (state != 'T' && state != 't' && state != 'Z' && state != 'X') stopped = false;
-  }
-  closedir(dir);
-  return stopped;
-}
-
-}  // namespace
 
 bool StopProcess(pid_t pid, absl::Duration timeout) {
   if (kill(pid, SIGSTOP) != 0) return false;

@@ -36,7 +36,11 @@
 #       thread behind (same MAX_CONNECTIONS), no validation, admission,
 #       cache or metrics: what any proxy built on this stack costs here;
 #       and gRPC alone: floor_proxy answering getGenesisHash in its gRPC
-#       handler;
+#       handler; and the floor of auto-batching: a second floor_proxy with
+#       --batch_max_calls=FLOOR_BATCH_MAX_CALLS (default 100), whose curl
+#       thread sends the calls it finds waiting while every connection is
+#       busy as one JSON-RPC batch and splits the answer by id (no rows
+#       when BATCHING=0);
 #   (d) latency at about RATE calls/s (default 1000), one request at a time:
 #       wrk with one connection that waits 1000/RATE ms between an answer and
 #       its next request (wrk's `delay()`; it times each request from its
@@ -77,6 +81,7 @@ method=getSlot
 provider_threads=${PROVIDER_THREADS:-1}
 batching=${BATCHING:-1}
 batch_config=${BATCH_CONFIG:-"{max_calls: 100, max_bytes: 1048576, methods: [$method]}"}
+floor_batch_max_calls=${FLOOR_BATCH_MAX_CALLS:-100}
 pin=${PIN:-0}
 upstream_threads=${UPSTREAM_THREADS:-}
 sbctl=$build/client/sbctl
@@ -95,9 +100,9 @@ if [[ $pin == 1 ]] && (($(nproc) < 2)); then
 fi
 
 work=$(mktemp -d)
-provider= proxy= server= batch_server= one_thread_server= floor=
+provider= proxy= server= batch_server= one_thread_server= floor= floor_batch_server=
 cleanup() {
-  for pid in $floor $one_thread_server $batch_server $server $proxy $provider; do
+  for pid in $floor_batch_server $floor $one_thread_server $batch_server $server $proxy $provider; do
     kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
   done
   rm -rf "$work"
@@ -210,9 +215,17 @@ floor_port=$(free_port)
 "$floor_proxy" --listen="127.0.0.1:$floor_port" --upstream_url="http://127.0.0.1:$provider_port/" \
   --max_connections="$max_connections" &
 floor=$!
+floor_batch_port=
+if [[ $batching != 0 ]]; then
+  floor_batch_port=$(free_port)
+  "$floor_proxy" --listen="127.0.0.1:$floor_batch_port" \
+    --upstream_url="http://127.0.0.1:$provider_port/" --max_connections="$max_connections" \
+    --batch_max_calls="$floor_batch_max_calls" &
+  floor_batch_server=$!
+fi
 # One call end to end through each, so that a broken setup fails here and
 # not as a row of zeros.
-for port in "$grpc_port" "$floor_port" "$one_thread_port" $batch_port; do
+for port in "$grpc_port" "$floor_port" "$one_thread_port" $batch_port $floor_batch_port; do
   for _ in $(seq 100); do
     "$sbctl" --server="127.0.0.1:$port" health >/dev/null 2>&1 && break
     sleep 0.1
@@ -343,7 +356,7 @@ if [[ $pin == 1 ]]; then
     proxy_cpus=$(cpu_range 0 $((cores - 1)))
     load_cpus=
     ((cores <= last_cpu)) && load_cpus=$(cpu_range "$cores" "$last_cpu")
-    pin_to "$proxy_cpus" $server $batch_server $one_thread_server $floor $proxy \
+    pin_to "$proxy_cpus" $server $batch_server $one_thread_server $floor $floor_batch_server $proxy \
       $(proxy_workers)
     pin_to "${load_cpus:-0-$last_cpu}" "$provider"
     {
@@ -366,10 +379,17 @@ if [[ $pin == 1 ]]; then
         sbctl_load)"
       echo "floor_stream $(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
         with_proxy_cpu sbctl_load --stream)"
+      if [[ -n $floor_batch_server ]]; then
+        echo "floor_batch $(TARGET_PORT=$floor_batch_port PROXY_PIDS=$floor_batch_server \
+          median_runs with_proxy_cpu sbctl_load)"
+        echo "floor_batch_stream $(TARGET_PORT=$floor_batch_port PROXY_PIDS=$floor_batch_server \
+          median_runs with_proxy_cpu sbctl_load --stream)"
+      fi
     } >"$work/pinned-$cores"
     echo "${load_cpus:-0-$last_cpu}" >"$work/pinned-$cores.load"
   done
-  export runs duration concurrency max_connections batch_config batch_skipped work last_cpu
+  export runs duration concurrency max_connections batch_config batch_skipped work last_cpu \
+    floor_batch_max_calls
   python3 - <<'EOF'
 import os
 e = os.environ
@@ -392,13 +412,16 @@ rows = [
     ("batch_stream", "(c) the same on one CallStream"),
     ("floor_unary", "(c) the stack's floor (floor_proxy), unary"),
     ("floor_stream", "(c) the stack's floor, on one CallStream"),
+    ("floor_batch", "(c) the stack's floor with batching (floor_proxy --batch_max_calls="
+     f"{e['floor_batch_max_calls']}), unary"),
+    ("floor_batch_stream", "(c) the same on one CallStream"),
 ]
 def cell(cores, key):
     if key not in cols[cores]:
         return f"skipped: {e['batch_skipped']}", ""
     rate, cpu, ratio = cols[cores][key]
     text = f"{rate:,.0f} calls/s"
-    if key.startswith("batch"):
+    if "batch" in key:
         text += f"; {ratio:.1f} calls per provider request"
     return text, ("" if key == "direct" else f"{cpu} µs")
 print(f"| Median of {e['runs']} runs of {e['duration']} s | proxies on CPU 0, provider and "
@@ -434,12 +457,20 @@ read -r grpc_unary grpc_unary_cpu _ < <(TARGET_PORT=$floor_port PROXY_PIDS=$floo
 read -r grpc_stream grpc_stream_cpu _ < <(TARGET_PORT=$floor_port PROXY_PIDS=$floor median_runs \
   with_proxy_cpu sbctl_cached_load --stream)
 batch= batch_cpu= batch_ratio= batch_stream= batch_stream_cpu= batch_stream_ratio=
-batch_latency=
+batch_latency= floor_batch= floor_batch_cpu= floor_batch_ratio= floor_batch_stream=
+floor_batch_stream_cpu= floor_batch_stream_ratio=
 if [[ -n $batch_server ]]; then
   read -r batch batch_cpu batch_ratio < <(TARGET_PORT=$batch_port PROXY_PIDS=$batch_server \
     median_runs with_proxy_cpu sbctl_load)
   read -r batch_stream batch_stream_cpu batch_stream_ratio < <(TARGET_PORT=$batch_port \
     PROXY_PIDS=$batch_server median_runs with_proxy_cpu sbctl_load --stream)
+fi
+if [[ -n $floor_batch_server ]]; then
+  read -r floor_batch floor_batch_cpu floor_batch_ratio < <(TARGET_PORT=$floor_batch_port \
+    PROXY_PIDS=$floor_batch_server median_runs with_proxy_cpu sbctl_load)
+  read -r floor_batch_stream floor_batch_stream_cpu floor_batch_stream_ratio < <( \
+    TARGET_PORT=$floor_batch_port PROXY_PIDS=$floor_batch_server median_runs with_proxy_cpu \
+    sbctl_load --stream)
 fi
 direct_latency=$(latency wrk_paced "$provider_port")
 proxied_latency=$(latency wrk_paced "$proxy_port")
@@ -458,7 +489,8 @@ export runs duration concurrency max_connections rate direct proxied proxied_cpu
   cached_latency floor_latency floor_stream_latency grpc_latency batch batch_cpu batch_ratio \
   batch_stream batch_stream_cpu batch_stream_ratio batch_latency batch_config batch_skipped \
   provider_threads one_thread one_thread_cpu one_thread_stream one_thread_stream_cpu \
-  upstream_threads
+  upstream_threads floor_batch floor_batch_cpu floor_batch_ratio floor_batch_stream \
+  floor_batch_stream_cpu floor_batch_stream_ratio floor_batch_max_calls
 cores=$(nproc) python3 - <<'EOF'
 import os
 e = os.environ
@@ -484,8 +516,16 @@ def times_b(x, bold=False):
 def batched(key, what, target, ok):
     if not e[key]:
         return ("(c)", what, f"skipped: {e['batch_skipped']}", "", target, "")
-    return ("(c)", what, f"{times_b(float(e[key]), True)}; {float(e[key + '_ratio']):.1f} calls "
-            "per provider request", f"{e[key + '_cpu']} µs", target, met(ok(float(e[key]))))
+    floor = e["floor_" + key]
+    against_floor = f" = {float(e[key]) / float(floor):.2f}× batching floor" if floor else ""
+    return ("(c)", what, f"{times_b(float(e[key]), True)}{against_floor}; "
+            f"{float(e[key + '_ratio']):.1f} calls per provider request", f"{e[key + '_cpu']} µs",
+            target, met(ok(float(e[key]))))
+def batch_floor(key, what):
+    if not e[key]:
+        return ("(c)", what, "skipped: BATCHING=0", "", "", "")
+    return ("(c)", what, f"{times_b(float(e[key]))}; {float(e[key + '_ratio']):.1f} calls per "
+            "provider request", f"{e[key + '_cpu']} µs", "", "")
 threads = e["upstream_threads"] or f"default: {min(int(cores), 8)}"
 one_thread, one_thread_stream = float(e["one_thread"]), float(e["one_thread_stream"])
 unary_added = added("switchboard_latency", True)
@@ -508,6 +548,9 @@ rows = [
      "multi thread, nothing else)", times_b(floor_unary), f"{e['floor_unary_cpu']} µs", "", ""),
     batched("batch", f"the same through Switchboard with auto-batching (`batch: "
             f"{e['batch_config']}`)", "≥ 0.5× (b)", lambda x: x >= 0.5 * proxied),
+    batch_floor("floor_batch", "the same through the stack's floor with batching (floor_proxy "
+                f"--batch_max_calls={e['floor_batch_max_calls']}: waiting calls leave as one "
+                "JSON-RPC batch, split by id)"),
     ("(c)", "the same through Switchboard, for a method it answers from its cache (no upstream "
      "request)", times_b(cached), f"{e['cached_cpu']} µs", "", ""),
     ("(c)", "gRPC alone: the same load to floor_proxy, which answers that method in its gRPC "
@@ -523,6 +566,7 @@ rows = [
     batched("batch_stream", "the same through Switchboard with auto-batching",
             f"≥ 1.0× (b), ≤ {e['proxied_cpu']} µs",
             lambda x: x >= proxied and float(e["batch_stream_cpu"]) <= float(e["proxied_cpu"])),
+    batch_floor("floor_batch_stream", "the same through the stack's floor with batching"),
     ("(c)", "the same through Switchboard, for the cached method", times_b(cached_stream),
      f"{e['cached_stream_cpu']} µs", "", ""),
     ("(c)", "gRPC alone, on a CallStream", times_b(grpc_stream), f"{e['grpc_stream_cpu']} µs",
@@ -557,6 +601,11 @@ print(f"Switchboard against the stack's floor: throughput {switchboard / floor_u
       f"{stream_added[1] - floor_stream_added[1]:+.0f} µs (stream). upstream_threads {threads} "
       f"against 1: {switchboard / one_thread:.2f}× (unary), {stream / one_thread_stream:.2f}× "
       "(stream).")
+if e["batch"] and e["floor_batch"]:
+    print(f"Auto-batching against the batching floor: {float(e['batch']) / float(e['floor_batch']):.2f}× "
+          f"(unary), {float(e['batch_stream']) / float(e['floor_batch_stream']):.2f}× (stream); "
+          f"the batching floor against (b): {float(e['floor_batch']) / proxied:.2f}× (unary), "
+          f"{float(e['floor_batch_stream']) / proxied:.2f}× (stream).")
 EOF
 echo
 echo "Load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"

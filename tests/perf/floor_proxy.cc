@@ -14,17 +14,27 @@
 // --inline_method are answered in the gRPC handler itself, without the curl
 // thread: the cost of gRPC alone.
 //
+// With --batch_max_calls=N (N > 1), the floor of auto-batching: calls that
+// the curl thread finds waiting while every connection is busy leave
+// together on the next free one, as one JSON-RPC batch of at most N calls
+// (the policy of Switchboard's `batch:`), and each call gets its own item of
+// the answer, found by id (switchboard::json_rpc's scanner, the least any
+// batching proxy must do).
+//
 //   floor_proxy --listen=127.0.0.1:PORT --upstream_url=http://127.0.0.1:PORT/
 //               [--max_connections=8] [--inline_method=getGenesisHash]
+//               [--batch_max_calls=0]
 // Runs until SIGINT or SIGTERM.
 #include <curl/curl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -35,6 +45,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/upstream/json_rpc.h"
 #include "switchboard/v1/rpc.grpc.pb.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0", "gRPC listen address");
@@ -42,6 +53,9 @@ ABSL_FLAG(std::string, upstream_url, "", "the provider's URL");
 ABSL_FLAG(int, max_connections, 8, "kept-alive connections to the provider");
 ABSL_FLAG(std::string, inline_method, "getGenesisHash",
           "calls to this method are answered at once, in the gRPC handler");
+ABSL_FLAG(int, batch_max_calls, 0,
+          "above 1: calls waiting for a connection leave as one JSON-RPC batch of at most this "
+          "many");
 
 namespace switchboard::floor_proxy {
 namespace {
@@ -49,11 +63,21 @@ namespace {
 // The provider's whole answer, or empty when the transfer failed.
 using Answered = absl::AnyInvocable<void(std::string answer)>;
 
-// One libcurl multi handle on its own thread: POSTs bodies handed over by
-// any thread and calls back on the curl thread.
+// One JSON-RPC call for the curl thread: its request object without the
+// id (`"method":...,"params":...}`), and what to do with its answer.
+struct QueuedCall {
+  std::string tail;
+  Answered answered;
+};
+
+// One libcurl multi handle on its own thread: POSTs calls handed over by any
+// thread and calls back on the curl thread.
 class CurlThread {
  public:
-  CurlThread(std::string url, int max_connections) : url_(std::move(url)) {
+  CurlThread(std::string url, int max_connections, int batch_max_calls)
+      : url_(std::move(url)),
+        max_connections_(static_cast<size_t>(std::max(max_connections, 1))),
+        batch_max_calls_(static_cast<size_t>(std::max(batch_max_calls, 1))) {
     multi_ = curl_multi_init();
     curl_multi_setopt(multi_, CURLMOPT_MAX_HOST_CONNECTIONS, static_cast<long>(max_connections));
     headers_ = curl_slist_append(nullptr, "Content-Type: application/json");
@@ -72,21 +96,20 @@ class CurlThread {
     curl_slist_free_all(headers_);
   }
 
-  void Post(std::string body, Answered answered) {
+  void Post(QueuedCall call) {
     {
       absl::MutexLock lock(&mu_);
-      incoming_.push_back(std::make_unique<Transfer>(std::move(body), std::move(answered)));
+      incoming_.push_back(std::move(call));
     }
     curl_multi_wakeup(multi_);
   }
 
  private:
+  // One HTTP request: one call, or a batch of them with ids 1, 2, ...
   struct Transfer {
-    Transfer(std::string body, Answered answered)
-        : body(std::move(body)), answered(std::move(answered)) {}
+    std::vector<QueuedCall> calls;
     std::string body;
     std::string answer;
-    Answered answered;
     CURL* easy = nullptr;
   };
 
@@ -95,7 +118,19 @@ class CurlThread {
     return size * count;
   }
 
-  void Start(std::unique_ptr<Transfer> transfer) {
+  void Start(std::vector<QueuedCall> calls) {
+    auto transfer = std::make_unique<Transfer>();
+    if (calls.size() == 1) {
+      transfer->body = absl::StrCat(R"({"jsonrpc":"2.0","id":1,)", calls[0].tail);
+    } else {
+      transfer->body = "[";
+      for (size_t i = 0; i < calls.size(); ++i) {
+        absl::StrAppend(&transfer->body, i == 0 ? "" : ",", R"({"jsonrpc":"2.0","id":)", i + 1, ",",
+                        calls[i].tail);
+      }
+      transfer->body += "]";
+    }
+    transfer->calls = std::move(calls);
     CURL* easy;
     if (idle_.empty()) {
       easy = curl_easy_init();
@@ -112,18 +147,68 @@ class CurlThread {
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, transfer.get());
     curl_easy_setopt(easy, CURLOPT_PRIVATE, transfer.get());
     curl_multi_add_handle(multi_, easy);
+    ++active_;
     transfer.release();  // Owned through CURLOPT_PRIVATE until done.
+  }
+
+  // Starts what waits: everything at once without batching (libcurl queues
+  // the requests beyond its connections); with batching, one request per
+  // free connection, the waiting calls shared evenly over them, so a call
+  // that finds a connection free goes alone.
+  void StartWaiting() {
+    if (batch_max_calls_ <= 1) {
+      for (QueuedCall& call : waiting_) {
+        std::vector<QueuedCall> alone;
+        alone.push_back(std::move(call));
+        Start(std::move(alone));
+      }
+      waiting_.clear();
+      return;
+    }
+    while (!waiting_.empty() && active_ < max_connections_) {
+      const size_t free = max_connections_ - active_;
+      const size_t take = std::min((waiting_.size() + free - 1) / free, batch_max_calls_);
+      std::vector<QueuedCall> calls;
+      for (size_t i = 0; i < take; ++i) {
+        calls.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+      }
+      Start(std::move(calls));
+    }
+  }
+
+  // Each call's answer: the whole body for one call, its item found by id
+  // for a batch; empty when the transfer failed or the item is missing.
+  static void Answer(Transfer& transfer, bool ok) {
+    std::vector<QueuedCall>& calls = transfer.calls;
+    if (calls.size() == 1) {
+      calls[0].answered(ok ? std::move(transfer.answer) : std::string());
+      return;
+    }
+    std::vector<absl::string_view> by_id(calls.size());
+    absl::StatusOr<std::vector<absl::string_view>> items =
+        ok ? upstream::SplitBatchItems(transfer.answer)
+           : absl::StatusOr<std::vector<absl::string_view>>(absl::UnavailableError("failed"));
+    if (items.ok()) {
+      for (absl::string_view item : *items) {
+        absl::StatusOr<upstream::ResponseParts> parts = upstream::SplitResponse(item);
+        if (!parts.ok()) continue;
+        const std::optional<uint64_t> id = upstream::NumericId(*parts);
+        if (id.has_value() && *id >= 1 && *id <= calls.size()) by_id[*id - 1] = item;
+      }
+    }
+    for (size_t i = 0; i < calls.size(); ++i) calls[i].answered(std::string(by_id[i]));
   }
 
   void Run() {
     for (;;) {
-      std::vector<std::unique_ptr<Transfer>> started;
       {
         absl::MutexLock lock(&mu_);
         if (stopping_) break;
-        started.swap(incoming_);
+        for (QueuedCall& call : incoming_) waiting_.push_back(std::move(call));
+        incoming_.clear();
       }
-      for (auto& transfer : started) Start(std::move(transfer));
+      StartWaiting();
       int running = 0;
       curl_multi_perform(multi_, &running);
       int queued = 0;
@@ -132,27 +217,37 @@ class CurlThread {
         Transfer* raw = nullptr;
         curl_easy_getinfo(message->easy_handle, CURLINFO_PRIVATE, &raw);
         std::unique_ptr<Transfer> transfer(raw);
-        if (message->data.result != CURLE_OK) transfer->answer.clear();
+        const bool ok = message->data.result == CURLE_OK;
         curl_multi_remove_handle(multi_, transfer->easy);
         idle_.push_back(transfer->easy);
-        transfer->answered(std::move(transfer->answer));
+        --active_;
+        Answer(*transfer, ok);
       }
+      // Calls left waiting go now on the connections just freed.
+      if (!waiting_.empty() && active_ < max_connections_) continue;
       curl_multi_poll(multi_, nullptr, 0, 1000, nullptr);
     }
   }
 
   const std::string url_;
+  const size_t max_connections_;
+  const size_t batch_max_calls_;
   CURLM* multi_;
   curl_slist* headers_;
-  std::vector<CURL*> idle_;  // Curl thread only.
+  // Curl thread only:
+  std::vector<CURL*> idle_;
+  std::deque<QueuedCall> waiting_;
+  size_t active_ = 0;  // Requests added to the multi handle, not yet done.
+
   std::thread thread_;
   absl::Mutex mu_;
-  std::vector<std::unique_ptr<Transfer>> incoming_ ABSL_GUARDED_BY(mu_);
+  std::vector<QueuedCall> incoming_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-std::string JsonRpcBody(const v1::CallRequest& request) {
-  return absl::StrCat(R"({"jsonrpc":"2.0","id":1,"method":")", request.method(), R"(","params":)",
+// The request object of `request` after its id.
+std::string JsonRpcTail(const v1::CallRequest& request) {
+  return absl::StrCat(R"("method":")", request.method(), R"(","params":)",
                       request.params_json().empty() ? "[]" : request.params_json(), "}");
 }
 
@@ -176,7 +271,7 @@ class Backend {
       answered(R"({"jsonrpc":"2.0","result":"inline","id":1})");
       return;
     }
-    curl_.Post(JsonRpcBody(request), std::move(answered));
+    curl_.Post(QueuedCall{JsonRpcTail(request), std::move(answered)});
   }
 
  private:
@@ -300,7 +395,8 @@ int Run() {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);  // Before any thread starts.
 
   grpc::EnableDefaultHealthCheckService(true);  // For `sbctl health`.
-  CurlThread curl(absl::GetFlag(FLAGS_upstream_url), absl::GetFlag(FLAGS_max_connections));
+  CurlThread curl(absl::GetFlag(FLAGS_upstream_url), absl::GetFlag(FLAGS_max_connections),
+                  absl::GetFlag(FLAGS_batch_max_calls));
   Backend backend(curl, absl::GetFlag(FLAGS_inline_method));
   FloorRpc service(backend);
   grpc::ServerBuilder builder;

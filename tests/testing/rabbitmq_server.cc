@@ -17,7 +17,6 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -49,13 +48,6 @@ std::string FindScript(absl::string_view name) {
   std::string debian = absl::StrCat(kDebianScripts, name);
   if (access(debian.c_str(), X_OK) == 0) return debian;
   return FindOnPath(name);
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 absl::Status WriteFile(const std::string& path, absl::string_view text) {

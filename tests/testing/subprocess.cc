@@ -41,13 +41,6 @@ std::string TempPath(absl::string_view what) {
   return pattern;
 }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // A close-on-exec socket bound to 127.0.0.1 at a port the kernel picks,
 // listening with `backlog` unless it is nullopt.
 absl::StatusOr<LoopbackSocket> BindLoopback(std::optional<int> backlog) {
@@ -83,6 +76,13 @@ absl::StatusOr<bool> AllThreadsStopped(pid_t pid) {
 }
 
 }  // namespace
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 int PickUnusedPort() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -51,6 +51,9 @@ absl::StatusOr<LoopbackSocket> BindRefusingPort();
 // in TIME_WAIT. INTERNAL when the port is in use.
 absl::StatusOr<LoopbackSocket> TakeLoopbackPort(int port);
 
+// The whole text of the file at `path`; empty when it cannot be read.
+std::string ReadFile(const std::string& path);
+
 // The last `lines` lines of `log`, for error messages.
 std::string LogTail(absl::string_view log, int lines = 20);
 

@@ -15,10 +15,8 @@
 
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,6 +49,7 @@ using ::switchboard::testing::Delivery;
 using ::switchboard::testing::IsOk;
 using ::switchboard::testing::RabbitMqServer;
 using ::switchboard::testing::RabbitMqSuite;
+using ::switchboard::testing::ReadFile;
 using ::switchboard::testing::RunOnDispatcher;
 using ::switchboard::testing::StatusIs;
 using ::switchboard::testing::StopProcess;
@@ -60,13 +59,6 @@ using ::testing::Not;
 
 // How long a test waits for a condition before it fails.
 constexpr absl::Duration kWait = absl::Seconds(60);
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // The node's Erlang VM: the process named beam.smp whose command line or
 // environment names the node. SIGSTOP on it makes a broker that keeps its connections open and

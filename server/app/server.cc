@@ -39,6 +39,7 @@
 #include "server/common/clock.h"
 #include "server/common/log.h"
 #include "server/common/status_macros.h"
+#include "server/common/usable_cores.h"
 #include "server/config/broker_url.h"
 #include "server/config/listen_address.h"
 #include "server/event/dispatcher_impl.h"
@@ -86,8 +87,9 @@ constexpr absl::Duration kAfterGrpcReserve = absl::Milliseconds(2500);
 constexpr absl::Duration kFirstHealthReportWait = absl::Seconds(2);
 // The ceiling of the fleet coordination's reconnect backoff.
 constexpr absl::Duration kFleetReconnectMax = absl::Seconds(1);
-// Upstream I/O threads when server.upstream_threads is 0: the cores, at most
-// this many (past it, libcurl's work per call is no longer what limits).
+// Upstream I/O threads when server.upstream_threads is 0: the cores the
+// process may use (its CPU quota in a container), at most this many (past
+// it, libcurl's work per call is no longer what limits).
 constexpr uint32_t kMaxDefaultUpstreamThreads = 8;
 
 // Every method the server serves, by full name: those of the services these
@@ -122,7 +124,7 @@ std::string TransportSecurity(const config::v1::Server& server) {
 
 uint32_t UpstreamThreads(const config::v1::Server& server) {
   if (server.upstream_threads() > 0) return server.upstream_threads();
-  return std::clamp<uint32_t>(std::thread::hardware_concurrency(), 1, kMaxDefaultUpstreamThreads);
+  return std::clamp<uint32_t>(common::UsableCores(), 1, kMaxDefaultUpstreamThreads);
 }
 
 class ServerImpl final : public Server {

@@ -3,8 +3,6 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -12,18 +10,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/common/text_file.h"
 
 namespace switchboard::common {
 namespace {
-
-// The text of `path`, or nullopt when it cannot be read.
-std::optional<std::string> ReadText(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 std::optional<uint32_t> Cores(int64_t quota, int64_t period) {
   if (quota <= 0 || period <= 0) return std::nullopt;
@@ -97,14 +87,14 @@ uint32_t UsableCoresFrom(uint32_t cpus, absl::string_view self_cgroup,
   }
   if (v1_path.has_value()) {
     quota = SmallestQuota(absl::StrCat(cgroup_root, "/cpu"), *v1_path, [](const std::string& dir) {
-      const std::optional<std::string> quota_us = ReadText(dir + "/cpu.cfs_quota_us");
-      const std::optional<std::string> period_us = ReadText(dir + "/cpu.cfs_period_us");
+      const std::optional<std::string> quota_us = ReadTextFile(dir + "/cpu.cfs_quota_us");
+      const std::optional<std::string> period_us = ReadTextFile(dir + "/cpu.cfs_period_us");
       if (!quota_us.has_value() || !period_us.has_value()) return std::optional<uint32_t>();
       return CoresFromCfsQuota(*quota_us, *period_us);
     });
   } else if (v2_path.has_value()) {
     quota = SmallestQuota(cgroup_root, *v2_path, [](const std::string& dir) {
-      const std::optional<std::string> cpu_max = ReadText(dir + "/cpu.max");
+      const std::optional<std::string> cpu_max = ReadTextFile(dir + "/cpu.max");
       return cpu_max.has_value() ? CoresFromCpuMax(*cpu_max) : std::nullopt;
     });
   }
@@ -118,7 +108,7 @@ uint32_t UsableCores() {
   if (sched_getaffinity(0, sizeof(affinity), &affinity) == 0) {
     cpus = static_cast<uint32_t>(CPU_COUNT(&affinity));
   }
-  return UsableCoresFrom(cpus, ReadText("/proc/self/cgroup").value_or(""), "/sys/fs/cgroup");
+  return UsableCoresFrom(cpus, ReadTextFile("/proc/self/cgroup").value_or(""), "/sys/fs/cgroup");
 }
 
 }  // namespace switchboard::common

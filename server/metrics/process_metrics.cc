@@ -4,9 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -15,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "prometheus/client_metric.h"
 #include "prometheus/gauge.h"
+#include "server/common/text_file.h"
 
 namespace switchboard::metrics {
 namespace {
@@ -27,19 +26,11 @@ constexpr size_t kStime = 15;
 constexpr size_t kStartTime = 22;
 constexpr size_t kRss = 24;
 
-std::optional<std::string> ReadFile(const char* path) {
-  std::ifstream file(path);
-  if (!file) return std::nullopt;
-  std::ostringstream text;
-  text << file.rdbuf();
-  return text.str();
-}
-
 // The fields of /proc/self/stat from the third on. The command name
 // (field 2, in parentheses) may hold spaces and parentheses itself, so the
 // fields start after the last ')'.
 std::vector<std::string> StatFields() {
-  const std::optional<std::string> stat = ReadFile("/proc/self/stat");
+  const std::optional<std::string> stat = common::ReadTextFile("/proc/self/stat");
   if (!stat) return {};
   const size_t end_of_name = stat->rfind(')');
   if (end_of_name == std::string::npos) return {};
@@ -58,7 +49,7 @@ std::optional<double> StatField(const std::vector<std::string>& fields, size_t f
 
 // The boot time, in seconds since the epoch (`btime` of /proc/stat).
 std::optional<double> BootTime() {
-  const std::optional<std::string> stat = ReadFile("/proc/stat");
+  const std::optional<std::string> stat = common::ReadTextFile("/proc/stat");
   if (!stat) return std::nullopt;
   for (absl::string_view line : absl::StrSplit(*stat, '\n')) {
     double value = 0;

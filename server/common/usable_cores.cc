@@ -28,7 +28,8 @@ std::vector<std::string> SelfAndAncestors(absl::string_view path) {
   for (;;) {
     chain.push_back(cgroup);
     if (cgroup.empty()) break;
-    cgroup.resize(cgroup.rfind('/') == std::string::npos ? 0 : cgroup.rfind('/'));
+    const size_t parent_end = cgroup.rfind('/');
+    cgroup.resize(parent_end == std::string::npos ? 0 : parent_end);
   }
   return chain;
 }

@@ -14,12 +14,13 @@
 // --inline_method are answered in the gRPC handler itself, without the curl
 // thread: the cost of gRPC alone.
 //
-// With --batch_max_calls=N (N > 1), the floor of auto-batching: calls that
-// the curl thread finds waiting while every connection is busy leave
-// together on the next free one, as one JSON-RPC batch of at most N calls
-// (the policy of Switchboard's `batch:`), and each call gets its own item of
-// the answer, found by id (switchboard::json_rpc's scanner, the least any
-// batching proxy must do).
+// With --batch_max_calls=N (N > 1), the floor of auto-batching: a call
+// that finds a connection free goes alone; calls that find every connection
+// busy wait, and leave in JSON-RPC batches of at most N calls, shared evenly
+// over the connections free when the curl thread next looks (as fast as
+// Switchboard's one-batch-per-freed-connection policy here, or faster). Each
+// call gets its own item of the answer, found by id (switchboard::json_rpc's
+// scanner, the least any batching proxy must do).
 //
 //   floor_proxy --listen=127.0.0.1:PORT --upstream_url=http://127.0.0.1:PORT/
 //               [--max_connections=8] [--inline_method=getGenesisHash]

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/substitute.h"
 #include "absl/time/clock.h"
+#include "tests/testing/subprocess.h"
 #include "tests/testing/test_certificates.h"
 
 namespace switchboard::testing {

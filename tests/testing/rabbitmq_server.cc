@@ -79,13 +79,13 @@ std::vector<pid_t> ProcessesWithEnv(const std::string& marker) {
     int pid = 0;
     if (!absl::SimpleAtoi(entry->d_name, &pid) || pid <= 0) continue;
     // "pid (comm) state ...": comm may hold spaces and parentheses.
-    const std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+    const std::string stat = ReadTextFile(absl::StrCat("/proc/", pid, "/stat"));
     const size_t paren = stat.rfind(')');
     if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] == 'Z') {
       continue;
     }
     // Unreadable for other users' processes: those are not ours anyway.
-    const std::string environ = ReadFile(absl::StrCat("/proc/", pid, "/environ"));
+    const std::string environ = ReadTextFile(absl::StrCat("/proc/", pid, "/environ"));
     for (absl::string_view variable : absl::StrSplit(environ, '\0')) {
       if (variable == marker) {
         pids.push_back(pid);
@@ -173,7 +173,7 @@ std::string RabbitMqServer::url() const {
 }
 
 std::string RabbitMqServer::log() const {
-  return ReadFile(absl::StrCat(dir_, "/log/", node_name_, ".log"));
+  return ReadTextFile(absl::StrCat(dir_, "/log/", node_name_, ".log"));
 }
 
 absl::Status RabbitMqServer::WriteFiles() const {

@@ -13,7 +13,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <optional>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -21,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "server/common/text_file.h"
 #include "tests/testing/poll.h"
 
 namespace switchboard::testing {
@@ -65,7 +65,7 @@ absl::StatusOr<bool> AllThreadsStopped(pid_t pid) {
   bool stopped = true;
   while (const dirent* entry = readdir(dir)) {
     if (entry->d_name[0] == '.') continue;
-    const std::string stat = ReadFile(absl::StrCat(tasks, "/", entry->d_name, "/stat"));
+    const std::string stat = ReadTextFile(absl::StrCat(tasks, "/", entry->d_name, "/stat"));
     const size_t name_end = stat.rfind(')');
     if (name_end == std::string::npos || name_end + 2 >= stat.size()) continue;  // Gone.
     const char state = stat[name_end + 2];
@@ -77,11 +77,8 @@ absl::StatusOr<bool> AllThreadsStopped(pid_t pid) {
 
 }  // namespace
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+std::string ReadTextFile(const std::string& path) {
+  return common::ReadTextFile(path).value_or("");
 }
 
 int PickUnusedPort() {
@@ -240,8 +237,8 @@ std::optional<int> Subprocess::Wait(absl::Duration timeout) {
   }
 }
 
-std::string Subprocess::stdout_text() const { return ReadFile(stdout_path_); }
-std::string Subprocess::stderr_text() const { return ReadFile(stderr_path_); }
+std::string Subprocess::stdout_text() const { return ReadTextFile(stdout_path_); }
+std::string Subprocess::stderr_text() const { return ReadTextFile(stderr_path_); }
 
 bool StopProcess(pid_t pid, absl::Duration timeout) {
   if (kill(pid, SIGSTOP) != 0) return false;

@@ -52,7 +52,7 @@ absl::StatusOr<LoopbackSocket> BindRefusingPort();
 absl::StatusOr<LoopbackSocket> TakeLoopbackPort(int port);
 
 // The whole text of the file at `path`; empty when it cannot be read.
-std::string ReadFile(const std::string& path);
+std::string ReadTextFile(const std::string& path);
 
 // The last `lines` lines of `log`, for error messages.
 std::string LogTail(absl::string_view log, int lines = 20);

@@ -4,7 +4,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -29,13 +28,6 @@ absl::Status RunOpenssl(std::vector<std::string> args) {
 }
 
 }  // namespace
-
-std::string ReadTextFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 absl::StatusOr<std::unique_ptr<TestCertificates>> TestCertificates::Create(
     const std::string& ca_name) {

@@ -44,7 +44,4 @@ class TestCertificates {
   int serial_ = 1;
 };
 
-// The text of a file, or empty when it cannot be read.
-std::string ReadTextFile(const std::string& path);
-
 }  // namespace switchboard::testing

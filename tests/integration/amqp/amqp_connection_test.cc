@@ -49,7 +49,7 @@ using ::switchboard::testing::Delivery;
 using ::switchboard::testing::IsOk;
 using ::switchboard::testing::RabbitMqServer;
 using ::switchboard::testing::RabbitMqSuite;
-using ::switchboard::testing::ReadFile;
+using ::switchboard::testing::ReadTextFile;
 using ::switchboard::testing::RunOnDispatcher;
 using ::switchboard::testing::StatusIs;
 using ::switchboard::testing::StopProcess;
@@ -70,9 +70,9 @@ std::optional<pid_t> BeamPid(const std::string& node_name) {
   while (const dirent* entry = readdir(proc)) {
     int pid = 0;
     if (!absl::SimpleAtoi(entry->d_name, &pid) || pid <= 0) continue;
-    if (ReadFile(absl::StrCat("/proc/", pid, "/comm")) != "beam.smp\n") continue;
-    if (absl::StrContains(ReadFile(absl::StrCat("/proc/", pid, "/cmdline")), node_name) ||
-        absl::StrContains(ReadFile(absl::StrCat("/proc/", pid, "/environ")), node_name)) {
+    if (ReadTextFile(absl::StrCat("/proc/", pid, "/comm")) != "beam.smp\n") continue;
+    if (absl::StrContains(ReadTextFile(absl::StrCat("/proc/", pid, "/cmdline")), node_name) ||
+        absl::StrContains(ReadTextFile(absl::StrCat("/proc/", pid, "/environ")), node_name)) {
       found = pid;
       break;
     }
